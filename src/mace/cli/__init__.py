@@ -1,0 +1,1 @@
+"""The `mace` command line."""

@@ -1,0 +1,94 @@
+"""ONNX -> .mace: import (normalize, fold constants, infer static shapes), optimize (fusions), save."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import onnx
+
+from .. import modelfile
+from ..errors import ConversionError
+from ..ir import DATA_TYPES, Graph
+from .deployment import ModelSpec, read_deployment
+from .onnx_import import SUPPORTED_OPS, import_onnx
+from .passes import optimize
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SUPPORTED_OPS", "convert", "convert_onnx", "convert_deployment"]
+
+
+def convert_onnx(
+    model: str | Path | onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    data_type: str = "fp32_fp32",
+    output_names: Sequence[str] | None = None,
+    name: str | None = None,
+) -> Graph:
+    """Convert an ONNX model (path or proto) to an optimized IR graph held in memory."""
+    if data_type not in DATA_TYPES:
+        raise ConversionError(f"data type {data_type!r} is not one of {', '.join(DATA_TYPES)}")
+    graph = import_onnx(model, input_shapes, output_names, name)
+    graph.data_type = data_type
+    graph.metadata["nodes_before_passes"] = len(graph.nodes)
+    graph.metadata["op_histogram_before_passes"] = graph.op_histogram()
+    graph.metadata["passes"] = optimize(graph)
+    return graph
+
+
+def convert_deployment(config: str | Path, output_dir: str | Path | None = None) -> list[Path]:
+    """Convert every model of a MACE-style deployment file; writes <output_dir>/<model name>.mace for each."""
+    config = Path(config)
+    out_dir = Path(output_dir) if output_dir is not None else config.parent
+    written = []
+    for spec in read_deployment(config):
+        graph = _convert_spec(spec)
+        written.append(modelfile.save(graph, out_dir / f"{spec.name}.mace"))
+    return written
+
+
+def _convert_spec(spec: ModelSpec) -> Graph:
+    for key in spec.ignored_keys:
+        log.info("deployment file: %s is a MACE build setting that mace ignores", key)
+    graph = convert_onnx(spec.model_file, spec.input_shapes, spec.data_type, spec.output_tensors or None, spec.name)
+    produced = {t.name: list(t.shape) for t in graph.outputs}
+    for tensor, shape in spec.output_shapes.items():
+        if produced.get(tensor) != shape:
+            raise ConversionError(
+                f"models.{spec.name}.subgraphs[0].output_shapes: {tensor!r} is declared {shape}, "
+                f"the model produces {produced.get(tensor)}"
+            )
+    graph.metadata["runtime"] = spec.runtime
+    return graph
+
+
+def convert(
+    model: str | Path | onnx.ModelProto | None = None,
+    output: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    data_type: str = "fp32_fp32",
+    output_dir: str | Path | None = None,
+) -> list[Path]:
+    """Convert an ONNX model, or every model of a deployment file, to .mace files. Returns the paths written.
+
+    >>> import mace
+    >>> mace.convert("mobilenet_v2.onnx", "mobilenet_v2.mace", data_type="fp16_fp32")  # doctest: +SKIP
+    [PosixPath('mobilenet_v2.mace')]
+    >>> mace.convert(config="deploy.yml", output_dir="build/")  # doctest: +SKIP
+    """
+    if config is not None:
+        if model is not None:
+            raise ConversionError("give either an ONNX model or a deployment file (config=...), not both")
+        return convert_deployment(config, output_dir)
+    if model is None:
+        raise ConversionError("nothing to convert: give an ONNX model path or a deployment file (config=...)")
+    graph = convert_onnx(model, input_shapes, data_type)
+    if output is None:
+        if isinstance(model, onnx.ModelProto):
+            raise ConversionError("an output path is needed when converting an in-memory ONNX model")
+        output = Path(output_dir or Path(model).parent) / (Path(model).stem + ".mace")
+    return [modelfile.save(graph, output)]

@@ -1,0 +1,182 @@
+"""The `.mace` model file: a versioned header, a JSON graph description, 64-byte aligned raw weights, a sha256 trailer.
+
+Layout (little-endian; docs/model-format.md has the byte-by-byte table):
+    header (64 bytes) | graph JSON (UTF-8) | padding | weights (each array 64-byte aligned) | sha256 (32 bytes)
+The weights can be memory-mapped: every constant is a raw little-endian array at an aligned offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelFormatError
+from .ir import Graph, Node, TensorInfo
+
+MAGIC = b"MACEMDL\0"
+FORMAT_VERSION = 0x00010000  # major.minor in the high/low 16 bits; a reader accepts its own major version
+HEADER = struct.Struct("<8sIIQQQQQQ")  # magic, version, header size, json off/len, weights off/len, file size, flags
+HEADER_SIZE = 64
+ALIGNMENT = 64
+TRAILER_SIZE = 32
+ALLOWED_DTYPES = {"float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"}
+
+
+def _align(n: int) -> int:
+    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+def encode(graph: Graph) -> bytes:
+    """Serialize a graph to the bytes of a .mace file."""
+    weights = bytearray()
+    table: list[dict[str, Any]] = []
+    for name, value in graph.constants.items():
+        array = np.ascontiguousarray(value)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        weights.extend(b"\0" * (_align(len(weights)) - len(weights)))
+        table.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape),
+                      "offset": len(weights), "nbytes": array.nbytes})
+        weights.extend(array.tobytes())
+    description = {
+        "name": graph.name,
+        "data_type": graph.data_type,
+        "inputs": [t.to_json() for t in graph.inputs],
+        "outputs": [t.to_json() for t in graph.outputs],
+        "tensors": [t.to_json() for t in graph.tensors.values()],
+        "nodes": [n.to_json() for n in graph.nodes],
+        "constants": table,
+        "metadata": graph.metadata,
+    }
+    text = json.dumps(description, separators=(",", ":"), sort_keys=False).encode("utf-8")
+    json_offset = HEADER_SIZE
+    weights_offset = _align(json_offset + len(text))
+    total = weights_offset + len(weights) + TRAILER_SIZE
+    header = HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, json_offset, len(text), weights_offset, len(weights),
+                         total, 0)
+    body = header.ljust(HEADER_SIZE, b"\0") + text
+    body = body.ljust(weights_offset, b"\0") + bytes(weights)
+    return body + hashlib.sha256(body).digest()
+
+
+def save(graph: Graph, path: str | os.PathLike[str]) -> Path:
+    """Write atomically: a temp file in the same directory, fsync, then rename over the target."""
+    path = Path(path)
+    data = encode(graph)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike[str]) -> Graph:
+    """Read and validate a .mace file; weights are views of a read-only memory map of the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise ModelFormatError(str(path), 0, "the file is empty")
+            data: bytes | mmap.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise ModelFormatError(str(path), None, f"cannot read: {exc.strerror or exc}") from exc
+    return decode(data, str(path))
+
+
+def decode(data: bytes | mmap.mmap, source: str = "<bytes>") -> Graph:
+    def fail(offset: int | None, reason: str) -> ModelFormatError:
+        return ModelFormatError(source, offset, reason)
+
+    size = len(data)
+    if size < HEADER_SIZE:
+        raise fail(size, f"truncated header: the file has {size} bytes, the header needs {HEADER_SIZE}")
+    magic, version, header_size, json_off, json_len, w_off, w_len, total, _flags = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise fail(0, f"bad magic {bytes(magic)!r}, expected {MAGIC!r} (not a .mace model file)")
+    if version >> 16 != FORMAT_VERSION >> 16:
+        raise fail(8, f"unsupported format version 0x{version:08x} (this mace reads 0x{FORMAT_VERSION:08x})")
+    if header_size != HEADER_SIZE:
+        raise fail(12, f"header size {header_size}, expected {HEADER_SIZE}")
+    if total != size:
+        where = min(total, size)
+        raise fail(where, f"the header says the file has {total} bytes but it has {size} (truncated or padded)")
+    body_end = size - TRAILER_SIZE
+    if not HEADER_SIZE <= json_off <= json_off + json_len <= body_end:
+        raise fail(16, f"graph description range [{json_off}, {json_off + json_len}) is outside the file")
+    if w_off % ALIGNMENT or not json_off + json_len <= w_off <= w_off + w_len <= body_end:
+        raise fail(32, f"weights range [{w_off}, {w_off + w_len}) is misaligned or outside the file")
+    digest = hashlib.sha256(memoryview(data)[:body_end]).digest()
+    if digest != bytes(data[body_end:size]):
+        raise fail(body_end, "sha256 mismatch: the content was modified or corrupted")
+
+    try:
+        description = json.loads(bytes(data[json_off:json_off + json_len]).decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise fail(json_off + exc.start, "graph description is not valid UTF-8") from exc
+    except json.JSONDecodeError as exc:
+        raise fail(json_off + exc.pos, f"graph description is not valid JSON: {exc.msg}") from exc
+    try:
+        return _graph_from_description(description, data, w_off, w_len, fail)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise fail(json_off, f"graph description is malformed: {type(exc).__name__}: {exc}") from exc
+
+
+def _graph_from_description(d: dict[str, Any], data: Any, w_off: int, w_len: int, fail: Any) -> Graph:
+    constants: dict[str, np.ndarray] = {}
+    for entry in d["constants"]:
+        name, dtype, shape = str(entry["name"]), str(entry["dtype"]), tuple(int(x) for x in entry["shape"])
+        offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
+        if dtype not in ALLOWED_DTYPES:
+            raise fail(None, f"constant {name!r} has unsupported dtype {dtype!r}")
+        if any(x < 0 for x in shape) or nbytes != int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize:
+            raise fail(w_off + offset, f"constant {name!r}: {nbytes} bytes do not match shape {shape} {dtype}")
+        if offset % ALIGNMENT or offset < 0 or offset + nbytes > w_len:
+            raise fail(w_off + offset, f"constant {name!r} range [{offset}, {offset + nbytes}) is outside the weights")
+        array = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"), count=int(np.prod(shape, dtype=np.int64)),
+                              offset=w_off + offset).reshape(shape)
+        constants[name] = array
+    tensors = {t["name"]: TensorInfo.from_json(t) for t in d["tensors"]}
+    graph = Graph(
+        name=str(d["name"]),
+        inputs=[TensorInfo.from_json(t) for t in d["inputs"]],
+        outputs=[TensorInfo.from_json(t) for t in d["outputs"]],
+        nodes=[Node.from_json(n) for n in d["nodes"]],
+        constants=constants,
+        tensors=tensors,
+        data_type=str(d.get("data_type", "fp32_fp32")),
+        metadata=dict(d.get("metadata", {})),
+    )
+    _check_references(graph, fail)
+    return graph
+
+
+def _check_references(graph: Graph, fail: Any) -> None:
+    """Every node input must be defined before use, so a runtime never meets an unknown tensor."""
+    defined = {t.name for t in graph.inputs} | set(graph.constants)
+    for node in graph.nodes:
+        for name in node.inputs:
+            if name and name not in defined:
+                raise fail(None, f"node {node.name!r} ({node.op}) reads tensor {name!r}, which is never defined")
+        defined.update(o for o in node.outputs if o)
+        for out in node.outputs:
+            if out and out not in graph.tensors:
+                raise fail(None, f"node {node.name!r} output {out!r} has no shape/dtype entry")
+    for out in graph.outputs:
+        if out.name not in defined:
+            raise fail(None, f"graph output {out.name!r} is never produced")

@@ -1,0 +1,117 @@
+"""GPUContextBuilder / GPUContext: the OpenCL device, its queue and where compiled programs are cached.
+
+Named after MACE's API. One GPUContext can be shared by several engines: they share the OpenCL context, the queue
+and the cache settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyopencl as cl
+
+from .device import DeviceChoice, fingerprint, select_device
+from .store import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, FileStore, MemoryStore, Store
+
+STORAGE_ENV = "MACE_STORAGE_PATH"  # overrides the default storage directory; "off" disables the writable cache
+CACHE_KEY_ENV = "MACE_CACHE_KEY"
+OFF_VALUES = {"off", "none", "0", "false", "disable", "disabled"}
+
+
+def default_storage_dir() -> Path | None:
+    """$MACE_STORAGE_PATH, else $XDG_CACHE_HOME/mace, else ~/.cache/mace; None when turned off."""
+    env = os.environ.get(STORAGE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in OFF_VALUES or not env.strip() else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mace"
+
+
+@dataclass
+class GPUContext:
+    """What engines need from the device side. Build it with GPUContextBuilder."""
+
+    choice: DeviceChoice
+    context: cl.Context
+    queue: cl.CommandQueue
+    storage: Store | None
+    binary_stores: list[Store] = field(default_factory=list)
+    parameter_path: Path | None = None
+    cache_key: bytes | None = None
+
+    @property
+    def device(self) -> cl.Device:
+        return self.choice.device
+
+    @property
+    def fingerprint(self):  # noqa: ANN201 - DeviceFingerprint, kept lazy
+        return fingerprint(self.choice)
+
+
+class GPUContextBuilder:
+    """
+    >>> import mace
+    >>> ctx = (mace.GPUContextBuilder()                       # doctest: +SKIP
+    ...        .set_storage_path("/data/app/mace")            # writable cache directory
+    ...        .set_opencl_binary_paths(["/app/assets/mace_cl_compiled_program.bin"])  # shipped, read-only
+    ...        .finalize())
+    >>> engine = mace.Engine("model.mace", device="opencl", gpu_context=ctx)  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._storage_dir: Path | None = default_storage_dir()
+        self._binary_paths: list[Path] = []
+        self._binary_bytes: list[bytes] = []
+        self._parameter_path: Path | None = None
+        self._device_spec = ""
+        self._cache_key: bytes | None = os.environ[CACHE_KEY_ENV].encode() if os.environ.get(CACHE_KEY_ENV) else None
+
+    def set_storage_path(self, path: str | os.PathLike[str]) -> GPUContextBuilder:
+        """Directory of the writable cache; mace_cl_compiled_program.bin is kept there."""
+        self._storage_dir = Path(path).expanduser()
+        return self
+
+    def disable_storage(self) -> GPUContextBuilder:
+        """No writable cache: programs come from the read-only binaries or are built from source every start."""
+        self._storage_dir = None
+        return self
+
+    def set_opencl_binary_paths(self, paths: list[str | os.PathLike[str]]) -> GPUContextBuilder:
+        """Read-only precompiled program files, searched in order after the storage cache."""
+        self._binary_paths = [Path(p).expanduser() for p in paths]
+        return self
+
+    def set_opencl_binary(self, data: bytes) -> GPUContextBuilder:
+        """A read-only program cache held in memory (for apps that embed the file in their package)."""
+        self._binary_bytes.append(bytes(data))
+        return self
+
+    def set_opencl_parameter_path(self, path: str | os.PathLike[str]) -> GPUContextBuilder:
+        """The tuned work-group sizes file (mace_cl_tuned_params.bin)."""
+        self._parameter_path = Path(path).expanduser()
+        return self
+
+    def set_device(self, spec: str) -> GPUContextBuilder:
+        """"" (a GPU if listed, else any OpenCL device) or "<platform substring>[:<index>]"."""
+        self._device_spec = spec
+        return self
+
+    def set_cache_key(self, key: bytes) -> GPUContextBuilder:
+        """Sign the cache with HMAC-SHA256 under this key; unsigned or altered files are then rejected."""
+        self._cache_key = bytes(key)
+        return self
+
+    def finalize(self) -> GPUContext:
+        choice = select_device(self._device_spec)
+        context = cl.Context([choice.device])
+        queue = cl.CommandQueue(context, choice.device)
+        storage = FileStore(self._storage_dir / PROGRAM_CACHE_NAME) if self._storage_dir is not None else None
+        binaries: list[Store] = [MemoryStore(b, f"<in-memory OpenCL binary #{i}>")
+                                 for i, b in enumerate(self._binary_bytes)]
+        binaries += [FileStore(p) for p in self._binary_paths]
+        parameter_path = self._parameter_path
+        if parameter_path is None and self._storage_dir is not None:
+            parameter_path = self._storage_dir / TUNED_PARAMS_NAME
+        return GPUContext(choice, context, queue, storage, binaries, parameter_path, self._cache_key)

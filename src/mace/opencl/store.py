@@ -1,0 +1,116 @@
+"""Where cache files live. A store hands out the current bytes and applies read-merge-write updates atomically.
+
+The file store never rewrites in place (a crash mid-write would leave a torn file, the lesson of MACE's own cache):
+it writes a temp file in the same directory, fsyncs it, renames it over the old one and fsyncs the directory, all
+under an inter-process file lock so concurrent savers merge instead of overwriting each other's entries.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from filelock import FileLock, Timeout
+
+from ..errors import MaceError
+
+PROGRAM_CACHE_NAME = "mace_cl_compiled_program.bin"
+TUNED_PARAMS_NAME = "mace_cl_tuned_params.bin"
+LOCK_TIMEOUT_SECONDS = 30.0
+
+
+class StoreError(MaceError):
+    """The store cannot be read or written (permissions, disk full, lock timeout)."""
+
+
+class Store(Protocol):
+    description: str
+
+    def read(self) -> bytes | None:
+        """The stored bytes, or None when nothing is stored yet."""
+
+    def update(self, merge: Callable[[bytes | None], bytes]) -> None:
+        """Atomically replace the content by merge(current content), excluding other writers meanwhile."""
+
+    def clear(self) -> bool:
+        """Delete the content; True if something was deleted."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Temp file in the same directory -> fsync -> os.replace -> fsync the directory."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return  # some file systems cannot open directories; the rename itself is done
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+class FileStore:
+    def __init__(self, path: str | os.PathLike[str], lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout = lock_timeout
+        self.description = str(self.path)
+
+    def read(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot read: {exc.strerror or exc}") from exc
+
+    def update(self, merge: Callable[[bytes | None], bytes]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # filelock uses flock(): the kernel drops the lock when its holder dies, so a killed process never
+            # leaves a lock that blocks the next start (unlike a lock *file* whose existence is the lock).
+            with FileLock(str(self.lock_path), timeout=self.lock_timeout):
+                atomic_write(self.path, merge(self.read()))
+        except Timeout as exc:
+            raise StoreError(f"{self.lock_path}: lock not acquired within {self.lock_timeout:.0f} s") from exc
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot write: {exc.strerror or exc}") from exc
+
+    def clear(self) -> bool:
+        existed = self.path.exists()
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot delete: {exc.strerror or exc}") from exc
+        return existed
+
+
+class MemoryStore:
+    """A read-only in-memory cache (GPUContextBuilder.set_opencl_binary): for apps that embed the file."""
+
+    def __init__(self, data: bytes, description: str = "<in-memory OpenCL binary>") -> None:
+        self.data = bytes(data)
+        self.description = description
+
+    def read(self) -> bytes | None:
+        return self.data
+
+    def update(self, merge: Callable[[bytes | None], bytes]) -> None:
+        raise StoreError(f"{self.description} is read-only")
+
+    def clear(self) -> bool:
+        return False

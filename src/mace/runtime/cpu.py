@@ -1,0 +1,40 @@
+"""The numpy reference runtime: the oracle for the OpenCL runtime and the CPU fallback."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from ..ir import Graph
+from ..ops.reference import run_node
+
+
+class CPUBackend:
+    name = "cpu"
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        # fp16 storage is widened once, here, not per run
+        self.constants = {name: graph.float_constant(name) for name in graph.constants}
+        self.stats: dict[str, Any] = {"device": "numpy reference (CPU)", "runs": 0, "warnings": []}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values: dict[str, np.ndarray] = {**self.constants, **feeds}
+        for node in self.graph.nodes:
+            inputs = [values[name] if name else None for name in node.inputs]
+            for name, value in zip(node.outputs, run_node(node.op, inputs, node.attrs)):
+                if name:
+                    values[name] = value
+        self.stats["runs"] += 1
+        return {t.name: np.asarray(values[t.name]) for t in self.graph.outputs}
+
+    def warm_up(self) -> None:
+        start = time.perf_counter()
+        self.run({t.name: np.zeros(t.shape, dtype=t.dtype) for t in self.graph.inputs})
+        self.stats["warm_up_seconds"] = time.perf_counter() - start
+
+
+def create_backend(graph: Graph, device_spec: str, gpu_context: Any = None) -> CPUBackend:
+    return CPUBackend(graph)
