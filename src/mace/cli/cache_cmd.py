@@ -1,5 +1,153 @@
-"""placeholder"""
+"""mace cache build / inspect / verify / merge / clear."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import MaceError
+from ..opencl import cachefile
+from ..opencl.store import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, atomic_write
+
+console = Console()
 
 
-def register(sub):
-    pass
+def register(sub: argparse._SubParsersAction) -> None:
+    cache = sub.add_parser("cache", help="build, inspect, verify, merge or clear compiled-program cache files")
+    verbs = cache.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("build", help="ahead of time: compile every program a model needs for a device into FILE")
+    p.add_argument("model", nargs="+", help=".mace model file(s)")
+    p.add_argument("--device", default="opencl", help="opencl | opencl:<platform>[:<index>]")
+    p.add_argument("-o", "--output", required=True, help="cache file to create or extend")
+    p.add_argument("--key", help="sign with HMAC-SHA256 under this key (or MACE_CACHE_KEY)")
+    p.set_defaults(func=cmd_build)
+
+    p = verbs.add_parser("inspect", help="header, fingerprints, entries, a hex preview and the verdict")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = verbs.add_parser("verify", help="exit 0 when the file is valid, 1 with the reason when not")
+    p.add_argument("file")
+    p.add_argument("--key", help="also require a valid signature under this key")
+    p.set_defaults(func=cmd_verify)
+
+    p = verbs.add_parser("merge", help="merge cache files (e.g. of several devices) into one")
+    p.add_argument("inputs", nargs="+", metavar="FILE")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_merge)
+
+    p = verbs.add_parser("clear", help="delete the writable cache (programs and tuned parameters)")
+    p.add_argument("--storage-path", help="storage directory (default: $MACE_STORAGE_PATH or ~/.cache/mace)")
+    p.set_defaults(func=cmd_clear)
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise MaceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from .. import modelfile
+    from ..opencl.codegen import plan_graph
+    from ..opencl.context import GPUContextBuilder
+    from ..opencl.programs import ProgramCache
+    from ..opencl.store import FileStore
+
+    output = Path(args.output)
+    builder = GPUContextBuilder().set_device(args.device.partition(":")[2]).disable_storage()
+    ctx = builder.finalize()
+    key = args.key.encode() if args.key else ctx.cache_key
+    cache = ProgramCache(ctx.context, ctx.device, ctx.fingerprint, FileStore(output), [], key)
+    for model in args.model:
+        graph = modelfile.load(model)
+        plan = plan_graph(graph)
+        cache.build(plan.source, plan.build_options)
+    built = cache.stats["programs_from_source"]
+    cache.save()
+    console.print(f"{output}: {built} program(s) compiled for {ctx.choice.label}, "
+                  f"{cache.stats['programs_from_cache']} already present")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    report = cachefile.describe(_read(args.file))
+    if args.json:
+        print(json.dumps(report, default=str))
+        return 0 if report["valid"] else 1
+    header = report["header"]
+    console.print(f"[bold]{args.file}[/bold]: {report['size']} bytes")
+    console.print("header: " + ", ".join(f"{k}={v}" for k, v in header.items()))
+    table = Table(title="device fingerprints")
+    for column in ("id", "device", "platform", "driver", "engine"):
+        table.add_column(column)
+    for fp in report["fingerprints"]:
+        table.add_row(str(fp.get("id", ""))[:12], str(fp.get("device_name", "")), str(fp.get("platform_name", "")),
+                      str(fp.get("driver_version", "")), str(fp.get("engine_version", "")))
+    console.print(table)
+    table = Table(title="entries")
+    for column in ("#", "program key", "fingerprint", "blob bytes", "build options"):
+        table.add_column(column)
+    for i, entry in enumerate(report["entries"]):
+        table.add_row(str(i), str(entry.get("program_key", ""))[:16], str(entry.get("fingerprint_id", ""))[:12],
+                      str(entry.get("blob_length", entry.get("blob_size", ""))), str(entry.get("build_options", "")))
+    console.print(table)
+    console.print("first 64 bytes:")
+    for line in report["hex_preview"]:
+        console.print("  " + line, highlight=False)
+    for problem in report["problems"]:
+        console.print(f"[yellow]problem:[/yellow] {problem}")
+    verdict = "[green]valid[/green]" if report["valid"] else f"[red]invalid[/red]: {report['error'] or 'see problems'}"
+    console.print(f"verdict: {verdict}")
+    return 0 if report["valid"] else 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    problems = cachefile.validate(_read(args.file), key=args.key.encode() if args.key else None)
+    if problems:
+        print(f"{args.file}: invalid: {problems[0]}")
+        for extra in problems[1:]:
+            print(f"  also: {extra}")
+        return 1
+    cache = cachefile.decode(_read(args.file))
+    print(f"{args.file}: valid ({len(cache.entries)} entries, {len(cache.fingerprints)} device fingerprints)")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    merged = cachefile.CacheFile()
+    for path in args.inputs:
+        try:
+            merged = merged.merged(cachefile.decode(_read(path)))
+        except cachefile.CacheFormatError as exc:
+            raise MaceError(f"{path}: {exc}") from exc
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(output, cachefile.encode(merged))
+    print(f"{output}: {len(merged.entries)} entries from {len(args.inputs)} files, "
+          f"{len(merged.fingerprints)} device fingerprints")
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    from ..opencl.context import default_storage_dir
+
+    directory = Path(args.storage_path) if args.storage_path else default_storage_dir()
+    if directory is None:
+        print("the writable cache is turned off (MACE_STORAGE_PATH); nothing to clear")
+        return 0
+    removed = []
+    for name in (PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME):
+        path = directory / name
+        if path.exists():
+            path.unlink()
+            removed.append(str(path))
+    print("removed " + ", ".join(removed) if removed else f"nothing to clear in {directory}")
+    return 0

@@ -1,5 +1,86 @@
-"""placeholder"""
+"""mace devices / benchmark / demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
 
 
-def register(sub):
-    pass
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("devices", help="list OpenCL platforms and devices (and unregistered vendor drivers)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("benchmark", help="cold/warm time to first result (fresh processes) and steady latency")
+    p.add_argument("model", help=".mace model file")
+    p.add_argument("--device", default="opencl")
+    p.add_argument("--runs", type=int, default=50, help="steady-state runs (default 50)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_benchmark)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from ..errors import DeviceError
+    from ..opencl.device import is_gpu, list_devices, registration_commands, unregistered_vendor_libraries
+
+    try:
+        choices = list_devices()
+    except DeviceError as exc:
+        choices = []
+        console.print(f"[yellow]{exc}[/yellow]")
+    rows = [{"index": f"{c.platform.name.strip()}:{i}", "platform": c.platform.name.strip(),
+             "device": c.device.name.strip(), "type": "GPU" if is_gpu(c.device) else "CPU/other",
+             "version": c.device.version.strip(), "driver": c.device.driver_version.strip(),
+             "compute_units": c.device.max_compute_units, "global_mem_mb": c.device.global_mem_size // 2**20}
+            for i, c in enumerate(choices)]
+    unregistered = unregistered_vendor_libraries()
+    if args.json:
+        print(json.dumps({"devices": rows, "unregistered_vendor_libraries": unregistered}))
+        return 0
+    table = Table(title="OpenCL devices")
+    for column in ("platform", "device", "type", "version", "driver", "compute_units", "global_mem_mb"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in ("platform", "device", "type", "version", "driver", "compute_units",
+                                              "global_mem_mb")))
+    console.print(table)
+    if not any(r["type"] == "GPU" for r in rows):
+        console.print("no GPU is listed: device='opencl' uses the first device above (pocl's CPU device).")
+        for vendor, lib in unregistered.items():
+            console.print(f"{vendor}'s OpenCL driver is installed ({lib}) but not registered with the ICD loader; "
+                          f"register it with:\n  {registration_commands(lib)}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from ..benchmark import benchmark
+
+    result = benchmark(args.model, args.device, args.runs)
+    if args.json:
+        print(json.dumps(result, default=str))
+        return 0
+    table = Table(title=f"mace benchmark: {args.model} on {args.device}")
+    table.add_column("measure")
+    table.add_column("cold (no cache file)")
+    table.add_column("warm (cache file)")
+    cold, warm = result["cold"], result["warm"]
+    table.add_row("time to first result (fresh process)", f"{cold['time_to_first_result_s']:.3f} s",
+                  f"{warm['time_to_first_result_s']:.3f} s")
+    for key in cold["breakdown_s"]:
+        table.add_row(f"  {key}", f"{cold['breakdown_s'][key] * 1e3:.1f} ms", f"{warm['breakdown_s'][key] * 1e3:.1f} ms")
+    for key in ("program_build_seconds", "programs_from_source", "programs_from_cache"):
+        if key in cold["stats"]:
+            fmt = (lambda v: f"{v * 1e3:.1f} ms") if key.endswith("seconds") else str
+            table.add_row(key, fmt(cold["stats"][key]), fmt(warm["stats"][key]))
+    console.print(table)
+    s = result["steady"]
+    console.print(f"steady latency over {s['runs']} runs: median {s['median_ms']:.3f} ms, p10 {s['p10_ms']:.3f} ms, "
+                  f"p90 {s['p90_ms']:.3f} ms")
+    if result.get("program_build_cold_over_warm"):
+        console.print(f"program build cold ÷ warm: {result['program_build_cold_over_warm']:.0f}×")
+    return 0

@@ -32,6 +32,13 @@ SUPPORTED_OPS = tuple(sorted(set(REFERENCE_OPS) | set(FOLD_ONLY_OPS) | {"Upsampl
 NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 # Shape-like constants are passed to ONNX's shape inference by value; large weights only by shape.
 _VALUE_LIMIT = 4096
+# Inputs that decide an output's shape: mace runs static shapes, so they must be known at convert time.
+SHAPE_INPUTS = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
+    "Slice": (1, 2, 3, 4), "Resize": (1, 2, 3), "Pad": (1, 3), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,),
+    "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,),
+    "Upsample": (1,), "OneHot": (1,), "TopK": (1,),
+}
 IR_OPSET = 18  # the opset whose form normalized nodes follow, used for per-node shape inference
 
 
@@ -179,6 +186,14 @@ class _Importer:
             static = np.zeros(self.tensors[node.inputs[0]].shape, dtype=np.uint8)
             self._fold(node, [static])
             return
+        for index in SHAPE_INPUTS.get(node.op, ()):
+            if index < len(node.inputs) and node.inputs[index] and node.inputs[index] not in self.constants:
+                raise UnsupportedOpError(node.op, node.name, self.opset,
+                                         f"input {index} ({node.inputs[index]!r}) decides the output shape and is only "
+                                         "known at run time; mace needs static shapes (fix it with a constant)",
+                                         list(SUPPORTED_OPS))
+        if node.op == "PRelu":
+            self._legacy_prelu_slope(node)
         if node.op in ("Softmax", "LogSoftmax") and node.attrs.pop("legacy_coerce_2d", 0):
             self._legacy_softmax(node)
             return
@@ -213,6 +228,16 @@ class _Importer:
             if out:
                 self._add_constant(out, value)
         self.folded += 1
+
+    def _legacy_prelu_slope(self, node: Node) -> None:
+        """Before opset 7 a 1-D slope applied per channel (axis 1); numpy broadcasting would put it on the last axis."""
+        x_shape = self.tensors[node.inputs[0]].shape
+        slope = self.constants.get(node.inputs[1])
+        if (slope is not None and slope.ndim == 1 and len(x_shape) >= 3 and slope.shape[0] == x_shape[1]
+                and slope.shape[0] not in (1, x_shape[-1])):
+            name = f"{node.name}__slope"
+            self._add_constant(name, slope.reshape(-1, *([1] * (len(x_shape) - 2))))
+            node.inputs[1] = name
 
     def _legacy_softmax(self, node: Node) -> None:
         """Opset < 13 Softmax works on the input flattened to 2-D at `axis`: Flatten -> Softmax(-1) -> Reshape."""

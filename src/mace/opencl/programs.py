@@ -72,7 +72,7 @@ class ProgramCache:
             self._storage_needs_rewrite |= writable
             return _Loaded(store, {}, None)
         for problem in problems:
-            self.warn(f"{store.description}: entry discarded: {problem}")
+            self.warn(f"{store.description}: {problem}; rebuilding what it concerns")
             self._storage_needs_rewrite |= writable
         entries = {e.program_key: e for e in cache.entries_for(self.fingerprint)}
         if cache.entries and not entries:
@@ -151,14 +151,14 @@ class ProgramCache:
             return
         now = time.time()
         fp_id = self.fingerprint.id()
-        new_entries = []
+        new_entries: list[CacheEntry] = []
         for key, options, source, program in self._pending:
             blobs = program.get_info(cl.program_info.BINARIES)
             blob = bytes(blobs[0]) if blobs else b""
             if not blob:
                 self.warn(f"the driver returned no binary for program {key[:12]}; it will be rebuilt next start")
                 continue
-            new_entries.append(CacheEntry(key, options, cachefile.sha256_hex(source.encode()), fp_id, blob, now, now))
+            new_entries.append(CacheEntry.for_program(source, options, self.fingerprint, blob, now))
         addition = CacheFile({fp_id: self.fingerprint}, new_entries)
 
         def merge(current: bytes | None) -> bytes:

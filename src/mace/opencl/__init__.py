@@ -1,0 +1,1 @@
+"""The OpenCL runtime: programs, the compiled-program cache file, the tuner and the kernels."""
