@@ -133,6 +133,10 @@ def _read_model(path: Path, name: str, spec: Any, ignored: list[str]) -> ModelSp
         raise DeploymentFileError(f"{where}.model_file_path: {model_file} does not exist")
     checksum = spec.get("model_sha256_checksum")
     if checksum is not None:
+        if not isinstance(checksum, str) or len(checksum) != 64 or any(c not in "0123456789abcdefABCDEF"
+                                                                       for c in checksum):
+            raise DeploymentFileError(f"{where}.model_sha256_checksum: {checksum!r} is not 64 hex digits "
+                                      "(quote it in YAML if it could read as a number)")
         actual = sha256_of(model_file)
         if str(checksum).lower() != actual:
             raise ChecksumMismatchError(f"{where}.model_sha256_checksum ({model_file.name})", str(checksum), actual)

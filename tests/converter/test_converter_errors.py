@@ -1,0 +1,121 @@
+"""Converter input errors: each names the thing that is wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import mace
+from mace.converter import convert_onnx
+from mace.errors import ConversionError, UnsupportedOpError
+
+
+def _model(nodes, inputs, outputs, opset=17, initializers=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8  # what onnxruntime of every supported version reads
+    return model
+
+
+def test_unsupported_op_names_op_node_opset_and_lists_supported() -> None:
+    model = _model([helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["y"], name="nms_1")],
+                   [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4]),
+                    helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.INT64, [None, 3])], opset=13)
+    with pytest.raises(UnsupportedOpError) as info:
+        convert_onnx(model)
+    message = str(info.value)
+    assert "'NonMaxSuppression'" in message and "'nms_1'" in message and "opset 13" in message
+    assert "Supported ops:" in message and "Conv" in message and "Softmax" in message
+
+
+def test_custom_domain_is_unsupported() -> None:
+    node = helper.make_node("FusedConv", ["x"], ["y"], name="fc", domain="com.microsoft")
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with pytest.raises(UnsupportedOpError, match="custom domain 'com.microsoft'"):
+        convert_onnx(model)
+
+
+def test_unsupported_attribute_is_named() -> None:
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="up", mode="cubic")
+    scales = helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2])
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])], initializers=[scales])
+    with pytest.raises(UnsupportedOpError, match="mode='cubic'"):
+        convert_onnx(model)
+
+
+def _dynamic_model() -> onnx.ModelProto:
+    node = helper.make_node("Relu", ["x"], ["y"])
+    return _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+
+
+def test_dynamic_dim_needs_input_shape() -> None:
+    with pytest.raises(ConversionError, match=r"input 'x' has a dynamic dimension 0 \('batch'\).*--input-shape x="):
+        convert_onnx(_dynamic_model())
+    graph = convert_onnx(_dynamic_model(), input_shapes={"x": [4, 3]})
+    assert graph.inputs[0].shape == (4, 3) and graph.outputs[0].shape == (4, 3)
+
+
+def test_input_shape_for_unknown_input_is_named() -> None:
+    with pytest.raises(ConversionError, match=r"unknown input\(s\) \['nope'\]"):
+        convert_onnx(_dynamic_model(), input_shapes={"nope": [1, 3]})
+
+
+def test_runtime_shape_input_is_rejected_clearly() -> None:
+    node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="r")
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                            helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])])
+    with pytest.raises(UnsupportedOpError, match="decides the output shape"):
+        convert_onnx(model)
+
+
+def test_missing_and_unreadable_onnx_files(tmp_path) -> None:
+    with pytest.raises(ConversionError, match="no such ONNX file"):
+        mace.convert(tmp_path / "absent.onnx", tmp_path / "a.mace")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\xff\x00 not a protobuf")
+    with pytest.raises(ConversionError, match="not a readable ONNX model"):
+        mace.convert(bad, tmp_path / "b.mace")
+
+
+def test_constant_subgraph_folds_and_gemm_batchnorm_fuses() -> None:
+    """Shape->Gather->Unsqueeze->Concat->Reshape folds; Gemm+BatchNorm folds; numbers stay those of onnxruntime."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 6)).astype(np.float32)
+    inits = [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel()),
+             helper.make_tensor("b", TensorProto.FLOAT, [8], rng.standard_normal(8).astype(np.float32)),
+             helper.make_tensor("idx", TensorProto.INT64, [], [0]),
+             helper.make_tensor("minus1", TensorProto.INT64, [1], [-1]),
+             helper.make_tensor("ax0", TensorProto.INT64, [1], [0])]
+    for name in ("scale", "bias", "mean"):
+        inits.append(helper.make_tensor(name, TensorProto.FLOAT, [8], rng.standard_normal(8).astype(np.float32)))
+    inits.append(helper.make_tensor("var", TensorProto.FLOAT, [8], rng.random(8).astype(np.float32) + 0.5))
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "idx"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w", "b"], ["g"], transB=1, alpha=0.5, beta=2.0),
+        helper.make_node("BatchNormalization", ["g", "scale", "bias", "mean", "var"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["y"]),
+    ]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], initializers=inits)
+    graph = convert_onnx(model)
+    assert [n.op for n in graph.nodes] == ["Reshape", "Gemm"]
+    assert graph.nodes[1].attrs["activation"] == "Relu"
+    x = rng.standard_normal((2, 2, 3)).astype(np.float32)
+    import onnxruntime as ort
+
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    got = mace.Engine(graph).run({"x": x})["y"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
