@@ -7,7 +7,6 @@ each in a fresh process, check the outputs agree with the numpy reference, print
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -44,8 +43,9 @@ def main() -> int:
                   f"cache file written: {cold['stats'].get('cache_files_written')}")
     console.rule("3. warm start: the cache file is present (fresh process)")
     warm = _run_child(str(model), args.device, str(storage), args.runs, COLD_ENV)
-    console.print(f"programs from cache: {warm['stats'].get('programs_from_cache')}, from source: "
-                  f"{warm['stats'].get('programs_from_source')}, build {warm['stats'].get('program_build_seconds', 0):.3f} s")
+    stats = warm["stats"]
+    console.print(f"programs from cache: {stats.get('programs_from_cache')}, from source: "
+                  f"{stats.get('programs_from_source')}, build {stats.get('program_build_seconds', 0):.3f} s")
 
     console.rule("4. output")
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)

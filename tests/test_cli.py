@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import SHARED_MODEL_NAMES, onnxruntime_outputs, relative_error, shared_model
 
 from mace.cli.main import main
+from support import SHARED_MODEL_NAMES, onnxruntime_outputs, relative_error, shared_model
 
 
 @pytest.mark.parametrize("name", SHARED_MODEL_NAMES)

@@ -40,7 +40,7 @@ def _reseal(data: bytearray) -> bytes:
 def test_round_trip_is_byte_exact_and_aligned(model_bytes: bytes, tmp_path: Path) -> None:
     graph = modelfile.load(_write(tmp_path, model_bytes))
     assert modelfile.encode(graph) == model_bytes
-    magic, version, header_size, json_off, json_len, w_off, w_len, total, _ = modelfile.HEADER.unpack_from(model_bytes)
+    magic, version, header_size, json_off, json_len, w_off, _, total, _ = modelfile.HEADER.unpack_from(model_bytes)
     assert (magic, version, header_size, total) == (b"MACEMDL\0", 0x00010000, 64, len(model_bytes))
     assert w_off % 64 == 0
     description = json.loads(model_bytes[json_off:json_off + json_len])
@@ -55,7 +55,7 @@ def test_truncation_names_the_offset(model_bytes: bytes, tmp_path: Path) -> None
     for cut in (0, 10, 63, 64, 1000, len(model_bytes) - 1):
         with pytest.raises(ModelFormatError) as info:
             modelfile.load(_write(tmp_path, model_bytes[:cut]))
-        assert info.value.offset is not None and info.value.offset <= max(cut, 0) + 1 or cut == 0
+        assert (info.value.offset is not None and info.value.offset <= max(cut, 0) + 1) or cut == 0
         assert str(tmp_path / "m.mace") in str(info.value)
 
 
@@ -90,7 +90,7 @@ def test_broken_json_names_its_offset(model_bytes: bytes, tmp_path: Path) -> Non
 def test_constant_out_of_range_is_named(model_bytes: bytes, tmp_path: Path) -> None:
     graph = modelfile.load(_write(tmp_path, model_bytes))
     data = bytearray(modelfile.encode(graph))
-    _, _, _, json_off, json_len, w_off, w_len, _, _ = modelfile.HEADER.unpack_from(data)
+    _, _, _, json_off, json_len, _, w_len, _, _ = modelfile.HEADER.unpack_from(data)
     text = data[json_off:json_off + json_len].decode()
     description = json.loads(text)
     victim = description["constants"][-1]

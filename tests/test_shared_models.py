@@ -7,7 +7,6 @@ import pytest
 
 import mace
 from mace import modelfile
-
 from support import SHARED_MODEL_NAMES, onnxruntime_outputs, relative_error, shared_model
 
 

@@ -36,7 +36,7 @@ def test_custom_domain_is_unsupported() -> None:
     model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    with pytest.raises(UnsupportedOpError, match="custom domain 'com.microsoft'"):
+    with pytest.raises(UnsupportedOpError, match=r"custom domain 'com\.microsoft'"):
         convert_onnx(model)
 
 

@@ -72,7 +72,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     table.add_row("time to first result (fresh process)", f"{cold['time_to_first_result_s']:.3f} s",
                   f"{warm['time_to_first_result_s']:.3f} s")
     for key in cold["breakdown_s"]:
-        table.add_row(f"  {key}", f"{cold['breakdown_s'][key] * 1e3:.1f} ms", f"{warm['breakdown_s'][key] * 1e3:.1f} ms")
+        table.add_row(f"  {key}", f"{cold['breakdown_s'][key] * 1e3:.1f} ms",
+                      f"{warm['breakdown_s'][key] * 1e3:.1f} ms")
     for key in ("program_build_seconds", "programs_from_source", "programs_from_cache"):
         if key in cold["stats"]:
             fmt = (lambda v: f"{v * 1e3:.1f} ms") if key.endswith("seconds") else str

@@ -17,7 +17,7 @@ from .passes import optimize
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUPPORTED_OPS", "convert", "convert_onnx", "convert_deployment"]
+__all__ = ["SUPPORTED_OPS", "convert", "convert_deployment", "convert_onnx"]
 
 
 def convert_onnx(

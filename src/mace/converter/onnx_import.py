@@ -123,7 +123,8 @@ class _Importer:
         unknown = set(self.input_shapes) - {i.name for i in g.input if i.name not in known}
         if unknown:
             names = [i.name for i in g.input if i.name not in known]
-            raise ConversionError(f"--input-shape names unknown input(s) {sorted(unknown)}; the model's inputs: {names}")
+            raise ConversionError(f"--input-shape names unknown input(s) {sorted(unknown)}; "
+                                  f"the model's inputs: {names}")
         for vi in g.input:
             if vi.name in known:
                 continue  # old exporters list initializers as inputs too
@@ -209,8 +210,8 @@ class _Importer:
                 if key.startswith("value_int"):
                     return np.asarray(value, dtype=np.int64)
                 return np.asarray(value, dtype=np.float32) if key != "value" else np.asarray(value)
-        raise UnsupportedOpError("Constant", node.name, self.opset, f"attributes {sorted(node.attrs)} are not supported",
-                                 list(SUPPORTED_OPS))
+        raise UnsupportedOpError("Constant", node.name, self.opset,
+                                 f"attributes {sorted(node.attrs)} are not supported", list(SUPPORTED_OPS))
 
     def _add_constant(self, name: str, value: np.ndarray) -> None:
         value = np.asarray(value)

@@ -155,7 +155,7 @@ def _activation_of(graph: Graph, node: Node) -> tuple[str, list[float]] | None:
     if node.op == "HardSigmoid":
         return "HardSigmoid", [float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))]
     if node.op == "Clip":
-        inputs = node.inputs + ["", ""]
+        inputs = [*node.inputs, "", ""]
         lo = _constant_scalar(graph, inputs[1], -np.inf)
         hi = _constant_scalar(graph, inputs[2], np.inf)
         if lo is None or hi is None:

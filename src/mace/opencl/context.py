@@ -46,7 +46,7 @@ class GPUContext:
         return self.choice.device
 
     @property
-    def fingerprint(self):  # noqa: ANN201 - DeviceFingerprint, kept lazy
+    def fingerprint(self):
         return fingerprint(self.choice)
 
 

@@ -15,8 +15,12 @@ from .cachefile import DeviceFingerprint
 
 # Vendor OpenCL libraries that an ICD loader can use once they are listed in /etc/OpenCL/vendors/*.icd.
 VENDOR_LIBRARIES = {
-    "NVIDIA": ["/usr/lib/x86_64-linux-gnu/libnvidia-opencl.so.1", "/usr/local/nvidia/lib64/libnvidia-opencl.so.1",
-               "/usr/lib/libnvidia-opencl.so.1", "/usr/lib64/libnvidia-opencl.so.1"],
+    "NVIDIA": [
+        "/usr/lib/x86_64-linux-gnu/libnvidia-opencl.so.1",
+        "/usr/local/nvidia/lib64/libnvidia-opencl.so.1",
+        "/usr/lib/libnvidia-opencl.so.1",
+        "/usr/lib64/libnvidia-opencl.so.1",
+    ],
     "AMD ROCm": ["/opt/rocm/lib/libamdocl64.so", "/opt/rocm/opencl/lib/libamdocl64.so"],
     "Intel": ["/usr/lib/x86_64-linux-gnu/intel-opencl/libigdrcl.so", "/usr/local/lib/intel-opencl/libigdrcl.so"],
 }
@@ -36,8 +40,9 @@ def _platforms() -> list[cl.Platform]:
     try:
         return cl.get_platforms()
     except cl.Error as exc:  # CL_PLATFORM_NOT_FOUND_KHR when no ICD is registered at all
-        raise DeviceError(f"no OpenCL platform found ({exc}); install pocl-binary-distribution or a GPU driver"
-                          + _registration_hint()) from exc
+        raise DeviceError(
+            f"no OpenCL platform found ({exc}); install pocl-binary-distribution or a GPU driver" + _registration_hint()
+        ) from exc
 
 
 def list_devices() -> list[DeviceChoice]:
@@ -58,28 +63,42 @@ def select_device(spec: str = "") -> DeviceChoice:
         gpus = [c for c in choices if is_gpu(c.device)]
         return (gpus or choices)[0]
     name, _, index_text = spec.partition(":")
-    matching = [c for c in choices if name.lower() in c.platform.name.lower()
-                or name.lower() in c.platform.vendor.lower() or name.lower() in c.device.name.lower()]
+    matching = [
+        c
+        for c in choices
+        if name.lower() in c.platform.name.lower()
+        or name.lower() in c.platform.vendor.lower()
+        or name.lower() in c.device.name.lower()
+    ]
     available = "; ".join(f"{c.platform.name.strip()}:{i}={c.device.name.strip()}" for i, c in enumerate(choices))
     if not matching:
-        raise DeviceError(f"no OpenCL platform or device matches {name!r}; available: {available}"
-                          + _registration_hint())
+        raise DeviceError(
+            f"no OpenCL platform or device matches {name!r}; available: {available}" + _registration_hint()
+        )
     try:
         index = int(index_text) if index_text else 0
         return matching[index]
     except (ValueError, IndexError):
-        raise DeviceError(f"device index {index_text!r} is out of range for {name!r}: {len(matching)} device(s) "
-                          f"match; available: {available}") from None
+        raise DeviceError(
+            f"device index {index_text!r} is out of range for {name!r}: {len(matching)} device(s) "
+            f"match; available: {available}"
+        ) from None
 
 
 def fingerprint(choice: DeviceChoice) -> DeviceFingerprint:
     """Everything that decides whether a compiled binary is valid: a driver or device change gives another id."""
     p, d = choice.platform, choice.device
     return DeviceFingerprint(
-        platform_name=p.name.strip(), platform_vendor=p.vendor.strip(), platform_version=p.version.strip(),
-        device_name=d.name.strip(), device_vendor=d.vendor.strip(), device_version=d.version.strip(),
-        driver_version=d.driver_version.strip(), address_bits=int(d.address_bits),
-        little_endian=bool(d.endian_little), engine_version=__version__,
+        platform_name=p.name.strip(),
+        platform_vendor=p.vendor.strip(),
+        platform_version=p.version.strip(),
+        device_name=d.name.strip(),
+        device_vendor=d.vendor.strip(),
+        device_version=d.version.strip(),
+        driver_version=d.driver_version.strip(),
+        address_bits=int(d.address_bits),
+        little_endian=bool(d.endian_little),
+        engine_version=__version__,
     )
 
 
@@ -114,5 +133,8 @@ def _registration_hint() -> str:
     libs = unregistered_vendor_libraries()
     if not libs:
         return ""
-    return "".join(f"; {vendor}'s OpenCL driver {lib} is installed but not registered with the ICD loader: "
-                   f"run `{registration_commands(lib)}`" for vendor, lib in libs.items())
+    return "".join(
+        f"; {vendor}'s OpenCL driver {lib} is installed but not registered with the ICD loader: "
+        f"run `{registration_commands(lib)}`"
+        for vendor, lib in libs.items()
+    )

@@ -41,10 +41,16 @@ class ProgramCache:
     storage: Store | None
     binary_stores: list[Store]
     cache_key: bytes | None = None
-    stats: dict[str, Any] = field(default_factory=lambda: {
-        "programs_from_source": 0, "programs_from_cache": 0, "program_build_seconds": 0.0,
-        "cache_files_read": [], "cache_files_written": [], "warnings": [],
-    })
+    stats: dict[str, Any] = field(
+        default_factory=lambda: {
+            "programs_from_source": 0,
+            "programs_from_cache": 0,
+            "program_build_seconds": 0.0,
+            "cache_files_read": [],
+            "cache_files_written": [],
+            "warnings": [],
+        }
+    )
     _loaded: list[_Loaded] | None = None
     _pending: list[tuple[str, str, str, cl.Program]] = field(default_factory=list)
     _storage_needs_rewrite: bool = False
@@ -67,8 +73,10 @@ class ProgramCache:
         try:
             cache, problems = cachefile.decode_report(data, key=self.cache_key)
         except CacheFormatError as exc:
-            self.warn(f"{store.description}: discarded ({exc}); programs will be rebuilt from source"
-                      + (" and the file rewritten" if writable else ""))
+            self.warn(
+                f"{store.description}: discarded ({exc}); programs will be rebuilt from source"
+                + (" and the file rewritten" if writable else "")
+            )
             self._storage_needs_rewrite |= writable
             return _Loaded(store, {}, None)
         for problem in problems:
@@ -76,9 +84,11 @@ class ProgramCache:
             self._storage_needs_rewrite |= writable
         entries = {e.program_key: e for e in cache.entries_for(self.fingerprint)}
         if cache.entries and not entries:
-            self.warn(f"{store.description}: holds no program for this device ({self.fingerprint.device_name}, "
-                      f"driver {self.fingerprint.driver_version}); its {len(cache.entries)} entries are for other "
-                      "devices or drivers")
+            self.warn(
+                f"{store.description}: holds no program for this device ({self.fingerprint.device_name}, "
+                f"driver {self.fingerprint.driver_version}); its {len(cache.entries)} entries are for other "
+                "devices or drivers"
+            )
         return _Loaded(store, entries, cache)
 
     def _sources(self) -> list[_Loaded]:
@@ -125,12 +135,15 @@ class ProgramCache:
     def _build_from_binary(self, entry: CacheEntry, options: str, where: str) -> cl.Program | None:
         start = time.perf_counter()
         try:
-            program = cl.Program(self.context, [self.device], [entry.blob]).build(options=options,
-                                                                                  devices=[self.device])
+            program = cl.Program(self.context, [self.device], [entry.blob]).build(
+                options=options, devices=[self.device]
+            )
         except (cl.Error, RuntimeError, ValueError) as exc:
             # CL_INVALID_BINARY or a failing build from binary: a driver update, or bytes the driver does not accept
-            self.warn(f"{where}: the driver rejected the cached binary of program {entry.program_key[:12]} ({exc}); "
-                      "rebuilding from source")
+            self.warn(
+                f"{where}: the driver rejected the cached binary of program {entry.program_key[:12]} ({exc}); "
+                "rebuilding from source"
+            )
             return None
         self.stats["program_build_seconds"] += time.perf_counter() - start
         self.stats["programs_from_cache"] += 1

@@ -19,8 +19,14 @@ class OpenCLRuntime:
 
     def __init__(self, graph: Graph, gpu_context: GPUContext) -> None:
         self.gpu_context = gpu_context
-        self.programs = ProgramCache(gpu_context.context, gpu_context.device, gpu_context.fingerprint,
-                                     gpu_context.storage, gpu_context.binary_stores, gpu_context.cache_key)
+        self.programs = ProgramCache(
+            gpu_context.context,
+            gpu_context.device,
+            gpu_context.fingerprint,
+            gpu_context.storage,
+            gpu_context.binary_stores,
+            gpu_context.cache_key,
+        )
         self.stats: dict[str, Any] = self.programs.stats
         self.stats["device"] = gpu_context.choice.label
         self.stats["data_type"] = graph.data_type
