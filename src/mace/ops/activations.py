@@ -1,0 +1,277 @@
+"""Activations (elementwise, with ONNX attribute defaults), Softmax/LogSoftmax, and ``apply_activation`` for fusions.
+
+Float math is done in float32 (float64 for float64 inputs) and cast back to the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mace.ops.common import OpFn, arg, compute_dtype, like, normalize_axis, registrar
+
+OPS: dict[str, OpFn] = {}
+register = registrar(OPS)
+
+SELU_ALPHA = 1.67326319217681884765625
+SELU_GAMMA = 1.05070102214813232421875
+
+
+def _f(x: np.ndarray) -> np.ndarray:
+    return x.astype(compute_dtype(x.dtype), copy=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Plain functions (also used by apply_activation)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+def leaky_relu(x: np.ndarray, alpha: float = 0.01) -> np.ndarray:
+    return like(np.where(x < 0, _f(x) * alpha, x), x)
+
+
+def clip(x: np.ndarray, lo: Any = None, hi: Any = None) -> np.ndarray:
+    """ONNX Clip: min then max, so min > max gives max everywhere; None is no bound."""
+    y = x
+    if lo is not None:
+        y = np.maximum(y, np.asarray(lo).astype(x.dtype))
+    if hi is not None:
+        y = np.minimum(y, np.asarray(hi).astype(x.dtype))
+    return y.copy() if y is x else y
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free: exp(-|x|) is at most 1."""
+    xf = _f(x)
+    e = np.exp(-np.abs(xf))
+    return like(np.where(xf >= 0, 1 / (1 + e), e / (1 + e)), x)
+
+
+def hard_sigmoid(x: np.ndarray, alpha: float = 0.2, beta: float = 0.5) -> np.ndarray:
+    return like(np.clip(_f(x) * alpha + beta, 0, 1), x)
+
+
+def hard_swish(x: np.ndarray) -> np.ndarray:
+    xf = _f(x)
+    return like(xf * np.clip(xf / 6 + 0.5, 0, 1), x)
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    return like(np.tanh(_f(x)), x)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return like(_f(x) * sigmoid(_f(x)), x)
+
+
+def _erf_series(a: np.ndarray, tolerance: float) -> np.ndarray:
+    """erf(a) for a >= 0 as 2/sqrt(pi) * exp(-a^2) * sum_n (2a^2)^n a / (2n+1)!!, in float64.
+
+    All terms are positive (no cancellation), so the error is about ``tolerance`` plus float64 rounding. It needs
+    about 2 a^2 + 20 terms; the loop is over terms, vectorized over elements.
+    """
+    two_a2 = 2 * a * a
+    term = a.copy()
+    total = a.copy()
+    n = 0
+    while a.size:
+        n += 1
+        term *= two_a2
+        term *= 1 / (2 * n + 1)
+        total += term
+        if n % 4 == 0 and not np.any(term > tolerance * total):
+            break
+    return np.minimum(2 / math.sqrt(math.pi) * np.exp(-a * a) * total, 1.0)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function (numpy has none), to float64 accuracy for float64 and ~1e-10 relative otherwise.
+
+    Elements are grouped by magnitude so that small ones need few series terms; past ``saturation`` erf rounds
+    to 1 in the output dtype (1 - erf(4.5) = 2e-10, 1 - erf(6) = 2e-17).
+    """
+    x = np.asarray(x)
+    a = np.abs(x.astype(np.float64))
+    y = np.where(np.isnan(a), np.nan, 1.0)
+    wide = x.dtype == np.float64
+    saturation, tolerance = (6.0, 1e-17) if wide else (4.5, 1e-10)
+    low = 0.0
+    for high in (1.0, 2.0, 3.0, saturation):
+        group = (a >= low) & (a < high)
+        y[group] = _erf_series(a[group], tolerance)
+        low = high
+    return np.copysign(y, x).astype(x.dtype, copy=False)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    xf = _f(x)
+    e = np.exp(xf - np.max(xf, axis=axis, keepdims=True))
+    return like(e / np.sum(e, axis=axis, keepdims=True), x)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    xf = _f(x)
+    shifted = xf - np.max(xf, axis=axis, keepdims=True)
+    return like(shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True)), x)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ONNX ops
+
+
+@register("Relu")
+def _relu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [relu(inputs[0])]
+
+
+@register("LeakyRelu")
+def _leaky_relu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [leaky_relu(inputs[0], float(attrs.get("alpha", 0.01)))]
+
+
+@register("PRelu")
+def _prelu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """The slope broadcasts to X (numpy rules, unidirectional)."""
+    x, slope = inputs[0], inputs[1]
+    return [like(np.where(x < 0, x * slope, x), x)]
+
+
+@register("Clip")
+def _clip(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [clip(inputs[0], arg(inputs, 1), arg(inputs, 2))]
+
+
+@register("Sigmoid")
+def _sigmoid(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [sigmoid(inputs[0])]
+
+
+@register("HardSigmoid")
+def _hard_sigmoid(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [hard_sigmoid(inputs[0], float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5)))]
+
+
+@register("HardSwish")
+def _hard_swish(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [hard_swish(inputs[0])]
+
+
+@register("Tanh")
+def _tanh(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [tanh(inputs[0])]
+
+
+@register("Elu")
+def _elu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    alpha = float(attrs.get("alpha", 1.0))
+    return [like(np.where(x < 0, alpha * np.expm1(np.minimum(_f(x), 0)), x), x)]
+
+
+@register("Celu")
+def _celu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    alpha = float(attrs.get("alpha", 1.0))
+    return [like(np.maximum(_f(x), 0) + alpha * np.expm1(np.minimum(_f(x), 0) / alpha), x)]
+
+
+@register("Selu")
+def _selu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    alpha = float(attrs.get("alpha", SELU_ALPHA))
+    gamma = float(attrs.get("gamma", SELU_GAMMA))
+    return [like(gamma * np.where(x <= 0, alpha * np.expm1(np.minimum(_f(x), 0)), _f(x)), x)]
+
+
+@register("ThresholdedRelu")
+def _thresholded_relu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    return [like(np.where(x > float(attrs.get("alpha", 1.0)), x, 0), x)]
+
+
+@register("Softplus")
+def _softplus(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [like(np.logaddexp(0, _f(inputs[0])), inputs[0])]
+
+
+@register("Softsign")
+def _softsign(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = _f(inputs[0])
+    return [like(x / (1 + np.abs(x)), inputs[0])]
+
+
+@register("Mish")
+def _mish(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = _f(inputs[0])
+    return [like(x * np.tanh(np.logaddexp(0, x)), inputs[0])]
+
+
+@register("Erf")
+def _erf(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [erf(inputs[0])]
+
+
+@register("Gelu")
+def _gelu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """approximate='none': x/2 (1 + erf(x/sqrt 2)); 'tanh': x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    x = inputs[0]
+    xf = _f(x)
+    approximate = attrs.get("approximate", "none")
+    if approximate == "none":
+        y = 0.5 * xf * (1 + erf(xf / math.sqrt(2)))
+    elif approximate == "tanh":
+        y = 0.5 * xf * (1 + np.tanh(math.sqrt(2 / math.pi) * (xf + 0.044715 * xf**3)))
+    else:
+        raise NotImplementedError(f"Gelu: approximate={approximate!r} is not supported")
+    return [like(y, x)]
+
+
+@register("Softmax")
+def _softmax(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """Opset 13 semantics: normalized along the single axis ``axis`` (default -1)."""
+    x = inputs[0]
+    return [softmax(x, normalize_axis(int(attrs.get("axis", -1)), x.ndim))]
+
+
+@register("LogSoftmax")
+def _log_softmax(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    return [log_softmax(x, normalize_axis(int(attrs.get("axis", -1)), x.ndim))]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fusion epilogue
+
+
+def apply_activation(x: np.ndarray, name: str, params: Sequence[float] = ()) -> np.ndarray:
+    """Apply the fused activation ``name`` (a key of mace.ir.ACTIVATIONS) with its ``activation_params``.
+
+    Missing params take the ONNX defaults (Clip: unbounded, LeakyRelu alpha 0.01, HardSigmoid 0.2/0.5).
+
+    >>> apply_activation(np.array([-1.0, 0.5, 9.0], np.float32), "Clip", [0.0, 6.0]).tolist()
+    [0.0, 0.5, 6.0]
+    """
+    p = [float(v) for v in params]
+    if name == "Relu":
+        return relu(x)
+    if name == "Clip":
+        return clip(x, p[0] if len(p) > 0 else None, p[1] if len(p) > 1 else None)
+    if name == "LeakyRelu":
+        return leaky_relu(x, *p[:1])
+    if name == "Sigmoid":
+        return sigmoid(x)
+    if name == "HardSigmoid":
+        return hard_sigmoid(x, *p[:2])
+    if name == "HardSwish":
+        return hard_swish(x)
+    if name == "Tanh":
+        return tanh(x)
+    if name == "SiLU":
+        return silu(x)
+    raise NotImplementedError(f"activation={name!r} is not supported")

@@ -1,0 +1,80 @@
+"""Reductions (opset 18 form: ``axes`` is an optional input; keepdims, noop_with_empty_axes) and ArgMax/ArgMin."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from mace.ops.common import OpFn, arg, compute_dtype, ints, like, normalize_axis, registrar
+
+OPS: dict[str, OpFn] = {}
+register = registrar(OPS)
+
+Reduction = Callable[[np.ndarray, tuple[int, ...] | None, bool], np.ndarray]
+
+_REDUCTIONS: dict[str, tuple[Reduction, bool]] = {
+    # name: (fn(x, axes, keepdims), float math)
+    "ReduceSum": (lambda x, a, k: np.sum(x, axis=a, keepdims=k), False),
+    "ReduceMean": (lambda x, a, k: np.mean(x, axis=a, keepdims=k), True),
+    "ReduceMax": (lambda x, a, k: np.max(x, axis=a, keepdims=k), False),
+    "ReduceMin": (lambda x, a, k: np.min(x, axis=a, keepdims=k), False),
+    "ReduceProd": (lambda x, a, k: np.prod(x, axis=a, keepdims=k), False),
+    "ReduceL1": (lambda x, a, k: np.sum(np.abs(x), axis=a, keepdims=k), False),
+    "ReduceL2": (lambda x, a, k: np.sqrt(np.sum(x * x, axis=a, keepdims=k)), True),
+    "ReduceSumSquare": (lambda x, a, k: np.sum(x * x, axis=a, keepdims=k), False),
+    "ReduceLogSum": (lambda x, a, k: np.log(np.sum(x, axis=a, keepdims=k)), True),
+    "ReduceLogSumExp": (lambda x, a, k: _log_sum_exp(x, a, k), True),
+}
+
+
+def _log_sum_exp(x: np.ndarray, axes: tuple[int, ...] | None, keepdims: bool) -> np.ndarray:
+    peak = np.max(x, axis=axes, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0)
+    y = np.log(np.sum(np.exp(x - peak), axis=axes, keepdims=True)) + peak
+    return y if keepdims else np.squeeze(y, axis=axes)
+
+
+def _make(name: str, fn: Reduction, float_math: bool) -> OpFn:
+    def op(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+        """Empty/absent axes reduce everything, or nothing when noop_with_empty_axes=1."""
+        x, axes_in = inputs[0], arg(inputs, 1)
+        keepdims = bool(int(attrs.get("keepdims", 1)))
+        if axes_in is None or axes_in.size == 0:
+            if int(attrs.get("noop_with_empty_axes", 0)):
+                return [x]
+            axes = None
+        else:
+            axes = tuple(sorted({normalize_axis(a, x.ndim) for a in ints(axes_in)}))
+        xc = x.astype(compute_dtype(x.dtype), copy=False) if float_math else x
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            return [like(fn(xc, axes, keepdims), x)]
+
+    op.__name__ = op.__qualname__ = name
+    return op
+
+
+for _name, (_fn, _float_math) in _REDUCTIONS.items():
+    register(_name)(_make(_name, _fn, _float_math))
+
+
+def _arg_extreme(x: np.ndarray, attrs: dict[str, Any], fn: Callable[..., np.ndarray]) -> np.ndarray:
+    """select_last_index=1 picks the last of equal extremes (argmax of the reversed axis)."""
+    axis = normalize_axis(int(attrs.get("axis", 0)), x.ndim)
+    if int(attrs.get("select_last_index", 0)):
+        index = x.shape[axis] - 1 - fn(np.flip(x, axis=axis), axis=axis)
+    else:
+        index = fn(x, axis=axis)
+    index = np.asarray(index, dtype=np.int64)
+    return np.expand_dims(index, axis) if int(attrs.get("keepdims", 1)) else index
+
+
+@register("ArgMax")
+def arg_max(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [_arg_extreme(inputs[0], attrs, np.argmax)]
+
+
+@register("ArgMin")
+def arg_min(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [_arg_extreme(inputs[0], attrs, np.argmin)]

@@ -1,0 +1,229 @@
+"""Shape, layout and indexing ops. Shape-like inputs (Slice starts, Pad pads, Reshape shape, ...) are int tensors.
+
+Outputs may be views of the inputs (Reshape, Transpose, Identity, ...): treat them as read-only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from mace.ops.common import OpFn, arg, ints, normalize_axis, registrar
+
+OPS: dict[str, OpFn] = {}
+register = registrar(OPS)
+
+PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+
+
+@register("Identity", "Dropout")
+def identity(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """Dropout is the identity at inference; its optional mask output is not produced."""
+    return [inputs[0]]
+
+
+@register("Shape")
+def shape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """Dims [start:end] with Python slice clamping (opset 15 start/end)."""
+    start, end = int(attrs.get("start", 0)), attrs.get("end")
+    return [np.array(inputs[0].shape[start : None if end is None else int(end)], np.int64)]
+
+
+@register("Size")
+def size(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [np.array(inputs[0].size, np.int64)]
+
+
+@register("Reshape")
+def reshape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """A 0 in ``shape`` copies the input dim unless allowzero=1; one -1 is inferred."""
+    x, target = inputs[0], ints(inputs[1])
+    if not int(attrs.get("allowzero", 0)):
+        target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
+    return [x.reshape(target)]
+
+
+@register("Flatten")
+def flatten(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    axis = int(attrs.get("axis", 1))
+    axis = axis + x.ndim if axis < 0 else axis
+    return [x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))]
+
+
+@register("Transpose")
+def transpose(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    perm = attrs.get("perm")
+    return [np.transpose(inputs[0], None if perm is None else ints(perm))]
+
+
+@register("Squeeze")
+def squeeze(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """Without ``axes`` every dim of size 1 goes."""
+    x, axes = inputs[0], arg(inputs, 1)
+    if axes is None or axes.size == 0:
+        return [np.squeeze(x)]
+    return [np.squeeze(x, axis=tuple(normalize_axis(a, x.ndim) for a in ints(axes)))]
+
+
+@register("Unsqueeze")
+def unsqueeze(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """``axes`` index the output (negative ones count from the output's end)."""
+    x, axes = inputs[0], ints(inputs[1])
+    rank = x.ndim + len(axes)
+    return [np.expand_dims(x, tuple(normalize_axis(a, rank) for a in axes))]
+
+
+@register("Concat")
+def concat(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    values = [x for x in inputs if x is not None]
+    return [np.concatenate(values, axis=normalize_axis(int(attrs["axis"]), values[0].ndim))]
+
+
+@register("Split")
+def split(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """Sizes from the ``split`` input, else ``num_outputs`` chunks of ceil(dim / n) (the last one smaller)."""
+    x, sizes = inputs[0], arg(inputs, 1)
+    axis = normalize_axis(int(attrs.get("axis", 0)), x.ndim)
+    dim = x.shape[axis]
+    if sizes is not None and sizes.size:
+        lengths = ints(sizes)
+    elif "num_outputs" in attrs:
+        count = int(attrs["num_outputs"])
+        chunk = -(-dim // count)
+        lengths = [chunk] * (count - 1) + [dim - chunk * (count - 1)]
+    else:
+        raise NotImplementedError("Split: needs the 'split' input or the 'num_outputs' attribute")
+    if sum(lengths) != dim:
+        raise ValueError(f"Split: sizes {lengths} do not add up to dim {dim}")
+    return list(np.split(x, np.cumsum(lengths)[:-1], axis=axis))
+
+
+@register("Slice")
+def slice_(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """ONNX clamping: starts/ends are clamped to [0, dim] ([0, dim-1] and [-1, dim-1] for negative steps)."""
+    x, starts, ends = inputs[0], ints(inputs[1]), ints(inputs[2])
+    axes_in, steps_in = arg(inputs, 3), arg(inputs, 4)
+    axes = ints(axes_in) if axes_in is not None else list(range(len(starts)))
+    steps = ints(steps_in) if steps_in is not None else [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = normalize_axis(axis, x.ndim)
+        dim = x.shape[axis]
+        if step == 0:
+            raise ValueError("Slice: step 0")
+        start = start + dim if start < 0 else start
+        end = end + dim if end < 0 else end
+        if step > 0:
+            start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+        else:
+            start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+        index[axis] = slice(start, None if end < 0 else end, step)
+    return [x[tuple(index)]]
+
+
+@register("Gather")
+def gather(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """Negative indices count from the end of ``axis``."""
+    x, indices = inputs[0], inputs[1]
+    return [np.asarray(np.take(x, indices.astype(np.int64), axis=normalize_axis(int(attrs.get("axis", 0)), x.ndim)))]
+
+
+@register("GatherElements")
+def gather_elements(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x, indices = inputs[0], inputs[1].astype(np.int64)
+    axis = normalize_axis(int(attrs.get("axis", 0)), x.ndim)
+    indices = np.where(indices < 0, indices + x.shape[axis], indices)
+    return [np.take_along_axis(x, indices, axis=axis)]
+
+
+@register("Pad")
+def pad(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """``pads`` is [begin of each axis..., end of each axis...] over ``axes`` (default all); negative pads crop."""
+    x, pads = inputs[0], ints(inputs[1])
+    value, axes_in = arg(inputs, 2), arg(inputs, 3)
+    mode = attrs.get("mode", "constant")
+    if mode not in PAD_MODES:
+        raise NotImplementedError(f"Pad: mode={mode!r} is not supported")
+    axes = [normalize_axis(a, x.ndim) for a in ints(axes_in)] if axes_in is not None else list(range(x.ndim))
+    n = len(axes)
+    widths = [(0, 0)] * x.ndim
+    for i, axis in enumerate(axes):
+        widths[axis] = (pads[i], pads[i + n])
+    # Negative pads crop first (as onnxruntime does), so reflect/edge/wrap read the cropped tensor.
+    x = x[tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(widths))]
+    grow = [(max(b, 0), max(e, 0)) for b, e in widths]
+    if mode == "constant":
+        fill = 0 if value is None or value.size == 0 else value.reshape(-1)[0]
+        return [np.pad(x, grow, mode="constant", constant_values=np.asarray(fill).astype(x.dtype))]
+    return [np.pad(x, grow, mode=PAD_MODES[mode])]
+
+
+@register("ConstantOfShape")
+def constant_of_shape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """``value``: a 1-element array (its dtype is kept) or a Python number (float -> float32); default float32 0."""
+    value = attrs.get("value")
+    if value is None:
+        fill = np.zeros((), np.float32)
+    elif isinstance(value, np.ndarray):
+        fill = value.reshape(-1)[0]
+    elif isinstance(value, bool):
+        fill = np.bool_(value)
+    elif isinstance(value, int):
+        fill = np.int64(value)
+    else:
+        fill = np.float32(np.asarray(value).reshape(-1)[0])
+    return [np.full(ints(inputs[0]), fill, dtype=fill.dtype)]
+
+
+@register("Range")
+def range_(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """output[i] = start + i * delta for i < max(ceil((limit - start) / delta), 0), in start's dtype."""
+    start, limit, delta = (np.asarray(v).reshape(()) for v in inputs[:3])
+    dtype = start.dtype
+    count = max(math.ceil(float(limit - start) / float(delta)), 0)
+    return [(start + np.arange(count, dtype=dtype) * delta).astype(dtype, copy=False)]
+
+
+@register("Expand")
+def expand(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """Bidirectional broadcast of X with ``shape`` (a 1 in ``shape`` keeps X's dim)."""
+    x = inputs[0]
+    return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(ints(inputs[1])))).copy()]
+
+
+@register("Tile")
+def tile(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [np.tile(inputs[0], ints(inputs[1]))]
+
+
+@register("DepthToSpace")
+def depth_to_space(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    """mode DCR (default): depth is (block_y, block_x, C'); CRD: (C', block_y, block_x)."""
+    x = inputs[0]
+    bs = int(attrs["blocksize"])
+    mode = attrs.get("mode", "DCR")
+    n, c, h, w = x.shape
+    if mode == "DCR":
+        y = x.reshape(n, bs, bs, c // (bs * bs), h, w).transpose(0, 3, 4, 1, 5, 2)
+    elif mode == "CRD":
+        y = x.reshape(n, c // (bs * bs), bs, bs, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        raise NotImplementedError(f"DepthToSpace: mode={mode!r} is not supported")
+    return [y.reshape(n, c // (bs * bs), h * bs, w * bs)]
+
+
+@register("SpaceToDepth")
+def space_to_depth(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    x = inputs[0]
+    bs = int(attrs["blocksize"])
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // bs, bs, w // bs, bs).transpose(0, 3, 5, 1, 2, 4)
+    return [y.reshape(n, c * bs * bs, h // bs, w // bs)]
+
+
+@register("NonZero")
+def non_zero(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    return [np.array(np.nonzero(inputs[0]), dtype=np.int64).reshape(inputs[0].ndim, -1)]
