@@ -102,7 +102,9 @@ def conv(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndar
     perm = (0, 1, *range(3, 3 + n), 2, *range(3 + n, 3 + 2 * n))
     cols = win.transpose(perm).reshape(batch, group, math.prod(out), cg * math.prod(kernel))
     wm = w.astype(dtype, copy=False).reshape(group, mg, cg * math.prod(kernel))
-    y = np.matmul(cols, wm.transpose(0, 2, 1))  # (N, group, out, M/group)
+    # float64 accumulation: BLAS tiles rows differently, and a float32 sum would make equal channels differ in
+    # their last bits (the light models, with constant weights, then disagree with the stored outputs)
+    y = np.matmul(cols.astype(np.float64), wm.transpose(0, 2, 1).astype(np.float64)).astype(dtype)
     y = np.ascontiguousarray(y.transpose(0, 1, 3, 2)).reshape(batch, m, *out)
     return [_bias(y, b).astype(x.dtype, copy=False)]
 
