@@ -11,3 +11,27 @@ import pytest
 @pytest.fixture(scope="session")
 def converted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("converted")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    """Print, per ONNX test-data kind, how many cases passed and which were skipped and why."""
+    kinds: dict[str, dict[str, list[str]]] = {}
+    for outcome in ("passed", "skipped", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if "test_onnx_suites.py::" not in nodeid or nodeid.endswith("_cuda"):
+                continue
+            kind = nodeid.split("::")[1].replace("OnnxBackend", "").replace("ModelTest", "")
+            entry = kinds.setdefault(kind, {"passed": [], "skipped": [], "failed": []})
+            reason = ""
+            if outcome == "skipped" and isinstance(report.longrepr, tuple):
+                reason = report.longrepr[2].removeprefix("Skipped: ")
+            entry[outcome].append(f"{nodeid.split('::')[-1]}: {reason}" if reason else nodeid.split("::")[-1])
+    if not kinds:
+        return
+    terminalreporter.section("ONNX backend test data (onnx wheel)")
+    for kind, entry in sorted(kinds.items()):
+        terminalreporter.write_line(f"{kind}: {len(entry['passed'])} passed, {len(entry['skipped'])} skipped, "
+                                    f"{len(entry['failed'])} failed")
+        for line in entry["skipped"]:
+            terminalreporter.write_line(f"    skipped {line}")

@@ -37,8 +37,10 @@ class _SkippingBackend(MaceBackend):
 
 
 backend_test = onnx.backend.test.BackendTest(_SkippingBackend, __name__)
-backend_test.exclude(r"_cuda$")
 _cases = backend_test.test_cases
+for _case in _cases.values():  # mace's ONNX backend is one device ("CPU" selects the engine device): no CUDA twins
+    for _name in [n for n in vars(_case) if n.endswith("_cuda")]:
+        delattr(_case, _name)
 OnnxBackendRealModelTest = _cases["OnnxBackendRealModelTest"]
 OnnxBackendSimpleModelTest = _cases["OnnxBackendSimpleModelTest"]
 OnnxBackendPyTorchConvertedModelTest = _cases["OnnxBackendPyTorchConvertedModelTest"]

@@ -1,0 +1,39 @@
+"""An OpenCL context and queue for the kernel tests: pocl's CPU device here, any device elsewhere; tests that use them
+skip cleanly where no OpenCL platform is installed. MACE_TEST_OPENCL_DEVICE=<substring> picks a device by name."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+
+from mace.ir import Graph
+
+cl = pytest.importorskip("pyopencl")
+
+
+@pytest.fixture(scope="session")
+def opencl_queue() -> cl.CommandQueue:
+    try:
+        devices = [d for platform in cl.get_platforms() for d in platform.get_devices()]
+    except cl.Error:  # no ICD loader or no platform
+        devices = []
+    wanted = os.environ.get("MACE_TEST_OPENCL_DEVICE", "")
+    devices = [d for d in devices if wanted.lower() in d.name.lower()]
+    if not devices:
+        pytest.skip("no OpenCL device" + (f" matching {wanted!r}" if wanted else ""))
+    return cl.CommandQueue(cl.Context([devices[0]]))
+
+
+@pytest.fixture(scope="session")
+def make_backend(opencl_queue: cl.CommandQueue) -> Callable[[Graph], object]:
+    """Builds an OpenCLBackend for a graph on the test device, compiling without any program cache."""
+    from mace.opencl.backend import OpenCLBackend
+
+    context = opencl_queue.context
+
+    def build(source: str, options: str) -> cl.Program:
+        return cl.Program(context, source).build(options=options)
+
+    return lambda graph: OpenCLBackend(graph, context, opencl_queue, build)
