@@ -13,7 +13,7 @@ def converted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("converted")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     """Print, per ONNX test-data kind, how many cases passed and which were skipped and why."""
     kinds: dict[str, dict[str, list[str]]] = {}
     for outcome in ("passed", "skipped", "failed"):

@@ -41,6 +41,7 @@ _cases = backend_test.test_cases
 for _case in _cases.values():  # mace's ONNX backend is one device ("CPU" selects the engine device): no CUDA twins
     for _name in [n for n in vars(_case) if n.endswith("_cuda")]:
         delattr(_case, _name)
+del _case  # a TestCase bound at module level would be collected a second time
 OnnxBackendRealModelTest = _cases["OnnxBackendRealModelTest"]
 OnnxBackendSimpleModelTest = _cases["OnnxBackendSimpleModelTest"]
 OnnxBackendPyTorchConvertedModelTest = _cases["OnnxBackendPyTorchConvertedModelTest"]

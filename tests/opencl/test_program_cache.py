@@ -225,7 +225,7 @@ def test_two_processes_saving_at_once_lose_nothing(models, tmp_path: Path) -> No
     procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(models[name]), str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in ("a", "b")]
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
     parsed = cachefile.decode((tmp_path / PROGRAM_CACHE_NAME).read_bytes())
     assert len(parsed.entries) == 2
