@@ -244,3 +244,68 @@ def test_cache_verify_and_inspect_report_damage(models, tmp_path: Path) -> None:
     verify = subprocess.run([sys.executable, "-m", "mace.cli.main", "cache", "verify", str(path)],
                             capture_output=True, text=True)
     assert verify.returncode == 1 and "invalid: byte offset" in verify.stdout
+
+
+def test_signed_cache_rejects_unsigned_and_tampered_files(models, tmp_path: Path) -> None:
+    key = b"app-secret"
+    signed = mace.GPUContextBuilder().set_storage_path(tmp_path).set_cache_key(key).finalize()
+    mace.Engine(models["a"], device="opencl", gpu_context=signed).warm_up()
+    cache_path = tmp_path / PROGRAM_CACHE_NAME
+    assert cachefile.validate(cache_path.read_bytes(), key=key) == []
+    assert cachefile.validate(cache_path.read_bytes(), key=b"other") != []
+
+    def start(with_key: bytes | None) -> mace.Engine:
+        builder = mace.GPUContextBuilder().set_storage_path(tmp_path)
+        if with_key:
+            builder.set_cache_key(with_key)
+        return mace.Engine(models["a"], device="opencl", gpu_context=builder.finalize())
+
+    assert start(key).stats["programs_from_cache"] == 1
+    # an unsigned but otherwise valid file (what an attacker without the key can write) is rejected
+    unsigned = cachefile.encode(cachefile.decode(cache_path.read_bytes()))
+    cache_path.write_bytes(unsigned)
+    engine = start(key)
+    assert engine.stats["programs_from_cache"] == 0 and engine.stats["programs_from_source"] == 1
+    assert any("signature" in w or "signed" in w for w in engine.stats["warnings"])
+    engine.run({"x": X})  # rebuilds and saves a signed file again
+    assert cachefile.validate(cache_path.read_bytes(), key=key) == []
+    # a well-formed file whose blob was swapped and every hash recomputed, but not the HMAC
+    parsed = cachefile.decode(cache_path.read_bytes())
+    parsed.entries[0].blob = parsed.entries[0].blob[:-1] + bytes([parsed.entries[0].blob[-1] ^ 1])
+    forged = cachefile.encode(parsed, key=b"attacker-key")
+    cache_path.write_bytes(forged)
+    engine = start(key)
+    assert engine.stats["programs_from_source"] == 1 and engine.stats["warnings"]
+
+
+def test_size_cap_evicts_least_recently_used(models, tmp_path: Path) -> None:
+    mace.Engine(models["a"], device="opencl",
+                gpu_context=mace.GPUContextBuilder().set_storage_path(tmp_path).finalize()).warm_up()
+    cache_path = tmp_path / PROGRAM_CACHE_NAME
+    size_a = len(cachefile.decode(cache_path.read_bytes()).entries[0].blob)
+    capped = mace.GPUContextBuilder().set_storage_path(tmp_path).set_max_cache_bytes(size_a + 10).finalize()
+    engine = mace.Engine(models["b"], device="opencl", gpu_context=capped)
+    engine.warm_up()
+    assert engine.stats.get("cache_entries_evicted") == 1
+    kept = cachefile.decode(cache_path.read_bytes())
+    assert len(kept.entries) == 1  # b (in use) stays, a (older) is gone
+    assert _engine(models["b"], tmp_path).stats["programs_from_cache"] == 1
+    assert _engine(models["a"], tmp_path).stats["programs_from_cache"] == 0
+
+
+def test_last_used_is_refreshed_at_most_daily(models, tmp_path: Path) -> None:
+    _engine(models["a"], tmp_path).warm_up()
+    cache_path = tmp_path / PROGRAM_CACHE_NAME
+    parsed = cachefile.decode(cache_path.read_bytes())
+    recent = cache_path.read_bytes()
+    engine = _engine(models["a"], tmp_path)
+    engine.run({"x": X})
+    assert cache_path.read_bytes() == recent and engine.stats["cache_files_written"] == []
+    parsed.entries[0].last_used -= 3 * 24 * 3600  # three days unused
+    cache_path.write_bytes(cachefile.encode(parsed))
+    engine = _engine(models["a"], tmp_path)
+    engine.run({"x": X})
+    assert engine.stats["cache_files_written"] == [str(cache_path)]
+    refreshed = cachefile.decode(cache_path.read_bytes()).entries[0]
+    assert refreshed.last_used > parsed.entries[0].last_used + 2 * 24 * 3600
+    assert refreshed.created == parsed.entries[0].created

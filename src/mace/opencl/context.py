@@ -17,6 +17,7 @@ from .store import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, FileStore, MemoryStore
 
 STORAGE_ENV = "MACE_STORAGE_PATH"  # overrides the default storage directory; "off" disables the writable cache
 CACHE_KEY_ENV = "MACE_CACHE_KEY"
+MAX_CACHE_BYTES_ENV = "MACE_MAX_CACHE_BYTES"
 OFF_VALUES = {"off", "none", "0", "false", "disable", "disabled"}
 
 
@@ -40,6 +41,7 @@ class GPUContext:
     binary_stores: list[Store] = field(default_factory=list)
     parameter_path: Path | None = None
     cache_key: bytes | None = None
+    max_cache_bytes: int | None = None
 
     @property
     def device(self) -> cl.Device:
@@ -67,6 +69,8 @@ class GPUContextBuilder:
         self._parameter_path: Path | None = None
         self._device_spec = ""
         self._cache_key: bytes | None = os.environ[CACHE_KEY_ENV].encode() if os.environ.get(CACHE_KEY_ENV) else None
+        cap = os.environ.get(MAX_CACHE_BYTES_ENV)
+        self._max_cache_bytes: int | None = int(cap) if cap and cap.isdigit() else None
 
     def set_storage_path(self, path: str | os.PathLike[str]) -> GPUContextBuilder:
         """Directory of the writable cache; mace_cl_compiled_program.bin is kept there."""
@@ -103,6 +107,11 @@ class GPUContextBuilder:
         self._cache_key = bytes(key)
         return self
 
+    def set_max_cache_bytes(self, max_bytes: int | None) -> GPUContextBuilder:
+        """Cap the writable cache's program bytes; least recently used programs are evicted on save."""
+        self._max_cache_bytes = max_bytes
+        return self
+
     def finalize(self) -> GPUContext:
         choice = select_device(self._device_spec)
         context = cl.Context([choice.device])
@@ -114,4 +123,5 @@ class GPUContextBuilder:
         parameter_path = self._parameter_path
         if parameter_path is None and self._storage_dir is not None:
             parameter_path = self._storage_dir / TUNED_PARAMS_NAME
-        return GPUContext(choice, context, queue, storage, binaries, parameter_path, self._cache_key)
+        return GPUContext(choice, context, queue, storage, binaries, parameter_path, self._cache_key,
+                          self._max_cache_bytes)

@@ -22,6 +22,8 @@ from .store import Store, StoreError
 log = logging.getLogger("mace.opencl")
 
 NO_BINARY_WARNING = "There is no precompiled OpenCL binary in all OpenCL binary paths"
+# last_used is refreshed in the file at most this often, so a warm start does not rewrite the file every run
+LAST_USED_GRANULARITY_SECONDS = 24 * 3600
 
 
 @dataclass
@@ -41,6 +43,7 @@ class ProgramCache:
     storage: Store | None
     binary_stores: list[Store]
     cache_key: bytes | None = None
+    max_cache_bytes: int | None = None  # cap on the blobs kept in the writable cache; least recently used go first
     stats: dict[str, Any] = field(
         default_factory=lambda: {
             "programs_from_source": 0,
@@ -49,11 +52,13 @@ class ProgramCache:
             "cache_files_read": [],
             "cache_files_written": [],
             "warnings": [],
+            "program_origins": [],
         }
     )
     _loaded: list[_Loaded] | None = None
     _pending: list[tuple[str, str, str, cl.Program]] = field(default_factory=list)
     _storage_needs_rewrite: bool = False
+    _touched: set[str] = field(default_factory=set)  # storage entries used now whose last_used is stale
 
     # -- reading -----------------------------------------------------------------------------------------------
     def warn(self, message: str) -> None:
@@ -117,6 +122,9 @@ class ProgramCache:
                 continue
             program = self._build_from_binary(entry, options, loaded.store.description)
             if program is not None:
+                self.stats["program_origins"].append(loaded.store.description)
+                if loaded.store is self.storage and time.time() - entry.last_used > LAST_USED_GRANULARITY_SECONDS:
+                    self._touched.add(key)
                 return program
             if loaded.store is self.storage:
                 self._storage_needs_rewrite = True
@@ -129,6 +137,7 @@ class ProgramCache:
             raise DeviceError(f"building the OpenCL program failed on {self.device.name}: {exc}") from exc
         self.stats["program_build_seconds"] += time.perf_counter() - start
         self.stats["programs_from_source"] += 1
+        self.stats["program_origins"].append("source")
         self._pending.append((key, options, source, program))
         return program
 
@@ -152,7 +161,7 @@ class ProgramCache:
     # -- saving ------------------------------------------------------------------------------------------------
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending) or self._storage_needs_rewrite
+        return bool(self._pending) or self._storage_needs_rewrite or bool(self._touched)
 
     def save(self) -> None:
         """Write programs built from source into the storage cache (call after their kernels have launched once:
@@ -173,6 +182,8 @@ class ProgramCache:
                 continue
             new_entries.append(CacheEntry.for_program(source, options, self.fingerprint, blob, now))
         addition = CacheFile({fp_id: self.fingerprint}, new_entries)
+        touched = set(self._touched) | {e.program_key for e in new_entries}
+        evicted: list[CacheEntry] = []
 
         def merge(current: bytes | None) -> bytes:
             base = CacheFile({}, [])
@@ -181,7 +192,12 @@ class ProgramCache:
                     base, _problems = cachefile.decode_report(current, key=self.cache_key)
                 except CacheFormatError:
                     base = CacheFile({}, [])  # already reported when read; replaced by a valid file now
-            return cachefile.encode(base.merged(addition), key=self.cache_key)
+            merged = base.merged(addition)
+            for entry in merged.entries:
+                if entry.fingerprint_id == fp_id and entry.program_key in touched:
+                    entry.last_used = max(entry.last_used, now)
+            evicted[:] = evict_least_recently_used(merged, self.max_cache_bytes, keep=touched)
+            return cachefile.encode(merged, key=self.cache_key)
 
         try:
             self.storage.update(merge)
@@ -190,5 +206,29 @@ class ProgramCache:
             return
         finally:
             self._pending.clear()
+            self._touched.clear()
         self._storage_needs_rewrite = False
         self.stats["cache_files_written"].append(self.storage.description)
+        if evicted:
+            self.stats["cache_entries_evicted"] = len(evicted)
+            log.info("evicted %d least recently used programs to keep %s under %d bytes", len(evicted),
+                     self.storage.description, self.max_cache_bytes)
+
+
+def evict_least_recently_used(cache: CacheFile, max_bytes: int | None, keep: set[str]) -> list[CacheEntry]:
+    """Drop the least recently used entries until the blobs fit in max_bytes; entries in `keep` (the programs the
+    running engine uses) go last and are never dropped. Returns what was evicted; `cache` is edited in place."""
+    if max_bytes is None:
+        return []
+    total = sum(len(e.blob) for e in cache.entries)
+    evicted = []
+    for entry in sorted(cache.entries, key=lambda e: (e.program_key in keep, e.last_used)):
+        if total <= max_bytes or entry.program_key in keep:
+            break
+        evicted.append(entry)
+        total -= len(entry.blob)
+    gone = {id(e) for e in evicted}
+    cache.entries = [e for e in cache.entries if id(e) not in gone]
+    used = {e.fingerprint_id for e in cache.entries}
+    cache.fingerprints = {k: v for k, v in cache.fingerprints.items() if k in used}
+    return evicted

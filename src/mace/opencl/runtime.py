@@ -26,6 +26,7 @@ class OpenCLRuntime:
             gpu_context.storage,
             gpu_context.binary_stores,
             gpu_context.cache_key,
+            gpu_context.max_cache_bytes,
         )
         self.stats: dict[str, Any] = self.programs.stats
         self.stats["device"] = gpu_context.choice.label
