@@ -1,0 +1,190 @@
+"""One model, one machine, one run: mace against its peers, numpy in -> numpy out, each in a fresh process.
+
+    python benchmarks/compare.py ../shared/models/mobilenet_v2.onnx [--runs 100] [--json out.json]
+
+Peers (each skipped with the reason when not installed or no device): mace on the GPU (opencl, a GPU platform),
+mace on pocl (CPU OpenCL), the mace numpy reference (only with --with-reference: it is slow), onnxruntime CPU,
+PyTorch eager on CUDA (torchvision architecture of the same name, random weights: timing only), tinygrad (its ONNX
+runner under TinyJit, default device). For mace: cold start (no cache file, POCL_KERNEL_CACHE=0,
+CUDA_CACHE_DISABLE=1) and warm start (cache file present), both fresh processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+COLD_ENV = {"POCL_KERNEL_CACHE": "0", "CUDA_CACHE_DISABLE": "1"}
+
+CHILD = r'''
+import json, sys, time
+t0 = time.perf_counter()
+peer, model, runs, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+import numpy as np
+shape = tuple(extra["shape"])
+x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+stats = {}
+if peer.startswith("mace"):
+    import mace
+    device = extra["device"]
+    ctx = None
+    if device != "cpu":
+        b = mace.GPUContextBuilder().set_device(device.partition(":")[2])
+        ctx = (b.set_storage_path(extra["storage"]) if extra.get("storage") else b.disable_storage()).finalize()
+    engine = mace.Engine(model, device=device, gpu_context=ctx)
+    fn = lambda: engine.run({extra["input"]: x})
+    getstats = lambda: engine.stats
+elif peer == "onnxruntime":
+    import onnxruntime as ort
+    s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    fn = lambda: s.run(None, {name: x})
+    getstats = lambda: {"threads": "default"}
+elif peer == "torch":
+    import torch, torchvision
+    net = getattr(torchvision.models, extra["arch"])().eval().cuda()
+    def fn():
+        with torch.inference_mode():
+            return net(torch.from_numpy(x).cuda()).cpu().numpy()
+    getstats = lambda: {"device": torch.cuda.get_device_name()}
+elif peer == "tinygrad":
+    from tinygrad import Tensor, TinyJit, Device
+    from tinygrad.nn.onnx import OnnxRunner
+    runner = OnnxRunner(model)
+    name = extra["input"]
+    jit = TinyJit(lambda t: next(iter(runner({name: t}).values())).realize())
+    fn = lambda: jit(Tensor(x)).numpy()
+    getstats = lambda: {"device": Device.DEFAULT}
+else:
+    raise SystemExit(f"unknown peer {peer}")
+fn()
+first = time.perf_counter() - t0
+for _ in range(3 if runs else 0):
+    fn()
+samples = []
+for _ in range(runs):
+    t = time.perf_counter(); fn(); samples.append(time.perf_counter() - t)
+a = np.asarray(samples or [float("nan")]) * 1e3
+print(json.dumps({"first_result_s": first, "median_ms": float(np.median(a)), "p10_ms": float(np.percentile(a, 10)),
+                  "p90_ms": float(np.percentile(a, 90)), "stats": getstats()}, default=str))
+'''
+
+
+def run_child(peer: str, model: str, runs: int, extra: dict[str, Any], env: dict[str, str] | None = None,
+              timeout: float = 600) -> dict[str, Any]:
+    try:
+        proc = subprocess.run([sys.executable, "-c", CHILD, peer, model, str(runs), json.dumps(extra)],
+                              capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired:
+        return {"skipped": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        return {"skipped": (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def opencl_platforms() -> list[tuple[str, bool]]:
+    try:
+        import pyopencl as cl
+
+        return [(p.name, any(d.type & cl.device_type.GPU for d in p.get_devices())) for p in cl.get_platforms()]
+    except Exception:
+        return []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="ONNX model (input [1,3,H,W])")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--data-type", default="fp32_fp32")
+    parser.add_argument("--peers", default="mace-gpu,mace-pocl,onnxruntime,torch,tinygrad")
+    parser.add_argument("--with-reference", action="store_true")
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+
+    import onnx
+
+    import mace
+
+    proto = onnx.load(args.model)
+    inp = proto.graph.input[0]
+    shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    arch = Path(args.model).stem
+    workdir = Path(tempfile.mkdtemp(prefix="mace-compare-"))
+    mace_model = workdir / f"{arch}.mace"
+    mace.convert(args.model, mace_model, data_type=args.data_type)
+    base = {"shape": shape, "input": inp.name, "arch": arch}
+    platforms = opencl_platforms()
+    results: dict[str, Any] = {}
+    peers = args.peers.split(",") + (["mace-reference"] if args.with_reference else [])
+    for peer in peers:
+        if peer in ("mace-gpu", "mace-pocl"):
+            want_gpu = peer == "mace-gpu"
+            match = next((name for name, gpu in platforms if gpu == want_gpu), None)
+            if match is None:
+                results[peer] = {"skipped": "no GPU OpenCL platform" if want_gpu else "no pocl platform"}
+                continue
+            device = f"opencl:{match.split()[0]}"
+            storage = workdir / f"storage-{peer}"
+            extra = {**base, "device": device, "storage": str(storage)}
+            cold = run_child(peer, str(mace_model), 0, extra, COLD_ENV)
+            warm = run_child(peer, str(mace_model), args.runs if want_gpu else max(args.runs // 10, 5), extra,
+                             COLD_ENV)
+            results[peer] = {**warm, "cold_first_result_s": cold.get("first_result_s"),
+                             "cold_program_build_s": cold.get("stats", {}).get("program_build_seconds"),
+                             "warm_program_build_s": warm.get("stats", {}).get("program_build_seconds"),
+                             "skipped": warm.get("skipped") or cold.get("skipped")}
+            if not results[peer]["skipped"]:
+                results[peer].pop("skipped")
+        elif peer == "mace-reference":
+            results[peer] = run_child(peer, str(mace_model), 5, {**base, "device": "cpu"})
+        elif peer == "torch":
+            try:
+                import torch
+
+                if not torch.cuda.is_available():
+                    results[peer] = {"skipped": "no CUDA device"}
+                    continue
+            except ImportError:
+                results[peer] = {"skipped": "torch not installed"}
+                continue
+            results[peer] = run_child(peer, args.model, args.runs, base)
+        else:
+            results[peer] = run_child(peer, args.model, args.runs, base)
+    report = {"model": args.model, "data_type": args.data_type, "machine": platform.node(),
+              "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d"), "results": results}
+    print_table(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    results = report["results"]
+    ref = results.get("mace-gpu", {}).get("median_ms")
+    print(f"\n{report['model']} ({report['data_type']}), batch 1, numpy in -> numpy out, {report['date']}")
+    print(f"{'peer':16} {'median ms':>10} {'p10':>8} {'p90':>8} {'first result s':>15} {'cold first s':>13} "
+          f"{'ratio to mace-gpu':>18}")
+    for peer, r in results.items():
+        if "skipped" in r:
+            print(f"{peer:16} skipped: {r['skipped']}")
+            continue
+        ratio = f"{r['median_ms'] / ref:.2f}x" if ref else "-"
+        cold = f"{r['cold_first_result_s']:.3f}" if r.get("cold_first_result_s") is not None else "-"
+        print(f"{peer:16} {r['median_ms']:10.3f} {r['p10_ms']:8.3f} {r['p90_ms']:8.3f} {r['first_result_s']:15.3f} "
+              f"{cold:>13} {ratio:>18}")
+        if r.get("cold_program_build_s") is not None:
+            warm = r.get("warm_program_build_s") or 0
+            factor = f"{r['cold_program_build_s'] / warm:.0f}x" if warm else "-"
+            print(f"{'':16} program build cold {r['cold_program_build_s']:.3f} s, warm {warm:.4f} s ({factor})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
