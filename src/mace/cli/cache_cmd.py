@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import MaceError
-from ..opencl import cachefile
+from ..opencl import cachefile, mace_compat
 from ..opencl.store import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, atomic_write
 
 console = Console()
@@ -77,8 +77,38 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_xiaomi(path: str, data: bytes, as_json: bool) -> int:
+    """XiaoMi MACE's own program cache, read-only: platform info, device, programs, CRC verdict."""
+    report = mace_compat.describe_mace(data)
+    if as_json:
+        print(json.dumps(report, default=str))
+        return 0 if report["valid"] else 1
+    console.print(f"[bold]{path}[/bold]: {report['size']} bytes, XiaoMi MACE program cache ({report['layout']} layout, "
+                  "read-only)")
+    console.print(f"platform info: {report['platform_info']}")
+    console.print(f"device name: {report['device_name']}")
+    table = Table(title="programs")
+    for column in ("#", "program key", "bytes", "program hash"):
+        table.add_column(column)
+    for i, program in enumerate(report["programs"]):
+        table.add_row(str(i), program["key"], str(program["size"]), str(program.get("program_hash") or ""))
+    console.print(table)
+    for key in report["other_keys"]:
+        console.print(f"other key: {key}")
+    console.print(f"crc32: {report['crc']}")
+    console.print("first 64 bytes:")
+    for line in report["hex_preview"]:
+        console.print("  " + line, highlight=False)
+    verdict = "[green]valid[/green]" if report["valid"] else f"[red]invalid[/red]: {report['error']}"
+    console.print(f"verdict: {verdict}")
+    return 0 if report["valid"] else 1
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    report = cachefile.describe(_read(args.file))
+    data = _read(args.file)
+    if mace_compat.detect(data) in ("mace-v1.1", "mace-legacy"):
+        return _inspect_xiaomi(args.file, data, args.json)
+    report = cachefile.describe(data)
     if args.json:
         print(json.dumps(report, default=str))
         return 0 if report["valid"] else 1
@@ -110,13 +140,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    problems = cachefile.validate(_read(args.file), key=args.key.encode() if args.key else None)
+    data = _read(args.file)
+    kind = mace_compat.detect(data)
+    if kind in ("mace-v1.1", "mace-legacy"):
+        try:
+            found = mace_compat.read_mace_file(data)
+        except mace_compat.MaceCompatError as exc:
+            print(f"{args.file}: invalid XiaoMi MACE program cache: {exc}")
+            return 1
+        crc = "CRC32 ok" if found.crc_ok else "no CRC (legacy layout)"
+        print(f"{args.file}: valid XiaoMi MACE program cache ({found.layout} layout, {len(found.programs)} programs, "
+              f"{crc}; device {found.device_name!r})")
+        return 0
+    problems = cachefile.validate(data, key=args.key.encode() if args.key else None)
     if problems:
         print(f"{args.file}: invalid: {problems[0]}")
         for extra in problems[1:]:
             print(f"  also: {extra}")
         return 1
-    cache = cachefile.decode(_read(args.file))
+    cache = cachefile.decode(data)
     print(f"{args.file}: valid ({len(cache.entries)} entries, {len(cache.fingerprints)} device fingerprints)")
     return 0
 
