@@ -1,0 +1,62 @@
+"""Correctness on a device: convert each ONNX model (fp32_fp32 and fp16_fp32), run it on the OpenCL runtime and
+compare with onnxruntime on the same random input. Prints a table; exit 1 if any model is out of tolerance.
+
+    python benchmarks/check_models.py ../shared/models/*.onnx [--device opencl] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import mace
+
+TOLERANCE = {"fp32_fp32": 1e-4, "fp16_fp32": 1e-2}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--device", default="opencl")
+    parser.add_argument("--data-types", default="fp32_fp32,fp16_fp32")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    rows, ok = [], True
+    ctx = mace.GPUContextBuilder().set_device(args.device.partition(":")[2]).disable_storage().finalize()
+    print(f"device: {ctx.choice.label}")
+    for path in args.models:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        feeds = {}
+        for i in session.get_inputs():
+            shape = [d if isinstance(d, int) else 1 for d in i.shape]
+            feeds[i.name] = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        expected = session.run(None, feeds)
+        for data_type in args.data_types.split(","):
+            graph = mace.converter.convert_onnx(path, data_type=data_type)
+            start = time.perf_counter()
+            engine = mace.Engine(graph, device=args.device, gpu_context=ctx)
+            got = engine.run(feeds)
+            first = time.perf_counter() - start
+            errors = [float(np.max(np.abs(g - e)) / (np.max(np.abs(e)) or 1))
+                      for g, e in zip(got.values(), expected)]
+            passed = max(errors) <= TOLERANCE[data_type]
+            ok &= passed
+            rows.append({"model": Path(path).stem, "data_type": data_type, "rel_error": max(errors),
+                         "passed": passed, "nodes": len(graph.nodes), "first_result_s": first,
+                         "build_s": engine.stats.get("program_build_seconds")})
+            r = rows[-1]
+            print(f"{r['model']:24} {data_type:10} rel err {r['rel_error']:.2e} {'ok' if passed else 'FAIL':4} "
+                  f"nodes {r['nodes']:4} build {r['build_s'] or 0:.2f} s first result {first:.2f} s", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
