@@ -108,3 +108,30 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
         modelfile.load(_write(tmp_path, b""))
     with pytest.raises(ModelFormatError, match="cannot read"):
         modelfile.load(tmp_path / "absent.mace")
+
+
+def _sealed_model(text: bytes) -> bytes:
+    """A .mace file around an arbitrary graph description, every header field and the sha256 consistent."""
+    import hashlib
+
+    w_off = modelfile._align(modelfile.HEADER_SIZE + len(text))
+    body = modelfile.HEADER.pack(modelfile.MAGIC, modelfile.FORMAT_VERSION, modelfile.HEADER_SIZE,
+                                 modelfile.HEADER_SIZE, len(text), w_off, 0, w_off + 32, 0)
+    body = (body.ljust(modelfile.HEADER_SIZE, b"\0") + text).ljust(w_off, b"\0")
+    return body + hashlib.sha256(body).digest()
+
+
+# Found by the atheris harness in fuzz/ and by review: each once escaped as another exception type.
+@pytest.mark.parametrize("text", [
+    b'{"constants":[{"name":"a","dtype":"float32","shape":[Infinity],"offset":0,"nbytes":0}]}',
+    b'{"constants":[],"tensors":[{"name":"t","shape":[Infinity],"dtype":"f"}]}',
+    b'{"constants":[{"name":"a","dtype":"uint8","shape":[99999999999999999999],"offset":0,"nbytes":0}]}',
+    b"1" * 4301,
+    b"[" * 100000,
+    b'{"constants":[],"tensors":[{"name":5,"shape":[1],"dtype":"float32"}],'
+    b'"inputs":[{"name":"x","shape":[1],"dtype":"float32"}],"outputs":[{"name":"x","shape":[1],"dtype":"float32"}],'
+    b'"nodes":[{"op":"Relu","name":"r","inputs":["x"],"outputs":[5]}],"name":"g"}',
+], ids=["inf-constant-shape", "inf-tensor-shape", "huge-dim", "long-int", "deep-nesting", "int-tensor-name"])
+def test_fuzz_findings_raise_format_errors(text: bytes) -> None:
+    with pytest.raises(ModelFormatError):
+        modelfile.decode(_sealed_model(text))

@@ -131,9 +131,11 @@ def decode(data: bytes | mmap.mmap, source: str = "<bytes>") -> Graph:
         raise fail(json_off + exc.start, "graph description is not valid UTF-8") from exc
     except json.JSONDecodeError as exc:
         raise fail(json_off + exc.pos, f"graph description is not valid JSON: {exc.msg}") from exc
+    except (ValueError, RecursionError) as exc:  # an integer over the digit limit; nesting deeper than the stack
+        raise fail(json_off, f"graph description cannot be parsed: {type(exc).__name__}: {exc}") from exc
     try:
         return _graph_from_description(description, data, w_off, w_len, fail)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity), huge dims
         raise fail(json_off, f"graph description is malformed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -151,7 +153,7 @@ def _graph_from_description(d: dict[str, Any], data: Any, w_off: int, w_len: int
         array = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"), count=int(np.prod(shape, dtype=np.int64)),
                               offset=w_off + offset).reshape(shape)
         constants[name] = array
-    tensors = {t["name"]: TensorInfo.from_json(t) for t in d["tensors"]}
+    tensors = {info.name: info for info in map(TensorInfo.from_json, d["tensors"])}
     graph = Graph(
         name=str(d["name"]),
         inputs=[TensorInfo.from_json(t) for t in d["inputs"]],
@@ -170,6 +172,8 @@ def _check_references(graph: Graph, fail: Any) -> None:
     """Every node input must be defined before use, so a runtime never meets an unknown tensor."""
     defined = {t.name for t in graph.inputs} | set(graph.constants)
     for node in graph.nodes:
+        if not all(isinstance(name, str) for name in [*node.inputs, *node.outputs]):
+            raise fail(None, f"node {node.name!r} ({node.op}) has a tensor name that is not a string")
         for name in node.inputs:
             if name and name not in defined:
                 raise fail(None, f"node {node.name!r} ({node.op}) reads tensor {name!r}, which is never defined")

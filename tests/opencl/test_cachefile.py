@@ -533,3 +533,28 @@ def test_fuzz_random_bytes(data: bytes) -> None:
 def test_fuzz_mutations(ops: list[tuple[str, int, int]], resealed: bool) -> None:
     data = mutate(SMALL, ops)
     check_only_format_errors(reseal(data) if resealed else data)
+
+
+def test_entries_sharing_one_blob_are_rejected() -> None:
+    """Found in review: entries all pointing at one large blob made decode copy and hash it once per entry (a 1 MB
+    file reached 525 MB of memory). Blob bytes read are now bounded by the blob area."""
+    import hashlib as _hashlib
+    import struct as _struct
+
+    from mace.opencl.cachefile import _ENTRY_FIXED
+
+    fp = DeviceFingerprint("p", "v", "1", "d", "v", "1", "1", 64, True, "0.1.0")
+    big = bytes(4096)
+    entries = [CacheEntry.for_program("k", f"-DN={i}", fp, b"", 1.0) for i in range(3)]
+    entries[0].blob = big
+    data = bytearray(encode(CacheFile({fp.id(): fp}, entries)))
+    header = _struct.unpack_from("<4sIIIIIQQQQQQQ", data)
+    pos, blob_offset = header[8], header[10]
+    for _ in range(3):
+        fields = list(_ENTRY_FIXED.unpack_from(data, pos))
+        fields[4], fields[5], fields[6] = _hashlib.sha256(big).digest(), blob_offset, len(big)
+        _struct.pack_into(_ENTRY_FIXED.format, data, pos, *fields)
+        pos += fields[0]
+    body = bytes(data[:-32])
+    with pytest.raises(CacheFormatError, match="blobs overlap"):
+        decode(body + _hashlib.sha256(body).digest())

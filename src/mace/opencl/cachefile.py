@@ -465,6 +465,7 @@ class _Decoder:
         self.problems: list[str] = []
         self.fingerprint_rows: list[dict[str, Any]] = []
         self.entry_rows: list[dict[str, Any]] = []
+        self.blob_bytes = 0  # the blob bytes of the entries read so far: bounded by the blob area
 
     def problem(self, exc: CacheFormatError) -> None:
         """A problem confined to one record: fatal in strict mode, reported (record dropped) in lenient mode."""
@@ -728,6 +729,13 @@ class _Decoder:
                 f"{BLOB_ALIGN}-aligned range inside the blob area "
                 f"[{layout.blob_offset}, {area_end})",
             )
+        if blob_len > layout.blob_size - self.blob_bytes:
+            raise CacheFormatError(
+                start + 140,
+                f"entry {i}: its blob of {blob_len} bytes and those of the entries before it add up to more than "
+                f"the {layout.blob_size}-byte blob area: blobs overlap",
+            )
+        self.blob_bytes += blob_len
         blob = self.data[blob_at : blob_at + blob_len]
         if hashlib.sha256(blob).digest() != blob_sha:
             raise CacheFormatError(blob_at, f"entry {i}: blob sha256 mismatch (stored {blob_sha.hex()})")

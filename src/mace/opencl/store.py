@@ -7,8 +7,10 @@ under an inter-process file lock so concurrent savers merge instead of overwriti
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +22,7 @@ from ..errors import MaceError
 PROGRAM_CACHE_NAME = "mace_cl_compiled_program.bin"
 TUNED_PARAMS_NAME = "mace_cl_tuned_params.bin"
 LOCK_TIMEOUT_SECONDS = 30.0
+STALE_TEMP_SECONDS = 60.0  # a temp file this old belongs to a writer that died between mkstemp and rename
 
 
 class StoreError(MaceError):
@@ -63,6 +66,24 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def remove_stale_temp_files(path: Path, max_age: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temp files of ``path`` that writers killed mid-write left behind; returns how many.
+
+    Called under the store's lock, where no live writer has a temp file open; the age is a second guard for file
+    systems whose locks do not hold (some network mounts). Never fails a save: cleanup errors are ignored.
+    """
+    cutoff = time.time() - max_age
+    removed = 0
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            pass  # removed by someone else meanwhile, or not ours to remove
+    return removed
+
+
 class FileStore:
     def __init__(self, path: str | os.PathLike[str], lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
         self.path = Path(path)
@@ -85,6 +106,7 @@ class FileStore:
             # leaves a lock that blocks the next start (unlike a lock *file* whose existence is the lock).
             with FileLock(str(self.lock_path), timeout=self.lock_timeout):
                 atomic_write(self.path, merge(self.read()))
+                remove_stale_temp_files(self.path)
         except Timeout as exc:
             raise StoreError(f"{self.lock_path}: lock not acquired within {self.lock_timeout:.0f} s") from exc
         except OSError as exc:

@@ -1,0 +1,100 @@
+"""Coverage-guided fuzzing of the compiled-program cache parsers: cachefile.decode, decode_report and describe.
+
+Contract checked on every input (a violation is a finding; fuzz/README.md says how to run and triage):
+- decode and decode_report raise nothing but CacheFormatError, with or without a key; describe never raises and its
+  report is JSON-serialisable;
+- the three agree: decode succeeds <=> decode_report finds no problem <=> describe says valid, with equal records;
+- what decode accepts re-encodes to the same records, and what decode_report salvages can be encoded (the program
+  cache's merge writes it back).
+Each input is tried as is and with its trailer (total size, sha256, HMAC with KEY) made right, so mutations of the
+records are judged by the record checks rather than all stopping at the whole-file checksum.
+
+    python fuzz/fuzz_cachefile.py -max_total_time=180 /tmp/fuzz-cachefile fuzz/corpus/cachefile
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import json
+import struct
+import sys
+import types
+from pathlib import Path
+
+import atheris
+
+KEY = b"fuzz-key"
+
+
+def import_instrumented():  # -> the cachefile module, with coverage instrumentation
+    """Import the parser alone: a bare ``mace`` package keeps mace/__init__ (converter, onnx) out of the process."""
+    package = types.ModuleType("mace")
+    package.__path__ = list(importlib.util.find_spec("mace").submodule_search_locations)
+    sys.modules["mace"] = package
+    with atheris.instrument_imports(include=["mace"]):
+        from mace.opencl import cachefile
+    return cachefile
+
+
+cachefile = import_instrumented()
+
+
+def with_fixed_trailer(data: bytes) -> bytes | None:
+    """``data`` with the header's total size, the sha256 trailer and (for a signed file) the HMAC made right."""
+    if len(data) < cachefile.HEADER_SIZE:
+        return None
+    signed = struct.unpack_from("<I", data, 8)[0] & cachefile.FLAG_SIGNED
+    trailer_start = len(data) - cachefile.DIGEST_SIZE * (2 if signed else 1)
+    if trailer_start < 80:
+        return None
+    body = data[:72] + struct.pack("<Q", len(data)) + data[80:trailer_start]
+    body += hashlib.sha256(body).digest()
+    if signed:
+        body += hmac.new(KEY, body, hashlib.sha256).digest()
+    return body
+
+
+def check(data: bytes, key: bytes | None) -> None:
+    try:
+        strict = cachefile.decode(data, key)
+    except cachefile.CacheFormatError:
+        strict = None
+    try:
+        salvaged, problems = cachefile.decode_report(data, key)
+    except cachefile.CacheFormatError:
+        salvaged, problems = None, []
+    if salvaged is not None:
+        cachefile.encode(salvaged)  # must not raise
+    if strict is not None:
+        assert salvaged == strict and not problems, "decode_report disagrees with a successful decode"
+        assert cachefile.decode(cachefile.encode(strict)) == strict, "decode(encode(decode(x))) != decode(x)"
+    else:
+        assert salvaged is None or problems, "decode failed but decode_report found no problem"
+    if key is None:
+        report = cachefile.describe(data)
+        json.dumps(report)
+        assert report["valid"] == (strict is not None), "describe's verdict disagrees with decode"
+
+
+def test_one_input(data: bytes) -> None:
+    for candidate in (data, with_fixed_trailer(data)):
+        if candidate is None:
+            continue
+        check(candidate, None)
+        if len(candidate) >= 12 and struct.unpack_from("<I", candidate, 8)[0] & cachefile.FLAG_SIGNED:
+            check(candidate, KEY)
+
+
+def main() -> None:
+    argv = list(sys.argv)
+    dictionary = Path(__file__).with_name("cachefile.dict")
+    if dictionary.exists() and not any(a.startswith("-dict=") for a in argv):
+        argv.append(f"-dict={dictionary}")
+    atheris.Setup(argv, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
