@@ -19,9 +19,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     for outcome in ("passed", "skipped", "failed"):
         for report in terminalreporter.stats.get(outcome, []):
             nodeid = getattr(report, "nodeid", "")
-            if "test_onnx_suites.py::" not in nodeid or nodeid.endswith("_cuda"):
+            if "test_onnx_suites" not in nodeid.split("::")[0]:
                 continue
-            kind = nodeid.split("::")[1].replace("OnnxBackend", "").replace("ModelTest", "")
+            runtime = "opencl" if "opencl" in nodeid.split("::")[0] else "cpu"
+            kind = nodeid.split("::")[1].replace("OnnxBackend", "").replace("ModelTest", "") + f" ({runtime})"
             entry = kinds.setdefault(kind, {"passed": [], "skipped": [], "failed": []})
             reason = ""
             if outcome == "skipped" and isinstance(report.longrepr, tuple):
