@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
 from typing import Any
 
-from .converter import convert
 from .errors import MaceError
 from .runtime.engine import Engine
 
@@ -18,10 +19,20 @@ __version__ = "0.1.0"
 __all__ = ["Engine", "GPUContextBuilder", "MaceError", "__version__", "convert"]
 
 
+def convert(*args: Any, **kwargs: Any) -> list[Path]:
+    """Convert an ONNX model, or every model of a deployment file, to .mace files (see mace.converter.convert)."""
+    from .converter import convert as _convert
+
+    return _convert(*args, **kwargs)
+
+
 def __getattr__(name: str) -> Any:
-    # The OpenCL side imports pyopencl; load it only when asked for, so CPU-only use stays light.
+    # onnx (the converter) and pyopencl load only when asked for: an app that runs a converted model on the GPU
+    # never imports onnx, which keeps its start fast.
     if name == "GPUContextBuilder":
         from .opencl.context import GPUContextBuilder
 
         return GPUContextBuilder
+    if name in ("converter", "opencl", "onnx_backend", "modelfile", "ops"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'mace' has no attribute {name!r}")
