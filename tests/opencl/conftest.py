@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from mace.ir import Graph
 
-cl = pytest.importorskip("pyopencl")
-
 
 @pytest.fixture(scope="session")
-def opencl_queue() -> cl.CommandQueue:
+def opencl_queue() -> Any:
+    cl = pytest.importorskip("pyopencl")
     try:
         devices = [d for platform in cl.get_platforms() for d in platform.get_devices()]
     except cl.Error:  # no ICD loader or no platform
@@ -27,13 +27,15 @@ def opencl_queue() -> cl.CommandQueue:
 
 
 @pytest.fixture(scope="session")
-def make_backend(opencl_queue: cl.CommandQueue) -> Callable[[Graph], object]:
-    """Builds an OpenCLBackend for a graph on the test device, compiling without any program cache."""
+def make_backend(opencl_queue: Any) -> Callable[[Graph], Any]:
+    """Builds an OpenCLBackend for a graph on the test device, compiling without mace's program cache."""
+    import pyopencl as cl
+
     from mace.opencl.backend import OpenCLBackend
 
     context = opencl_queue.context
 
-    def build(source: str, options: str) -> cl.Program:
+    def build(source: str, options: str) -> Any:
         return cl.Program(context, source).build(options=options)
 
     return lambda graph: OpenCLBackend(graph, context, opencl_queue, build)

@@ -1,0 +1,145 @@
+"""Runs a planned graph on an OpenCL device: one program, buffers and kernel arguments set up once, then each run is
+input writes, every kernel, output reads and a single finish.
+
+    >>> ctx = cl.create_some_context(); queue = cl.CommandQueue(ctx)      # doctest: +SKIP
+    >>> backend = OpenCLBackend(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o))  # doctest: +SKIP
+    >>> backend.run({"input": image})["output"]                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pyopencl as cl
+
+from ..errors import DeviceError, InputError, MaceError
+from ..ir import Graph, TensorInfo
+from .codegen import Launch, ProgramPlan, plan_graph
+
+
+@contextmanager
+def device_step(step: str) -> Iterator[None]:
+    """Re-raises OpenCL failures as DeviceError naming the step that failed."""
+    try:
+        yield
+    except MaceError:
+        raise
+    except (cl.Error, MemoryError) as exc:
+        raise DeviceError(f"OpenCL error while {step}: {exc}") from exc
+
+
+def allocate_buffers(context: cl.Context, plan: ProgramPlan) -> dict[str, cl.Buffer]:
+    """One device buffer per non-constant plan buffer. The liveness-based memory planner replaces this."""
+    buffers = {}
+    for buf in plan.buffers.values():
+        if buf.name in plan.constants:
+            continue
+        with device_step(f"allocating {buf.nbytes / 1e6:.1f} MB for tensor {buf.name}"):
+            # OpenCL rejects zero-size buffers; empty tensors get a token allocation that no kernel touches.
+            buffers[buf.name] = cl.Buffer(context, cl.mem_flags.READ_WRITE, max(buf.nbytes, 4))
+    return buffers
+
+
+def upload_constants(context: cl.Context, queue: cl.CommandQueue, plan: ProgramPlan) -> dict[str, cl.Buffer]:
+    buffers = {}
+    for name, data in plan.constants.items():
+        with device_step(f"uploading weights ({data.nbytes / 1e6:.1f} MB for tensor {name})"):
+            buffers[name] = cl.Buffer(context, cl.mem_flags.READ_ONLY, max(data.nbytes, 4))
+            if data.nbytes:
+                cl.enqueue_copy(queue, buffers[name], data, is_blocking=False)
+    with device_step("uploading weights"):
+        queue.finish()  # the host arrays may be freed once init returns
+    return buffers
+
+
+class OpenCLBackend:
+    """Executes ``graph`` on ``queue``'s device. ``build_program(source, options)`` returns a built program (the
+    engine passes one that goes through the compiled-program cache)."""
+
+    name = "opencl"
+
+    def __init__(
+        self,
+        graph: Graph,
+        context: cl.Context,
+        queue: cl.CommandQueue,
+        build_program: Callable[[str, str], cl.Program],
+    ) -> None:
+        self.graph = graph
+        self.context = context
+        self.queue = queue
+        self.plan = plan_graph(graph)
+        with device_step("building the program"):
+            self.program = build_program(self.plan.source, self.plan.build_options)
+        self.buffers = upload_constants(context, queue, self.plan)
+        self.buffers.update(allocate_buffers(context, self.plan))
+        self.kernels = [self._kernel(launch) for launch in self.plan.launches]
+        self._inputs = [(t.name, t.shape, self._host_dtype(t.name)) for t in graph.inputs]
+        self._outputs = [(t, self.plan.buffers[self.plan.buffer_of(t.name)]) for t in graph.outputs]
+        self.stats: dict[str, Any] = {
+            "kernels": len(self.kernels),
+            "specializations": self.plan.source.count("#define KERNEL_NAME"),
+            "source_bytes": len(self.plan.source),
+            "buffer_bytes": sum(b.nbytes for b in self.plan.buffers.values()),
+        }
+
+    def _host_dtype(self, value: str) -> np.dtype:
+        return self.plan.buffers[self.plan.buffer_of(value)].dtype
+
+    def _kernel(self, launch: Launch) -> tuple[cl.Kernel, Launch]:
+        with device_step(f"setting up node {launch.node} ({launch.op}), kernel {launch.kernel}"):
+            kernel = cl.Kernel(self.program, launch.kernel)
+            kernel.set_args(*(self.buffers[a] if isinstance(a, str) else a for a in launch.args))
+        return kernel, launch
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        unknown = set(feeds) - {name for name, _, _ in self._inputs}
+        if unknown:
+            raise InputError(f"unknown input(s) {sorted(unknown)}; the model takes {[n for n, _, _ in self._inputs]}")
+        staged = []  # keeps the host copies alive until the non-blocking writes complete
+        for name, shape, dtype in self._inputs:
+            if name not in feeds:
+                raise InputError(f"missing input {name!r} of shape {shape}")
+            data = np.ascontiguousarray(feeds[name], dtype=dtype)
+            if data.shape != tuple(shape):
+                if [d for d in data.shape if d != 1] != [d for d in shape if d != 1]:  # (1,) for () is fine
+                    raise InputError(f"input {name!r} has shape {data.shape}, the model expects {tuple(shape)}")
+                data = data.reshape(shape)
+            with device_step(f"writing input {name}"):
+                if data.nbytes:
+                    cl.enqueue_copy(self.queue, self.buffers[self.plan.buffer_of(name)], data, is_blocking=False)
+            staged.append(data)
+        self._enqueue_kernels()
+        results: list[tuple[TensorInfo, np.ndarray]] = []
+        for info, buf in self._outputs:
+            host = np.empty(info.shape, buf.dtype)  # an alias's buffer may have another shape (Flatten, Reshape)
+            with device_step(f"reading output {info.name}"):
+                if host.nbytes:
+                    cl.enqueue_copy(self.queue, host, self.buffers[buf.name], is_blocking=False)
+            results.append((info, host))
+        with device_step("running the graph"):
+            self.queue.finish()
+        del staged
+        return {info.name: _to_host(host, info.dtype) for info, host in results}
+
+    def _enqueue_kernels(self) -> None:
+        # One try around the loop, not one per launch: this loop is the host overhead of every run.
+        launch = None
+        try:
+            for kernel, launch in self.kernels:
+                cl.enqueue_nd_range_kernel(self.queue, kernel, launch.global_size, launch.local_size)
+        except cl.Error as exc:
+            where = f"launching node {launch.node} ({launch.op})" if launch else "launching"
+            raise DeviceError(f"OpenCL error while {where}: {exc}") from exc
+
+    def warm_up(self) -> None:
+        """One run on zeros: the first launch of each kernel is where some drivers (pocl) finish compiling it."""
+        self.run({name: np.zeros(shape, dtype) for name, shape, dtype in self._inputs})
+
+
+def _to_host(data: np.ndarray, dtype: str) -> np.ndarray:
+    """Device storage -> the output's IR dtype (float32 for float outputs stored as half under fp16_fp32)."""
+    return data.astype(dtype, copy=False)

@@ -1,0 +1,107 @@
+// Shared by every kernel template; emitted once at the top of a model's program.
+//
+// A buffer's element type is named by a storage tag (F32, F16, I64, I32, I8, U8, BOOL) that codegen defines per kernel
+// argument (X_T, W_T, Y_T, ...). Kernels compute in float (or long for integer-only arithmetic) and go through
+// LOAD/STORE, so one template serves fp32 storage and fp16 storage: half is only ever touched through
+// vload_half/vstore_half, which OpenCL 1.2 provides without cl_khr_fp16.
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+
+#define TYPE(t) CAT(TYPE_, t)
+#define BITS(t) CAT(BITS_, t)
+#define LOAD(t, p, i) CAT(LOAD_, t)(p, i)
+#define STORE(t, p, i, v) CAT(STORE_, t)(p, i, v)
+
+#define TYPE_F32 float
+#define TYPE_F16 half
+#define TYPE_I64 long
+#define TYPE_I32 int
+#define TYPE_I16 short
+#define TYPE_I8 char
+#define TYPE_U64 ulong
+#define TYPE_U32 uint
+#define TYPE_U16 ushort
+#define TYPE_U8 uchar
+#define TYPE_BOOL uchar
+
+// Raw element types for copies (transpose, slice, concat, ...): bits move unchanged, whatever the tag.
+#define BITS_F32 uint
+#define BITS_F16 ushort
+#define BITS_I64 long
+#define BITS_I32 int
+#define BITS_I16 short
+#define BITS_I8 char
+#define BITS_U64 ulong
+#define BITS_U32 uint
+#define BITS_U16 ushort
+#define BITS_U8 uchar
+#define BITS_BOOL uchar
+
+#define LOAD_F32(p, i) ((p)[i])
+#define LOAD_F16(p, i) vload_half((i), (p))
+#define LOAD_I64(p, i) ((p)[i])
+#define LOAD_I32(p, i) ((p)[i])
+#define LOAD_I16(p, i) ((p)[i])
+#define LOAD_I8(p, i) ((p)[i])
+#define LOAD_U64(p, i) ((p)[i])
+#define LOAD_U32(p, i) ((p)[i])
+#define LOAD_U16(p, i) ((p)[i])
+#define LOAD_U8(p, i) ((p)[i])
+#define LOAD_BOOL(p, i) ((p)[i])
+
+#define STORE_F32(p, i, v) ((p)[i] = (float)(v))
+#define STORE_F16(p, i, v) vstore_half_rte((float)(v), (i), (p))
+#define STORE_I64(p, i, v) ((p)[i] = (long)(v))
+#define STORE_I32(p, i, v) ((p)[i] = (int)(v))
+#define STORE_I16(p, i, v) ((p)[i] = (short)(v))
+#define STORE_I8(p, i, v) ((p)[i] = (char)(v))
+#define STORE_U64(p, i, v) ((p)[i] = (ulong)(v))
+#define STORE_U32(p, i, v) ((p)[i] = (uint)(v))
+#define STORE_U16(p, i, v) ((p)[i] = (ushort)(v))
+#define STORE_U8(p, i, v) ((p)[i] = (uchar)(v))
+#define STORE_BOOL(p, i, v) ((p)[i] = (uchar)((v) != 0))
+
+// Floor modulo (ONNX Mod with fmod=0, numpy's mod): the result takes the divisor's sign; inf divisors keep a.
+#define MOD_FLOOR(a, b) \
+    ((fmod((a), (b)) != 0.0f && ((fmod((a), (b)) < 0.0f) != ((b) < 0.0f))) ? fmod((a), (b)) + (b) : fmod((a), (b)))
+
+// Fused activations (ir.ACTIVATIONS); codegen defines ACTIVATE(v) from these.
+#define ACT_NONE(v) (v)
+#define ACT_RELU(v) fmax((v), 0.0f)
+#define ACT_CLIP(v, lo, hi) fmin(fmax((v), (lo)), (hi))
+#define ACT_LEAKY_RELU(v, alpha) ((v) >= 0.0f ? (v) : (v) * (alpha))
+#define ACT_SIGMOID(v) (1.0f / (1.0f + exp(-(v))))
+#define ACT_HARD_SIGMOID(v, alpha, beta) fmin(fmax((alpha) * (v) + (beta), 0.0f), 1.0f)
+#define ACT_HARD_SWISH(v) ((v) * fmin(fmax((v) * (1.0f / 6.0f) + 0.5f, 0.0f), 1.0f))
+#define ACT_TANH(v) tanh(v)
+#define ACT_SILU(v) ((v) / (1.0f + exp(-(v))))
+
+// Vectors of n = 1, 2, 4 or 8 floats: vector arithmetic is what CPU drivers (pocl) turn into SIMD; GPUs split it
+// into scalar registers at no cost. VLOADN reads n consecutive float-tensor elements from element i (any alignment).
+#define VTYPE(n) CAT(VTYPE_, n)
+#define VTYPE_1 float
+#define VTYPE_2 float2
+#define VTYPE_4 float4
+#define VTYPE_8 float8
+#define VLOADN(t, n, p, i) CAT(CAT(VLOAD_, t), CAT(_, n))(p, i)
+#define VLOAD_F32_1(p, i) ((p)[i])
+#define VLOAD_F32_2(p, i) vload2(0, (p) + (i))
+#define VLOAD_F32_4(p, i) vload4(0, (p) + (i))
+#define VLOAD_F32_8(p, i) vload8(0, (p) + (i))
+#define VLOAD_F16_1(p, i) vload_half((i), (p))
+#define VLOAD_F16_2(p, i) vload_half2(0, (p) + (i))
+#define VLOAD_F16_4(p, i) vload_half4(0, (p) + (i))
+#define VLOAD_F16_8(p, i) vload_half8(0, (p) + (i))
+// Spills a vector into a private float array t[n] (for per-element epilogues).
+#define VSPILL(n, v, t) CAT(VSPILL_, n)(v, t)
+#define VSPILL_1(v, t) ((t)[0] = (v))
+#define VSPILL_2(v, t) vstore2((v), 0, (t))
+#define VSPILL_4(v, t) vstore4((v), 0, (t))
+#define VSPILL_8(v, t) vstore8((v), 0, (t))
+// Sum of a vector's lanes.
+#define VSUM(n, v) CAT(VSUM_, n)(v)
+#define VSUM_1(v) (v)
+#define VSUM_2(v) ((v).s0 + (v).s1)
+#define VSUM_4(v) dot((v), (float4)(1.0f))
+#define VSUM_8(v) dot((v).lo + (v).hi, (float4)(1.0f))

@@ -1,0 +1,609 @@
+"""The OpenCL kernels against the numpy reference (mace.ops.reference.run_node), op by op, fused epilogues included.
+
+pocl compiles slowly, so each test builds one graph holding many independent nodes (one program, one run) and then
+checks every node's output: fp32 to max|diff|/max|ref| <= 1e-4, fp16 storage (fp16_fp32) to 1e-2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from mace.errors import DeviceError
+from mace.ir import Graph, Node, TensorInfo
+from mace.opencl import codegen
+from mace.ops.reference import run_node
+from support import onnxruntime_outputs, relative_error, shared_model
+
+FP32_TOL = 1e-4
+FP16_TOL = 1e-2
+
+
+class GraphBuilder:
+    """Builds an IR graph node by node, evaluating each node with the numpy reference as it goes (which also gives
+    the output shapes). Every node output is a graph output unless ``output=False``."""
+
+    def __init__(self, name: str, data_type: str = "fp32_fp32", seed: int = 0) -> None:
+        self.name = name
+        self.data_type = data_type
+        self.rng = np.random.default_rng(seed)
+        self.values: dict[str, np.ndarray] = {}
+        self.inputs: list[TensorInfo] = []
+        self.nodes: list[Node] = []
+        self.constants: dict[str, np.ndarray] = {}
+        self.tensors: dict[str, TensorInfo] = {}
+        self.outputs: list[str] = []
+
+    def input(
+        self, name: str, shape: Sequence[int], low: float = -2.0, high: float = 2.0, dtype: Any = np.float32
+    ) -> str:
+        if np.issubdtype(dtype, np.integer):
+            value = self.rng.integers(int(low), int(high), shape).astype(dtype)
+        elif dtype == np.bool_:
+            value = self.rng.random(shape) < 0.5
+        else:
+            value = self.rng.uniform(low, high, shape).astype(dtype)
+            if self.data_type == "fp16_fp32":  # the host converts inputs to half: the reference sees the same values
+                value = value.astype(np.float16).astype(np.float32)
+        self.values[name] = value
+        info = TensorInfo(name, tuple(value.shape), str(value.dtype))
+        self.inputs.append(info)
+        self.tensors[name] = info
+        return name
+
+    def const(self, value: Any, dtype: Any = None, name: str | None = None) -> str:
+        name = name or f"c{len(self.constants)}"
+        value = np.asarray(value, dtype=dtype if dtype is not None else None)
+        if value.dtype == np.float64:
+            value = value.astype(np.float32)
+        if self.data_type == "fp16_fp32" and value.dtype == np.float32:
+            value = value.astype(np.float16)
+        self.constants[name] = value
+        self.values[name] = value.astype(np.float32) if value.dtype == np.float16 else value
+        self.tensors[name] = TensorInfo(name, tuple(value.shape), str(value.dtype))
+        return name
+
+    def weight(self, shape: Sequence[int], scale: float | None = None) -> str:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else int(shape[0])
+        return self.const(self.rng.standard_normal(shape) * (scale or 1.0 / np.sqrt(fan_in)))
+
+    def node(
+        self, op: str, inputs: Sequence[str], attrs: dict[str, Any] | None = None, outputs: int = 1, output: bool = True
+    ) -> str:
+        name = f"{op.lower()}_{len(self.nodes)}"
+        attrs = dict(attrs or {})
+        results = run_node(op, [self.values[i] if i else None for i in inputs], attrs)
+        names = [f"{name}_out{i}" for i in range(outputs)]
+        for out, value in zip(names, results):
+            value = np.asarray(value)
+            self.values[out] = value
+            self.tensors[out] = TensorInfo(out, tuple(value.shape), str(value.dtype))
+            if output:
+                self.outputs.append(out)
+        self.nodes.append(Node(op, name, list(inputs), names, attrs))
+        return names[0]
+
+    def outputs_of(self, first: str, count: int) -> list[str]:
+        stem = first.rsplit("_out", 1)[0]
+        return [f"{stem}_out{i}" for i in range(count)]
+
+    def graph(self) -> Graph:
+        outputs = [self.tensors[o] for o in self.outputs]
+        return Graph(self.name, self.inputs, outputs, self.nodes, self.constants, self.tensors, self.data_type)
+
+    def feeds(self) -> dict[str, np.ndarray]:
+        return {t.name: self.values[t.name] for t in self.inputs}
+
+
+def check(builder: GraphBuilder, make_backend: Callable[[Graph], Any], tol: float | None = None) -> None:
+    """Runs the builder's graph on the device and compares every output with the reference."""
+    tol = tol if tol is not None else (FP16_TOL if builder.data_type == "fp16_fp32" else FP32_TOL)
+    backend = make_backend(builder.graph())
+    got = backend.run(builder.feeds())
+    producer = {o: n for n in builder.nodes for o in n.outputs}
+    failures = []
+    for name in builder.outputs:
+        ref, out = builder.values[name], got[name]
+        node = producer[name]
+        label = f"{node.name} {node.attrs}"
+        if out.shape != ref.shape:
+            failures.append(f"{label}: shape {out.shape} != {ref.shape}")
+        elif ref.dtype.kind == "f":
+            scale = max(float(np.abs(ref).max(initial=0.0)), 1e-6)
+            err = float(np.abs(out.astype(np.float64) - ref).max(initial=0.0)) / scale
+            if not err <= tol:
+                failures.append(f"{label}: relative error {err:.2e} > {tol:.0e}")
+        elif out.dtype != ref.dtype or not np.array_equal(out, ref):
+            failures.append(f"{label}: {out.dtype} {out.ravel()[:8]} != {ref.dtype} {ref.ravel()[:8]}")
+    assert not failures, "\n".join(failures)
+
+
+# --- elementwise -----------------------------------------------------------------------------------------------------
+
+
+def test_unary(make_backend) -> None:
+    b = GraphBuilder("unary")
+    x = b.input("x", (2, 3, 4, 5), -3, 3)
+    for op, attrs in [
+        ("Relu", {}),
+        ("LeakyRelu", {"alpha": 0.1}),
+        ("Sigmoid", {}),
+        ("HardSigmoid", {"alpha": 0.25, "beta": 0.4}),
+        ("HardSwish", {}),
+        ("Tanh", {}),
+        ("Elu", {"alpha": 0.7}),
+        ("Selu", {}),
+        ("Celu", {"alpha": 1.5}),
+        ("ThresholdedRelu", {"alpha": 0.5}),
+        ("Softplus", {}),
+        ("Softsign", {}),
+        ("Mish", {}),
+        ("Erf", {}),
+        ("Gelu", {}),
+        ("Gelu", {"approximate": "tanh"}),
+        ("Exp", {}),
+        ("Abs", {}),
+        ("Neg", {}),
+        ("Floor", {}),
+        ("Ceil", {}),
+        ("Round", {}),
+        ("Sign", {}),
+        ("Sin", {}),
+        ("Cos", {}),
+    ]:
+        b.node(op, [x], attrs)
+    b.node("Clip", [x, b.const(-1.0), b.const(2.0)])
+    b.node("Clip", [x, "", b.const(0.5)])
+    b.node("Clip", [x, b.input("lo", (), -1.0, 0.0), b.input("hi", (), 0.0, 1.0)])  # run-time bounds
+    positive = b.node("Add", [b.node("Abs", [x], output=False), b.const(0.1)])
+    for op in ("Sqrt", "Log", "Reciprocal"):
+        b.node(op, [positive])
+    as_int = b.node("Cast", [b.node("Mul", [x, b.const(10.0)], output=False)], {"to": 7})
+    b.node("Cast", [as_int], {"to": 1})
+    as_bool = b.node("Cast", [b.node("Relu", [x], output=False)], {"to": 9})
+    b.node("Not", [as_bool])
+    b.node("Cast", [x], {"to": 1})  # same type: an alias that is a graph output
+    check(b, make_backend)
+
+
+def test_binary_broadcasting(make_backend) -> None:
+    b = GraphBuilder("binary")
+    a = b.input("a", (2, 3, 4, 5))
+    per_channel = b.input("per_channel", (3, 1, 1))
+    last = b.input("last", (5,))
+    mixed = b.input("mixed", (2, 1, 4, 1))
+    same = b.input("same", (2, 3, 4, 5))
+    positive = b.input("positive", (2, 3, 4, 5), 0.5, 2.0)
+    b.node("Add", [a, per_channel])
+    b.node("Sub", [last, a])
+    b.node("Mul", [a, mixed])
+    b.node("Div", [a, positive])
+    b.node("Mul", [a, b.const(0.5)])  # a scalar constant becomes a literal
+    b.node("Add", [b.const(np.arange(5, dtype=np.float32)), a])  # a constant tensor operand
+    b.node("Pow", [positive, b.const(2.0)])
+    b.node("Pow", [positive, b.const(1.7)])
+    b.node("Pow", [positive, mixed])
+    b.node("Max", [a, same])
+    b.node("Min", [a, mixed])
+    b.node("PRelu", [a, b.const(np.array([0.1, 0.2, 0.3], np.float32).reshape(3, 1, 1))])
+    b.node("Mod", [a, positive], {"fmod": 1})
+    b.node("Equal", [b.node("Floor", [a], output=False), b.node("Floor", [same], output=False)])
+    less = b.node("Less", [a, same])
+    b.node("Greater", [a, per_channel])
+    b.node("LessOrEqual", [a, mixed])
+    b.node("GreaterOrEqual", [a, last])
+    b.node("Where", [less, a, per_channel])
+    b.node("And", [less, b.node("Greater", [a, b.const(0.0)], output=False)])
+    b.node("Or", [less, b.node("Greater", [same, b.const(0.0)], output=False)])
+    b.node("Xor", [less, b.node("Greater", [same, b.const(0.0)], output=False)])
+    b.node("Sum", [a, per_channel, last, mixed, same, positive])  # 6 operands: two chunks, the second in place
+    b.node("Mean", [a, same, per_channel])
+    b.node("Max", [a, same, mixed, last, per_channel])
+    b.node("Min", [a, same, positive])
+    b.node("Sum", [a])  # one operand: an alias
+    check(b, make_backend)
+
+
+def test_integer_elementwise(make_backend) -> None:
+    b = GraphBuilder("integers")
+    i = b.input("i", (2, 3), -50, 50, np.int64)
+    j = b.input("j", (3,), 1, 9, np.int64)
+    for op, attrs in [
+        ("Add", {}),
+        ("Sub", {}),
+        ("Mul", {}),
+        ("Div", {}),
+        ("Max", {}),
+        ("Min", {}),
+        ("Equal", {}),
+        ("Less", {}),
+        ("Mod", {}),
+        ("Mod", {"fmod": 1}),
+    ]:
+        b.node(op, [i, j], attrs)
+    b.node("Where", [b.node("Greater", [i, j], output=False), i, j])
+    b.node("Cast", [i], {"to": 1})
+    b.node("Cast", [i], {"to": 6})  # int64 -> int32
+    b.node("Transpose", [i], {"perm": [1, 0]})
+    b.node("Clip", [i, b.const(np.int64(-5)), b.const(np.int64(7))])
+    b.node("Clip", [i, "", b.const(np.int64(7))])
+    b.node("Add", [b.input("i16", (4,), -100, 100, np.int16), b.input("j16", (4,), -100, 100, np.int16)])
+    b.node("Mul", [b.input("u32", (4,), 0, 1000, np.uint32), b.input("v32", (4,), 0, 1000, np.uint32)])
+    check(b, make_backend)
+
+
+# --- convolutions and matrix products --------------------------------------------------------------------------------
+
+
+def _conv_attrs(
+    k: Sequence[int],
+    strides: Sequence[int] | None = None,
+    pads: Sequence[int] | None = None,
+    dilations: Sequence[int] | None = None,
+    group: int = 1,
+    **extra: Any,
+) -> dict[str, Any]:
+    n = len(k)
+    attrs = {
+        "kernel_shape": list(k),
+        "strides": list(strides or [1] * n),
+        "pads": list(pads or [0] * 2 * n),
+        "dilations": list(dilations or [1] * n),
+        "group": group,
+    }
+    attrs.update(extra)
+    return attrs
+
+
+def conv_graph(data_type: str) -> GraphBuilder:
+    b = GraphBuilder("conv", data_type)
+    x = b.input("x", (1, 8, 12, 11))
+    relu = {"activation": "Relu"}
+    # general direct conv: OC blocks of 4, 2 and 1; strides, dilations, asymmetric pads, groups
+    b.node("Conv", [x, b.weight((16, 8, 3, 3)), b.weight((16,), 0.5)], _conv_attrs([3, 3], pads=[1, 1, 1, 1], **relu))
+    b.node(
+        "Conv",
+        [x, b.weight((6, 8, 3, 3))],
+        _conv_attrs([3, 3], [2, 2], [0, 1, 1, 0], activation="LeakyRelu", activation_params=[0.2]),
+    )
+    b.node(
+        "Conv",
+        [x, b.weight((5, 8, 3, 3)), b.weight((5,))],
+        _conv_attrs([3, 3], pads=[2, 2, 2, 2], dilations=[2, 2], activation="HardSwish"),
+    )
+    b.node("Conv", [x, b.weight((8, 4, 3, 3)), b.weight((8,))], _conv_attrs([3, 3], group=2, activation="Sigmoid"))
+    b.node("Conv", [x, b.weight((4, 8, 1, 1))], _conv_attrs([1, 1], [2, 2]))  # strided 1x1: not a GEMM
+    # depthwise, with a channel multiplier too
+    b.node(
+        "Conv",
+        [x, b.weight((8, 1, 3, 3)), b.weight((8,))],
+        _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], group=8, activation="Clip", activation_params=[0.0, 0.5]),
+    )
+    b.node("Conv", [x, b.weight((16, 1, 5, 5))], _conv_attrs([5, 5], pads=[2, 2, 2, 2], group=8))
+    # 1x1 convs as GEMMs, with bias + residual + activation; batch 2
+    res = b.node("Conv", [x, b.weight((12, 8, 3, 3))], _conv_attrs([3, 3], pads=[1, 1, 1, 1]))
+    b.node(
+        "Conv", [x, b.weight((12, 8, 1, 1)), b.weight((12,)), res], _conv_attrs([1, 1], residual=1, activation="SiLU")
+    )
+    b.node(
+        "Conv",
+        [x, b.weight((12, 8, 3, 3)), b.weight((12,)), res],
+        _conv_attrs([3, 3], pads=[1, 1, 1, 1], residual=1, activation="Tanh"),
+    )
+    x2 = b.input("x2", (2, 8, 5, 5))
+    b.node(
+        "Conv",
+        [x2, b.weight((6, 8, 1, 1)), b.weight((6,))],
+        _conv_attrs([1, 1], activation="HardSigmoid", activation_params=[0.3, 0.4]),
+    )
+    b.node("Conv", [x2, b.weight((8, 1, 3, 3))], _conv_attrs([3, 3], pads=[0, 1, 2, 1], group=8, **relu))
+    # 1D and 3D
+    x1 = b.input("x1", (2, 4, 20))
+    b.node("Conv", [x1, b.weight((6, 4, 3)), b.weight((6,))], _conv_attrs([3], [2], [1, 1], activation="Tanh"))
+    b.node("Conv", [x1, b.weight((4, 1, 5))], _conv_attrs([5], pads=[2, 2], group=4))
+    x3 = b.input("x3", (1, 2, 5, 6, 7))
+    b.node("Conv", [x3, b.weight((4, 2, 3, 3, 3)), b.weight((4,))], _conv_attrs([3, 3, 3], pads=[1] * 6, **relu))
+    # transposed
+    b.node(
+        "ConvTranspose",
+        [x2, b.weight((8, 4, 3, 3)), b.weight((4,))],
+        _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], output_padding=[1, 1], **relu),
+    )
+    b.node("ConvTranspose", [x2, b.weight((8, 3, 3, 3))], _conv_attrs([3, 3], dilations=[2, 2], group=2))
+    b.node("ConvTranspose", [x1, b.weight((4, 2, 4)), b.weight((2,))], _conv_attrs([4], [3], [1, 0]))
+    b.node("ConvTranspose", [x2, b.input("w_runtime", (8, 2, 2, 2))], _conv_attrs([2, 2], [2, 2]))
+    return b
+
+
+# Blocking follows layer size (codegen.MIN_WORK_ITEMS); these small layers would all get the smallest blocks, so the
+# conv and gemm tests force each end.
+BLOCKS = {"biggest_blocks": 0, "smallest_blocks": 1 << 40}
+
+
+@pytest.mark.parametrize("blocks", BLOCKS)
+def test_conv(make_backend, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
+    monkeypatch.setattr(codegen, "MIN_WORK_ITEMS", BLOCKS[blocks])
+    check(conv_graph("fp32_fp32"), make_backend)
+
+
+def test_conv_fp16(make_backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codegen, "MIN_WORK_ITEMS", 0)
+    check(conv_graph("fp16_fp32"), make_backend)
+
+
+@pytest.mark.parametrize("blocks", BLOCKS)
+def test_gemm_matmul(make_backend, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
+    monkeypatch.setattr(codegen, "MIN_WORK_ITEMS", BLOCKS[blocks])
+    b = GraphBuilder("gemm")
+    a = b.input("a", (5, 7))
+    b.node("Gemm", [a, b.weight((7, 9)), b.weight((9,))])
+    b.node(
+        "Gemm",
+        [b.input("at", (7, 5)), b.weight((9, 7)), b.weight((5, 9))],
+        {"transA": 1, "transB": 1, "alpha": 0.5, "beta": 2.0},
+    )
+    b.node("Gemm", [a, b.weight((7, 9)), b.weight((5, 1))], {"beta": 0.5})
+    b.node("Gemm", [a, b.weight((7, 9)), b.const([0.25])])
+    b.node("Gemm", [a, b.weight((7, 3))], {"alpha": 2.0})
+    fc = b.input("fc", (1, 64))
+    res = b.input("res", (1, 10))
+    b.node("Gemm", [fc, b.weight((10, 64)), b.weight((10,)), res], {"transB": 1, "residual": 1, "activation": "Relu"})
+    b.node("Gemm", [b.input("dots", (3, 13)), b.weight((6, 13))], {"transB": 1})  # vector dot products + a tail
+    b.node("MatMul", [b.input("m3", (3, 4, 5)), b.weight((5, 6))])
+    b.node("MatMul", [b.input("m4", (2, 1, 4, 5)), b.input("n3", (3, 5, 6))])
+    b.node("MatMul", [b.input("v", (5,)), b.weight((5, 6))])
+    b.node("MatMul", [b.input("m2", (2, 3, 5)), b.input("w", (5,))])
+    b.node(
+        "MatMul",
+        [b.input("mm", (2, 4, 5)), b.weight((5, 6)), b.input("r", (2, 4, 6))],
+        {"residual": 1, "activation": "Clip", "activation_params": [-0.5, 0.5]},
+    )
+    check(b, make_backend)
+
+
+# --- pooling, reductions, normalization -------------------------------------------------------------------------------
+
+
+def pool_graph(data_type: str) -> GraphBuilder:
+    b = GraphBuilder("pool", data_type)
+    x = b.input("x", (2, 3, 9, 10))
+    b.node("MaxPool", [x], _conv_attrs([3, 3], [2, 2], [0, 0, 0, 0], ceil_mode=1))
+    b.node("MaxPool", [x], _conv_attrs([3, 3], [1, 1], [1, 1, 1, 1], dilations=[2, 2]))
+    b.node("AveragePool", [x], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], ceil_mode=1, count_include_pad=1))
+    b.node("AveragePool", [x], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], ceil_mode=1, count_include_pad=0))
+    b.node("AveragePool", [x], _conv_attrs([2, 3], [2, 3], [0, 1, 1, 0]))
+    b.node("AveragePool", [b.input("x1", (2, 3, 10))], _conv_attrs([3], [2], [1, 1]))
+    b.node("GlobalAveragePool", [x])
+    b.node("GlobalMaxPool", [x])
+    return b
+
+
+def test_pooling(make_backend) -> None:
+    check(pool_graph("fp32_fp32"), make_backend)
+
+
+def test_reduce_softmax(make_backend) -> None:
+    b = GraphBuilder("reduce")
+    x = b.input("x", (2, 3, 4, 5))
+    axes = b.const
+    b.node("ReduceMean", [x, axes([2, 3], np.int64)], {"keepdims": 1})
+    b.node("ReduceSum", [x, axes([1], np.int64)], {"keepdims": 0})
+    b.node("ReduceMax", [x, axes([-1], np.int64)])
+    b.node("ReduceMin", [x, axes([0, 2], np.int64)])
+    b.node("ReduceMean", [x])  # all axes
+    b.node("ReduceL1", [x, axes([1, 3], np.int64)])
+    b.node("ReduceL2", [x, axes([3], np.int64)])
+    b.node("ReduceSumSquare", [x, axes([0], np.int64)])
+    b.node("ReduceLogSumExp", [x, axes([1], np.int64)])
+    near_one = b.input("near_one", (2, 3, 4), 0.8, 1.2)
+    b.node("ReduceProd", [near_one, axes([2], np.int64)])
+    b.node("ReduceLogSum", [near_one, axes([0, 1], np.int64)])
+    b.node("ArgMax", [x], {"axis": 1})
+    b.node("ArgMin", [x], {"axis": -1, "keepdims": 0})
+    b.node("Softmax", [x], {"axis": 1})
+    b.node("Softmax", [x], {"axis": -1})
+    b.node("LogSoftmax", [x], {"axis": 2})
+    check(b, make_backend)
+
+
+def norm_graph(data_type: str) -> GraphBuilder:
+    b = GraphBuilder("norm", data_type)
+    x = b.input("x", (2, 6, 5, 7))
+    c = 6
+    b.node(
+        "BatchNormalization",
+        [x, b.weight((c,), 1.0), b.weight((c,), 1.0), b.weight((c,), 1.0), b.const(b.rng.uniform(0.5, 2.0, c))],
+        {"epsilon": 1e-3},
+    )
+    b.node("LRN", [x], {"size": 3, "alpha": 1e-3, "beta": 0.75, "bias": 1.0})
+    b.node("LRN", [x], {"size": 4, "alpha": 0.1, "beta": 0.5, "bias": 2.0})
+    b.node("LayerNormalization", [x, b.weight((7,), 1.0), b.weight((7,), 1.0)], {"axis": -1, "epsilon": 1e-5})
+    b.node("LayerNormalization", [x, b.weight((5, 7), 1.0)], {"axis": 2})
+    b.node("LayerNormalization", [x, b.weight((7,), 1.0)], {"axis": -1}, outputs=3)  # + mean and 1/std
+    b.node("InstanceNormalization", [x, b.weight((c,), 1.0), b.weight((c,), 1.0)], {"epsilon": 1e-5})
+    return b
+
+
+def test_normalization(make_backend) -> None:
+    check(norm_graph("fp32_fp32"), make_backend)
+
+
+# --- data movement ----------------------------------------------------------------------------------------------------
+
+
+def test_indexing(make_backend) -> None:
+    b = GraphBuilder("indexing")
+    x = b.input("x", (2, 6, 4, 5))
+    i64 = np.int64
+    b.node("Transpose", [x], {"perm": [0, 2, 3, 1]})
+    b.node("Concat", [x, b.input("y", (2, 2, 4, 5)), b.weight((2, 1, 4, 5))], {"axis": 1})
+    b.node("Concat", [x, x], {"axis": -1})
+    first = b.node("Split", [x, b.const([2, 4], i64)], {"axis": 1}, outputs=2)
+    b.node("Split", [x], {"axis": 3, "num_outputs": 2}, outputs=2)
+    b.node("Slice", [x, b.const([1], i64), b.const([5], i64), b.const([1], i64), b.const([2], i64)])
+    b.node("Slice", [x, b.const([-1, 1], i64), b.const([-100, 3], i64), b.const([3, 2], i64), b.const([-2, 1], i64)])
+    b.node("Gather", [x, b.const([0, 5, -1], i64)], {"axis": 1})
+    b.node("Gather", [x, b.const(1, i64)], {"axis": 0})
+    b.node("Gather", [x, b.const([[0, 1], [3, 2]], i64)], {"axis": 2})
+    b.node("GatherElements", [x, b.const(b.rng.integers(-4, 4, (2, 6, 3, 5)), i64)], {"axis": 2})
+    b.node("Pad", [x, b.const([0, 1, 2, 0, 0, 2, 1, 3], i64), b.const(1.5)])
+    b.node("Pad", [x, b.const([0, 0, 2, 3, 0, 0, 1, 2], i64)], {"mode": "reflect"})
+    b.node("Pad", [x, b.const([0, 0, 2, 3, 0, 0, 1, 2], i64)], {"mode": "edge"})
+    b.node("Pad", [x, b.const([0, 0, 3, 1, 0, 0, 1, 2], i64)], {"mode": "wrap"})
+    b.node("Pad", [x, b.const([0, -1, 1, 0, 0, 0, -1, 2], i64)])
+    b.node("DepthToSpace", [x], {"blocksize": 1})
+    x8 = b.input("x8", (1, 8, 3, 2))
+    b.node("DepthToSpace", [x8], {"blocksize": 2, "mode": "DCR"})
+    b.node("DepthToSpace", [x8], {"blocksize": 2, "mode": "CRD"})
+    b.node("SpaceToDepth", [b.input("s", (2, 3, 4, 6))], {"blocksize": 2})
+    b.node("Expand", [b.input("e", (6, 1, 5)), b.const([2, 6, 4, 5], i64)])
+    b.node("Tile", [x, b.const([1, 2, 1, 3], i64)])
+    flat = b.node("Flatten", [x], {"axis": 2})
+    b.node("Relu", [flat])
+    squeezed = b.node("Squeeze", [b.node("Reshape", [x, b.const([2, 1, 120], i64)]), b.const([1], i64)])
+    b.node("Unsqueeze", [squeezed, b.const([0], i64)])
+    b.node("Identity", [first])
+    check(b, make_backend)
+
+
+def resize_graph(data_type: str) -> GraphBuilder:
+    b = GraphBuilder("resize", data_type)
+    x = b.input("x", (1, 3, 6, 7))
+    f32, i64 = np.float32, np.int64
+    up2 = b.const([1, 1, 2, 2], f32)
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("scales", {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}),
+        ("scales", {"mode": "nearest"}),
+        ("sizes", {"mode": "nearest", "nearest_mode": "round_prefer_ceil"}),
+        (
+            "sizes",
+            {"mode": "nearest", "coordinate_transformation_mode": "tf_half_pixel_for_nn", "nearest_mode": "ceil"},
+        ),
+        ("scales", {"mode": "linear"}),
+        ("sizes", {"mode": "linear", "coordinate_transformation_mode": "align_corners"}),
+        ("down", {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}),
+        ("sizes", {"mode": "linear", "coordinate_transformation_mode": "half_pixel_symmetric"}),
+        ("scales", {"mode": "cubic"}),
+        (
+            "sizes",
+            {
+                "mode": "cubic",
+                "exclude_outside": 1,
+                "cubic_coeff_a": -0.5,
+                "coordinate_transformation_mode": "asymmetric",
+            },
+        ),
+    ]
+    for how, attrs in cases:
+        if how == "scales":
+            b.node("Resize", [x, "", up2], attrs)
+        elif how == "sizes":
+            b.node("Resize", [x, "", "", b.const([1, 3, 11, 16], i64)], attrs)
+        else:
+            b.node("Resize", [x, "", b.const([1, 1, 0.5, 0.6], f32)], attrs)
+    b.node("Upsample", [x, up2], {"mode": "nearest"})
+    return b
+
+
+def test_resize(make_backend) -> None:
+    check(resize_graph("fp32_fp32"), make_backend)
+
+
+def test_fp16_storage_mix(make_backend) -> None:
+    """fp16_fp32 across the families that the conv test does not cover: half buffers, float math."""
+    b = GraphBuilder("fp16 mix", "fp16_fp32")
+    x = b.input("x", (2, 4, 6, 5))
+    b.node("Sigmoid", [x])
+    b.node("Add", [x, b.weight((4, 1, 1))])
+    b.node("Mul", [x, b.const(0.5)])
+    b.node("MaxPool", [x], _conv_attrs([2, 2], [2, 2], ceil_mode=1))
+    b.node("GlobalAveragePool", [x])
+    b.node("ReduceMean", [x, b.const([1], np.int64)])
+    b.node("Softmax", [x], {"axis": 1})
+    b.node("LayerNormalization", [x, b.weight((5,), 1.0), b.weight((5,), 1.0)], {"axis": -1})
+    b.node(
+        "BatchNormalization",
+        [x, b.weight((4,), 1.0), b.weight((4,), 1.0), b.weight((4,), 1.0), b.const([1.0, 0.5, 2.0, 1.5])],
+    )
+    b.node("Transpose", [x], {"perm": [0, 2, 3, 1]})
+    b.node("Concat", [x, x], {"axis": 1})
+    b.node("Slice", [x, b.const([1], np.int64), b.const([5], np.int64), b.const([2], np.int64)])
+    b.node("Pad", [x, b.const([0, 0, 1, 1, 0, 0, 1, 1], np.int64), b.const(-1.0)])
+    b.node("Gather", [x, b.const([3, 0], np.int64)], {"axis": 1})
+    b.node("Resize", [x, "", b.const([1, 1, 2, 2], np.float32)], {"mode": "linear"})
+    b.node("Gemm", [b.input("a", (3, 8)), b.weight((5, 8)), b.weight((5,))], {"transB": 1, "activation": "Relu"})
+    b.node("MatMul", [x, b.weight((5, 3))])
+    b.node("Cast", [b.node("Greater", [x, b.const(0.0)], output=False)], {"to": 1})
+    check(b, make_backend)
+
+
+# --- plan properties and errors ---------------------------------------------------------------------------------------
+
+
+def test_plan_is_deterministic_and_deduplicated() -> None:
+    b = GraphBuilder("dedup")
+    x = b.input("x", (1, 4, 8, 8))
+    for _ in range(3):  # identical specializations share one kernel; different weights are different buffers
+        b.node("Conv", [x, b.weight((4, 4, 3, 3))], _conv_attrs([3, 3], pads=[1, 1, 1, 1], activation="Relu"))
+    plan, again = codegen.plan_graph(b.graph()), codegen.plan_graph(b.graph())
+    assert plan.source == again.source and plan.build_options == again.build_options
+    assert plan.source.count("#define KERNEL_NAME") == 1
+    assert len({launch.kernel for launch in plan.launches}) == 1 and len(plan.launches) == 3
+
+
+def test_unsupported_op_names_the_node(make_backend) -> None:
+    b = GraphBuilder("unsupported")
+    x = b.input("x", (2, 3))
+    b.nodes.append(Node("NonMaxSuppression", "nms_0", [x], ["boxes"]))
+    b.tensors["boxes"] = TensorInfo("boxes", (1, 3), "int64")
+    with pytest.raises(DeviceError, match=r"no kernel for NonMaxSuppression \(node nms_0\)"):
+        make_backend(b.graph())
+
+
+def test_wrong_feed_is_an_input_error(make_backend) -> None:
+    from mace.errors import InputError
+
+    b = GraphBuilder("feeds")
+    b.node("Relu", [b.input("x", (2, 3))])
+    backend = make_backend(b.graph())
+    with pytest.raises(InputError):
+        backend.run({"x": np.zeros((3, 2), np.float32)})
+    with pytest.raises(InputError):
+        backend.run({"y": np.zeros((2, 3), np.float32)})
+    backend.warm_up()
+
+
+# --- whole models -----------------------------------------------------------------------------------------------------
+
+
+def _convert_onnx() -> Callable[..., Graph]:
+    try:
+        from mace.convert import convert_onnx  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from mace.converter import convert_onnx
+        except ImportError:
+            pytest.skip("the ONNX converter is not importable")
+    return convert_onnx
+
+
+@pytest.mark.parametrize(
+    ("model", "data_type", "tol"),
+    [
+        ("squeezenet1_1", "fp32_fp32", FP32_TOL),
+        ("mobilenet_v2", "fp32_fp32", FP32_TOL),
+        # fp16 storage: each layer rounds to half (~5e-4, checked per op above); 50 layers of random weights add up.
+        ("mobilenet_v2", "fp16_fp32", 3e-2),
+    ],
+)
+def test_model_matches_onnxruntime(make_backend, model: str, data_type: str, tol: float) -> None:
+    path = shared_model(model)
+    graph = _convert_onnx()(path, data_type=data_type)
+    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    expected = onnxruntime_outputs(path, {"input": image})["output"]
+    got = make_backend(graph).run({"input": image})["output"]
+    assert got.shape == expected.shape and got.dtype == np.float32
+    assert relative_error(got, expected) <= tol
