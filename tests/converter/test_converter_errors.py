@@ -119,3 +119,13 @@ def test_constant_subgraph_folds_and_gemm_batchnorm_fuses() -> None:
         None, {"x": x})[0]
     got = mace.Engine(graph).run({"x": x})["y"]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ceil_mode_drops_a_last_window_that_starts_in_the_padding() -> None:
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 1], strides=[2, 2], ceil_mode=1)
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    graph = convert_onnx(model)
+    assert graph.outputs[0].shape == (1, 1, 1, 1)
+    x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
+    assert mace.Engine(graph).run({"x": x})["y"].shape == (1, 1, 1, 1)

@@ -7,9 +7,9 @@ import functools
 
 import numpy as np
 import pytest
-from support import SHARED_MODEL_NAMES, onnxruntime_outputs, relative_error, shared_model
 
 import mace
+from support import SHARED_MODEL_NAMES, onnxruntime_outputs, relative_error, shared_model
 
 
 @functools.lru_cache(maxsize=1)

@@ -31,6 +31,11 @@ class OpenCLRuntime:
         self.stats: dict[str, Any] = self.programs.stats
         self.stats["device"] = gpu_context.choice.label
         self.stats["data_type"] = graph.data_type
+        doubles = sorted(t.name for t in graph.tensors.values() if t.dtype == "float64")
+        if doubles:
+            # cl_khr_fp64 is missing on most mobile GPUs: float64 models run, in float32, and say so
+            self.programs.warn(f"{len(doubles)} float64 tensor(s) (e.g. {doubles[0]!r}) are stored and computed as "
+                               "float32 on OpenCL; use device='cpu' for float64 precision")
         start = time.perf_counter()
         self.backend = OpenCLBackend(graph, gpu_context.context, gpu_context.queue, self.programs.build)
         self.stats["init_seconds"] = time.perf_counter() - start
