@@ -84,7 +84,21 @@ def _run_child(model: str, device: str, storage: str | None, runs: int, extra_en
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def benchmark(model: str, device: str = "opencl", runs: int = 50) -> dict[str, Any]:
+def per_op_profile(model: str, device: str, repeats: int = 20) -> dict[str, Any]:
+    """Device time per launch and per op type from OpenCL profiling events (in this process, warm)."""
+    import mace
+    from mace.opencl.profiling import profile_launches, summarize_by_op
+
+    ctx = mace.GPUContextBuilder().set_device(device.partition(":")[2]).disable_storage().finalize()
+    engine = mace.Engine(model, device=device, gpu_context=ctx)
+    rng = np.random.default_rng(0)
+    feeds = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in engine.inputs}
+    rows = profile_launches(engine.backend.backend, feeds, repeats)
+    return {"launches": rows, "by_op": summarize_by_op(rows), "device_total_us": sum(r["us"] for r in rows),
+            "memory": engine.stats.get("memory")}
+
+
+def benchmark(model: str, device: str = "opencl", runs: int = 50, profile: bool = True) -> dict[str, Any]:
     """Cold start, warm start (fresh processes) and steady latency; returns one JSON-able dict."""
     with tempfile.TemporaryDirectory(prefix="mace-bench-") as storage:
         use_storage = storage if device != "cpu" else None
@@ -94,6 +108,8 @@ def benchmark(model: str, device: str = "opencl", runs: int = 50) -> dict[str, A
         warm_driver = _run_child(model, device, use_storage, 0, {})
     result = {"model": model, "device": device, "cold": cold, "warm": warm, "warm_driver": warm_driver,
               "steady": warm["steady"]}
+    if device != "cpu" and profile:
+        result["profile"] = per_op_profile(model, device)
     if device != "cpu":
         cold_build = cold["stats"].get("program_build_seconds", 0.0)
         for name in ("warm", "warm_driver"):

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="opencl")
     p.add_argument("--runs", type=int, default=50, help="steady-state runs (default 50)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-profile", action="store_true", help="skip the per-op table (OpenCL profiling events)")
+    p.add_argument("--plot", metavar="FILE.png", help="per-op bars and cold/warm start bars (needs matplotlib)")
     p.set_defaults(func=cmd_benchmark)
 
 
@@ -60,7 +62,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from ..benchmark import benchmark
 
-    result = benchmark(args.model, args.device, args.runs)
+    result = benchmark(args.model, args.device, args.runs, profile=not args.no_profile)
+    if args.plot:
+        plot_benchmark(result, args.plot)
     if args.json:
         print(json.dumps(result, default=str))
         return 0
@@ -81,7 +85,45 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     s = result["steady"]
     console.print(f"steady latency over {s['runs']} runs: median {s['median_ms']:.3f} ms, p10 {s['p10_ms']:.3f} ms, "
                   f"p90 {s['p90_ms']:.3f} ms")
+    profile = result.get("profile")
+    if profile:
+        table = Table(title=f"device time per op (OpenCL profiling events), total {profile['device_total_us']:.0f} µs")
+        for column in ("op", "launches", "µs", "share"):
+            table.add_column(column)
+        for row in profile["by_op"]:
+            table.add_row(row["op"], str(row["launches"]), f"{row['us']:.1f}",
+                          f"{100 * row['us'] / max(profile['device_total_us'], 1e-9):.1f}%")
+        console.print(table)
     for name in ("warm", "warm_driver"):
         if result.get(f"program_build_cold_over_{name}"):
             console.print(f"program build cold ÷ {name}: {result[f'program_build_cold_over_{name}']:.0f}×")
     return 0
+
+
+def plot_benchmark(result: dict, path: str) -> None:
+    """Two panels: device time per op type, and time to first result cold / warm / warm with driver caches."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from ..errors import MaceError
+
+        raise MaceError("--plot needs matplotlib: pip install 'mace[plot]'") from None
+    fig, (ops_ax, start_ax) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    by_op = (result.get("profile") or {}).get("by_op", [])
+    ops_ax.barh([r["op"] for r in by_op][::-1], [r["us"] for r in by_op][::-1], color="#4477aa")
+    ops_ax.set_xlabel("device time per run (µs)")
+    ops_ax.set_title(f"per op: {result['model']} on {result['device']}")
+    labels = ["cold", "warm", "warm + driver cache"]
+    runs = [result["cold"], result["warm"], result["warm_driver"]]
+    bottoms = [0.0] * 3
+    for part, color in zip(runs[0]["breakdown_s"], ["#bbbbbb", "#66ccee", "#228833", "#ccbb44", "#ee6677"]):
+        values = [r["breakdown_s"][part] for r in runs]
+        start_ax.bar(labels, values, bottom=bottoms, label=part, color=color)
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    start_ax.set_ylabel("seconds to first result (fresh process)")
+    start_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
