@@ -53,9 +53,36 @@ def is_gpu(device: cl.Device) -> bool:
     return bool(device.type & cl.device_type.GPU)
 
 
+def _is_pocl(platform: cl.Platform) -> bool:
+    return "portable computing language" in platform.name.lower()
+
+
+def _fast_choice(spec: str) -> DeviceChoice | None:
+    """The common cases without enumerating every platform's devices: asking pocl for its devices initializes it,
+    which costs a noticeable part of a warm start. A GPU on a vendor platform, or a platform named by `spec`."""
+    platforms = sorted(_platforms(), key=_is_pocl)  # vendor drivers first
+    name, _, index_text = spec.partition(":")
+    for platform in platforms:
+        if spec and name.lower() not in platform.name.lower() and name.lower() not in platform.vendor.lower():
+            continue
+        try:
+            devices = platform.get_devices() if spec else platform.get_devices(device_type=cl.device_type.GPU)
+        except cl.Error:  # CL_DEVICE_NOT_FOUND
+            continue
+        index = int(index_text) if index_text.isdigit() else 0
+        if spec and index < len(devices):
+            return DeviceChoice(platform, devices[index])
+        if not spec and devices:
+            return DeviceChoice(platform, devices[0])
+    return None
+
+
 def select_device(spec: str = "") -> DeviceChoice:
     """spec "" picks a GPU when one is listed, else the first device (pocl's CPU device when no GPU driver is there);
     "<platform substring>[:<index>]" picks exactly, e.g. "nvidia", "portable:0"."""
+    fast = _fast_choice(spec)
+    if fast is not None:
+        return fast
     choices = list_devices()
     if not choices:
         raise DeviceError("OpenCL lists no device" + _registration_hint())
