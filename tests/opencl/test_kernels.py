@@ -15,6 +15,7 @@ import pytest
 from mace.errors import DeviceError
 from mace.ir import Graph, Node, TensorInfo
 from mace.opencl import codegen
+from mace.opencl.codegen import tiling
 from mace.ops.reference import run_node
 from support import onnxruntime_outputs, relative_error, shared_model
 
@@ -318,25 +319,25 @@ def conv_graph(data_type: str) -> GraphBuilder:
     return b
 
 
-# Blocking follows layer size (codegen.MIN_WORK_ITEMS); these small layers would all get the smallest blocks, so the
-# conv and gemm tests force each end.
+# Blocking follows layer size (codegen.tiling.MIN_WORK_ITEMS); these small layers would all get the smallest blocks, so
+# the conv and gemm tests force each end.
 BLOCKS = {"biggest_blocks": 0, "smallest_blocks": 1 << 40}
 
 
 @pytest.mark.parametrize("blocks", BLOCKS)
 def test_conv(make_backend, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
-    monkeypatch.setattr(codegen, "MIN_WORK_ITEMS", BLOCKS[blocks])
+    monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", BLOCKS[blocks])
     check(conv_graph("fp32_fp32"), make_backend)
 
 
 def test_conv_fp16(make_backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codegen, "MIN_WORK_ITEMS", 0)
+    monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", 0)
     check(conv_graph("fp16_fp32"), make_backend)
 
 
 @pytest.mark.parametrize("blocks", BLOCKS)
 def test_gemm_matmul(make_backend, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
-    monkeypatch.setattr(codegen, "MIN_WORK_ITEMS", BLOCKS[blocks])
+    monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", BLOCKS[blocks])
     b = GraphBuilder("gemm")
     a = b.input("a", (5, 7))
     b.node("Gemm", [a, b.weight((7, 9)), b.weight((9,))])

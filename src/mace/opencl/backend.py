@@ -18,6 +18,7 @@ import pyopencl as cl
 from ..errors import DeviceError, InputError, MaceError
 from ..ir import Graph, TensorInfo
 from .codegen import Launch, ProgramPlan, plan_graph
+from .memory import MemoryPlan, program_memory
 
 
 @contextmanager
@@ -31,16 +32,17 @@ def device_step(step: str) -> Iterator[None]:
         raise DeviceError(f"OpenCL error while {step}: {exc}") from exc
 
 
-def allocate_buffers(context: cl.Context, plan: ProgramPlan) -> dict[str, cl.Buffer]:
-    """One device buffer per non-constant plan buffer. The liveness-based memory planner replaces this."""
-    buffers = {}
-    for buf in plan.buffers.values():
-        if buf.name in plan.constants:
-            continue
-        with device_step(f"allocating {buf.nbytes / 1e6:.1f} MB for tensor {buf.name}"):
+def allocate_buffers(context: cl.Context, memory: MemoryPlan) -> dict[str, cl.Buffer]:
+    """One device buffer per slot of the memory plan, bound to every value the slot holds."""
+    held: dict[int, list[str]] = {}
+    for name, slot in memory.slot_of.items():
+        held.setdefault(slot, []).append(name)
+    slots = []
+    for index, nbytes in enumerate(memory.slot_bytes):
+        with device_step(f"allocating {nbytes / 1e6:.1f} MB for tensor(s) {', '.join(held[index][:3])}"):
             # OpenCL rejects zero-size buffers; empty tensors get a token allocation that no kernel touches.
-            buffers[buf.name] = cl.Buffer(context, cl.mem_flags.READ_WRITE, max(buf.nbytes, 4))
-    return buffers
+            slots.append(cl.Buffer(context, cl.mem_flags.READ_WRITE, max(nbytes, 4)))
+    return {name: slots[slot] for name, slot in memory.slot_of.items()}
 
 
 def upload_constants(context: cl.Context, queue: cl.CommandQueue, plan: ProgramPlan) -> dict[str, cl.Buffer]:
@@ -57,7 +59,8 @@ def upload_constants(context: cl.Context, queue: cl.CommandQueue, plan: ProgramP
 
 class OpenCLBackend:
     """Executes ``graph`` on ``queue``'s device. ``build_program(source, options)`` returns a built program (the
-    engine passes one that goes through the compiled-program cache)."""
+    engine passes one that goes through the compiled-program cache). Activations share device memory where their
+    lifetimes allow (memory.py); ``reuse_memory=False`` gives each its own buffer."""
 
     name = "opencl"
 
@@ -67,6 +70,7 @@ class OpenCLBackend:
         context: cl.Context,
         queue: cl.CommandQueue,
         build_program: Callable[[str, str], cl.Program],
+        reuse_memory: bool = True,
     ) -> None:
         self.graph = graph
         self.context = context
@@ -75,7 +79,10 @@ class OpenCLBackend:
         with device_step("building the program"):
             self.program = build_program(self.plan.source, self.plan.build_options)
         self.buffers = upload_constants(context, queue, self.plan)
-        self.buffers.update(allocate_buffers(context, self.plan))
+        outputs = [self.plan.buffer_of(t.name) for t in graph.outputs]
+        self.memory_plan = program_memory(self.plan, [t.name for t in graph.inputs], outputs, reuse_memory)
+        self.memory = self.memory_plan.report()
+        self.buffers.update(allocate_buffers(context, self.memory_plan))
         self.kernels = [self._kernel(launch) for launch in self.plan.launches]
         self._inputs = [(t.name, t.shape, self._host_dtype(t.name)) for t in graph.inputs]
         self._outputs = [(t, self.plan.buffers[self.plan.buffer_of(t.name)]) for t in graph.outputs]
@@ -85,6 +92,11 @@ class OpenCLBackend:
             "source_bytes": len(self.plan.source),
             "buffer_bytes": sum(b.nbytes for b in self.plan.buffers.values()),
         }
+
+    def memory_report(self) -> dict[str, int]:
+        """Device bytes for activations: ``peak_bytes`` allocated, ``lower_bound_bytes`` the most live at once,
+        ``naive_bytes`` with one buffer per value; and the number of ``allocations`` and of ``values`` in them."""
+        return dict(self.memory)
 
     def _host_dtype(self, value: str) -> np.dtype:
         return self.plan.buffers[self.plan.buffer_of(value)].dtype

@@ -1,0 +1,104 @@
+"""Gemm and MatMul on gemm.cl: one batched kernel, its operands addressed by strides (GemmShape), so transposes and
+broadcast batch dims cost no copies. ``gemm`` is also the lowering of 1x1 convolutions (conv.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...ir import Node
+from .plan import Arg, Planner, epilogue_split, lowers, optional
+from .templates import FLOAT_TAGS, broadcast_strides, collapse, prod
+from .tiling import gemm_tiling
+
+
+@dataclass(frozen=True)
+class GemmShape:
+    """How gemm.cl addresses its operands: element strides of A over (m, k), B over (k, n), the bias over (m, n), and
+    of each operand over the batch dims."""
+
+    m: int
+    n: int
+    k: int
+    a_strides: tuple[int, int]
+    b_strides: tuple[int, int]
+    c_strides: tuple[int, int] = (0, 0)
+    batch: tuple[int, ...] = ()
+    a_batch: tuple[int, ...] = ()
+    b_batch: tuple[int, ...] = ()
+    c_batch: tuple[int, ...] = ()
+    alpha: float = 1.0
+    beta: float = 1.0
+
+
+def gemm(
+    p: Planner, node: Node, a: str, b: str, bias: str | None, residual: str | None, out: str, g: GemmShape
+) -> None:
+    """out[b][m][n] = act(alpha * A.B + beta * bias + residual), the operands addressed as ``g`` says."""
+    bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
+    nbatch = prod(bshape)
+    tm, tn, vec_n, vec_k = gemm_tiling(g, p.tag(a) in FLOAT_TAGS and p.tag(b) in FLOAT_TAGS)
+    defines: dict[str, Any] = {"A_T": p.tag(a), "B_T": p.tag(b), "Y_T": p.tag(out)}
+    defines.update({"M": g.m, "N": g.n, "K": g.k, "TM": tm, "TN": tn, "VEC_N": vec_n, "VEC_K": vec_k})
+    defines.update({"AS_M": g.a_strides[0], "AS_K": g.a_strides[1], "BS_K": g.b_strides[0]})
+    defines.update({"BS_N": g.b_strides[1], "BATCH": nbatch, "BATCH_RANK": len(bshape) if nbatch > 1 else 0})
+    if nbatch > 1:
+        defines.update({"BATCH_SHAPE": bshape, "A_BSTRIDES": a_bs, "B_BSTRIDES": b_bs, "C_BSTRIDES": c_bs})
+    defines.update({"ALPHA": g.alpha, "BETA": g.beta, "HAS_BIAS": bias is not None})
+    args: list[Arg] = [p.use(a), p.use(b)]
+    if bias is not None:
+        defines.update({"C_T": p.tag(bias), "CS_M": g.c_strides[0], "CS_N": g.c_strides[1]})
+        args.append(p.use(bias))
+    p.epilogue(node, defines, args, residual)
+    args.append(p.define(out))
+    grid = [-(-g.n // tn), -(-g.m // tm), nbatch]
+    p.launch(node, p.kernel("gemm", defines), grid, args)
+
+
+@lowers("Gemm")
+def _lower_gemm(p: Planner, node: Node) -> None:
+    core, residual = epilogue_split(node)
+    a, b, bias, y = core[0], core[1], optional(core, 2), node.outputs[0]
+    (ra, ca), (rb, cb) = p.shape(a), p.shape(b)
+    trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    m, k = (ca, ra) if trans_a else (ra, ca)
+    n = rb if trans_b else cb
+    a_strides = (1, m) if trans_a else (k, 1)
+    b_strides = (1, k) if trans_b else (n, 1)
+    c_strides = (0, 0)
+    if bias:
+        bs = broadcast_strides(p.shape(bias), (m, n))
+        c_strides = (bs[0], bs[1])
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    shape = GemmShape(m, n, k, a_strides, b_strides, c_strides, alpha=alpha, beta=beta)
+    gemm(p, node, a, b, bias, residual, y, shape)
+
+
+@lowers("MatMul")
+def _lower_matmul(p: Planner, node: Node) -> None:
+    core, residual = epilogue_split(node)
+    a, b, bias, y = core[0], core[1], optional(core, 2), node.outputs[0]
+    a_shape, b_shape = list(p.shape(a)), list(p.shape(b))
+    a_vec, b_vec = len(a_shape) == 1, len(b_shape) == 1
+    a_full = [1, *a_shape] if a_vec else a_shape
+    b_full = [*b_shape, 1] if b_vec else b_shape
+    m, k = a_full[-2:]
+    n = b_full[-1]
+    batch = list(np.broadcast_shapes(tuple(a_full[:-2]), tuple(b_full[:-2])))
+    a_bs = broadcast_strides(a_full, [*batch, m, k])[: len(batch)]
+    b_bs = broadcast_strides(b_full, [*batch, k, n])[: len(batch)]
+    c_bs, c_strides = [0] * len(batch), (0, 0)
+    if bias:
+        # Bias broadcasts against the IR output shape; re-insert the dims a 1-D operand removed.
+        out_shape = list(p.shape(y))
+        bstr = broadcast_strides(p.shape(bias), out_shape)
+        if b_vec:
+            bstr.append(0)
+        if a_vec:
+            bstr.insert(len(bstr) - 1, 0)
+        c_bs, c_strides = bstr[: len(batch)], (bstr[-2], bstr[-1])
+    shape = GemmShape(m, n, k, (k, 1), (n, 1), c_strides, tuple(batch), tuple(a_bs), tuple(b_bs), tuple(c_bs))
+    gemm(p, node, a, b, bias, residual, y, shape)

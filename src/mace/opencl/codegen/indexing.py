@@ -1,0 +1,241 @@
+"""Data movement on indexing.cl: Transpose, Slice, Expand, Tile, DepthToSpace/SpaceToDepth, Concat and Split are
+all one strided copy (STRIDED_COPY) each (Concat and Split one per operand); Gather, GatherElements and Pad have
+kernels of their own.
+
+These kernels move raw bits (BITS(T) in common.h), never numbers, so Pad's fill value is a bit pattern.
+Rearrangements are expressed as a view: the output's index space in row-major order, read from the input through
+permuted (or zero, for broadcasts and repeats) strides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ...errors import DeviceError
+from ...ir import Node
+from .plan import Planner, ints, lowers, optional, positive_axis
+from .templates import broadcast_strides, collapse, contiguous_strides, prod
+
+# --- the shared lowerings ------------------------------------------------------------------------------------------
+
+
+def strided_copy(
+    p: Planner,
+    node: Node,
+    src: str,
+    dst: str,
+    tag: str,
+    shape: Sequence[int],
+    src_strides: Sequence[int],
+    dst_strides: Sequence[int],
+    src_base: int = 0,
+    dst_base: int = 0,
+) -> None:
+    view, (ss, ds) = collapse(shape, src_strides, dst_strides)
+    size = prod(shape)
+    defines = {"T": tag, "SIZE": size, "RANK": len(view), "SHAPE": view}
+    defines.update({"SRC_BASE": src_base, "SRC_STRIDES": ss, "DST_BASE": dst_base, "DST_STRIDES": ds})
+    p.launch(node, p.kernel("copy", defines), [size], [src, dst])
+
+
+def copy_view(p: Planner, node: Node, shape: Sequence[int], src_strides: Sequence[int], src_base: int = 0) -> None:
+    """Writes node.outputs[0] (contiguous, viewed as ``shape``) from node.inputs[0] read through strides."""
+    x, y = node.inputs[0], node.outputs[0]
+    src = p.use(x)
+    strided_copy(p, node, src, p.define(y), p.tag(y), shape, src_strides, contiguous_strides(shape), src_base)
+
+
+def _permuted_view(shape: Sequence[int], perm: Sequence[int]) -> tuple[list[int], list[int]]:
+    strides = contiguous_strides(shape)
+    return [shape[d] for d in perm], [strides[d] for d in perm]
+
+
+# --- views ---------------------------------------------------------------------------------------------------------
+
+
+@lowers("Transpose")
+def _lower_transpose(p: Planner, node: Node) -> None:
+    shape = p.shape(node.inputs[0])
+    perm = ints(node.attrs.get("perm", list(range(len(shape)))[::-1]))
+    strides = contiguous_strides(shape)
+    copy_view(p, node, [shape[d] for d in perm], [strides[d] for d in perm])
+
+
+def _slice_params(p: Planner, node: Node) -> tuple[list[int], list[int]]:
+    """(start, step) per input dim of a Slice."""
+    shape = p.shape(node.inputs[0])
+    rank = len(shape)
+    if len(node.inputs) > 1:
+        starts = ints(p.const(node.inputs[1], "starts", node))
+        ends = ints(p.const(node.inputs[2], "ends", node))
+        axes_name, steps_name = optional(node.inputs, 3), optional(node.inputs, 4)
+        axes = ints(p.const(axes_name, "axes", node)) if axes_name else list(range(len(starts)))
+        steps = ints(p.const(steps_name, "steps", node)) if steps_name else [1] * len(starts)
+    else:  # opset 1: attributes
+        starts, ends = ints(node.attrs["starts"]), ints(node.attrs["ends"])
+        axes = ints(node.attrs.get("axes", list(range(len(starts)))))
+        steps = [1] * len(starts)
+    begin, step = [0] * rank, [1] * rank
+    for start, end, axis, st in zip(starts, ends, axes, steps):
+        axis = positive_axis(axis, rank)
+        dim = shape[axis]
+        del end  # the output length comes from the IR
+        if start < 0:
+            start += dim
+        begin[axis] = min(max(start, 0), dim) if st > 0 else min(max(start, 0), dim - 1)
+        step[axis] = st
+    return begin, step
+
+
+@lowers("Slice")
+def _lower_slice(p: Planner, node: Node) -> None:
+    shape = p.shape(node.inputs[0])
+    begin, step = _slice_params(p, node)
+    strides = contiguous_strides(shape)
+    base = sum(b * s for b, s in zip(begin, strides))
+    copy_view(p, node, p.shape(node.outputs[0]), [s * st for s, st in zip(strides, step)], base)
+
+
+@lowers("Expand")
+def _lower_expand(p: Planner, node: Node) -> None:
+    out_shape = p.shape(node.outputs[0])
+    copy_view(p, node, out_shape, broadcast_strides(p.shape(node.inputs[0]), out_shape))
+
+
+@lowers("Tile")
+def _lower_tile(p: Planner, node: Node) -> None:
+    shape = p.shape(node.inputs[0])
+    repeats = ints(p.const(node.inputs[1], "repeats", node))
+    strides = contiguous_strides(shape)
+    # Each dim d becomes (repeats[d], shape[d]) read with strides (0, stride[d]): row-major order of the output.
+    view, src = [], []
+    for dim, rep, stride in zip(shape, repeats, strides):
+        view += [rep, dim]
+        src += [0, stride]
+    copy_view(p, node, view, src)
+
+
+@lowers("DepthToSpace")
+def _lower_depth_to_space(p: Planner, node: Node) -> None:
+    n, c, h, w = p.shape(node.inputs[0])
+    b = int(node.attrs["blocksize"])
+    if node.attrs.get("mode", "DCR") == "DCR":
+        view, src = _permuted_view([n, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2])
+    else:
+        view, src = _permuted_view([n, c // (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3])
+    copy_view(p, node, view, src)
+
+
+@lowers("SpaceToDepth")
+def _lower_space_to_depth(p: Planner, node: Node) -> None:
+    n, c, h, w = p.shape(node.inputs[0])
+    b = int(node.attrs["blocksize"])
+    if node.attrs.get("mode", "DCR") == "DCR":
+        view, src = _permuted_view([n, c, h // b, b, w // b, b], [0, 3, 5, 1, 2, 4])
+    else:
+        view, src = _permuted_view([n, c, h // b, b, w // b, b], [0, 1, 3, 5, 2, 4])
+    copy_view(p, node, view, src)
+
+
+# --- several operands ----------------------------------------------------------------------------------------------
+
+
+@lowers("Concat")
+def _lower_concat(p: Planner, node: Node) -> None:
+    y = node.outputs[0]
+    out_shape = p.shape(y)
+    axis = positive_axis(int(node.attrs["axis"]), len(out_shape))
+    out_strides = contiguous_strides(out_shape)
+    dst, tag, offset = p.define(y), p.tag(y), 0
+    for x in node.inputs:
+        if not x:
+            continue
+        shape = p.shape(x)
+        base = offset * out_strides[axis]
+        strided_copy(p, node, p.use(x), dst, tag, shape, contiguous_strides(shape), out_strides, dst_base=base)
+        offset += shape[axis]
+
+
+@lowers("Split")
+def _lower_split(p: Planner, node: Node) -> None:
+    x = node.inputs[0]
+    shape = p.shape(x)
+    axis = positive_axis(int(node.attrs.get("axis", 0)), len(shape))
+    strides = contiguous_strides(shape)
+    src, offset = p.use(x), 0
+    for y in node.outputs:
+        out_shape = p.shape(y) if y else ()
+        if y and p.is_used(y):
+            strided_copy(
+                p,
+                node,
+                src,
+                p.define(y),
+                p.tag(y),
+                out_shape,
+                strides,
+                contiguous_strides(out_shape),
+                src_base=offset * strides[axis],
+            )
+        offset += out_shape[axis] if y else 0
+
+
+# --- gathers and padding -------------------------------------------------------------------------------------------
+
+
+@lowers("Gather")
+def _lower_gather(p: Planner, node: Node) -> None:
+    x, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    shape = p.shape(x)
+    axis = positive_axis(int(node.attrs.get("axis", 0)), len(shape))
+    defines = {"T": p.tag(x), "I_T": p.tag(indices), "OUTER": prod(shape[:axis]), "NIDX": prod(p.shape(indices))}
+    defines.update({"AXIS_DIM": shape[axis], "INNER": prod(shape[axis + 1 :])})
+    args = [p.use(x), p.use(indices), p.define(y)]
+    p.launch(node, p.kernel("gather", defines), [prod(p.shape(y))], args)
+
+
+@lowers("GatherElements")
+def _lower_gather_elements(p: Planner, node: Node) -> None:
+    x, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    shape, out_shape = p.shape(x), p.shape(y)
+    axis = positive_axis(int(node.attrs.get("axis", 0)), len(shape))
+    defines = {"T": p.tag(x), "I_T": p.tag(indices), "SIZE": prod(out_shape), "RANK": len(out_shape)}
+    defines.update({"SHAPE": out_shape, "X_STRIDES": contiguous_strides(shape), "AXIS": axis, "AXIS_DIM": shape[axis]})
+    args = [p.use(x), p.use(indices), p.define(y)]
+    p.launch(node, p.kernel("gather_elements", defines), [prod(out_shape)], args)
+
+
+def _bits_literal(value: float, tag: str) -> str:
+    """A value as the raw bits BITS(tag) holds (indexing.cl moves bits, not numbers)."""
+    if tag == "F32":
+        return f"{int(np.array(value, np.float32).view(np.uint32))}u"
+    if tag == "F16":
+        return f"{int(np.array(value, np.float16).view(np.uint16))}u"
+    return f"{int(value)}L" if tag == "I64" else str(int(value))
+
+
+@lowers("Pad")
+def _lower_pad(p: Planner, node: Node) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    shape, out_shape = p.shape(x), p.shape(y)
+    rank = len(shape)
+    mode = {"constant": 0, "reflect": 1, "edge": 2, "wrap": 3}.get(node.attrs.get("mode", "constant"))
+    if mode is None:
+        raise DeviceError(f"OpenCL runtime has no kernel for Pad mode {node.attrs['mode']!r} (node {node.name})")
+    pads_name = optional(node.inputs, 1)
+    pads = ints(p.const(pads_name, "pads", node)) if pads_name else ints(node.attrs.get("pads", [0] * 2 * rank))
+    axes_name = optional(node.inputs, 3)
+    axes = [positive_axis(a, rank) for a in ints(p.const(axes_name, "axes", node))] if axes_name else list(range(rank))
+    begin = [0] * rank
+    for i, axis in enumerate(axes):
+        begin[axis] = pads[i]
+    value_name = optional(node.inputs, 2)
+    value = float(p.const(value_name, "constant_value", node).reshape(-1)[0]) if value_name else 0.0
+    tag = p.tag(y)
+    defines = {"T": tag, "SIZE": prod(out_shape), "RANK": max(rank, 1), "OUT_SHAPE": list(out_shape) or [1]}
+    defines.update({"IN_SHAPE": list(shape) or [1], "IN_STRIDES": contiguous_strides(shape) or [0]})
+    defines.update({"PAD_BEGIN": begin or [0], "MODE": mode, "VALUE": _bits_literal(value, tag)})
+    src = p.use(x)
+    p.launch(node, p.kernel("pad", defines), [prod(out_shape)], [src, p.define(y)])

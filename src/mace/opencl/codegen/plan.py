@@ -1,0 +1,248 @@
+"""The plan and the planner core: what a lowering can ask for (values, buffers, kernel specializations, launches) and
+the registry that maps each op to its lowering in the family modules.
+
+A lowering is ``fn(planner, node)``, registered with ``@lowers("Op", ...)``; it reads shapes and storage tags, asks
+for a specialization of a kernel template (``planner.kernel``) and appends launches (``planner.launch``). Buffers are
+named after the values they hold, so a launch's arguments are names, resolved to device buffers by the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...errors import DeviceError
+from ...ir import Graph, Node
+from .templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
+
+# Deterministic, and valid for every OpenCL 1.2+ device: the cached binary is keyed on these.
+BUILD_OPTIONS = "-cl-std=CL1.2 -cl-mad-enable"
+
+Arg = str | np.int32 | np.float32  # a buffer name (key of ProgramPlan.buffers) or a scalar
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel enqueue. ``local_size`` None lets the driver choose (the tuner may set it later)."""
+
+    kernel: str
+    node: str
+    op: str
+    global_size: tuple[int, ...]
+    args: tuple[Arg, ...]
+    local_size: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """A device buffer: a graph value (input, weight, intermediate, output) or a host-prepared constant."""
+
+    name: str
+    dtype: np.dtype  # storage dtype on the device
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+@dataclass
+class ProgramPlan:
+    source: str
+    build_options: str
+    launches: list[Launch]
+    buffers: dict[str, Buffer]  # every buffer the launches and the graph's inputs/outputs touch
+    constants: dict[str, np.ndarray]  # buffer name -> data to upload once, in storage dtype and kernel layout
+    aliases: dict[str, str]  # value -> buffer it shares with the value it was computed from
+
+    def buffer_of(self, value: str) -> str:
+        return self.aliases.get(value, value)
+
+
+# --- the registry --------------------------------------------------------------------------------------------------
+
+Lowering = Callable[["Planner", Node], None]
+_LOWERINGS: dict[str, Lowering] = {}
+
+
+def lowers(*ops: str) -> Callable[[Lowering], Lowering]:
+    """Registers the decorated function as the lowering of ``ops``."""
+
+    def register(fn: Lowering) -> Lowering:
+        for op in ops:
+            _LOWERINGS[op] = fn
+        return fn
+
+    return register
+
+
+def supported_ops() -> list[str]:
+    return sorted(_LOWERINGS)
+
+
+# --- the planner ---------------------------------------------------------------------------------------------------
+
+
+class Planner:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.specializations: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self.family_counts: dict[str, int] = {}
+        self.chunks: list[str] = []
+        self.launches: list[Launch] = []
+        self.buffers: dict[str, Buffer] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.aliases: dict[str, str] = {}
+        self.consumers = graph.consumers()
+        self.graph_outputs = {t.name for t in graph.outputs}
+
+    # values and buffers
+
+    def shape(self, value: str) -> tuple[int, ...]:
+        if value in self.graph.tensors:
+            return tuple(self.graph.tensors[value].shape)
+        if value in self.graph.constants:
+            return tuple(self.graph.constants[value].shape)
+        raise DeviceError(f"tensor {value!r} has no TensorInfo")
+
+    def tag(self, value: str) -> str:
+        if value in self.graph.tensors:
+            dtype = self.graph.tensors[value].dtype
+        elif value in self.graph.constants:
+            dtype = str(self.graph.constants[value].dtype)
+        else:
+            raise DeviceError(f"tensor {value!r} has no TensorInfo")
+        return storage_tag(dtype, self.graph.data_type)
+
+    def is_const(self, value: str) -> bool:
+        return value in self.graph.constants
+
+    def const(self, value: str, what: str, node: Node) -> np.ndarray:
+        """A constant input read at plan time (Clip bounds, Slice starts, Resize scales, ...)."""
+        if value not in self.graph.constants:
+            raise DeviceError(f"OpenCL runtime needs {what} of node {node.name} ({node.op}) to be a constant")
+        return self.graph.float_constant(value)
+
+    def is_used(self, value: str) -> bool:
+        return bool(value) and (value in self.consumers or value in self.graph_outputs)
+
+    def use(self, value: str) -> str:
+        """The buffer to read ``value`` from, uploading it first if it is a weight."""
+        root = self.aliases.get(value, value)
+        if root not in self.buffers:
+            if root not in self.graph.constants:
+                raise DeviceError(f"tensor {value!r} is read before it is computed")
+            tag = self.tag(root)
+            data = np.ascontiguousarray(self.graph.constants[root].astype(TAG_DTYPES[tag], copy=False))
+            self.constants[root] = data
+            self.buffers[root] = Buffer(root, TAG_DTYPES[tag], tuple(data.shape))
+        return root
+
+    def define(self, value: str) -> str:
+        """The buffer a node writes ``value`` into."""
+        tag = self.tag(value)
+        self.buffers[value] = Buffer(value, TAG_DTYPES[tag], self.shape(value))
+        return value
+
+    def derived(self, name: str, data: np.ndarray, tag: str) -> str:
+        """A host-prepared constant (weights in kernel layout, folded parameters, tap tables)."""
+        if name not in self.buffers:
+            data = np.ascontiguousarray(data.astype(TAG_DTYPES[tag], copy=False))
+            self.constants[name] = data
+            self.buffers[name] = Buffer(name, TAG_DTYPES[tag], tuple(data.shape))
+        return name
+
+    def scratch(self, name: str, shape: Sequence[int], tag: str) -> str:
+        """A device buffer that no graph value names (an output the graph does not use, written anyway)."""
+        self.buffers[name] = Buffer(name, TAG_DTYPES[tag], tuple(shape))
+        return name
+
+    def alias(self, out: str, src: str) -> None:
+        self.aliases[out] = self.use(src)
+
+    # kernels and launches
+
+    def kernel(self, family: str, defines: dict[str, Any]) -> str:
+        """The name of the specialization of ``family``'s template with ``defines``, emitting it on first use."""
+        filename, selector = FAMILIES[family]
+        if selector:
+            defines = {selector: 1, **defines}
+        items = tuple((k, c_value(v)) for k, v in defines.items())
+        key = (family, items)
+        if key in self.specializations:
+            return self.specializations[key]
+        index = self.family_counts.get(family, 0)
+        self.family_counts[family] = index + 1
+        name = f"{family}_{index}"
+        lines = [f"// ---- {name} ----", f"#define KERNEL_NAME {name}"]
+        lines += [f"#define {k} {v}" for k, v in items]
+        lines.append(template(filename))
+        lines += ["#undef KERNEL_NAME"] + [f"#undef {k.split('(')[0]}" for k, _ in items]
+        self.chunks.append("\n".join(lines))
+        self.specializations[key] = name
+        return name
+
+    def launch(self, node: Node, kernel: str, global_size: Sequence[int], args: Sequence[Arg]) -> None:
+        if all(int(g) > 0 for g in global_size):
+            self.launches.append(Launch(kernel, node.name, node.op, tuple(int(g) for g in global_size), tuple(args)))
+
+    def epilogue(self, node: Node, defines: dict[str, Any], args: list[Arg], residual: str | None) -> None:
+        """The fused residual and activation (ir.py) of Conv, ConvTranspose, Gemm and MatMul."""
+        defines["HAS_RESIDUAL"] = residual is not None
+        if residual is not None:
+            defines["R_T"] = self.tag(residual)
+            args.append(self.use(residual))
+        defines["ACTIVATE(v)"] = activation_macro(node.attrs)
+
+    def lower(self, node: Node) -> None:
+        lowering = _LOWERINGS.get(node.op)
+        if lowering is None:
+            raise DeviceError(f"OpenCL runtime has no kernel for {node.op} (node {node.name})")
+        lowering(self, node)
+
+    def finish(self) -> ProgramPlan:
+        for out in self.graph.outputs:
+            self.use(out.name)
+        source = "\n\n".join([template("common.h"), *self.chunks]) + "\n"
+        return ProgramPlan(source, BUILD_OPTIONS, self.launches, self.buffers, self.constants, self.aliases)
+
+
+def plan_graph(graph: Graph) -> ProgramPlan:
+    """Lowers ``graph`` to one program source and the launches that run it, in node order."""
+    planner = Planner(graph)
+    for info in graph.inputs:
+        planner.define(info.name)
+    for node in graph.nodes:
+        try:
+            planner.lower(node)
+        except DeviceError as exc:
+            if node.name in str(exc):
+                raise
+            raise DeviceError(f"node {node.name} ({node.op}): {exc}") from exc
+    return planner.finish()
+
+
+# --- node helpers the lowerings share ------------------------------------------------------------------------------
+
+
+def epilogue_split(node: Node) -> tuple[list[str], str | None]:
+    """(core inputs, residual): a fused residual is the node's last input."""
+    if node.attrs.get("residual"):
+        return node.inputs[:-1], node.inputs[-1]
+    return list(node.inputs), None
+
+
+def optional(inputs: Sequence[str], index: int) -> str | None:
+    """An optional input: None where it is absent or the empty string."""
+    return inputs[index] if len(inputs) > index and inputs[index] else None
+
+
+def ints(values: Any) -> list[int]:
+    return [int(v) for v in np.asarray(values).reshape(-1)]
+
+
+def positive_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
