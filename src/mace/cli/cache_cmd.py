@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import MaceError
-from ..opencl import cachefile, mace_compat
+from ..opencl import cachefile, mace_compat, tuned_params
 from ..opencl.store import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, atomic_write
 
 console = Console()
@@ -56,9 +56,9 @@ def _read(path: str) -> bytes:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from .. import modelfile
-    from ..opencl.codegen import plan_graph
     from ..opencl.context import GPUContextBuilder
     from ..opencl.programs import ProgramCache
+    from ..opencl.runtime import program_plan
     from ..opencl.store import FileStore
 
     output = Path(args.output)
@@ -68,7 +68,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     cache = ProgramCache(ctx.context, ctx.device, ctx.fingerprint, FileStore(output), [], key)
     for model in args.model:
         graph = modelfile.load(model)
-        plan = plan_graph(graph)
+        plan = program_plan(graph, ctx.device)
         cache.build(plan.source, plan.build_options)
     built = cache.stats["programs_from_source"]
     cache.save()
@@ -104,10 +104,34 @@ def _inspect_xiaomi(path: str, data: bytes, as_json: bool) -> int:
     return 0 if report["valid"] else 1
 
 
+def _inspect_tuned(path: str, data: bytes, as_json: bool) -> int:
+    """mace_cl_tuned_params.bin: fingerprints and one row per tuned launch."""
+    report = tuned_params.describe(data)
+    if as_json:
+        print(json.dumps(report, default=str))
+        return 0 if report["valid"] else 1
+    console.print(f"[bold]{path}[/bold]: {report['size']} bytes, tuned work-group sizes")
+    table = Table(title="entries")
+    for column in ("#", "kernel", "global size", "local size", "µs", "fingerprint"):
+        table.add_column(column)
+    for i, entry in enumerate(report["entries"]):
+        table.add_row(str(i), str(entry.get("kernel_name", "")), str(entry.get("global_size", "")),
+                      str(entry.get("local_size") or "driver"), f"{entry.get('time_us', 0):.1f}",
+                      str(entry.get("fingerprint_id", ""))[:12])
+    console.print(table)
+    for problem in report["problems"]:
+        console.print(f"[yellow]problem:[/yellow] {problem}")
+    verdict = "[green]valid[/green]" if report["valid"] else f"[red]invalid[/red]: {report['error'] or 'see problems'}"
+    console.print(f"verdict: {verdict}")
+    return 0 if report["valid"] else 1
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     data = _read(args.file)
     if mace_compat.detect(data) in ("mace-v1.1", "mace-legacy"):
         return _inspect_xiaomi(args.file, data, args.json)
+    if data[:4] == tuned_params.MAGIC:
+        return _inspect_tuned(args.file, data, args.json)
     report = cachefile.describe(data)
     if args.json:
         print(json.dumps(report, default=str))
@@ -151,6 +175,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         crc = "CRC32 ok" if found.crc_ok else "no CRC (legacy layout)"
         print(f"{args.file}: valid XiaoMi MACE program cache ({found.layout} layout, {len(found.programs)} programs, "
               f"{crc}; device {found.device_name!r})")
+        return 0
+    if data[:4] == tuned_params.MAGIC:
+        problems = tuned_params.validate(data, key=args.key.encode() if args.key else None)
+        if problems:
+            print(f"{args.file}: invalid: {problems[0]}")
+            return 1
+        print(f"{args.file}: valid tuned parameters ({len(tuned_params.decode(data).entries)} entries)")
         return 0
     problems = cachefile.validate(data, key=args.key.encode() if args.key else None)
     if problems:

@@ -16,6 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
 
+    p = sub.add_parser("tune", help="time candidate work-group sizes per launch, keep the fastest "
+                       "(mace_cl_tuned_params.bin)")
+    p.add_argument("model", help=".mace model file")
+    p.add_argument("--device", default="opencl")
+    p.add_argument("--storage-path", help="directory of the caches (the tuned file is written there)")
+    p.add_argument("--parameter-path", help="the tuned-parameters file itself")
+    p.add_argument("--repeats", type=int, default=5, help="timed launches per candidate (default 5)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_tune)
+
     p = sub.add_parser("benchmark", help="cold/warm time to first result (fresh processes) and steady latency")
     p.add_argument("model", help=".mace model file")
     p.add_argument("--device", default="opencl")
@@ -24,6 +34,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-profile", action="store_true", help="skip the per-op table (OpenCL profiling events)")
     p.add_argument("--plot", metavar="FILE.png", help="per-op bars and cold/warm start bars (needs matplotlib)")
     p.set_defaults(func=cmd_benchmark)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from ..opencl.context import GPUContextBuilder
+    from ..opencl.runtime import OpenCLRuntime
+    from ..runtime.engine import Engine
+
+    builder = GPUContextBuilder().set_device(args.device.partition(":")[2])
+    if args.storage_path:
+        builder.set_storage_path(args.storage_path)
+    if args.parameter_path:
+        builder.set_opencl_parameter_path(args.parameter_path)
+    engine = Engine(args.model, device=args.device, gpu_context=builder.finalize())
+    runtime = engine.backend
+    assert isinstance(runtime, OpenCLRuntime)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("tuning launches", total=len(runtime.backend.kernels))
+
+        def step(index: int, total: int, launch: object) -> None:
+            progress.update(task, completed=index, description=f"tuning {getattr(launch, 'kernel', '')}")
+
+        summary = runtime.tune(repeats=args.repeats, progress=step)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    speedup = summary["device_us_default"] / summary["device_us_tuned"] if summary["device_us_tuned"] else 0
+    console.print(f"tuned {summary['launches_tuned']} launches: device time {summary['device_us_default']:.0f} µs "
+                  f"with the driver's choices -> {summary['device_us_tuned']:.0f} µs tuned ({speedup:.2f}×); "
+                  f"{'saved to' if summary['saved'] else 'NOT saved to'} {summary['file']}")
+    return 0
 
 
 def cmd_devices(args: argparse.Namespace) -> int:

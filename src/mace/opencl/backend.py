@@ -8,6 +8,8 @@ input writes, every kernel, output reads and a single finish.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +21,8 @@ from ..errors import DeviceError, InputError, MaceError
 from ..ir import Graph, TensorInfo
 from .codegen import Launch, ProgramPlan, plan_graph
 from .memory import MemoryPlan, program_memory
+
+log = logging.getLogger("mace.opencl")
 
 
 @contextmanager
@@ -71,11 +75,13 @@ class OpenCLBackend:
         queue: cl.CommandQueue,
         build_program: Callable[[str, str], cl.Program],
         reuse_memory: bool = True,
+        target: Any = None,
     ) -> None:
         self.graph = graph
         self.context = context
         self.queue = queue
-        self.plan = plan_graph(graph)
+        self.plan = plan_graph(graph) if target is None else plan_graph(graph, target)
+        self.warnings: list[str] = []
         with device_step("building the program"):
             self.program = build_program(self.plan.source, self.plan.build_options)
         self.buffers = upload_constants(context, queue, self.plan)
@@ -137,13 +143,35 @@ class OpenCLBackend:
         del staged
         return {info.name: _to_host(host, info.dtype) for info, host in results}
 
-    def _enqueue_kernels(self) -> None:
+    def tunable(self, index: int) -> bool:
+        """Launches whose kernel fixes its work-group (local-memory tiles) keep it; the others may be tuned."""
+        return self.plan.launches[index].local_size is None
+
+    def set_local_size(self, index: int, local_size: tuple[int, ...] | None) -> None:
+        """Use `local_size` for launch `index` from now on (a tuned value, or None for the driver's choice)."""
+        if not self.tunable(index):
+            raise ValueError(f"launch {index} ({self.plan.launches[index].kernel}) has a fixed work-group size")
+        kernel, launch = self.kernels[index]
+        self.kernels[index] = (kernel, dataclasses.replace(launch, local_size=local_size))
+
+    def _enqueue_kernels(self, start: int = 0) -> None:
         # One try around the loop, not one per launch: this loop is the host overhead of every run.
-        launch = None
+        index, launch = start, None
         try:
-            for kernel, launch in self.kernels:
+            for index in range(start, len(self.kernels)):
+                kernel, launch = self.kernels[index]
                 cl.enqueue_nd_range_kernel(self.queue, kernel, launch.global_size, launch.local_size)
         except cl.Error as exc:
+            refused = exc.code == cl.status_code.INVALID_WORK_GROUP_SIZE
+            if refused and launch is not None and launch.local_size is not None and self.tunable(index):
+                # a tuned size the driver refuses never reaches the user: the driver chooses instead
+                message = (f"local size {launch.local_size} of node {launch.node} ({launch.kernel}) was refused "
+                           f"by the driver ({exc.what}); using the driver's choice")
+                self.warnings.append(message)
+                log.warning(message)
+                self.set_local_size(index, None)
+                self._enqueue_kernels(index)
+                return
             where = f"launching node {launch.node} ({launch.op})" if launch else "launching"
             raise DeviceError(f"OpenCL error while {where}: {exc}") from exc
 
