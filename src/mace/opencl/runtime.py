@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
+from ..errors import DeviceError
 from ..ir import Graph
 from . import tuned_params
 from .backend import OpenCLBackend
@@ -48,6 +49,7 @@ class OpenCLRuntime:
                                      target=_target_for(gpu_context.device))
         self.stats["init_seconds"] = time.perf_counter() - start
         self.stats["memory"] = self.backend.memory_report()
+        self.broken: str | None = None  # set when a run failed on the device: the engine then refuses to run
         self.tuned = None
         if gpu_context.parameter_path is not None:
             self.tuned = TunedParamsStore(gpu_context.parameter_path, gpu_context.fingerprint, gpu_context.cache_key,
@@ -112,7 +114,15 @@ class OpenCLRuntime:
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.backend.run(feeds)
+        if self.broken is not None:
+            raise DeviceError(f"this engine is no longer usable: an earlier run failed ({self.broken}); "
+                              "create a new Engine (and check the device)")
+        try:
+            outputs = self.backend.run(feeds)
+        except DeviceError as exc:
+            # after an out-of-resources or lost-device error the queue's state is unknown: say so, once and for all
+            self.broken = str(exc)
+            raise
         if self.programs.has_pending:  # the first run launched every kernel: binaries are complete now
             self.programs.save()
         for message in self.backend.warnings:
