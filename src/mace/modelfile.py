@@ -12,13 +12,13 @@ import json
 import mmap
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ModelFormatError
+from .fileio import atomic_write
 from .ir import Graph, Node, TensorInfo
 
 MAGIC = b"MACEMDL\0"
@@ -68,20 +68,10 @@ def encode(graph: Graph) -> bytes:
 
 
 def save(graph: Graph, path: str | os.PathLike[str]) -> Path:
-    """Write atomically: a temp file in the same directory, fsync, then rename over the target."""
+    """Write atomically: a temp file in the same directory, fsync, rename over the target, fsync the directory."""
     path = Path(path)
-    data = encode(graph)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, encode(graph))
     return path
 
 

@@ -226,9 +226,9 @@ def test_sigkilled_saver_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
         f"{len(leftovers)} temp files remain"
     )
     assert sum(counts.values()) == KILLS
-    assert counts["mid-save"] >= KILLS // 10, counts
+    assert counts["mid-save"] >= KILLS // 20, counts  # 20-39 seen on an idle 2-core machine; load lowers it
     assert counts["before a write"] >= 1 and counts["after a save"] >= 1, counts
-    assert on_disk >= KILLS // 2, "the children hardly saved: the kills came too early to test anything"
+    assert on_disk >= KILLS // 4, "the children hardly saved: the kills came too early to test anything"
 
 
 def test_stale_temp_files_are_removed_by_the_next_save(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Protocol
 from filelock import FileLock, Timeout
 
 from ..errors import MaceError
+from ..fileio import atomic_write
 
 PROGRAM_CACHE_NAME = "mace_cl_compiled_program.bin"
 TUNED_PARAMS_NAME = "mace_cl_tuned_params.bin"
@@ -40,30 +40,6 @@ class Store(Protocol):
 
     def clear(self) -> bool:
         """Delete the content; True if something was deleted."""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory -> fsync -> os.replace -> fsync the directory."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return  # some file systems cannot open directories; the rename itself is done
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def remove_stale_temp_files(path: Path, max_age: float = STALE_TEMP_SECONDS) -> int:
