@@ -26,44 +26,32 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
 import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from mace.errors import MaceError
+from . import binformat
+from .binformat import (
+    DIGEST_SIZE,
+    FLAG_SIGNED,
+    KNOWN_REQUIRED_FLAGS,
+    REQUIRED_FLAGS_MASK,
+    FormatError,
+    check_sections,
+    hex_digest,
+)
 
 MAGIC = b"MCLP"
 FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 FORMAT_VERSION = (FORMAT_MAJOR << 16) | FORMAT_MINOR  # 0x00010000
 
-FLAG_SIGNED = 1 << 0  # the trailer ends with an HMAC-SHA256 over everything before it
-REQUIRED_FLAGS_MASK = 0x0000FFFF  # bits a reader must understand; unknown ones are rejected
-KNOWN_REQUIRED_FLAGS = FLAG_SIGNED  # bits 16..31 are optional features a reader may ignore
-
-# magic, version, flags, header size, fingerprint count, entry count,
-# fingerprint section offset/size, entry table offset/size, blob area offset/size, total file size
-_HEADER = struct.Struct("<4sIIIIIQQQQQQQ")
+# the family's common header (magic ... entry table offset/size), then the blob area offset/size, total file size
+_HEADER_FIELDS = binformat.header_fields(("blob_offset", "Q"), ("blob_size", "Q"))
+_HEADER = binformat.header_struct(_HEADER_FIELDS)  # <4sIIIIIQQQQQQQ
 HEADER_SIZE = _HEADER.size  # 80
-_HEADER_FIELDS: tuple[tuple[str, int, str], ...] = (  # name, byte offset, struct code (for describe())
-    ("magic", 0, "4s"),
-    ("version", 4, "I"),
-    ("flags", 8, "I"),
-    ("header_size", 12, "I"),
-    ("fingerprint_count", 16, "I"),
-    ("entry_count", 20, "I"),
-    ("fingerprint_offset", 24, "Q"),
-    ("fingerprint_size", 32, "Q"),
-    ("entry_table_offset", 40, "Q"),
-    ("entry_table_size", 48, "Q"),
-    ("blob_offset", 56, "Q"),
-    ("blob_size", 64, "Q"),
-    ("total_size", 72, "Q"),
-)
 
-DIGEST_SIZE = 32  # sha256 and HMAC-SHA256
 BLOB_ALIGN = 16
 _FINGERPRINT_STRINGS = (
     "platform_name",
@@ -83,19 +71,19 @@ ENTRY_MIN_SIZE = _ENTRY_FIXED.size  # 168
 
 _FINGERPRINT_DOMAIN = b"mace-device-fingerprint\x00"
 _PROGRAM_KEY_DOMAIN = b"mace-program-key\x00"
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
-class CacheFormatError(MaceError):
+class CacheFormatError(FormatError):
     """The cache bytes are corrupt, truncated, forged or of an unknown version (or records cannot be encoded).
 
     ``offset`` is the byte offset of the bad field or of where the data ended; None for whole-object problems.
     """
 
-    def __init__(self, offset: int | None, reason: str) -> None:
-        super().__init__(f"byte offset {offset}: {reason}" if offset is not None else reason)
-        self.offset = offset
-        self.reason = reason
+
+FORMAT = binformat.Format(
+    MAGIC, "mace OpenCL program cache", "cache data", _HEADER, _HEADER_FIELDS, FORMAT_MAJOR, FORMAT_MINOR,
+    CacheFormatError, FLAG_SIGNED, REQUIRED_FLAGS_MASK, KNOWN_REQUIRED_FLAGS,
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -219,58 +207,39 @@ def _fingerprint_fields(fp: DeviceFingerprint) -> bytes:
 
 
 def _utf8(text: str, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise CacheFormatError(None, f"{what} must be str, not {type(text).__name__}")
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise CacheFormatError(None, f"{what} is not encodable as UTF-8: {exc.reason}") from None
+    return binformat.utf8(text, what, CacheFormatError)
 
 
 def _pack_str(text: str, what: str) -> bytes:
-    raw = _utf8(text, what)
-    if len(raw) > 0xFFFFFFFF:
-        raise CacheFormatError(None, f"{what} is longer than 2**32-1 bytes")
-    return struct.pack("<I", len(raw)) + raw
+    return binformat.pack_str(text, what, CacheFormatError)
 
 
 def _align(n: int) -> int:
     return -(-n // BLOB_ALIGN) * BLOB_ALIGN
 
 
-def _check_key(key: bytes | None) -> None:
-    if key is not None and (not isinstance(key, (bytes, bytearray)) or not key):
-        raise CacheFormatError(None, "the signing key must be non-empty bytes")
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Encoding
-
-
-def _hex_digest(value: str, what: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * DIGEST_SIZE or not set(value) <= _HEX_DIGITS:
-        raise CacheFormatError(None, f"{what} {value!r} is not 64 lowercase hex digits")
-    return bytes.fromhex(value)
 
 
 def encode(cache: CacheFile, key: bytes | None = None) -> bytes:
     """The file bytes for ``cache``; with ``key``, signed with HMAC-SHA256. Inconsistent records raise
     CacheFormatError (offset None): decode(encode(c)) == c holds for everything encode accepts."""
-    _check_key(key)
+    binformat.check_key(key, CacheFormatError)
     fp_section = bytearray()
     for fid, fp in cache.fingerprints.items():
         if fid != fp.id():
             raise CacheFormatError(None, f"fingerprints[{fid!r}] holds a fingerprint whose id is {fp.id()}")
         body = bytes.fromhex(fid) + _fingerprint_fields(fp)
-        fp_section += struct.pack("<I", 4 + len(body)) + body
+        fp_section += binformat.frame(body)
 
     rows: list[tuple[bytes, bytes, bytes, bytes, bytes, float, float, bytes]] = []
     seen: set[tuple[str, str]] = set()
     for i, e in enumerate(cache.entries):
         what = f"entries[{i}]"
-        key_raw = _hex_digest(e.program_key, f"{what}.program_key")
-        fid_raw = _hex_digest(e.fingerprint_id, f"{what}.fingerprint_id")
-        src_raw = _hex_digest(e.source_sha256, f"{what}.source_sha256")
+        key_raw = hex_digest(e.program_key, f"{what}.program_key", CacheFormatError)
+        fid_raw = hex_digest(e.fingerprint_id, f"{what}.fingerprint_id", CacheFormatError)
+        src_raw = hex_digest(e.source_sha256, f"{what}.source_sha256", CacheFormatError)
         options = _utf8(e.build_options, f"{what}.build_options")
         if e.build_options != normalize_build_options(e.build_options):
             raise CacheFormatError(None, f"{what}.build_options {e.build_options!r} is not normalized")
@@ -313,7 +282,7 @@ def encode(cache: CacheFile, key: bytes | None = None) -> bytes:
 
     signed = key is not None
     trailer_start = blob_offset + len(blobs)
-    total = trailer_start + DIGEST_SIZE * (2 if signed else 1)
+    total = trailer_start + binformat.trailer_size(signed)
     header = _HEADER.pack(
         MAGIC,
         FORMAT_VERSION,
@@ -331,10 +300,7 @@ def encode(cache: CacheFile, key: bytes | None = None) -> bytes:
     )
     body = bytearray(header + fp_section + table)
     body += bytes(blob_offset - len(body)) + blobs
-    body += hashlib.sha256(body).digest()
-    if key is not None:
-        body += hmac.new(bytes(key), body, hashlib.sha256).digest()
-    return bytes(body)
+    return binformat.seal(body, key)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -371,313 +337,107 @@ def validate(data: bytes, key: bytes | None = None) -> list[str]:
 def describe(data: bytes) -> dict[str, Any]:
     """What ``mace cache inspect`` shows: as much as can be parsed, plus the problems and the error. Never raises
     for bytes input. JSON-serialisable."""
-    raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else b""
-    decoder = _Decoder(raw, None, strict=False)
-    error = None
-    try:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise CacheFormatError(None, f"cache data must be bytes, not {type(data).__name__}")
-        decoder.run()
-    except CacheFormatError as exc:
-        error = str(exc)
-    return {
-        "size": len(raw),
-        "valid": error is None and not decoder.problems,
-        "error": error,
-        "problems": decoder.problems,
-        "header": _raw_header(raw),
-        "fingerprints": decoder.fingerprint_rows,
-        "entries": decoder.entry_rows,
-        "hex_preview": [f"{i:08x}  {raw[i : i + 16].hex(' ')}" for i in range(0, min(len(raw), 64), 16)],
-    }
+    return binformat.describe(_Decoder, data)
 
 
-def _raw_header(data: bytes) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, offset, code in _HEADER_FIELDS:
-        if offset + struct.calcsize("<" + code) <= len(data):
-            value = struct.unpack_from("<" + code, data, offset)[0]
-            out[name] = repr(value) if isinstance(value, bytes) else value
-    if "version" in out:
-        out["version_text"] = f"{out['version'] >> 16}.{out['version'] & 0xFFFF}"
-    if "flags" in out:
-        out["signed"] = bool(out["flags"] & FLAG_SIGNED)
-    return out
+def read_fingerprints(
+    decoder: binformat.Decoder, count: int, start: int, size: int, exact: bool
+) -> dict[str, DeviceFingerprint]:
+    """Id -> DeviceFingerprint of the fingerprint section at [start, start + size): the same records in every file
+    of the family (docs/cache-format.md, "Fingerprint record"). Errors are ``decoder``'s format's."""
+    error = decoder.fmt.error
 
-
-class _Cursor:
-    """Reads little-endian fields inside [pos, end); running past ``end`` raises with the offset."""
-
-    def __init__(self, data: bytes, pos: int, end: int, region: str) -> None:
-        self.data, self.pos, self.end, self.region = data, pos, end, region
-
-    def take(self, n: int, what: str) -> bytes:
-        if n > self.end - self.pos:
-            raise CacheFormatError(
-                self.pos, f"{what} needs {n} bytes but only {self.end - self.pos} remain in the {self.region}"
-            )
-        self.pos += n
-        return self.data[self.pos - n : self.pos]
-
-    def unpack(self, code: str, what: str) -> Any:
-        return struct.unpack("<" + code, self.take(struct.calcsize("<" + code), what))[0]
-
-    def string(self, what: str) -> str:
-        at = self.pos
-        n = self.unpack("I", f"{what} length")
-        if n > self.end - self.pos:
-            raise CacheFormatError(
-                at, f"{what} length {n} exceeds the {self.end - self.pos} bytes left in the {self.region}"
-            )
-        raw = self.take(n, what)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise CacheFormatError(at + 4 + exc.start, f"{what} is not valid UTF-8 ({exc.reason})") from None
-
-
-@dataclass
-class _Layout:
-    version: int
-    flags: int
-    header_size: int
-    fingerprint_count: int
-    entry_count: int
-    fingerprint_offset: int
-    fingerprint_size: int
-    entry_offset: int
-    entry_size: int
-    blob_offset: int
-    blob_size: int
-    total: int
-    exact: bool  # written by this minor version (or older): no unknown trailing bytes or gaps allowed
-    trailer_start: int
-
-
-class _Decoder:
-    def __init__(self, data: bytes, key: bytes | None, strict: bool) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise CacheFormatError(None, f"cache data must be bytes, not {type(data).__name__}")
-        _check_key(key)
-        self.data = bytes(data)
-        self.key = key
-        self.strict = strict
-        self.problems: list[str] = []
-        self.fingerprint_rows: list[dict[str, Any]] = []
-        self.entry_rows: list[dict[str, Any]] = []
-        self.blob_bytes = 0  # the blob bytes of the entries read so far: bounded by the blob area
-
-    def problem(self, exc: CacheFormatError) -> None:
-        """A problem confined to one record: fatal in strict mode, reported (record dropped) in lenient mode."""
-        if self.strict:
-            raise exc
-        self.problems.append(str(exc))
-
-    def run(self) -> CacheFile:
-        layout = self.header()
-        if self.key is not None:
-            self.check_signature(layout)
-        fingerprints = self.fingerprints(layout)
-        entries = self.entries(layout, fingerprints)
-        stored = self.data[layout.trailer_start : layout.trailer_start + DIGEST_SIZE]
-        actual = hashlib.sha256(self.data[: layout.trailer_start]).digest()
-        if stored != actual:
-            self.problem(
-                CacheFormatError(
-                    layout.trailer_start,
-                    f"whole-file sha256 mismatch: trailer holds {stored.hex()}, content hashes to {actual.hex()}",
-                )
-            )
-        return CacheFile(fingerprints, entries)
-
-    def header(self) -> _Layout:
-        data = self.data
-        if len(data) >= len(MAGIC) and data[:4] != MAGIC:
-            raise CacheFormatError(0, f"bad magic {data[:4]!r}, expected {MAGIC!r}: not a mace OpenCL program cache")
-        if len(data) < HEADER_SIZE:
-            raise CacheFormatError(
-                len(data), f"file truncated: the header needs {HEADER_SIZE} bytes, data ends at byte {len(data)}"
-            )
-        (
-            _,
-            version,
-            flags,
-            header_size,
-            fp_count,
-            entry_count,
-            fp_off,
-            fp_size,
-            entry_off,
-            entry_size,
-            blob_off,
-            blob_size,
-            total,
-        ) = _HEADER.unpack_from(data)
-        if version >> 16 != FORMAT_MAJOR:
-            raise CacheFormatError(
-                4,
-                f"unsupported format version 0x{version:08x} (major {version >> 16}); this "
-                f"reader supports major version {FORMAT_MAJOR}",
-            )
-        exact = (version & 0xFFFF) <= FORMAT_MINOR
-        unknown = flags & REQUIRED_FLAGS_MASK & ~KNOWN_REQUIRED_FLAGS
-        if unknown:
-            raise CacheFormatError(8, f"unknown required flags 0x{unknown:08x} in flags 0x{flags:08x}")
-        if total > len(data):
-            raise CacheFormatError(
-                len(data), f"file truncated: the header declares {total} bytes, data ends at byte {len(data)}"
-            )
-        if total < len(data):
-            raise CacheFormatError(
-                total, f"{len(data) - total} bytes of trailing data after the declared total size {total}"
-            )
-        if header_size < HEADER_SIZE or (exact and header_size != HEADER_SIZE):
-            raise CacheFormatError(12, f"header size {header_size}, expected {HEADER_SIZE}")
-        trailer_start = total - DIGEST_SIZE * (2 if flags & FLAG_SIGNED else 1)
-        if trailer_start < header_size:
-            raise CacheFormatError(72, f"total size {total} cannot hold the {header_size}-byte header and the trailer")
-
-        prev_end, prev_name = header_size, "header"
-        for name, field_at, off, size in (
-            ("fingerprint section", 24, fp_off, fp_size),
-            ("entry table", 40, entry_off, entry_size),
-            ("blob area", 56, blob_off, blob_size),
-        ):
-            expected = _align(prev_end) if name == "blob area" else prev_end
-            if off < prev_end or (exact and off != expected):
-                raise CacheFormatError(
-                    field_at, f"{name} offset {off}, expected {expected} (the {prev_name} ends at byte {prev_end})"
-                )
-            if size > trailer_start - off:
-                raise CacheFormatError(
-                    field_at + 8,
-                    f"{name} of {size} bytes at offset {off} runs past the trailer at byte {trailer_start}",
-                )
-            prev_end, prev_name = off + size, name
-        if blob_off % BLOB_ALIGN:
-            raise CacheFormatError(56, f"blob area offset {blob_off} is not {BLOB_ALIGN}-byte aligned")
-        if exact and prev_end != trailer_start:
-            raise CacheFormatError(64, f"blob area ends at byte {prev_end}, the trailer starts at byte {trailer_start}")
-        # Bound counts by the bytes that could hold them before looping: a count of 2**32-1 fails here.
-        for name, field_at, count, size, min_size in (
-            ("fingerprint", 16, fp_count, fp_size, FINGERPRINT_MIN_SIZE),
-            ("entry", 20, entry_count, entry_size, ENTRY_MIN_SIZE),
-        ):
-            if count * min_size > size:
-                raise CacheFormatError(
-                    field_at, f"{name} count {count} cannot fit in {size} bytes (a record takes at least {min_size})"
-                )
-        return _Layout(
-            version,
-            flags,
-            header_size,
-            fp_count,
-            entry_count,
-            fp_off,
-            fp_size,
-            entry_off,
-            entry_size,
-            blob_off,
-            blob_size,
-            total,
-            exact,
-            trailer_start,
-        )
-
-    def check_signature(self, layout: _Layout) -> None:
-        """Authenticate before parsing the sections: with a key, the bytes are assumed hostile."""
-        assert self.key is not None
-        if not layout.flags & FLAG_SIGNED:
-            raise CacheFormatError(8, "the file is not signed (flags bit 0 clear) but a key was given")
-        mac_at = layout.total - DIGEST_SIZE
-        expected = hmac.new(bytes(self.key), self.data[:mac_at], hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, self.data[mac_at : layout.total]):
-            raise CacheFormatError(mac_at, "HMAC-SHA256 signature mismatch: wrong key or modified file")
-
-    def records(
-        self, name: str, count: int, start: int, size: int, min_size: int, exact: bool
-    ) -> list[tuple[int, int]]:
-        """The (start, end) of each record, following the u32 size prefixes; bad framing is whole-file fatal."""
-        out = []
-        pos, end = start, start + size
-        for i in range(count):
-            if end - pos < 4:
-                raise CacheFormatError(pos, f"{name} {i}: record size field runs past the section end at byte {end}")
-            n = struct.unpack_from("<I", self.data, pos)[0]
-            if not min_size <= n <= end - pos:
-                raise CacheFormatError(pos, f"{name} {i}: record size {n} outside {min_size}..{end - pos}")
-            out.append((pos, pos + n))
-            pos += n
-        if exact and pos != end:
-            raise CacheFormatError(pos, f"{end - pos} unused bytes after the last {name} record")
-        return out
-
-    def fingerprints(self, layout: _Layout) -> dict[str, DeviceFingerprint]:
-        out: dict[str, DeviceFingerprint] = {}
-        spans = self.records(
-            "fingerprint",
-            layout.fingerprint_count,
-            layout.fingerprint_offset,
-            layout.fingerprint_size,
-            FINGERPRINT_MIN_SIZE,
-            layout.exact,
-        )
-        for i, (start, end) in enumerate(spans):
-            row: dict[str, Any] = {"index": i, "offset": start, "size": end - start}
-            self.fingerprint_rows.append(row)
-            try:
-                fp, stored = self.fingerprint_record(i, start, end, layout.exact)
-                row.update(id=stored, **dataclasses.asdict(fp))
-                if stored in out:
-                    raise CacheFormatError(start + 4, f"fingerprint {i}: duplicate id {stored}")
-            except CacheFormatError as exc:
-                row["problem"] = str(exc)
-                self.problem(exc)
-                continue
-            out[stored] = fp
-        return out
-
-    def fingerprint_record(self, i: int, start: int, end: int, exact: bool) -> tuple[DeviceFingerprint, str]:
-        c = _Cursor(self.data, start + 4, end, f"fingerprint {i} record")
+    def read(i: int, start: int, end: int, row: dict[str, Any]) -> tuple[str, DeviceFingerprint]:
+        c = decoder.cursor(start + 4, end, f"fingerprint {i} record")
         stored = c.take(DIGEST_SIZE, f"fingerprint {i} id").hex()
         strings = {name: c.string(f"fingerprint {i} {name}") for name in _FINGERPRINT_STRINGS}
         address_bits = c.unpack("I", f"fingerprint {i} address_bits")
         endian_at = c.pos
         endian = c.unpack("B", f"fingerprint {i} little_endian")
         if endian > 1:
-            raise CacheFormatError(endian_at, f"fingerprint {i}: little_endian byte is {endian}, expected 0 or 1")
+            raise error(endian_at, f"fingerprint {i}: little_endian byte is {endian}, expected 0 or 1")
         engine_version = c.string(f"fingerprint {i} engine_version")
         if exact and c.pos != end:
-            raise CacheFormatError(c.pos, f"fingerprint {i}: {end - c.pos} unknown bytes at the end of the record")
+            raise error(c.pos, f"fingerprint {i}: {end - c.pos} unknown bytes at the end of the record")
         fp = DeviceFingerprint(
             **strings, address_bits=address_bits, little_endian=endian == 1, engine_version=engine_version
         )
         if fp.id() != stored:
-            raise CacheFormatError(
+            raise error(
                 start + 4, f"fingerprint {i}: stored id {stored} differs from the id {fp.id()} computed from its fields"
             )
-        return fp, stored
+        row.update(id=stored, **dataclasses.asdict(fp))
+        if stored in seen:
+            raise error(start + 4, f"fingerprint {i}: duplicate id {stored}")
+        seen.add(stored)
+        return stored, fp
+
+    seen: set[str] = set()
+    spans = decoder.records("fingerprint", count, start, size, FINGERPRINT_MIN_SIZE, exact)
+    return dict(decoder.read_records(decoder.fingerprint_rows, spans, read))
+
+
+@dataclass
+class _Layout:
+    fingerprint_count: int
+    fingerprint_offset: int
+    fingerprint_size: int
+    entry_count: int
+    entry_offset: int
+    entry_size: int
+    blob_offset: int
+    blob_size: int
+    exact: bool  # written by this minor version (or older): no unknown trailing bytes or gaps allowed
+
+
+class _Decoder(binformat.Decoder):
+    fmt = FORMAT
+
+    def __init__(self, data: bytes, key: bytes | None, strict: bool) -> None:
+        super().__init__(data, key, strict)
+        self.blob_bytes = 0  # the blob bytes of the entries read so far: bounded by the blob area
+
+    def layout(self, header: binformat.Header) -> _Layout:
+        (_, _, _, _, fp_count, entry_count, fp_off, fp_size, entry_off, entry_size, blob_off, blob_size, _) = (
+            header.values
+        )
+        check_sections(
+            CacheFormatError,
+            header,
+            (
+                ("fingerprint section", 24, fp_off, fp_size, 1),
+                ("entry table", 40, entry_off, entry_size, 1),
+                ("blob area", 56, blob_off, blob_size, BLOB_ALIGN),
+            ),
+        )
+        binformat.check_counts(
+            CacheFormatError,
+            (
+                ("fingerprint", 16, fp_count, fp_size, FINGERPRINT_MIN_SIZE),
+                ("entry", 20, entry_count, entry_size, ENTRY_MIN_SIZE),
+            ),
+        )
+        return _Layout(fp_count, fp_off, fp_size, entry_count, entry_off, entry_size, blob_off, blob_size, header.exact)
+
+    def sections(self, layout: _Layout) -> CacheFile:
+        fingerprints = read_fingerprints(
+            self, layout.fingerprint_count, layout.fingerprint_offset, layout.fingerprint_size, layout.exact
+        )
+        return CacheFile(fingerprints, self.entries(layout, fingerprints))
 
     def entries(self, layout: _Layout, fingerprints: dict[str, DeviceFingerprint]) -> list[CacheEntry]:
-        out: list[CacheEntry] = []
+        def read(i: int, start: int, end: int, row: dict[str, Any]) -> CacheEntry:
+            entry = self.entry_record(i, start, end, layout, fingerprints, row)
+            if (entry.fingerprint_id, entry.program_key) in seen:
+                raise CacheFormatError(start + 4, f"entry {i}: duplicate (fingerprint id, program key)")
+            seen.add((entry.fingerprint_id, entry.program_key))
+            return entry
+
         seen: set[tuple[str, str]] = set()
         spans = self.records(
             "entry", layout.entry_count, layout.entry_offset, layout.entry_size, ENTRY_MIN_SIZE, layout.exact
         )
-        for i, (start, end) in enumerate(spans):
-            row: dict[str, Any] = {"index": i, "offset": start, "size": end - start}
-            self.entry_rows.append(row)
-            try:
-                entry = self.entry_record(i, start, end, layout, fingerprints, row)
-                if (entry.fingerprint_id, entry.program_key) in seen:
-                    raise CacheFormatError(start + 4, f"entry {i}: duplicate (fingerprint id, program key)")
-            except CacheFormatError as exc:
-                row["problem"] = str(exc)
-                self.problem(exc)
-                continue
-            seen.add((entry.fingerprint_id, entry.program_key))
-            out.append(entry)
-        return out
+        return self.read_records(self.entry_rows, spans, read)
 
     def entry_record(
         self,
@@ -701,7 +461,7 @@ class _Decoder:
             created=created,
             last_used=last_used,
         )
-        c = _Cursor(self.data, start + ENTRY_MIN_SIZE - 4, end, f"entry {i} record")
+        c = self.cursor(start + ENTRY_MIN_SIZE - 4, end, f"entry {i} record")
         options = c.string(f"entry {i} build_options")
         row["build_options"] = options
         if layout.exact and c.pos != end:

@@ -33,7 +33,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mace.errors import MaceError
+from mace.opencl.binformat import Cursor, FormatError
 from mace.opencl.cachefile import MAGIC as MCLP_MAGIC
 
 PLATFORM_INFO_KEY = "mace_opencl_precompiled_platform_info_key"
@@ -49,16 +49,11 @@ _UINT32_MAX = 0xFFFFFFFF
 _INT32_MAX = 0x7FFFFFFF
 
 
-class MaceCompatError(MaceError):
+class MaceCompatError(FormatError):
     """The bytes are not a readable XiaoMi MACE program file (or pairs cannot be encoded as one).
 
     ``offset`` is the byte offset of the bad field or of where the data ended; None for whole-object problems.
     """
-
-    def __init__(self, offset: int | None, reason: str) -> None:
-        super().__init__(f"byte offset {offset}: {reason}" if offset is not None else reason)
-        self.offset = offset
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -204,19 +199,10 @@ class _RawPair:
     uint32s: list[int] | None = None  # uint32s_value; None when the field never occurs
 
 
-class _Reader:
-    """Reads inside [pos, end) of ``data``; running past ``end`` raises with the offset. Every read advances."""
+class _Reader(Cursor):
+    """Reads inside [pos, end) of a memoryview; running past ``end`` raises with the offset. Every read advances."""
 
-    def __init__(self, data: memoryview, pos: int, end: int, region: str) -> None:
-        self.data, self.pos, self.end, self.region = data, pos, end, region
-
-    def take(self, n: int, what: str) -> memoryview:
-        if n > self.end - self.pos:
-            raise MaceCompatError(
-                self.pos, f"{what} needs {n} bytes but only {self.end - self.pos} remain in the {self.region}"
-            )
-        self.pos += n
-        return self.data[self.pos - n : self.pos]
+    error = MaceCompatError
 
     def varint(self, what: str) -> int:
         start, value = self.pos, 0

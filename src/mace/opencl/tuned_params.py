@@ -28,9 +28,7 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import hmac
 import math
 import operator
 import struct
@@ -38,8 +36,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import MaceError
-from .cachefile import _FINGERPRINT_STRINGS, FINGERPRINT_MIN_SIZE, CacheFormatError, DeviceFingerprint
+from . import binformat
+from .binformat import DIGEST_SIZE, FLAG_SIGNED, KNOWN_REQUIRED_FLAGS, REQUIRED_FLAGS_MASK, FormatError, hex_digest
+from .cachefile import FINGERPRINT_MIN_SIZE, CacheFormatError, DeviceFingerprint, read_fingerprints
 from .cachefile import _fingerprint_fields as _cachefile_fingerprint_fields
 
 MAGIC = b"MCTP"
@@ -47,29 +46,11 @@ FORMAT_MAJOR = 1
 FORMAT_MINOR = 0
 FORMAT_VERSION = (FORMAT_MAJOR << 16) | FORMAT_MINOR  # 0x00010000
 
-FLAG_SIGNED = 1 << 0  # the trailer ends with an HMAC-SHA256 over everything before it
-REQUIRED_FLAGS_MASK = 0x0000FFFF  # bits a reader must understand; unknown ones are rejected
-KNOWN_REQUIRED_FLAGS = FLAG_SIGNED  # bits 16..31 are optional features a reader may ignore
-
-# magic, version, flags, header size, fingerprint count, entry count,
-# fingerprint section offset/size, entry table offset/size, total file size
-_HEADER = struct.Struct("<4sIIIIIQQQQQ")
+# the family's common header (magic ... entry table offset/size), then the total file size
+_HEADER_FIELDS = binformat.header_fields()
+_HEADER = binformat.header_struct(_HEADER_FIELDS)  # <4sIIIIIQQQQQ
 HEADER_SIZE = _HEADER.size  # 64
-_HEADER_FIELDS: tuple[tuple[str, int, str], ...] = (  # name, byte offset, struct code (for describe())
-    ("magic", 0, "4s"),
-    ("version", 4, "I"),
-    ("flags", 8, "I"),
-    ("header_size", 12, "I"),
-    ("fingerprint_count", 16, "I"),
-    ("entry_count", 20, "I"),
-    ("fingerprint_offset", 24, "Q"),
-    ("fingerprint_size", 32, "Q"),
-    ("entry_table_offset", 40, "Q"),
-    ("entry_table_size", 48, "Q"),
-    ("total_size", 56, "Q"),
-)
 
-DIGEST_SIZE = 32  # sha256 and HMAC-SHA256
 MAX_DIMS = 3
 MAX_VARIANTS = 255  # the count is a u8
 # record size u32, entry sha256, tuning key, fingerprint id, time_us f64, created f64, global size 3 x u64,
@@ -83,18 +64,18 @@ _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 
 _TUNING_KEY_DOMAIN = b"mace-tuning-key\x00"
 _ENTRY_HASH_DOMAIN = b"mace-tuned-entry\x00"
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
-class TunedParamsError(MaceError):
+class TunedParamsError(FormatError):
     """The tuned-parameters bytes are corrupt, truncated, forged or of an unknown version (or records cannot be
     encoded). ``offset`` is the byte offset of the bad field or of where the data ended; None for whole-object
     problems."""
 
-    def __init__(self, offset: int | None, reason: str) -> None:
-        super().__init__(f"byte offset {offset}: {reason}" if offset is not None else reason)
-        self.offset = offset
-        self.reason = reason
+
+FORMAT = binformat.Format(
+    MAGIC, "mace OpenCL tuned-parameters file", "tuned parameters data", _HEADER, _HEADER_FIELDS, FORMAT_MAJOR,
+    FORMAT_MINOR, TunedParamsError, FLAG_SIGNED, REQUIRED_FLAGS_MASK, KNOWN_REQUIRED_FLAGS,
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -234,25 +215,8 @@ def _fingerprint_fields(fp: DeviceFingerprint) -> bytes:
         raise TunedParamsError(None, f"fingerprint: {exc.reason}") from None
 
 
-def _utf8(text: str, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise TunedParamsError(None, f"{what} must be str, not {type(text).__name__}")
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise TunedParamsError(None, f"{what} is not encodable as UTF-8: {exc.reason}") from None
-
-
 def _pack_str(text: str, what: str) -> bytes:
-    raw = _utf8(text, what)
-    if len(raw) > _U32_MAX:
-        raise TunedParamsError(None, f"{what} is longer than 2**32-1 bytes")
-    return struct.pack("<I", len(raw)) + raw
-
-
-def _check_key(key: bytes | None) -> None:
-    if key is not None and (not isinstance(key, (bytes, bytearray)) or not key):
-        raise TunedParamsError(None, "the signing key must be non-empty bytes")
+    return binformat.pack_str(text, what, TunedParamsError)
 
 
 def _entry_sha256(record: bytes) -> bytes:
@@ -265,15 +229,9 @@ def _entry_sha256(record: bytes) -> bytes:
 # Encoding
 
 
-def _hex_digest(value: str, what: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * DIGEST_SIZE or not set(value) <= _HEX_DIGITS:
-        raise TunedParamsError(None, f"{what} {value!r} is not 64 lowercase hex digits")
-    return bytes.fromhex(value)
-
-
 def _entry_record(e: TunedEntry, what: str, fingerprints: dict[str, DeviceFingerprint]) -> bytes:
-    key_raw = _hex_digest(e.tuning_key, f"{what}.tuning_key")
-    fid_raw = _hex_digest(e.fingerprint_id, f"{what}.fingerprint_id")
+    key_raw = hex_digest(e.tuning_key, f"{what}.tuning_key", TunedParamsError)
+    fid_raw = hex_digest(e.fingerprint_id, f"{what}.fingerprint_id", TunedParamsError)
     if e.fingerprint_id not in fingerprints:
         raise TunedParamsError(None, f"{what}.fingerprint_id {e.fingerprint_id} is not in fingerprints")
     global_size = _global_size(e.global_size, f"{what}.global_size")
@@ -309,13 +267,13 @@ def _entry_record(e: TunedEntry, what: str, fingerprints: dict[str, DeviceFinger
 def encode(params: TunedParams, key: bytes | None = None) -> bytes:
     """The file bytes for ``params``; with ``key``, signed with HMAC-SHA256. Inconsistent records raise
     TunedParamsError (offset None): decode(encode(p)) == p holds for everything encode accepts."""
-    _check_key(key)
+    binformat.check_key(key, TunedParamsError)
     fp_section = bytearray()
     for fid, fp in params.fingerprints.items():
         if fid != _fingerprint_id(fp):
             raise TunedParamsError(None, f"fingerprints[{fid!r}] holds a fingerprint whose id is {fp.id()}")
         body = bytes.fromhex(fid) + _fingerprint_fields(fp)
-        fp_section += struct.pack("<I", 4 + len(body)) + body
+        fp_section += binformat.frame(body)
 
     table = bytearray()
     seen: set[tuple[str, str]] = set()
@@ -329,7 +287,7 @@ def encode(params: TunedParams, key: bytes | None = None) -> bytes:
 
     signed = key is not None
     entry_offset = HEADER_SIZE + len(fp_section)
-    total = entry_offset + len(table) + DIGEST_SIZE * (2 if signed else 1)
+    total = entry_offset + len(table) + binformat.trailer_size(signed)
     header = _HEADER.pack(
         MAGIC,
         FORMAT_VERSION,
@@ -343,11 +301,7 @@ def encode(params: TunedParams, key: bytes | None = None) -> bytes:
         len(table),
         total,
     )
-    body = bytearray(header + fp_section + table)
-    body += hashlib.sha256(body).digest()
-    if key is not None:
-        body += hmac.new(bytes(key), body, hashlib.sha256).digest()
-    return bytes(body)
+    return binformat.seal(header + fp_section + table, key)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -384,288 +338,58 @@ def validate(data: bytes, key: bytes | None = None) -> list[str]:
 def describe(data: bytes) -> dict[str, Any]:
     """What an inspection tool shows: as much as can be parsed, plus the problems and the error. Never raises
     for any input. JSON-serialisable."""
-    raw = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else b""
-    decoder = _Decoder(raw, None, strict=False)
-    error = None
-    try:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TunedParamsError(None, f"tuned parameters data must be bytes, not {type(data).__name__}")
-        decoder.run()
-    except TunedParamsError as exc:
-        error = str(exc)
-    return {
-        "size": len(raw),
-        "valid": error is None and not decoder.problems,
-        "error": error,
-        "problems": decoder.problems,
-        "header": _raw_header(raw),
-        "fingerprints": decoder.fingerprint_rows,
-        "entries": decoder.entry_rows,
-        "hex_preview": [f"{i:08x}  {raw[i : i + 16].hex(' ')}" for i in range(0, min(len(raw), 64), 16)],
-    }
-
-
-def _raw_header(data: bytes) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, offset, code in _HEADER_FIELDS:
-        if offset + struct.calcsize("<" + code) <= len(data):
-            value = struct.unpack_from("<" + code, data, offset)[0]
-            out[name] = repr(value) if isinstance(value, bytes) else value
-    if "version" in out:
-        out["version_text"] = f"{out['version'] >> 16}.{out['version'] & 0xFFFF}"
-    if "flags" in out:
-        out["signed"] = bool(out["flags"] & FLAG_SIGNED)
-    return out
-
-
-class _Cursor:
-    """Reads little-endian fields inside [pos, end); running past ``end`` raises with the offset."""
-
-    def __init__(self, data: bytes, pos: int, end: int, region: str) -> None:
-        self.data, self.pos, self.end, self.region = data, pos, end, region
-
-    def take(self, n: int, what: str) -> bytes:
-        if n > self.end - self.pos:
-            raise TunedParamsError(
-                self.pos, f"{what} needs {n} bytes but only {self.end - self.pos} remain in the {self.region}"
-            )
-        self.pos += n
-        return self.data[self.pos - n : self.pos]
-
-    def unpack(self, code: str, what: str) -> Any:
-        return struct.unpack("<" + code, self.take(struct.calcsize("<" + code), what))[0]
-
-    def string(self, what: str) -> str:
-        at = self.pos
-        n = self.unpack("I", f"{what} length")
-        if n > self.end - self.pos:
-            raise TunedParamsError(
-                at, f"{what} length {n} exceeds the {self.end - self.pos} bytes left in the {self.region}"
-            )
-        raw = self.take(n, what)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TunedParamsError(at + 4 + exc.start, f"{what} is not valid UTF-8 ({exc.reason})") from None
+    return binformat.describe(_Decoder, data)
 
 
 @dataclass
 class _Layout:
-    flags: int
-    header_size: int
     fingerprint_count: int
-    entry_count: int
     fingerprint_offset: int
     fingerprint_size: int
+    entry_count: int
     entry_offset: int
     entry_size: int
-    total: int
     exact: bool  # written by this minor version (or older): no unknown trailing bytes or gaps allowed
-    trailer_start: int
 
 
-class _Decoder:
-    def __init__(self, data: bytes, key: bytes | None, strict: bool) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TunedParamsError(None, f"tuned parameters data must be bytes, not {type(data).__name__}")
-        _check_key(key)
-        self.data = bytes(data)
-        self.key = key
-        self.strict = strict
-        self.problems: list[str] = []
-        self.fingerprint_rows: list[dict[str, Any]] = []
-        self.entry_rows: list[dict[str, Any]] = []
+class _Decoder(binformat.Decoder):
+    fmt = FORMAT
 
-    def problem(self, exc: TunedParamsError) -> None:
-        """A problem confined to one record: fatal in strict mode, reported (record dropped) in lenient mode."""
-        if self.strict:
-            raise exc
-        self.problems.append(str(exc))
-
-    def run(self) -> TunedParams:
-        layout = self.header()
-        if self.key is not None:
-            self.check_signature(layout)
-        fingerprints = self.fingerprints(layout)
-        entries = self.entries(layout, fingerprints)
-        stored = self.data[layout.trailer_start : layout.trailer_start + DIGEST_SIZE]
-        actual = hashlib.sha256(self.data[: layout.trailer_start]).digest()
-        if stored != actual:
-            self.problem(
-                TunedParamsError(
-                    layout.trailer_start,
-                    f"whole-file sha256 mismatch: trailer holds {stored.hex()}, content hashes to {actual.hex()}",
-                )
-            )
-        return TunedParams(fingerprints, entries)
-
-    def header(self) -> _Layout:
-        data = self.data
-        if len(data) >= len(MAGIC) and data[:4] != MAGIC:
-            raise TunedParamsError(
-                0, f"bad magic {data[:4]!r}, expected {MAGIC!r}: not a mace OpenCL tuned-parameters file"
-            )
-        if len(data) < HEADER_SIZE:
-            raise TunedParamsError(
-                len(data), f"file truncated: the header needs {HEADER_SIZE} bytes, data ends at byte {len(data)}"
-            )
-        (_, version, flags, header_size, fp_count, entry_count, fp_off, fp_size, entry_off, entry_size, total) = (
-            _HEADER.unpack_from(data)
+    def layout(self, header: binformat.Header) -> _Layout:
+        (_, _, _, _, fp_count, entry_count, fp_off, fp_size, entry_off, entry_size, _) = header.values
+        binformat.check_sections(
+            TunedParamsError,
+            header,
+            (("fingerprint section", 24, fp_off, fp_size, 1), ("entry table", 40, entry_off, entry_size, 1)),
         )
-        if version >> 16 != FORMAT_MAJOR:
-            raise TunedParamsError(
-                4,
-                f"unsupported format version 0x{version:08x} (major {version >> 16}); this "
-                f"reader supports major version {FORMAT_MAJOR}",
-            )
-        exact = (version & 0xFFFF) <= FORMAT_MINOR
-        unknown = flags & REQUIRED_FLAGS_MASK & ~KNOWN_REQUIRED_FLAGS
-        if unknown:
-            raise TunedParamsError(8, f"unknown required flags 0x{unknown:08x} in flags 0x{flags:08x}")
-        if total > len(data):
-            raise TunedParamsError(
-                len(data), f"file truncated: the header declares {total} bytes, data ends at byte {len(data)}"
-            )
-        if total < len(data):
-            raise TunedParamsError(
-                total, f"{len(data) - total} bytes of trailing data after the declared total size {total}"
-            )
-        if header_size < HEADER_SIZE or (exact and header_size != HEADER_SIZE):
-            raise TunedParamsError(12, f"header size {header_size}, expected {HEADER_SIZE}")
-        trailer_start = total - DIGEST_SIZE * (2 if flags & FLAG_SIGNED else 1)
-        if trailer_start < header_size:
-            raise TunedParamsError(56, f"total size {total} cannot hold the {header_size}-byte header and the trailer")
-
-        prev_end, prev_name = header_size, "header"
-        for name, field_at, off, size in (
-            ("fingerprint section", 24, fp_off, fp_size),
-            ("entry table", 40, entry_off, entry_size),
-        ):
-            if off < prev_end or (exact and off != prev_end):
-                raise TunedParamsError(
-                    field_at, f"{name} offset {off}, expected {prev_end} (the {prev_name} ends at byte {prev_end})"
-                )
-            if size > trailer_start - off:
-                raise TunedParamsError(
-                    field_at + 8,
-                    f"{name} of {size} bytes at offset {off} runs past the trailer at byte {trailer_start}",
-                )
-            prev_end, prev_name = off + size, name
-        if exact and prev_end != trailer_start:
-            raise TunedParamsError(
-                48, f"entry table ends at byte {prev_end}, the trailer starts at byte {trailer_start}"
-            )
-        # Bound counts by the bytes that could hold them before looping: a count of 2**32-1 fails here.
-        for name, field_at, count, size, min_size in (
-            ("fingerprint", 16, fp_count, fp_size, FINGERPRINT_MIN_SIZE),
-            ("entry", 20, entry_count, entry_size, ENTRY_MIN_SIZE),
-        ):
-            if count * min_size > size:
-                raise TunedParamsError(
-                    field_at, f"{name} count {count} cannot fit in {size} bytes (a record takes at least {min_size})"
-                )
-        return _Layout(
-            flags, header_size, fp_count, entry_count, fp_off, fp_size, entry_off, entry_size, total, exact,
-            trailer_start,
-        )  # fmt: skip
-
-    def check_signature(self, layout: _Layout) -> None:
-        """Authenticate before parsing the sections: with a key, the bytes are assumed hostile."""
-        assert self.key is not None
-        if not layout.flags & FLAG_SIGNED:
-            raise TunedParamsError(8, "the file is not signed (flags bit 0 clear) but a key was given")
-        mac_at = layout.total - DIGEST_SIZE
-        expected = hmac.new(bytes(self.key), self.data[:mac_at], hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, self.data[mac_at : layout.total]):
-            raise TunedParamsError(mac_at, "HMAC-SHA256 signature mismatch: wrong key or modified file")
-
-    def records(
-        self, name: str, count: int, start: int, size: int, min_size: int, exact: bool
-    ) -> list[tuple[int, int]]:
-        """The (start, end) of each record, following the u32 size prefixes; bad framing is whole-file fatal."""
-        out = []
-        pos, end = start, start + size
-        for i in range(count):
-            if end - pos < 4:
-                raise TunedParamsError(pos, f"{name} {i}: record size field runs past the section end at byte {end}")
-            n = struct.unpack_from("<I", self.data, pos)[0]
-            if not min_size <= n <= end - pos:
-                raise TunedParamsError(pos, f"{name} {i}: record size {n} outside {min_size}..{end - pos}")
-            out.append((pos, pos + n))
-            pos += n
-        if exact and pos != end:
-            raise TunedParamsError(pos, f"{end - pos} unused bytes after the last {name} record")
-        return out
-
-    def fingerprints(self, layout: _Layout) -> dict[str, DeviceFingerprint]:
-        out: dict[str, DeviceFingerprint] = {}
-        spans = self.records(
-            "fingerprint",
-            layout.fingerprint_count,
-            layout.fingerprint_offset,
-            layout.fingerprint_size,
-            FINGERPRINT_MIN_SIZE,
-            layout.exact,
+        binformat.check_counts(
+            TunedParamsError,
+            (
+                ("fingerprint", 16, fp_count, fp_size, FINGERPRINT_MIN_SIZE),
+                ("entry", 20, entry_count, entry_size, ENTRY_MIN_SIZE),
+            ),
         )
-        for i, (start, end) in enumerate(spans):
-            row: dict[str, Any] = {"index": i, "offset": start, "size": end - start}
-            self.fingerprint_rows.append(row)
-            try:
-                fp, stored = self.fingerprint_record(i, start, end, layout.exact)
-                row.update(id=stored, **dataclasses.asdict(fp))
-                if stored in out:
-                    raise TunedParamsError(start + 4, f"fingerprint {i}: duplicate id {stored}")
-            except TunedParamsError as exc:
-                row["problem"] = str(exc)
-                self.problem(exc)
-                continue
-            out[stored] = fp
-        return out
+        return _Layout(fp_count, fp_off, fp_size, entry_count, entry_off, entry_size, header.exact)
 
-    def fingerprint_record(self, i: int, start: int, end: int, exact: bool) -> tuple[DeviceFingerprint, str]:
-        """The same record as in the compiled-program cache file (docs/cache-format.md, "Fingerprint record")."""
-        c = _Cursor(self.data, start + 4, end, f"fingerprint {i} record")
-        stored = c.take(DIGEST_SIZE, f"fingerprint {i} id").hex()
-        strings = {name: c.string(f"fingerprint {i} {name}") for name in _FINGERPRINT_STRINGS}
-        address_bits = c.unpack("I", f"fingerprint {i} address_bits")
-        endian_at = c.pos
-        endian = c.unpack("B", f"fingerprint {i} little_endian")
-        if endian > 1:
-            raise TunedParamsError(endian_at, f"fingerprint {i}: little_endian byte is {endian}, expected 0 or 1")
-        engine_version = c.string(f"fingerprint {i} engine_version")
-        if exact and c.pos != end:
-            raise TunedParamsError(c.pos, f"fingerprint {i}: {end - c.pos} unknown bytes at the end of the record")
-        fp = DeviceFingerprint(
-            **strings, address_bits=address_bits, little_endian=endian == 1, engine_version=engine_version
+    def sections(self, layout: _Layout) -> TunedParams:
+        fingerprints = read_fingerprints(
+            self, layout.fingerprint_count, layout.fingerprint_offset, layout.fingerprint_size, layout.exact
         )
-        computed = _fingerprint_id(fp)
-        if computed != stored:
-            raise TunedParamsError(
-                start + 4,
-                f"fingerprint {i}: stored id {stored} differs from the id {computed} computed from its fields",
-            )
-        return fp, stored
+        return TunedParams(fingerprints, self.entries(layout, fingerprints))
 
     def entries(self, layout: _Layout, fingerprints: dict[str, DeviceFingerprint]) -> list[TunedEntry]:
-        out: list[TunedEntry] = []
+        def read(i: int, start: int, end: int, row: dict[str, Any]) -> TunedEntry:
+            entry = self.entry_record(i, start, end, layout.exact, fingerprints, row)
+            if (entry.fingerprint_id, entry.tuning_key) in seen:
+                raise TunedParamsError(start + 36, f"entry {i}: duplicate (fingerprint id, tuning key)")
+            seen.add((entry.fingerprint_id, entry.tuning_key))
+            return entry
+
         seen: set[tuple[str, str]] = set()
         spans = self.records(
             "entry", layout.entry_count, layout.entry_offset, layout.entry_size, ENTRY_MIN_SIZE, layout.exact
         )
-        for i, (start, end) in enumerate(spans):
-            row: dict[str, Any] = {"index": i, "offset": start, "size": end - start}
-            self.entry_rows.append(row)
-            try:
-                entry = self.entry_record(i, start, end, layout.exact, fingerprints, row)
-                if (entry.fingerprint_id, entry.tuning_key) in seen:
-                    raise TunedParamsError(start + 36, f"entry {i}: duplicate (fingerprint id, tuning key)")
-            except TunedParamsError as exc:
-                row["problem"] = str(exc)
-                self.problem(exc)
-                continue
-            seen.add((entry.fingerprint_id, entry.tuning_key))
-            out.append(entry)
-        return out
+        return self.read_records(self.entry_rows, spans, read)
 
     def entry_record(
         self,
@@ -694,7 +418,7 @@ class _Decoder:
             raise TunedParamsError(
                 start + 4, f"entry {i}: entry sha256 mismatch (stored {entry_sha.hex()}, computed {computed.hex()})"
             )
-        c = _Cursor(self.data, start + ENTRY_FIXED_SIZE, end, f"entry {i} record")
+        c = self.cursor(start + ENTRY_FIXED_SIZE, end, f"entry {i} record")
         variant = tuple(c.unpack("i", f"entry {i} variant[{v}]") for v in range(n_variants))
         name = c.string(f"entry {i} kernel_name")
         row.update(variant=list(variant), kernel_name=name)
