@@ -7,6 +7,7 @@ checks every node's output: fp32 to max|diff|/max|ref| <= 1e-4, fp16 storage (fp
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -338,7 +339,11 @@ def test_conv_fp16(make_backend, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("blocks", BLOCKS)
 def test_gemm_matmul(make_backend, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
     monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", BLOCKS[blocks])
-    b = GraphBuilder("gemm")
+    check(gemm_graph("fp32_fp32"), make_backend)
+
+
+def gemm_graph(data_type: str) -> GraphBuilder:
+    b = GraphBuilder("gemm", data_type)
     a = b.input("a", (5, 7))
     b.node("Gemm", [a, b.weight((7, 9)), b.weight((9,))])
     b.node(
@@ -362,7 +367,102 @@ def test_gemm_matmul(make_backend, monkeypatch: pytest.MonkeyPatch, blocks: str)
         [b.input("mm", (2, 4, 5)), b.weight((5, 6)), b.input("r", (2, 4, 6))],
         {"residual": 1, "activation": "Clip", "activation_params": [-0.5, 0.5]},
     )
-    check(b, make_backend)
+    return b
+
+
+# --- GPU targets: the tiled kernels (gemm_tiled.cl, gemv.cl), run on whatever device the tests have -----------------
+
+
+def gpu_target(compute_units: int) -> tiling.DeviceTarget:
+    return tiling.DeviceTarget(
+        is_gpu=True, compute_units=compute_units, local_mem_bytes=48 << 10, max_work_group_size=1024
+    )
+
+
+@pytest.fixture
+def make_gpu_backend(opencl_queue: Any) -> Callable[..., Any]:
+    """Like make_backend, but planned for a GPU target (OpenCL is portable: the GPU kernels must be right here too)."""
+    import pyopencl as cl
+
+    from mace.opencl.backend import OpenCLBackend
+
+    context = opencl_queue.context
+
+    def build(source: str, options: str) -> Any:
+        return cl.Program(context, source).build(options=options)
+
+    def make(graph: Graph, target: tiling.DeviceTarget) -> Any:
+        backend = OpenCLBackend(graph, context, opencl_queue, build, target=target)
+        assert any(launch.kernel.startswith(("tgemm", "gemv")) for launch in backend.plan.launches)
+        return backend
+
+    return make
+
+
+def gpu_gemm_graph(data_type: str) -> GraphBuilder:
+    """gemm_graph plus the shapes of the GPU paths: classifier GEMVs (vector loads, k tails), a matrix times a
+    vector (transposed into a GEMV), a 1x1 conv at one position, a conv whose k splits."""
+    b = gemm_graph(data_type)
+    b.node("Gemm", [b.input("fc2", (1, 301)), b.weight((37, 301)), b.weight((37,))], {"transB": 1})
+    b.node("Gemm", [b.input("fc3", (1, 70)), b.weight((70, 33)), b.weight((1, 33))], {"alpha": 0.5})
+    b.node("MatMul", [b.weight((9, 70)), b.input("col", (70, 1))])
+    b.node(
+        "Conv",
+        [b.input("pix", (1, 40, 1, 1)), b.weight((24, 40, 1, 1)), b.weight((24,))],
+        _conv_attrs([1, 1], activation="Relu"),
+    )
+    x = b.input("xk", (1, 48, 6, 7))
+    res = b.input("rk", (1, 20, 6, 7))
+    b.node(
+        "Conv",
+        [x, b.weight((20, 48, 3, 3)), b.weight((20,)), res],
+        _conv_attrs([3, 3], pads=[1, 1, 1, 1], residual=1, activation="Relu"),
+    )
+    b.node("Conv", [x, b.weight((6, 48, 1, 3))], _conv_attrs([1, 3], pads=[0, 1, 0, 1]))
+    b.node("Conv", [x, b.input("wk", (5, 48, 3, 1))], _conv_attrs([3, 1], strides=[2, 1]))  # run-time weights
+    b.node("Gemm", [b.input("tall", (40, 300)), b.weight((300, 50)), b.weight((50,))])
+    return b
+
+
+@pytest.mark.parametrize(("tile", "vlds"), [(0, True), (1, False), (2, True)])
+def test_gpu_tiles(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, tile: int, vlds: bool) -> None:
+    """The tiles of tiling.GPU_TILES, with vector or scalar local reads, on convs (edges, strides, dilations, 1D/3D,
+    batch 2) and products."""
+    monkeypatch.setattr(tiling, "GPU_TILES", [replace(tiling.GPU_TILES[tile], vlds=vlds)])
+    check(conv_graph("fp32_fp32"), lambda graph: make_gpu_backend(graph, gpu_target(1)))
+    check(gpu_gemm_graph("fp32_fp32"), lambda graph: make_gpu_backend(graph, gpu_target(1)))
+
+
+@pytest.mark.parametrize(("data_type", "fused"), [("fp32_fp32", True), ("fp32_fp32", False), ("fp16_fp32", True)])
+def test_gpu_split_k(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, data_type: str, fused: bool) -> None:
+    """Many compute units: the smallest tiles, k split between work-groups and summed by the last of them (fused)
+    or by a second kernel. Two runs: the fused sum's counters must be left as they were found."""
+    monkeypatch.setattr(tiling, "GPU_SPLIT_MIN_KTILES", 1)
+    monkeypatch.setattr(tiling, "GPU_FUSED_SPLIT_SUM", fused)
+    b = gpu_gemm_graph(data_type)
+    backends = []
+
+    def make(graph: Graph) -> Any:
+        backends.append(make_gpu_backend(graph, gpu_target(100_000)))
+        return backends[0]
+
+    check(b, make)
+    check(b, lambda graph: backends[0])
+    kernels = {launch.kernel.split("_")[0] for launch in backends[0].plan.launches}
+    assert ({"kzero"} if fused else {"ksum"}) <= kernels and ({"ksum"} if fused else {"kzero"}).isdisjoint(kernels)
+
+
+def test_gpu_target_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU target plans exactly as no target; a GPU target's plan is deterministic and fixes its work-groups."""
+    graph = conv_graph("fp32_fp32").graph()
+    cpu = tiling.DeviceTarget(is_gpu=False, compute_units=16, local_mem_bytes=1 << 20, max_work_group_size=4096)
+    assert codegen.plan_graph(graph, cpu).source == codegen.plan_graph(graph).source
+    plan, again = codegen.plan_graph(graph, gpu_target(132)), codegen.plan_graph(graph, gpu_target(132))
+    assert plan.source == again.source and plan.source != codegen.plan_graph(graph).source
+    for launch in plan.launches:
+        if launch.kernel.startswith(("tgemm", "gemv")):
+            assert launch.local_size is not None
+            assert all(g % v == 0 for g, v in zip(launch.global_size, launch.local_size))
 
 
 # --- pooling, reductions, normalization -------------------------------------------------------------------------------

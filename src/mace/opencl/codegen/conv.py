@@ -6,6 +6,7 @@ Conv takes one of three kernels:
 - anything else runs on conv.cl, each work item computing OCB output channels x PB columns (tiling.py). Constant
   weights are re-laid out on the host as [OC/OCB][C/G][K...][OCB], so a work item reads its OCB weights as a vector;
   run-time weights keep OIHW, which is that layout for OCB = 1.
+On a GPU target (Planner.gpu) every group-1 conv is instead an implicit GEMM on gemm_tiled.cl (gemm_tiled.py).
 
 The window helpers here (``spatial_attrs``, ``same_pads``, ``to3d``) are shared with pooling.py.
 """
@@ -18,9 +19,10 @@ from typing import Any
 from ...errors import DeviceError
 from ...ir import Node
 from .gemm import GemmShape, gemm
+from .gemm_tiled import gpu_conv
 from .plan import Arg, Planner, epilogue_split, ints, lowers, optional
 from .templates import FLOAT_TAGS, prod
-from .tiling import conv_tiling, depthwise_tiling
+from .tiling import conv_tiling, depthwise_tiling, gpu_min_work_items
 
 
 def spatial_attrs(node: Node, kernel: Sequence[int]) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -52,6 +54,20 @@ def to3d(values: Sequence[int], fill: int) -> list[int]:
     return [fill] * (3 - len(values)) + list(values)
 
 
+def takes_gpu_gemm(p: Planner, node: Node) -> bool:
+    """Whether Conv ``node`` runs on gemm_tiled.cl (gemm_tiled.gpu_conv): on GPU targets, every group-1 conv but a
+    pointwise one at a single output position (a GEMV)."""
+    if not p.gpu or int(node.attrs.get("group", 1)) != 1:
+        return False
+    xs, ws, ys = p.shape(node.inputs[0]), p.shape(node.inputs[1]), p.shape(node.outputs[0])
+    if not 1 <= len(xs) - 2 <= 3:
+        return False
+    k, s, pads, d = spatial_attrs(node, ws[2:])
+    lead = same_pads(node, xs[2:], ys[2:], k, s, d) or pads[: len(k)]
+    pointwise = all(v == 1 for v in (*k, *s)) and not any(lead) and list(xs[2:]) == list(ys[2:])
+    return not (pointwise and prod(ys) == ys[1])
+
+
 @lowers("Conv")
 def _lower_conv(p: Planner, node: Node) -> None:
     core, residual = epilogue_split(node)
@@ -67,8 +83,17 @@ def _lower_conv(p: Planner, node: Node) -> None:
     group = int(node.attrs.get("group", 1))
     spatial = prod(in_sp)
 
-    if group == 1 and all(v == 1 for v in k) and all(v == 1 for v in s) and not any(lead) and in_sp == out_sp:
-        # 1x1 conv = per-image GEMM: [OC x C] . [C x HW].
+    pointwise = all(v == 1 for v in k) and all(v == 1 for v in s) and not any(lead) and in_sp == out_sp
+    if takes_gpu_gemm(p, node):
+        (id_, ih, iw), (od, oh, ow) = to3d(in_sp, 1), to3d(out_sp, 1)
+        (kd, kh, kw), (sd, sh, sw) = to3d(k, 1), to3d(s, 1)
+        (pd, ph, pw), (dd, dh, dw) = to3d(lead, 0), to3d(d, 1)
+        geometry = {"C": c, "ID": id_, "IH": ih, "IW": iw, "OD": od, "OH": oh, "OW": ow, "KD": kd, "KH": kh}
+        geometry.update({"KW": kw, "SD": sd, "SH": sh, "SW": sw, "PD": pd, "PH": ph, "PW": pw, "DD": dd, "DH": dh})
+        gpu_conv(p, node, x, w, bias, residual, y, dict(geometry, DW=dw))
+        return
+    if group == 1 and pointwise:
+        # 1x1 conv = per-image GEMM: [OC x C] . [C x HW] (on a GPU target: only at one output position, a GEMV).
         shape = GemmShape(oc, spatial, c, (c, 1), (spatial, 1), (1, 0), (n,), (0,), (c * spatial,), (0,))
         gemm(p, node, w, x, bias, residual, y, shape)
         return
@@ -82,7 +107,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
     if nsp <= 2 and group == c and cg == 1 and oc % c == 0:
         ih, iw = to3d(in_sp, 1)[1:]
         oh = to3d(out_sp, 1)[1]
-        pb = depthwise_tiling(n, oc, oh, ow)
+        pb = depthwise_tiling(n, oc, oh, ow, gpu_min_work_items(p.target) if p.gpu else None)
         kh, kw = to3d(k, 1)[1:]
         sh, sw = to3d(s, 1)[1:]
         ph, pw = to3d(lead, 0)[1:]
@@ -96,7 +121,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
         return
 
     ocg = oc // group
-    ocb, pb = conv_tiling(n, ocg, group, out_sp)
+    ocb, pb = conv_tiling(n, ocg, group, out_sp, gpu_min_work_items(p.target) if p.gpu else None)
     if not p.is_const(w):
         ocb = 1  # OIHW is already the [OC/1][C/G][K...][1] layout
         w_buf = p.use(w)

@@ -1,5 +1,6 @@
 """Gemm and MatMul on gemm.cl: one batched kernel, its operands addressed by strides (GemmShape), so transposes and
-broadcast batch dims cost no copies. ``gemm`` is also the lowering of 1x1 convolutions (conv.py).
+broadcast batch dims cost no copies. ``gemm`` is also the lowering of 1x1 convolutions (conv.py). GPU targets take
+gemm_tiled.py's kernels instead.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...ir import Node
+from .gemm_tiled import gpu_gemm
 from .plan import Arg, Planner, epilogue_split, lowers, optional
 from .templates import FLOAT_TAGS, broadcast_strides, collapse, prod
 from .tiling import gemm_tiling
@@ -38,6 +40,9 @@ def gemm(
     p: Planner, node: Node, a: str, b: str, bias: str | None, residual: str | None, out: str, g: GemmShape
 ) -> None:
     """out[b][m][n] = act(alpha * A.B + beta * bias + residual), the operands addressed as ``g`` says."""
+    if p.gpu:
+        gpu_gemm(p, node, a, b, bias, residual, out, g)
+        return
     bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
     nbatch = prod(bshape)
     tm, tn, vec_n, vec_k = gemm_tiling(g, p.tag(a) in FLOAT_TAGS and p.tag(b) in FLOAT_TAGS)

@@ -17,6 +17,7 @@ import numpy as np
 from ...errors import DeviceError
 from ...ir import Graph, Node
 from .templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
+from .tiling import DeviceTarget
 
 # Deterministic, and valid for every OpenCL 1.2+ device: the cached binary is keyed on these.
 BUILD_OPTIONS = "-cl-std=CL1.2 -cl-mad-enable"
@@ -83,12 +84,25 @@ def supported_ops() -> list[str]:
     return sorted(_LOWERINGS)
 
 
+Prepass = Callable[["Planner"], None]
+_PREPASSES: list[Prepass] = []
+
+
+def prepass(fn: Prepass) -> Prepass:
+    """Registers the decorated function to run on the planner before any node is lowered (in registration order)."""
+    _PREPASSES.append(fn)
+    return fn
+
+
 # --- the planner ---------------------------------------------------------------------------------------------------
 
 
 class Planner:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, target: DeviceTarget | None = None) -> None:
         self.graph = graph
+        self.target = target
+        # GPU targets take the work-group tiled kernels (gemm_tiled.py); everything else plans as with no target
+        self.gpu = target is not None and target.tiled
         self.specializations: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self.family_counts: dict[str, int] = {}
         self.chunks: list[str] = []
@@ -98,6 +112,10 @@ class Planner:
         self.aliases: dict[str, str] = {}
         self.consumers = graph.consumers()
         self.graph_outputs = {t.name for t in graph.outputs}
+        # value -> (buffer, element offset, batch stride): values written straight into a slice of another value's
+        # buffer (a Concat's inputs, on GPU targets; see placement.py)
+        self.placement: dict[str, tuple[str, int, int]] = {}
+        self.finishers: list[Callable[[Planner], None]] = []  # run once every node is lowered (e.g. prologue launches)
 
     # values and buffers
 
@@ -185,9 +203,22 @@ class Planner:
         self.specializations[key] = name
         return name
 
-    def launch(self, node: Node, kernel: str, global_size: Sequence[int], args: Sequence[Arg]) -> None:
+    def launch(
+        self,
+        node: Node,
+        kernel: str,
+        global_size: Sequence[int],
+        args: Sequence[Arg],
+        local_size: Sequence[int] | None = None,
+    ) -> None:
+        """Appends a launch; a kernel that needs its work-group size (``reqd_work_group_size``) passes it as
+        ``local_size``, and every global size must then be a multiple of it (-cl-std=CL1.2: uniform work-groups)."""
         if all(int(g) > 0 for g in global_size):
-            self.launches.append(Launch(kernel, node.name, node.op, tuple(int(g) for g in global_size), tuple(args)))
+            local = None if local_size is None else tuple(int(v) for v in local_size)
+            if local is not None and any(g % v for g, v in zip(global_size, local)):
+                raise DeviceError(f"global size {tuple(global_size)} is not a multiple of local size {local}")
+            glob = tuple(int(g) for g in global_size)
+            self.launches.append(Launch(kernel, node.name, node.op, glob, tuple(args), local))
 
     def epilogue(self, node: Node, defines: dict[str, Any], args: list[Arg], residual: str | None) -> None:
         """The fused residual and activation (ir.py) of Conv, ConvTranspose, Gemm and MatMul."""
@@ -204,17 +235,23 @@ class Planner:
         lowering(self, node)
 
     def finish(self) -> ProgramPlan:
+        for finisher in self.finishers:
+            finisher(self)
         for out in self.graph.outputs:
             self.use(out.name)
         source = "\n\n".join([template("common.h"), *self.chunks]) + "\n"
         return ProgramPlan(source, BUILD_OPTIONS, self.launches, self.buffers, self.constants, self.aliases)
 
 
-def plan_graph(graph: Graph) -> ProgramPlan:
-    """Lowers ``graph`` to one program source and the launches that run it, in node order."""
-    planner = Planner(graph)
+def plan_graph(graph: Graph, target: DeviceTarget | None = None) -> ProgramPlan:
+    """Lowers ``graph`` to one program source and the launches that run it, in node order. ``target`` (see
+    ``DeviceTarget.from_device``) specializes the kernels for a device class; None, or a target that is no GPU, gives
+    the portable plan. The same graph and target always give the same source (the program cache's key)."""
+    planner = Planner(graph, target)
     for info in graph.inputs:
         planner.define(info.name)
+    for run in _PREPASSES:
+        run(planner)
     for node in graph.nodes:
         try:
             planner.lower(node)

@@ -12,7 +12,8 @@ pocl on 16 cores is indifferent, but pocl on 2 cores runs 2x faster with the big
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .templates import prod
 
@@ -24,8 +25,9 @@ MIN_WORK_ITEMS = 8192  # read at each call: tests (and a tuner) may set it on th
 _Block = TypeVar("_Block")
 
 
-def _biggest(candidates: Sequence[_Block], work_items: Callable[[_Block], int]) -> _Block:
-    return next((c for c in candidates if work_items(c) >= MIN_WORK_ITEMS), candidates[-1])
+def _biggest(candidates: Sequence[_Block], work_items: Callable[[_Block], int], least: int | None = None) -> _Block:
+    least = MIN_WORK_ITEMS if least is None else least
+    return next((c for c in candidates if work_items(c) >= least), candidates[-1])
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -48,14 +50,136 @@ def gemm_tiling(g: GemmShape, floats: bool) -> tuple[int, int, int, int]:
     return min(4, g.m), min(4, g.n), 1, 1
 
 
-def conv_tiling(n: int, oc_per_group: int, groups: int, out_spatial: Sequence[int]) -> tuple[int, int]:
-    """(OCB, PB) for conv.cl: output channels per work item (a vector width dividing the group) and columns."""
+def conv_tiling(
+    n: int, oc_per_group: int, groups: int, out_spatial: Sequence[int], least: int | None = None
+) -> tuple[int, int]:
+    """(OCB, PB) for conv.cl: output channels per work item (a vector width dividing the group) and columns;
+    ``least`` work items (default MIN_WORK_ITEMS)."""
     ow, rows = out_spatial[-1], prod(out_spatial[:-1])
     blocks = [(b, min(p, ow)) for b, p in ((8, 4), (4, 4), (4, 2), (2, 2), (1, 1)) if oc_per_group % b == 0]
-    return _biggest(blocks, lambda c: n * groups * (oc_per_group // c[0]) * rows * _ceil_div(ow, c[1]))
+    return _biggest(blocks, lambda c: n * groups * (oc_per_group // c[0]) * rows * _ceil_div(ow, c[1]), least)
 
 
-def depthwise_tiling(n: int, oc: int, oh: int, ow: int) -> int:
-    """PB for depthwise.cl: output columns per work item, a vector width."""
+def depthwise_tiling(n: int, oc: int, oh: int, ow: int, least: int | None = None) -> int:
+    """PB for depthwise.cl: output columns per work item, a vector width; ``least`` work items (default
+    MIN_WORK_ITEMS)."""
     widths = [v for v in (8, 4, 2, 1) if v <= ow]
-    return _biggest(widths, lambda v: n * oc * oh * _ceil_div(ow, v))
+    return _biggest(widths, lambda v: n * oc * oh * _ceil_div(ow, v), least)
+
+
+# --- GPU targets -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """The device class a program is specialized for. Only GPUs change the plan (``is_gpu``): matrix products and
+    group-1 convolutions then run on work-group tiled kernels (gemm_tiled.cl, gemv.cl) sized for
+    ``compute_units``; any other target plans exactly as ``plan_graph(graph)`` does. Part of the program cache key
+    through the source it produces, so it holds only what the plan reads.
+
+        >>> DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024).is_gpu
+        True
+    """
+
+    is_gpu: bool
+    compute_units: int
+    local_mem_bytes: int
+    max_work_group_size: int
+
+    @classmethod
+    def from_device(cls, device: Any) -> DeviceTarget:
+        """The target of a ``pyopencl.Device``."""
+        import pyopencl as cl
+
+        return cls(
+            is_gpu=bool(int(device.type) & int(cl.device_type.GPU)),
+            compute_units=int(device.max_compute_units),
+            local_mem_bytes=int(device.local_mem_size),
+            max_work_group_size=int(device.max_work_group_size),
+        )
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the tiled GPU kernels apply: a GPU with room for their work-groups and local tiles."""
+        return self.is_gpu and self.max_work_group_size >= 256 and self.local_mem_bytes >= 16 * 1024
+
+
+@dataclass(frozen=True)
+class GemmTile:
+    """gemm_tiled.cl's blocking: an LM x LN work-group computes a BM x BN block of the output, TM x TN per work item,
+    stepping k by BK through local memory; ``splits`` work-groups share the k range of one block (KS each) and a
+    second kernel sums their partial results. ``vlds``: each work item reads its TM (TN) operands as one vector."""
+
+    lm: int
+    ln: int
+    tm: int
+    tn: int
+    bk: int = 16
+    vlds: bool = True
+    splits: int = 1
+    ks: int = 0  # k per split (a multiple of bk); 0 means all of K
+
+    @property
+    def bm(self) -> int:
+        return self.lm * self.tm
+
+    @property
+    def bn(self) -> int:
+        return self.ln * self.tn
+
+    def groups(self, m: int, n: int, batch: int) -> int:
+        return _ceil_div(m, self.bm) * _ceil_div(n, self.bn) * batch
+
+    def fill(self, m: int, n: int) -> float:
+        """The useful fraction of the blocks (the rest is padding past M and N)."""
+        return m * n / (_ceil_div(m, self.bm) * self.bm * _ceil_div(n, self.bn) * self.bn)
+
+
+# Biggest first. Each satisfies what gemm_tiled.cl's loaders assume: (LM * LN) % BM == 0, (LM * LN) % BN == 0, and
+# BK a multiple of both quotients. Measured on an H200 (132 CUs) over the layers of MobileNet-v2, ResNet-50 and
+# Inception-v3: 64x64 blocks of 4x4 do the most per work item and win wherever they (and k splits) give enough
+# work-groups; 128x64 blocks lost everywhere; small blocks win on layers with little k (nothing to split).
+GPU_TILES = [GemmTile(16, 16, 4, 4), GemmTile(16, 16, 2, 2), GemmTile(8, 8, 2, 2)]
+GPU_GROUPS_PER_CU = 2  # work-groups (k splits included) wanted per compute unit
+GPU_MIN_FILL = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
+GPU_SPLIT_MIN_KTILES = 4  # a k split gets at least this many BK steps (and a split costs a launch)
+GPU_FUSED_SPLIT_SUM = True  # the last work-group of a block sums its k splits, not a second launch
+GPU_WORK_ITEMS_PER_CU = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: MIN_WORK_ITEMS per CU
+
+
+def gpu_gemm_tile(m: int, n: int, k: int, batch: int, target: DeviceTarget, can_split: bool = True) -> GemmTile:
+    """The biggest tile (not mostly padding) that fills GPU_GROUPS_PER_CU work-groups per compute unit, splitting k
+    between work-groups where its blocks alone are too few; if none can, the one that comes closest."""
+    want = GPU_GROUPS_PER_CU * target.compute_units
+    tiles = [t for t in GPU_TILES if t.fill(m, n) >= GPU_MIN_FILL] or GPU_TILES[-1:]
+
+    def most_splits(t: GemmTile) -> int:
+        return max(1, _ceil_div(k, t.bk) // GPU_SPLIT_MIN_KTILES) if can_split else 1
+
+    def parallel(t: GemmTile) -> int:
+        return t.groups(m, n, batch) * most_splits(t)
+
+    tile = next((t for t in tiles if parallel(t) >= want), None)
+    if tile is None:
+        tile = max(tiles, key=parallel)  # the first of equals: the biggest
+    splits = min(max(1, want // tile.groups(m, n, batch)), most_splits(tile))
+    if splits <= 1:
+        return tile
+    ks = _ceil_div(_ceil_div(k, tile.bk), splits) * tile.bk
+    return replace(tile, splits=_ceil_div(k, ks), ks=ks)
+
+
+def gpu_min_work_items(target: DeviceTarget) -> int:
+    """MIN_WORK_ITEMS for the direct kernels on a GPU target: enough work items to fill every compute unit."""
+    return GPU_WORK_ITEMS_PER_CU * target.compute_units
+
+
+GEMV_K_LANES = 64  # gemv.cl with k-contiguous B: work items sharing one output column
+GEMV_N_LANES = (32, 8)  # gemv.cl with n-contiguous B: (columns, k slices) per work-group
+
+
+def gemv_blocking(k_contiguous: bool, k: int) -> tuple[int, int, int]:
+    """(LN, LK, VEC) for gemv.cl: columns and k slices per work-group, and the k vector width of a load."""
+    if k_contiguous:
+        return 4, GEMV_K_LANES, 4 if k >= 4 * GEMV_K_LANES else 1
+    return GEMV_N_LANES[0], GEMV_N_LANES[1], 1

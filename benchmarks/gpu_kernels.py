@@ -1,0 +1,176 @@
+"""The GPU plan (codegen DeviceTarget) against the portable plan, per model: steady latency (numpy in -> numpy out,
+median), device time per launch (OpenCL profiling events), and the error against onnxruntime on CPU.
+
+    python3 benchmarks/gpu_kernels.py MODEL.onnx ... --out gpu.json [--runs 100] [--sweep] [--deadline 240]
+
+--sweep also plans each model once per tiling in SWEEP (knobs of codegen/tiling.py forced), so the per-layer
+device times show which tile and k split each layer shape wants; sweeps stop at --deadline seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyopencl as cl
+
+from mace.converter import convert_onnx
+from mace.opencl.backend import OpenCLBackend
+from mace.opencl.codegen import tiling
+from mace.opencl.profiling import profile_launches
+
+T = tiling.GPU_TILES
+SWEEP: dict[str, dict[str, Any]] = {
+    "scalar": {"GPU_TILES": [replace(t, vlds=False) for t in T]},
+    "g1": {"GPU_GROUPS_PER_CU": 1},
+    "g4": {"GPU_GROUPS_PER_CU": 4},
+    "kt8": {"GPU_SPLIT_MIN_KTILES": 8},
+    "bk8": {"GPU_TILES": [replace(t, bk=8) for t in T], "GPU_SPLIT_MIN_KTILES": 8},
+    "t64": {"GPU_TILES": T[:1]},
+    "fill5": {"GPU_MIN_FILL": 0.5},
+    "dw62": {"GPU_WORK_ITEMS_PER_CU": 62},
+    "dw2k": {"GPU_WORK_ITEMS_PER_CU": 2048},
+}
+KEYS = ("M", "N", "K", "BATCH", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK", "VEC")
+
+
+@contextlib.contextmanager
+def patched(values: dict[str, Any]) -> Iterator[None]:
+    saved = {k: getattr(tiling, k) for k in values}
+    try:
+        for k, v in values.items():
+            setattr(tiling, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(tiling, k, v)
+
+
+def gpu_device(any_device: bool) -> cl.Device:
+    devices = [d for p in cl.get_platforms() for d in p.get_devices()]
+    gpus = [d for d in devices if d.type & cl.device_type.GPU]
+    if gpus or (any_device and devices):
+        return (gpus or devices)[0]
+    raise SystemExit("no OpenCL GPU")
+
+
+def kernel_defines(source: str) -> dict[str, dict[str, str]]:
+    """kernel name -> its #defines (the plan's source is one chunk per specialization)."""
+    out: dict[str, dict[str, str]] = {}
+    for chunk in source.split("// ---- ")[1:]:
+        name = chunk.split(" ", 1)[0]
+        out[name] = dict(re.findall(r"^#define (\w+) (.*)$", chunk, re.M))
+    return out
+
+
+def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+
+def measure(graph: Any, queue: cl.CommandQueue, target: Any, feeds: dict, expected: np.ndarray, runs: int) -> dict:
+    ctx = queue.context
+    t0 = time.perf_counter()
+    backend = OpenCLBackend(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o), target=target)
+    build_s = time.perf_counter() - t0
+    out_name = graph.outputs[0].name
+    err = relative_error(backend.run(feeds)[out_name], expected)
+    for _ in range(5):
+        backend.run(feeds)
+    wall = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        backend.run(feeds)
+        wall.append(time.perf_counter() - t)
+    rows = profile_launches(backend, feeds, repeats=10)
+    defines = kernel_defines(backend.plan.source)
+    for row in rows:
+        row["defines"] = {k: v for k, v in defines.get(row["kernel"], {}).items() if k in KEYS}
+    return {
+        "median_ms": 1e3 * float(np.median(wall)),
+        "p10_ms": 1e3 * float(np.percentile(wall, 10)),
+        "device_us": float(sum(r["us"] for r in rows)),
+        "launches": len(rows),
+        "rel_err": err,
+        "build_s": build_s,
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="+")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--portable", action="store_true", help="also the portable plan (no target)")
+    ap.add_argument("--fp16", action="store_true", help="also the GPU plan with fp16 storage")
+    ap.add_argument("--deadline", type=float, default=240.0)
+    ap.add_argument("--any-device", action="store_true", help="no GPU: plan for one anyway on the first device")
+    args = ap.parse_args()
+    start = time.perf_counter()
+    import onnxruntime as ort
+
+    device = gpu_device(args.any_device)
+    queue = cl.CommandQueue(cl.Context([device]))
+    target = tiling.DeviceTarget.from_device(device)
+    if not target.tiled:
+        target = tiling.DeviceTarget(True, target.compute_units, 48 << 10, 1024)
+    print(device.name, target, flush=True)
+    results: dict[str, Any] = {"device": device.name, "target": str(target), "models": {}}
+    graphs = {}
+    for path in args.models:
+        name = Path(path).stem
+        graph = convert_onnx(path)
+        info = graph.inputs[0]
+        image = np.random.default_rng(0).standard_normal(info.shape).astype(np.float32)
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        expected = session.run(None, {info.name: image})[0]
+        graphs[name] = (path, graph, {info.name: image}, expected)
+        res = results["models"][name] = {}
+        for variant, tgt in (("portable", None), ("gpu", target))[0 if args.portable else 1 :]:
+            res[variant] = measure(graph, queue, tgt, graphs[name][2], expected, args.runs)
+            report(name, variant, res[variant])
+        if args.fp16:
+            g16 = convert_onnx(path, data_type="fp16_fp32")
+            res["gpu_fp16"] = measure(g16, queue, target, graphs[name][2], expected, args.runs)
+            report(name, "gpu_fp16", res["gpu_fp16"])
+        dump(args.out, results)
+    if args.sweep:
+        for variant, knobs in SWEEP.items():
+            for name, (_, graph, feeds, expected) in graphs.items():
+                if time.perf_counter() - start > args.deadline:
+                    print("deadline: sweep stopped at", variant, name)
+                    dump(args.out, results)
+                    return
+                with patched(knobs):
+                    r = measure(graph, queue, target, feeds, expected, 20)
+                r["rows"] = [row for row in r["rows"] if row["op"] in ("Conv", "Gemm", "MatMul")]
+                results["models"][name][variant] = r
+                report(name, variant, r)
+            dump(args.out, results)
+    dump(args.out, results)
+
+
+def report(name: str, variant: str, r: dict) -> None:
+    print(
+        f"{name:20s} {variant:10s} median {r['median_ms']:8.3f} ms  device {r['device_us']:9.1f} us  "
+        f"launches {r['launches']:4d}  err {r['rel_err']:.1e}  build {r['build_s']:.1f} s",
+        flush=True,
+    )
+
+
+def dump(path: str, results: dict) -> None:
+    Path(path).write_text(json.dumps(results))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Matrix products for GPU targets (Planner.gpu): gemm_tiled.cl for Gemm, MatMul and group-1 convolutions (an
+implicit GEMM: the kernel gathers the input windows itself), gemv.cl for products with a single row or column
+(classifier layers at batch 1).
+
+The portable kernels give each work item a few outputs and a serial loop over k: a GPU then sees a few thousand work
+items on a 7x7 layer, each streaming thousands of operands from global memory, and a classifier's 1000 outputs run as
+250 work items. Here work-groups share operands through local memory, small outputs split k between work-groups
+(tiling.gpu_gemm_tile), and a GEMV spreads each output's k over a work-group.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ...ir import Node
+from . import tiling
+from .plan import Arg, Launch, Planner
+from .templates import FLOAT_TAGS, collapse, prod
+from .tiling import GemmTile, gemv_blocking, gpu_gemm_tile
+
+if TYPE_CHECKING:
+    from .gemm import GemmShape
+
+
+def gpu_gemm(
+    p: Planner, node: Node, a: str, b: str, bias: str | None, residual: str | None, out: str, g: GemmShape
+) -> None:
+    """gemm.gemm for GPU targets: the same contract (out[b][m][n], operands addressed as ``g`` says)."""
+    bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
+    nbatch = prod(bshape)
+    batch: dict[str, Any] = {"BATCH": nbatch, "BATCH_RANK": len(bshape) if nbatch > 1 else 0}
+    if nbatch > 1:
+        batch.update({"BATCH_SHAPE": bshape, "A_BSTRIDES": a_bs, "B_BSTRIDES": b_bs, "C_BSTRIDES": c_bs})
+    if g.n == 1 and g.m > 1:  # y = A.b is y^T = b^T.A^T: a row times a matrix, with the operands' roles swapped
+        swapped = dict(batch, A_BSTRIDES=b_bs, B_BSTRIDES=a_bs) if nbatch > 1 else batch
+        b_strides = (g.a_strides[1], g.a_strides[0])
+        _gemv(p, node, b, a, bias, residual, out, g.m, g.k, g.b_strides[0], b_strides, g.c_strides[0], g, swapped)
+        return
+    if g.m == 1:
+        _gemv(p, node, a, b, bias, residual, out, g.n, g.k, g.a_strides[1], g.b_strides, g.c_strides[1], g, batch)
+        return
+    defines: dict[str, Any] = {"A_T": p.tag(a), "B_T": p.tag(b), "Y_T": p.tag(out), "M": g.m, "N": g.n, "K": g.k}
+    defines.update({"AS_M": g.a_strides[0], "AS_K": g.a_strides[1], "A_MFAST": g.a_strides[0] == 1, "CONV": 0})
+    defines.update({"BS_K": g.b_strides[0], "BS_N": g.b_strides[1], "B_NFAST": g.b_strides[1] == 1}, **batch)
+    can_split = not any(c_bs) or bias is None
+    _tiled(p, node, defines, [p.use(a), p.use(b)], bias, g.c_strides, residual, out, g, nbatch, can_split)
+
+
+def gpu_conv(
+    p: Planner, node: Node, x: str, w: str, bias: str | None, residual: str | None, y: str, geometry: dict[str, int]
+) -> None:
+    """A group-1 convolution as y[img] = W[OC][C*KD*KH*KW] . im2col(x[img]), the columns gathered in the kernel.
+    ``geometry`` holds conv.cl's C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; N is the images."""
+    from .gemm import GemmShape
+
+    oc, images = p.shape(w)[0], p.shape(x)[0]
+    k = geometry["C"] * geometry["KD"] * geometry["KH"] * geometry["KW"]
+    n = geometry["OD"] * geometry["OH"] * geometry["OW"]
+    if p.is_const(w):  # relaid as [K][OC]: a loader pass reads consecutive output channels
+        w_buf = p.derived(f"{w}@km", p.graph.float_constant(w).reshape(oc, k).T, p.tag(w))
+        a_strides = (1, oc)
+    else:
+        w_buf, a_strides = p.use(w), (k, 1)
+    g = GemmShape(oc, n, k, a_strides, (0, 0), (1, 0))
+    defines: dict[str, Any] = {"A_T": p.tag(w), "B_T": p.tag(x), "Y_T": p.tag(y), "M": oc, "N": n, "K": k}
+    defines.update({"AS_M": a_strides[0], "AS_K": a_strides[1], "A_MFAST": a_strides[0] == 1, "CONV": 1})
+    defines.update(geometry, BATCH=images, BATCH_RANK=0)
+    _tiled(p, node, defines, [w_buf, p.use(x)], bias, (1, 0), residual, y, g, images, True)
+
+
+def _tiled(
+    p: Planner,
+    node: Node,
+    defines: dict[str, Any],
+    operands: list[Arg],
+    bias: str | None,
+    c_strides: tuple[int, int],
+    residual: str | None,
+    out: str,
+    g: GemmShape,
+    nbatch: int,
+    can_split: bool,
+) -> None:
+    assert p.target is not None
+    tile: GemmTile = gpu_gemm_tile(g.m, g.n, g.k, nbatch, p.target, can_split)
+    splits = tile.splits
+    fused = splits > 1 and tiling.GPU_FUSED_SPLIT_SUM
+    defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
+    defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k, "FUSED_SUM": fused})
+    blocks = [-(-g.n // tile.bn), -(-g.m // tile.bm)]
+    grid = [blocks[0] * tile.ln, blocks[1] * tile.lm, nbatch * splits]
+    local = [tile.ln, tile.lm, 1]
+    # The epilogue: with one split or a fused sum in gemm_tiled.cl, else in the second launch (SPLIT_K_SUM).
+    root, offset, bstride = p.placement.get(out, (out, 0, g.m * g.n))  # a slice of a Concat's output (placement.py)
+    epilogue: dict[str, Any] = {"Y_T": p.tag(out), "Y_BSTRIDE": bstride, "Y_OFFSET": offset}
+    epilogue.update({"ALPHA": g.alpha, "BETA": g.beta, "HAS_BIAS": bias is not None})
+    tail: list[Arg] = []
+    if bias is not None:
+        epilogue.update({"C_T": p.tag(bias), "CS_M": c_strides[0], "CS_N": c_strides[1]})
+        tail.append(p.use(bias))
+    p.epilogue(node, epilogue, tail, residual)
+    if splits == 1:
+        p.launch(node, p.kernel("tgemm", {**defines, **epilogue}), grid, [*operands, *tail, p.define(root)], local)
+        return
+    part = p.scratch(f"{out}@splitk", (splits, nbatch, g.m, g.n), "F32")
+    if fused:
+        counters = split_counters(p, blocks[0] * blocks[1] * nbatch)
+        args = [*operands, *tail, part, counters, p.define(root)]
+        p.launch(node, p.kernel("tgemm", {**defines, **epilogue}), grid, args, local)
+        return
+    p.launch(node, p.kernel("tgemm", defines), grid, [*operands, part], local)
+    epilogue.update({"M": g.m, "N": g.n, "BATCH": nbatch, "SPLITS": splits})
+    p.launch(node, p.kernel("ksum", epilogue), [nbatch * g.m * g.n], [part, *tail, p.define(root)])
+
+
+COUNTERS = "@splitk_counters"
+
+
+def split_counters(p: Planner, count: int) -> str:
+    """The int counters of fused split-k launches (``count`` of them for this one), shared by all: each launch leaves
+    them zero, and one launch before the first zeroes them at the start of every run (the buffer is an activation
+    slot, shared with other values between runs)."""
+    first = COUNTERS not in p.buffers
+    size = max(count, p.buffers[COUNTERS].shape[0] if not first else 0)
+    p.scratch(COUNTERS, (size,), "I32")
+    if first:
+        at = len(p.launches)
+
+        def zero_counters(p: Planner) -> None:
+            n = p.buffers[COUNTERS].shape[0]
+            user = p.launches[at]
+            kernel = p.kernel("kzero", {"COUNT": n})
+            p.launches.insert(at, Launch(kernel, user.node, user.op, (n,), (COUNTERS,)))
+
+        p.finishers.append(zero_counters)
+    return COUNTERS
+
+
+def _gemv(
+    p: Planner,
+    node: Node,
+    a: str,
+    b: str,
+    bias: str | None,
+    residual: str | None,
+    out: str,
+    n: int,
+    k: int,
+    as_k: int,
+    b_strides: tuple[int, int],
+    cs_n: int,
+    g: GemmShape,
+    batch: dict[str, Any],
+) -> None:
+    """out[b][n] = epilogue(sum_k a[b][k * as_k] * B[b][k][n]), B at ``b_strides`` (k, n), the bias at n * cs_n."""
+    kfast = b_strides[0] == 1
+    ln, lk, vec = gemv_blocking(kfast, k)
+    if not (kfast and as_k == 1 and p.tag(a) in FLOAT_TAGS and p.tag(b) in FLOAT_TAGS):
+        vec = 1
+    defines: dict[str, Any] = {"A_T": p.tag(a), "B_T": p.tag(b), "Y_T": p.tag(out), "N": n, "K": k}
+    defines.update({"LN": ln, "LK": lk, "VEC": vec, "KFAST": kfast, "AS_K": as_k, "BS_K": b_strides[0]})
+    defines.update({"BS_N": b_strides[1], **batch, "ALPHA": g.alpha, "BETA": g.beta, "HAS_BIAS": bias is not None})
+    args: list[Arg] = [p.use(a), p.use(b)]
+    if bias is not None:
+        defines.update({"C_T": p.tag(bias), "CS_N": cs_n})
+        args.append(p.use(bias))
+    p.epilogue(node, defines, args, residual)
+    args.append(p.define(out))
+    columns = -(-n // ln) * ln
+    nbatch = batch["BATCH"]
+    grid, local = ([lk, columns, nbatch], [lk, ln, 1]) if kfast else ([columns, lk, nbatch], [ln, lk, 1])
+    p.launch(node, p.kernel("gemv", defines), grid, args, local)
