@@ -30,15 +30,12 @@ from mace.opencl.profiling import profile_launches
 
 T = tiling.GPU_TILES
 SWEEP: dict[str, dict[str, Any]] = {
-    "scalar": {"GPU_TILES": [replace(t, vlds=False) for t in T]},
+    "noplace": {"GPU_CONCAT_IN_PLACE": False},
+    "kt2": {"GPU_SPLIT_MIN_KTILES": 2},
+    "kt8": {"GPU_SPLIT_MIN_KTILES": 8},
     "g1": {"GPU_GROUPS_PER_CU": 1},
     "g4": {"GPU_GROUPS_PER_CU": 4},
-    "kt8": {"GPU_SPLIT_MIN_KTILES": 8},
-    "bk8": {"GPU_TILES": [replace(t, bk=8) for t in T], "GPU_SPLIT_MIN_KTILES": 8},
-    "t64": {"GPU_TILES": T[:1]},
-    "fill5": {"GPU_MIN_FILL": 0.5},
-    "dw62": {"GPU_WORK_ITEMS_PER_CU": 62},
-    "dw2k": {"GPU_WORK_ITEMS_PER_CU": 2048},
+    "scalar": {"GPU_TILES": [replace(t, vlds=False) for t in T]},
 }
 KEYS = ("M", "N", "K", "BATCH", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK", "VEC")
 
@@ -82,14 +79,19 @@ def measure(graph: Any, queue: cl.CommandQueue, target: Any, feeds: dict, expect
     backend = OpenCLBackend(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o), target=target)
     build_s = time.perf_counter() - t0
     out_name = graph.outputs[0].name
-    err = relative_error(backend.run(feeds)[out_name], expected)
+    first = backend.run(feeds)[out_name]
+    err = relative_error(first, expected)
     for _ in range(5):
         backend.run(feeds)
-    wall = []
+    wall, differing = [], 0
     for _ in range(runs):
         t = time.perf_counter()
-        backend.run(feeds)
+        out = backend.run(feeds)[out_name]
         wall.append(time.perf_counter() - t)
+        differing += not np.array_equal(out, first)  # every kernel sums in a fixed order: runs agree bit for bit
+    fences = sorted(
+        set(re.findall(rb"(?:membar|fence)[.a-z_]*", b"".join(backend.program.get_info(cl.program_info.BINARIES))))
+    )
     rows = profile_launches(backend, feeds, repeats=10)
     defines = kernel_defines(backend.plan.source)
     for row in rows:
@@ -100,6 +102,8 @@ def measure(graph: Any, queue: cl.CommandQueue, target: Any, feeds: dict, expect
         "device_us": float(sum(r["us"] for r in rows)),
         "launches": len(rows),
         "rel_err": err,
+        "runs_differing": differing,
+        "fences": [f.decode() for f in fences],
         "build_s": build_s,
         "rows": rows,
     }
@@ -163,7 +167,8 @@ def main() -> None:
 def report(name: str, variant: str, r: dict) -> None:
     print(
         f"{name:20s} {variant:10s} median {r['median_ms']:8.3f} ms  device {r['device_us']:9.1f} us  "
-        f"launches {r['launches']:4d}  err {r['rel_err']:.1e}  build {r['build_s']:.1f} s",
+        f"launches {r['launches']:4d}  err {r['rel_err']:.1e}  differing {r['runs_differing']}  "
+        f"build {r['build_s']:.1f} s  {' '.join(r['fences'])}",
         flush=True,
     )
 

@@ -433,23 +433,54 @@ def test_gpu_tiles(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, tile: int,
     check(gpu_gemm_graph("fp32_fp32"), lambda graph: make_gpu_backend(graph, gpu_target(1)))
 
 
-@pytest.mark.parametrize(("data_type", "fused"), [("fp32_fp32", True), ("fp32_fp32", False), ("fp16_fp32", True)])
-def test_gpu_split_k(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, data_type: str, fused: bool) -> None:
-    """Many compute units: the smallest tiles, k split between work-groups and summed by the last of them (fused)
-    or by a second kernel. Two runs: the fused sum's counters must be left as they were found."""
+@pytest.mark.parametrize("data_type", ["fp32_fp32", "fp16_fp32"])
+def test_gpu_split_k(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, data_type: str) -> None:
+    """Many compute units: the smallest tiles, k split between work-groups and summed by a second kernel."""
     monkeypatch.setattr(tiling, "GPU_SPLIT_MIN_KTILES", 1)
-    monkeypatch.setattr(tiling, "GPU_FUSED_SPLIT_SUM", fused)
-    b = gpu_gemm_graph(data_type)
     backends = []
 
     def make(graph: Graph) -> Any:
         backends.append(make_gpu_backend(graph, gpu_target(100_000)))
         return backends[0]
 
+    check(gpu_gemm_graph(data_type), make)
+    assert any(launch.kernel.startswith("ksum") for launch in backends[0].plan.launches)
+
+
+@pytest.mark.parametrize("splits", [False, True])
+def test_gpu_concat_in_place(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, splits: bool) -> None:
+    """Convs (k split or not) write their slices of a channel Concat's output themselves, nested Concats too; other
+    operands are still copied."""
+    monkeypatch.setattr(tiling, "GPU_SPLIT_MIN_KTILES", 1)
+    b = GraphBuilder("concat")
+    x = b.input("x", (2, 24, 5, 6))
+    pads = {"pads": [1, 1, 1, 1]}
+    c1 = b.node(
+        "Conv", [x, b.weight((8, 24, 1, 1)), b.weight((8,))], _conv_attrs([1, 1], activation="Relu"), output=False
+    )
+    c2 = b.node("Conv", [x, b.weight((6, 24, 3, 3))], _conv_attrs([3, 3], **pads), output=False)
+    c3 = b.node("Conv", [x, b.weight((5, 24, 1, 3))], _conv_attrs([1, 3], pads=[0, 1, 0, 1]), output=False)
+    c4 = b.node(
+        "Conv",
+        [x, b.weight((4, 24, 3, 1)), b.weight((4,)), b.input("r", (2, 4, 5, 6))],
+        _conv_attrs([3, 1], pads=[1, 0, 1, 0], residual=1),
+        output=False,
+    )
+    inner = b.node("Concat", [c3, c4], {"axis": 1}, output=False)
+    pool = b.node("MaxPool", [x], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}, output=False)
+    b.node("Concat", [c1, inner, pool, c2], {"axis": 1})
+    used = b.node("Conv", [x, b.weight((3, 24, 1, 1))], _conv_attrs([1, 1]))  # also a graph output: copied
+    b.node("Concat", [used, b.node("Relu", [x], output=False)], {"axis": 1})
+    backends = []
+
+    def make(graph: Graph) -> Any:
+        backends.append(make_gpu_backend(graph, gpu_target(100_000 if splits else 1)))
+        return backends[0]
+
     check(b, make)
-    check(b, lambda graph: backends[0])
-    kernels = {launch.kernel.split("_")[0] for launch in backends[0].plan.launches}
-    assert ({"kzero"} if fused else {"ksum"}) <= kernels and ({"ksum"} if fused else {"kzero"}).isdisjoint(kernels)
+    copies = [launch for launch in backends[0].plan.launches if launch.kernel.startswith("copy")]
+    assert len(copies) == 3  # the pool into the outer Concat; both operands of the last one
+    assert splits == any(launch.kernel.startswith("ksum") for launch in backends[0].plan.launches)
 
 
 def test_gpu_target_plans(monkeypatch: pytest.MonkeyPatch) -> None:

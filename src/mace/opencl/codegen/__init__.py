@@ -3,9 +3,10 @@
 Every node becomes one or more launches of a kernel template from ``kernels/*.cl``, specialized with compile-time
 constants (shapes, strides, storage types, fused activation and residual): each distinct specialization is emitted
 once as ``#define KERNEL_NAME conv_3`` + its constants, the template text, then ``#undef``s. The source depends only on
-the graph, never on the device, so it can be compiled ahead of time and cached.
+the graph and the device class (``DeviceTarget``: GPUs get work-group tiled matrix kernels, everything else the
+portable ones), never on one device, so it can be compiled ahead of time and cached.
 
-    >>> plan = plan_graph(graph)                     # doctest: +SKIP
+    >>> plan = plan_graph(graph, DeviceTarget.from_device(device))  # doctest: +SKIP
     >>> program = cl.Program(ctx, plan.source).build(options=plan.build_options)  # doctest: +SKIP
 
 Ops that move no data (Reshape, Flatten, Squeeze, Unsqueeze, Identity, Dropout, same-type Cast) become aliases: the
@@ -16,7 +17,7 @@ Where things are: ``plan.py`` the plan, the planner core and the op registry; ``
 literals and stride helpers; ``tiling.py`` the work per work item; then one module per op family, named like the
 kernel file it mostly emits: ``elementwise``, ``conv`` (Conv, ConvTranspose, depthwise), ``gemm`` (Gemm, MatMul),
 ``pooling``, ``reduce`` (Reduce*, ArgMax, Softmax), ``norm``, ``resize``, ``indexing`` (Transpose, Slice, Concat,
-Split, Gather, Pad, ...), ``shape`` (aliases, Shape/Size, Cast).
+Split, Gather, Pad, ...), ``shape`` (aliases, Shape/Size, Cast); ``gemm_tiled`` the GPU target's matrix products.
 """
 
 # The family modules register their lowerings on import.
@@ -25,7 +26,7 @@ from .gemm import GemmShape
 from .plan import BUILD_OPTIONS, Arg, Buffer, Launch, ProgramPlan, plan_graph, supported_ops
 from .resize import resize_taps
 from .templates import FLOAT_TAGS, TAG_DTYPES, c_float, storage_tag
-from .tiling import MIN_WORK_ITEMS, conv_tiling, depthwise_tiling, gemm_tiling
+from .tiling import MIN_WORK_ITEMS, DeviceTarget, conv_tiling, depthwise_tiling, gemm_tiling
 
 __all__ = [
     "BUILD_OPTIONS",
@@ -34,6 +35,7 @@ __all__ = [
     "TAG_DTYPES",
     "Arg",
     "Buffer",
+    "DeviceTarget",
     "GemmShape",
     "Launch",
     "ProgramPlan",

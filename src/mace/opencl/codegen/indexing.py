@@ -15,6 +15,7 @@ import numpy as np
 
 from ...errors import DeviceError
 from ...ir import Node
+from . import tiling
 from .conv import takes_gpu_gemm
 from .plan import Planner, ints, lowers, optional, positive_axis, prepass
 from .templates import broadcast_strides, collapse, contiguous_strides, prod
@@ -170,7 +171,7 @@ def place_concat_operands(p: Planner) -> None:
     """GPU targets: a Conv on gemm_tiled.cl whose output only a channel Concat reads writes it straight into its
     slice of the Concat's output, which saves the copy (and its launch); so does a channel Concat whose output only
     an outer one reads (Inception's nested branches), with its own operands. Sets ``p.placement``."""
-    if not p.gpu:
+    if not (p.gpu and tiling.GPU_CONCAT_IN_PLACE):
         return
     producers = {out: node for node in p.graph.nodes for out in node.outputs}
     for node in reversed(p.graph.nodes):  # an outer Concat comes later: its placement is known first
@@ -184,9 +185,9 @@ def place_concat_operands(p: Planner) -> None:
         for x in inputs:
             src = producers.get(x)
             sole = [n.name for n in p.consumers.get(x, [])] == [node.name] and x not in p.graph_outputs
-            if src is not None and sole and inputs.count(x) == 1 and p.tag(x) == p.tag(y):
-                if (src.op == "Conv" and takes_gpu_gemm(p, src)) or src.op == "Concat":
-                    p.placement[x] = (root, offset, bstride)
+            writer = src is not None and (src.op == "Concat" or (src.op == "Conv" and takes_gpu_gemm(p, src)))
+            if writer and sole and inputs.count(x) == 1 and p.tag(x) == p.tag(y):
+                p.placement[x] = (root, offset, bstride)
             offset += prod(p.shape(x)[1:])
 
 

@@ -115,7 +115,6 @@ class Planner:
         # value -> (buffer, element offset, batch stride): values written straight into a slice of another value's
         # buffer (a Concat's inputs, on GPU targets; see placement.py)
         self.placement: dict[str, tuple[str, int, int]] = {}
-        self.finishers: list[Callable[[Planner], None]] = []  # run once every node is lowered (e.g. prologue launches)
 
     # values and buffers
 
@@ -235,8 +234,6 @@ class Planner:
         lowering(self, node)
 
     def finish(self) -> ProgramPlan:
-        for finisher in self.finishers:
-            finisher(self)
         for out in self.graph.outputs:
             self.use(out.name)
         source = "\n\n".join([template("common.h"), *self.chunks]) + "\n"

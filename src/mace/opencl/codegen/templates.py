@@ -68,7 +68,6 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "gemm": ("gemm.cl", None),
     "tgemm": ("gemm_tiled.cl", "TILED_GEMM"),
     "ksum": ("gemm_tiled.cl", "SPLIT_K_SUM"),
-    "kzero": ("gemm_tiled.cl", "ZERO_COUNTERS"),
     "gemv": ("gemv.cl", None),
     "deconv": ("conv_transpose.cl", None),
     "pool": ("pooling.cl", None),

@@ -1,12 +1,17 @@
-"""Work per work item: the blocking each tiled kernel gets (gemm.cl, conv.cl, depthwise.cl).
+"""Work per work item: the blocking each tiled kernel gets (gemm.cl, conv.cl, depthwise.cl; on GPU targets
+gemm_tiled.cl and gemv.cl).
 
-One place for these choices, so a tuner can replace them. They must depend on the graph only (never on the device):
-the program source, and so the cached binary, follow from them. Big blocks let CPU drivers (pocl) use SIMD and reuse
-loads; GPUs want many work items. So each op takes the biggest block that still leaves MIN_WORK_ITEMS work items: big
-layers get big blocks (good everywhere), small layers (7x7 maps at batch 1) small ones, which keeps a GPU busy. On an
-H200 this is within 5% of the best fixed blocking per model, where the biggest blocks everywhere are up to 1.9x slower;
-pocl on 16 cores is indifferent, but pocl on 2 cores runs 2x faster with the biggest blocks everywhere
-(MIN_WORK_ITEMS = 0): a per-device value is the tuner's to pick.
+One place for these choices, so a tuner can replace them. They depend on the graph and the device class
+(DeviceTarget) only: the program source, and so the cached binary, follow from them. Big blocks let CPU drivers (pocl)
+use SIMD and reuse loads; GPUs want many work items. So each op takes the biggest block that still leaves
+MIN_WORK_ITEMS work items: big layers get big blocks (good everywhere), small layers (7x7 maps at batch 1) small ones,
+which keeps a GPU busy. On an H200 this is within 5% of the best fixed blocking per model, where the biggest blocks
+everywhere are up to 1.9x slower; pocl on 16 cores is indifferent, but pocl on 2 cores runs 2x faster with the biggest
+blocks everywhere (MIN_WORK_ITEMS = 0): a per-device value is the tuner's to pick.
+
+A GPU target (DeviceTarget.tiled) instead runs matrix products and group-1 convolutions on work-group tiles through
+local memory (gpu_gemm_tile, gemv_blocking), 3-6x faster than the portable kernels on an H200
+(benchmarks/gpu_kernels.py).
 """
 
 from __future__ import annotations
@@ -143,7 +148,7 @@ GPU_TILES = [GemmTile(16, 16, 4, 4), GemmTile(16, 16, 2, 2), GemmTile(8, 8, 2, 2
 GPU_GROUPS_PER_CU = 2  # work-groups (k splits included) wanted per compute unit
 GPU_MIN_FILL = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
 GPU_SPLIT_MIN_KTILES = 4  # a k split gets at least this many BK steps (and a split costs a launch)
-GPU_FUSED_SPLIT_SUM = True  # the last work-group of a block sums its k splits, not a second launch
+GPU_CONCAT_IN_PLACE = True  # convs write straight into their slice of a channel Concat (indexing.py)
 GPU_WORK_ITEMS_PER_CU = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: MIN_WORK_ITEMS per CU
 
 

@@ -11,14 +11,13 @@
 // y[b][m][n] is stored at b * Y_BSTRIDE + Y_OFFSET + m * N + n: a slice of a bigger tensor where codegen places the
 // output straight into a Concat's (Y_BSTRIDE = M * N and Y_OFFSET = 0 otherwise); res is read at (b * M + m) * N + n.
 //
-// With SPLITS > 1 the z dimension also splits k into SPLITS ranges of KS, and each work-group writes its raw partial
-// sums to part[SPLITS][BATCH][M][N]. Then either SPLIT_K_SUM (below, a second launch) adds them and applies the
-// epilogue, or (FUSED_SUM) the last work-group of a block to finish does: each work-group counts itself done in
-// counters[block] after its partials are visible device-wide; the one that counts SPLITS sums them (in split order,
-// so results do not depend on which one is last) and resets the count to zero for the next launch, so the counters
-// must be zero when the first such launch starts.
-// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS FUSED_SUM; AS_M AS_K
-// A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; BATCH, BATCH_RANK
+// With SPLITS > 1 the z dimension also splits k into SPLITS ranges of KS, each work-group writes its raw partial
+// sums to part[SPLITS][BATCH][M][N], and SPLIT_K_SUM (below, a second launch) adds them and applies the epilogue.
+// (Letting the last work-group of a block do that, counted with atomic_inc, saves the launch but is not safe in
+// OpenCL 1.2: NVIDIA compiles mem_fence(CLK_GLOBAL_MEM_FENCE) to membar.cta, and on an H200 that version read stale
+// partial sums in a few runs out of hundreds.)
+// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS; AS_M AS_K A_MFAST;
+// CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; BATCH, BATCH_RANK
 // and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N;
 // HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
@@ -26,8 +25,6 @@
 // SPLIT_K_SUM: y = epilogue(sum over splits of part), one work item per output element.
 // Defines: SPLIT_K_SUM; KERNEL_NAME; C_T R_T Y_T; M N BATCH SPLITS; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M
 // CS_N; HAS_RESIDUAL; ACTIVATE(v). Global size: (BATCH * M * N).
-//
-// ZERO_COUNTERS: counters[i] = 0 for i < COUNT, before the first FUSED_SUM launch of a run. Global size: (COUNT).
 
 #if TILED_GEMM
 #define BM (LM * TM)
@@ -84,21 +81,15 @@
 __kernel __attribute__((reqd_work_group_size(LN, LM, 1)))
 void KERNEL_NAME(__global const TYPE(A_T)* a,
                  __global const TYPE(B_T)* b,
-#if SPLITS == 1 || FUSED_SUM
+#if SPLITS > 1
+                 __global float* part)
+#else
 #if HAS_BIAS
                  __global const TYPE(C_T)* c,
 #endif
 #if HAS_RESIDUAL
                  __global const TYPE(R_T)* res,
 #endif
-#endif
-#if SPLITS > 1 && FUSED_SUM
-                 __global float* part,
-                 __global int* counters,
-#endif
-#if SPLITS > 1 && !FUSED_SUM
-                 __global float* part)
-#else
                  __global TYPE(Y_T)* y)
 #endif
 {
@@ -193,27 +184,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         }
     }
 #endif
-#if SPLITS > 1 && FUSED_SUM
-    // Done: this work item's partials reach device scope before the work-group counts itself (mem_fence; as CUDA's
-    // threadFenceReduction), and the last work-group reads them past any stale L1 line (volatile).
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
-    __local int last;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    const int block = (batch * get_num_groups(1) + get_group_id(1)) * get_num_groups(0) + get_group_id(0);
-    if (tid == 0) last = atomic_inc(counters + block) == SPLITS - 1;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (!last) return;
-    if (tid == 0) counters[block] = 0;
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
-    const volatile __global float* parts = part;
-    for (int i = 0; i < TM; ++i)
-        for (int j = 0; j < TN; ++j) {
-            const int yo = (batch * M + min(m0 + ROW(i), M - 1)) * N + min(n0 + COL(j), N - 1);
-            acc[i][j] = 0.0f;
-            for (int s = 0; s < SPLITS; ++s) acc[i][j] += parts[s * (BATCH * M * N) + yo];
-        }
-#endif
-#if SPLITS == 1 || FUSED_SUM
+#if SPLITS == 1
     for (int i = 0; i < TM; ++i) {
         const int m = m0 + ROW(i);
         if (m >= M) break;
@@ -275,10 +246,3 @@ __kernel void KERNEL_NAME(__global const float* part,
 }
 #endif  // SPLIT_K_SUM
 
-#if ZERO_COUNTERS
-__kernel void KERNEL_NAME(__global int* counters)
-{
-    const int i = get_global_id(0);
-    if (i < COUNT) counters[i] = 0;
-}
-#endif  // ZERO_COUNTERS
