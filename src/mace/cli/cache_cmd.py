@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="opencl", help="opencl | opencl:<platform>[:<index>]")
     p.add_argument("-o", "--output", required=True, help="cache file to create or extend")
     p.add_argument("--key", help="sign with HMAC-SHA256 under this key (or MACE_CACHE_KEY)")
+    p.add_argument("--parameter-path", help="a tuned-parameters file (mace tune): build the tuned kernel variants "
+                   "that engines using it will look up")
     p.set_defaults(func=cmd_build)
 
     p = verbs.add_parser("inspect", help="header, fingerprints, entries, a hex preview and the verdict")
@@ -60,15 +62,17 @@ def cmd_build(args: argparse.Namespace) -> int:
     from ..opencl.programs import ProgramCache
     from ..opencl.runtime import program_plan
     from ..opencl.store import FileStore
+    from ..opencl.tuner import TunedParamsStore
 
     output = Path(args.output)
     builder = GPUContextBuilder().set_device(args.device.partition(":")[2]).disable_storage()
     ctx = builder.finalize()
     key = args.key.encode() if args.key else ctx.cache_key
     cache = ProgramCache(ctx.context, ctx.device, ctx.fingerprint, FileStore(output), [], key)
+    tuned = TunedParamsStore(args.parameter_path, ctx.fingerprint, key) if args.parameter_path else None
     for model in args.model:
         graph = modelfile.load(model)
-        plan = program_plan(graph, ctx.device)
+        plan = program_plan(graph, ctx.device, tuned)
         cache.build(plan.source, plan.build_options)
     built = cache.stats["programs_from_source"]
     cache.save()

@@ -16,13 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
 
-    p = sub.add_parser("tune", help="time candidate work-group sizes per launch, keep the fastest "
-                       "(mace_cl_tuned_params.bin)")
+    p = sub.add_parser("tune", help="time kernel variants (tilings) per node and work-group sizes per launch, "
+                       "keep the fastest (mace_cl_tuned_params.bin)")
     p.add_argument("model", help=".mace model file")
     p.add_argument("--device", default="opencl")
     p.add_argument("--storage-path", help="directory of the caches (the tuned file is written there)")
     p.add_argument("--parameter-path", help="the tuned-parameters file itself")
     p.add_argument("--repeats", type=int, default=5, help="timed launches per candidate (default 5)")
+    p.add_argument("--no-variants", action="store_true", help="tune local sizes only, keep the default tilings")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tune)
 
@@ -54,13 +55,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("tuning launches", total=len(runtime.backend.kernels))
 
-        def step(index: int, total: int, launch: object) -> None:
-            progress.update(task, completed=index, description=f"tuning {getattr(launch, 'kernel', '')}")
+        def step(index: int, total: int, what: object) -> None:
+            label = what if isinstance(what, str) else f"local sizes of {getattr(what, 'kernel', '')}"
+            progress.update(task, completed=index, total=total, description=f"tuning {label}")
 
-        summary = runtime.tune(repeats=args.repeats, progress=step)
+        summary = runtime.tune(repeats=args.repeats, progress=step, variants=not args.no_variants)
     if args.json:
         print(json.dumps(summary))
         return 0
+    variants = summary.get("variants") or {}
+    if variants:
+        console.print(f"kernel variants: {variants['nodes_changed']} of {variants['nodes_with_variants']} nodes "
+                      f"changed; steady run {variants['steady_ms_default']:.3f} ms with the default tilings -> "
+                      f"{variants['steady_ms_tuned']:.3f} ms tuned")
     speedup = summary["device_us_default"] / summary["device_us_tuned"] if summary["device_us_tuned"] else 0
     console.print(f"tuned {summary['launches_tuned']} launches: device time {summary['device_us_default']:.0f} µs "
                   f"with the driver's choices -> {summary['device_us_tuned']:.0f} µs tuned ({speedup:.2f}×); "

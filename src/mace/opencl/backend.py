@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,11 +76,12 @@ class OpenCLBackend:
         build_program: Callable[[str, str], cl.Program],
         reuse_memory: bool = True,
         target: Any = None,
+        variants: Mapping[str, int] | None = None,
     ) -> None:
         self.graph = graph
         self.context = context
         self.queue = queue
-        self.plan = plan_graph(graph) if target is None else plan_graph(graph, target)
+        self.plan = plan_graph(graph, target, variants)
         self.warnings: list[str] = []
         with device_step("building the program"):
             self.program = build_program(self.plan.source, self.plan.build_options)

@@ -18,6 +18,15 @@ from .cachefile import source_sha256
 from .context import GPUContext, GPUContextBuilder
 from .programs import ProgramCache
 from .tuner import KernelLimits, TunedParamsStore, tune_kernel
+from .variants import (
+    VARIANT_TOLERANCE,
+    load_variants,
+    outputs_agree,
+    record_variants,
+    sample_feeds,
+    steady_seconds,
+    tune_variants,
+)
 
 TUNING_ENV = "MACE_TUNING"  # MACE_TUNING=1: tune every launch when an engine starts, and save the results
 
@@ -44,21 +53,34 @@ class OpenCLRuntime:
             # cl_khr_fp64 is missing on most mobile GPUs: float64 models run, in float32, and say so
             self.programs.warn(f"{len(doubles)} float64 tensor(s) (e.g. {doubles[0]!r}) are stored and computed as "
                                "float32 on OpenCL; use device='cpu' for float64 precision")
-        start = time.perf_counter()
-        self.backend = OpenCLBackend(graph, gpu_context.context, gpu_context.queue, self.programs.build,
-                                     target=_target_for(gpu_context.device))
-        self.stats["init_seconds"] = time.perf_counter() - start
-        self.stats["memory"] = self.backend.memory_report()
-        self.broken: str | None = None  # set when a run failed on the device: the engine then refuses to run
+        self.graph = graph
+        self.target = _target_for(gpu_context.device)
         self.tuned = None
+        variants: dict[str, int] = {}
+        start = time.perf_counter()
         if gpu_context.parameter_path is not None:
             self.tuned = TunedParamsStore(gpu_context.parameter_path, gpu_context.fingerprint, gpu_context.cache_key,
                                           on_warning=self.programs.warn)
+            variants = load_variants(self.tuned, graph, self.target)
+        self.backend = self._build(variants)
+        self.stats["init_seconds"] = time.perf_counter() - start
+        self.stats["memory"] = self.backend.memory_report()
+        self.broken: str | None = None  # set when a run failed on the device: the engine then refuses to run
+        if self.tuned is not None:
             self.stats["tuned_launches"] = self._apply_tuned()
         if os.environ.get(TUNING_ENV, "").strip() not in ("", "0"):
             self.tune()
 
-    # -- tuned work-group sizes ----------------------------------------------------------------------------------
+    def _build(self, variants: dict[str, int]) -> OpenCLBackend:
+        backend = OpenCLBackend(self.graph, self.gpu_context.context, self.gpu_context.queue, self.programs.build,
+                                target=self.target, variants=variants)
+        for name in sorted(set(variants) - set(backend.plan.variants)):
+            self.programs.warn(f"tuned kernel variant {variants[name]} of node {name} is not offered by this "
+                               "version's kernels; the default tiling is used (re-run mace tune)")
+        self.stats["tuned_variants"] = len(backend.plan.variants)
+        return backend
+
+    # -- tuned kernel variants and work-group sizes ----------------------------------------------------------------
     def _specialization(self) -> str:
         # the tuning key covers the whole program: any change to the model's kernels invalidates its tuned sizes
         return f"{source_sha256(self.backend.plan.source)} {self.backend.plan.build_options}"
@@ -80,11 +102,13 @@ class OpenCLRuntime:
                 applied += 1
         return applied
 
-    def tune(self, repeats: int = 5, progress: Any = None) -> dict[str, Any]:
-        """Time candidate local sizes for every launch whose kernel does not fix its own, keep the fastest, save
-        them to the tuned-parameters file. Returns a summary (launches tuned, time before/after)."""
+    def tune(self, repeats: int = 5, progress: Any = None, variants: bool = True) -> dict[str, Any]:
+        """Choose kernel variants (tilings) per node (``variants``), then time candidate local sizes for every
+        launch whose kernel does not fix its own; keep the fastest, save them to the tuned-parameters file. Returns
+        a summary (variants chosen, launches tuned, time before/after). ``progress(index, total, what)``."""
         if self.tuned is None:
             raise RuntimeError("no tuned-parameters path: set a storage path or set_opencl_parameter_path()")
+        variant_summary = self._tune_variants(repeats, progress) if variants else {}
         self.backend.warm_up()
         queue = cl.CommandQueue(self.gpu_context.context, self.gpu_context.device,
                                 properties=cl.command_queue_properties.PROFILING_ENABLE)
@@ -107,10 +131,41 @@ class OpenCLRuntime:
             self.backend.set_local_size(index, tuple(best) if best else None)
             tuned += 1
         saved = self.tuned.save()
+        if self.programs.has_pending:  # the program of the chosen variants, complete now that it has run
+            self.programs.save()
         summary = {"launches_tuned": tuned, "device_us_default": before, "device_us_tuned": after, "saved": saved,
-                   "file": self.tuned.store.description}
+                   "file": self.tuned.store.description, "variants": variant_summary}
         self.stats["tuning"] = summary
         return summary
+
+    def _tune_variants(self, repeats: int, progress: Any) -> dict[str, Any]:
+        """Per-node kernel variants by measurement (variants.py); the combination is kept only when it gives the
+        default plan's outputs and runs faster end to end. Rebuilds self.backend with it (through the program cache)."""
+        assert self.tuned is not None
+        default = self.backend if not self.backend.plan.variants else self._build({})
+        result = tune_variants(self.graph, self.gpu_context.context, self.gpu_context.queue, self.target, default,
+                               repeats, progress)
+        chosen = {name: v for name, v in result.choice.items() if v}
+        feeds = sample_feeds(self.graph)
+        default_s = steady_seconds(default, feeds, 10 * repeats)
+        tuned_s = default_s
+        if chosen:
+            candidate = self._build(chosen)
+            agree = outputs_agree(self.graph, candidate.run(feeds), default.run(feeds))
+            tuned_s = steady_seconds(candidate, feeds, 10 * repeats) if agree else default_s
+            if agree and tuned_s < default_s * (1 - VARIANT_TOLERANCE):
+                self.backend = candidate
+            else:  # the parts were faster, the whole was not (or disagreed): the defaults stay
+                chosen, tuned_s = {}, default_s
+        if not chosen:
+            self.backend = default
+            self.stats["tuned_variants"] = 0
+        choice = {name: chosen.get(name, 0) for name in result.choice}
+        times = {name: result.times[name] if chosen.get(name) else result.default_times[name] for name in choice}
+        record_variants(self.tuned, self.graph, self.target, choice, times)
+        return {"nodes_with_variants": len(choice), "nodes_changed": len(chosen), "rejected_variants": result.rejected,
+                "device_us_per_variant": result.totals_us, "steady_ms_default": default_s * 1e3,
+                "steady_ms_tuned": tuned_s * 1e3}
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -134,13 +189,13 @@ class OpenCLRuntime:
         self.programs.save()
 
 
-def program_plan(graph: Graph, device: cl.Device) -> Any:
-    """The plan (program source, launches) the runtime builds for `graph` on `device`; `mace cache build` uses the
-    same, so ahead-of-time programs have the keys the runtime looks up."""
+def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None = None) -> Any:
+    """The plan (program source, launches) the runtime builds for `graph` on `device`, with the kernel variants
+    `tuned` holds; `mace cache build` uses the same, so ahead-of-time programs have the keys the runtime looks up."""
     from .codegen import plan_graph
 
     target = _target_for(device)
-    return plan_graph(graph) if target is None else plan_graph(graph, target)
+    return plan_graph(graph, target, load_variants(tuned, graph, target) if tuned is not None else None)
 
 
 def _target_for(device: cl.Device) -> Any:

@@ -22,7 +22,7 @@ from .gemm import GemmShape, gemm
 from .gemm_tiled import gpu_conv
 from .plan import Arg, Planner, epilogue_split, ints, lowers, optional
 from .templates import FLOAT_TAGS, prod
-from .tiling import conv_tiling, depthwise_tiling, gpu_min_work_items
+from .tiling import WORK_ITEM_FLOOR_VARIANTS, conv_tiling, depthwise_tiling, gpu_min_work_items, variant_floor
 
 
 def spatial_attrs(node: Node, kernel: Sequence[int]) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -107,7 +107,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
     if nsp <= 2 and group == c and cg == 1 and oc % c == 0:
         ih, iw = to3d(in_sp, 1)[1:]
         oh = to3d(out_sp, 1)[1]
-        pb = depthwise_tiling(n, oc, oh, ow, gpu_min_work_items(p.target) if p.gpu else None)
+        pb = depthwise_tiling(n, oc, oh, ow, _floor(p, node))
         kh, kw = to3d(k, 1)[1:]
         sh, sw = to3d(s, 1)[1:]
         ph, pw = to3d(lead, 0)[1:]
@@ -121,7 +121,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
         return
 
     ocg = oc // group
-    ocb, pb = conv_tiling(n, ocg, group, out_sp, gpu_min_work_items(p.target) if p.gpu else None)
+    ocb, pb = conv_tiling(n, ocg, group, out_sp, _floor(p, node))
     if not p.is_const(w):
         ocb = 1  # OIHW is already the [OC/1][C/G][K...][1] layout
         w_buf = p.use(w)
@@ -176,3 +176,8 @@ def _lower_conv_transpose(p: Planner, node: Node) -> None:
     p.epilogue(node, defines, args, residual)
     args.append(p.define(y))
     p.launch(node, p.kernel("deconv", defines), [ow, od * oh, n * oc // ocb], args)
+
+
+def _floor(p: Planner, node: Node) -> int:
+    """The work-item floor of conv.cl/depthwise.cl for ``node``: the target's, or the tuned variant's."""
+    return variant_floor(p.variant(node, WORK_ITEM_FLOOR_VARIANTS), gpu_min_work_items(p.target) if p.gpu else None)

@@ -14,7 +14,7 @@ from ...ir import Node
 from .gemm_tiled import gpu_gemm
 from .plan import Arg, Planner, epilogue_split, lowers, optional
 from .templates import FLOAT_TAGS, broadcast_strides, collapse, prod
-from .tiling import gemm_tiling
+from .tiling import WORK_ITEM_FLOOR_VARIANTS, gemm_tiling, variant_floor
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ def gemm(
         return
     bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
     nbatch = prod(bshape)
-    tm, tn, vec_n, vec_k = gemm_tiling(g, p.tag(a) in FLOAT_TAGS and p.tag(b) in FLOAT_TAGS)
+    least = variant_floor(p.variant(node, WORK_ITEM_FLOOR_VARIANTS), None)
+    tm, tn, vec_n, vec_k = gemm_tiling(g, p.tag(a) in FLOAT_TAGS and p.tag(b) in FLOAT_TAGS, least)
     defines: dict[str, Any] = {"A_T": p.tag(a), "B_T": p.tag(b), "Y_T": p.tag(out)}
     defines.update({"M": g.m, "N": g.n, "K": g.k, "TM": tm, "TN": tn, "VEC_N": vec_n, "VEC_K": vec_k})
     defines.update({"AS_M": g.a_strides[0], "AS_K": g.a_strides[1], "BS_K": g.b_strides[0]})

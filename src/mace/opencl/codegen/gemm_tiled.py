@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ...ir import Node
 from .plan import Arg, Planner
 from .templates import FLOAT_TAGS, collapse, prod
-from .tiling import GemmTile, gemv_blocking, gpu_gemm_tile
+from .tiling import GPU_TILE_VARIANTS, GemmTile, gemv_blocking, gpu_gemm_tile, variant_tile
 
 if TYPE_CHECKING:
     from .gemm import GemmShape
@@ -85,7 +85,8 @@ def _tiled(
     can_split: bool,
 ) -> None:
     assert p.target is not None
-    tile: GemmTile = gpu_gemm_tile(g.m, g.n, g.k, nbatch, p.target, can_split)
+    only = variant_tile(p.variant(node, GPU_TILE_VARIANTS))
+    tile: GemmTile = gpu_gemm_tile(g.m, g.n, g.k, nbatch, p.target, can_split, only)
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})

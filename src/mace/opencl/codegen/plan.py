@@ -8,8 +8,8 @@ named after the values they hold, so a launch's arguments are names, resolved to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,10 @@ class ProgramPlan:
     buffers: dict[str, Buffer]  # every buffer the launches and the graph's inputs/outputs touch
     constants: dict[str, np.ndarray]  # buffer name -> data to upload once, in storage dtype and kernel layout
     aliases: dict[str, str]  # value -> buffer it shares with the value it was computed from
+    # node -> how many kernel variants its lowering offers (only nodes with more than one); and the variants used
+    # (only those other than 0). See tiling.py, "kernel variants".
+    variant_counts: dict[str, int] = field(default_factory=dict)
+    variants: dict[str, int] = field(default_factory=dict)
 
     def buffer_of(self, value: str) -> str:
         return self.aliases.get(value, value)
@@ -98,9 +102,14 @@ def prepass(fn: Prepass) -> Prepass:
 
 
 class Planner:
-    def __init__(self, graph: Graph, target: DeviceTarget | None = None) -> None:
+    def __init__(
+        self, graph: Graph, target: DeviceTarget | None = None, variants: Mapping[str, int] | None = None
+    ) -> None:
         self.graph = graph
         self.target = target
+        self.variants = dict(variants or {})
+        self.variant_counts: dict[str, int] = {}
+        self.variants_used: dict[str, int] = {}
         # GPU targets take the work-group tiled kernels (gemm_tiled.py); everything else plans as with no target
         self.gpu = target is not None and target.tiled
         self.specializations: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
@@ -227,6 +236,17 @@ class Planner:
             args.append(self.use(residual))
         defines["ACTIVATE(v)"] = activation_macro(node.attrs)
 
+    def variant(self, node: Node, count: int) -> int:
+        """The kernel variant ``node`` is planned with, out of the ``count`` its lowering offers: the requested one
+        where it is in range, else 0 (the default policy). Recorded, so a tuner knows what there is to try."""
+        if count > 1:
+            self.variant_counts[node.name] = count
+        chosen = self.variants.get(node.name, 0)
+        chosen = chosen if 0 <= chosen < count else 0
+        if chosen:
+            self.variants_used[node.name] = chosen
+        return chosen
+
     def lower(self, node: Node) -> None:
         lowering = _LOWERINGS.get(node.op)
         if lowering is None:
@@ -237,14 +257,19 @@ class Planner:
         for out in self.graph.outputs:
             self.use(out.name)
         source = "\n\n".join([template("common.h"), *self.chunks]) + "\n"
-        return ProgramPlan(source, BUILD_OPTIONS, self.launches, self.buffers, self.constants, self.aliases)
+        return ProgramPlan(source, BUILD_OPTIONS, self.launches, self.buffers, self.constants, self.aliases,
+                           self.variant_counts, self.variants_used)
 
 
-def plan_graph(graph: Graph, target: DeviceTarget | None = None) -> ProgramPlan:
+def plan_graph(
+    graph: Graph, target: DeviceTarget | None = None, variants: Mapping[str, int] | None = None
+) -> ProgramPlan:
     """Lowers ``graph`` to one program source and the launches that run it, in node order. ``target`` (see
     ``DeviceTarget.from_device``) specializes the kernels for a device class; None, or a target that is no GPU, gives
-    the portable plan. The same graph and target always give the same source (the program cache's key)."""
-    planner = Planner(graph, target)
+    the portable plan. ``variants`` (node name -> kernel variant, tuned) replace the default tiling policy where a
+    node's lowering offers them. The same graph, target and variants always give the same source (the program cache's
+    key)."""
+    planner = Planner(graph, target, variants)
     for info in graph.inputs:
         planner.define(info.name)
     for run in _PREPASSES:

@@ -39,8 +39,9 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def gemm_tiling(g: GemmShape, floats: bool) -> tuple[int, int, int, int]:
-    """(TM, TN, VEC_N, VEC_K) for gemm.cl: vectors along whichever of n or k is contiguous in memory."""
+def gemm_tiling(g: GemmShape, floats: bool, least: int | None = None) -> tuple[int, int, int, int]:
+    """(TM, TN, VEC_N, VEC_K) for gemm.cl: vectors along whichever of n or k is contiguous in memory; ``least`` work
+    items (default MIN_WORK_ITEMS)."""
     batch = prod(g.batch)
 
     def items(tile: tuple[int, int, int, int]) -> int:
@@ -48,7 +49,7 @@ def gemm_tiling(g: GemmShape, floats: bool) -> tuple[int, int, int, int]:
 
     if floats and g.b_strides[1] == 1 and g.n >= 4:
         tiles = [(4, 8, 8, 1), (4, 4, 4, 1), (2, 4, 4, 1), (1, 4, 4, 1)] if g.n >= 8 else [(4, 4, 4, 1), (1, 4, 4, 1)]
-        tm, tn, vec_n, vec_k = _biggest(tiles, items)
+        tm, tn, vec_n, vec_k = _biggest(tiles, items, least)
         return min(tm, g.m), tn, vec_n, vec_k
     if floats and g.a_strides[1] == 1 and g.b_strides[0] == 1 and g.k >= 8:
         return min(4, g.m), min(4, g.n), 1, 8
@@ -152,11 +153,14 @@ GPU_CONCAT_IN_PLACE = True  # convs write straight into their slice of a channel
 GPU_WORK_ITEMS_PER_CU = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: MIN_WORK_ITEMS per CU
 
 
-def gpu_gemm_tile(m: int, n: int, k: int, batch: int, target: DeviceTarget, can_split: bool = True) -> GemmTile:
+def gpu_gemm_tile(
+    m: int, n: int, k: int, batch: int, target: DeviceTarget, can_split: bool = True, only: GemmTile | None = None
+) -> GemmTile:
     """The biggest tile (not mostly padding) that fills GPU_GROUPS_PER_CU work-groups per compute unit, splitting k
-    between work-groups where its blocks alone are too few; if none can, the one that comes closest."""
+    between work-groups where its blocks alone are too few; if none can, the one that comes closest. ``only``: that
+    tile (a tuned variant), with k split as for any other."""
     want = GPU_GROUPS_PER_CU * target.compute_units
-    tiles = [t for t in GPU_TILES if t.fill(m, n) >= GPU_MIN_FILL] or GPU_TILES[-1:]
+    tiles = [only] if only is not None else [t for t in GPU_TILES if t.fill(m, n) >= GPU_MIN_FILL] or GPU_TILES[-1:]
 
     def most_splits(t: GemmTile) -> int:
         return max(1, _ceil_div(k, t.bk) // GPU_SPLIT_MIN_KTILES) if can_split else 1
@@ -188,3 +192,28 @@ def gemv_blocking(k_contiguous: bool, k: int) -> tuple[int, int, int]:
     if k_contiguous:
         return 4, GEMV_K_LANES, 4 if k >= 4 * GEMV_K_LANES else 1
     return GEMV_N_LANES[0], GEMV_N_LANES[1], 1
+
+
+# --- kernel variants: the tuner's choices ----------------------------------------------------------------------------
+# A variant is a small integer per node that replaces one of the policies above; 0 is the policy itself. `mace tune`
+# (variants.py) builds the model once per variant, times every node's launches and keeps the fastest per node; the
+# choices are stored in the tuned-parameters file and planned in at the next start (a different source, so a
+# different cached program). A variant a lowering does not offer plans as 0.
+
+# conv.cl, depthwise.cl and gemm.cl: the policy's work-item floor, no floor (the biggest blocks), 4x the floor
+WORK_ITEM_FLOOR_VARIANTS = 3
+
+
+def variant_floor(variant: int, default: int | None) -> int:
+    """The work-item floor (``least``) of a direct-kernel variant; ``default`` None means MIN_WORK_ITEMS."""
+    floor = MIN_WORK_ITEMS if default is None else default
+    return (floor, 0, 4 * floor)[variant]
+
+
+# gemm_tiled.cl: the policy's tile, or one of GPU_TILES
+GPU_TILE_VARIANTS = 1 + len(GPU_TILES)
+
+
+def variant_tile(variant: int) -> GemmTile | None:
+    """The tile a gemm_tiled.cl variant forces (None: the policy's choice)."""
+    return GPU_TILES[variant - 1] if variant else None
