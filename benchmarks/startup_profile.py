@@ -22,7 +22,8 @@ from pathlib import Path
 
 CHILD = r"""
 import sys, time, json
-t_spawn = float(sys.argv[1]); model, device, storage, profile = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
+t_spawn = float(sys.argv[1])
+model, device, storage, profile = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "1"
 marks = [("interpreter", time.time() - t_spawn)]
 t = time.perf_counter()
 def mark(name):
