@@ -66,6 +66,25 @@
 #define MOD_FLOOR(a, b) \
     ((fmod((a), (b)) != 0.0f && ((fmod((a), (b)) < 0.0f) != ((b) < 0.0f))) ? fmod((a), (b)) + (b) : fmod((a), (b)))
 
+// Matrix products over broadcast batch dims (gemm.cl, gemm_tiled.cl, gemv.cl): adds the element offsets of batch index
+// `batch` in A, B and C to aoff, boff and coff (declared by the caller). Use under `#if BATCH_RANK > 0`, with codegen's
+// BATCH_SHAPE, A_BSTRIDES, B_BSTRIDES and C_BSTRIDES defined; the first dim takes what is left of the index.
+#define BATCH_OFFSETS(batch)                                   \
+    {                                                          \
+        const int bshape_[BATCH_RANK] = {BATCH_SHAPE};         \
+        const int bsa_[BATCH_RANK] = {A_BSTRIDES};             \
+        const int bsb_[BATCH_RANK] = {B_BSTRIDES};             \
+        const int bsc_[BATCH_RANK] = {C_BSTRIDES};             \
+        int rem_ = (batch);                                    \
+        for (int d_ = BATCH_RANK - 1; d_ >= 0; --d_) {         \
+            const int idx_ = d_ > 0 ? rem_ % bshape_[d_] : rem_; \
+            rem_ /= bshape_[d_];                               \
+            aoff += idx_ * bsa_[d_];                           \
+            boff += idx_ * bsb_[d_];                           \
+            coff += idx_ * bsc_[d_];                           \
+        }                                                      \
+    }
+
 // Fused activations (ir.ACTIVATIONS); codegen defines ACTIVATE(v) from these.
 #define ACT_NONE(v) (v)
 #define ACT_RELU(v) fmax((v), 0.0f)

@@ -99,18 +99,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
     const int kbeg = split * KS, kend = min(K, kbeg + KS);
     int aoff = 0, boff = 0, coff = 0;
 #if BATCH_RANK > 0
-    const int bshape[BATCH_RANK] = {BATCH_SHAPE};
-    const int bsa[BATCH_RANK] = {A_BSTRIDES};
-    const int bsb[BATCH_RANK] = {B_BSTRIDES};
-    const int bsc[BATCH_RANK] = {C_BSTRIDES};
-    int rem = batch;
-    for (int d = BATCH_RANK - 1; d >= 0; --d) {
-        const int idx = d > 0 ? rem % bshape[d] : rem;
-        rem /= bshape[d];
-        aoff += idx * bsa[d];
-        boff += idx * bsb[d];
-        coff += idx * bsc[d];
-    }
+    BATCH_OFFSETS(batch);
 #endif
 
 #if CONV
