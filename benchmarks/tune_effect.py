@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import mace
+from mace.benchmark import percentiles
 from mace.opencl.runtime import OpenCLRuntime
 
 
@@ -56,9 +57,8 @@ def main() -> None:
                 for _ in range(20):
                     t0 = time.perf_counter()
                     eng.run(feeds)
-                    samples[name].append((time.perf_counter() - t0) * 1e3)
-        result = {name: {"median_ms": float(np.median(s)), "p10_ms": float(np.percentile(s, 10)),
-                         "p90_ms": float(np.percentile(s, 90))} for name, s in samples.items()}
+                    samples[name].append(time.perf_counter() - t0)
+        result = {name: percentiles(s) for name, s in samples.items()}
         report = {"model": args.model, "device": engine.stats["device"], "data_type": args.data_type,
                   "tune_seconds": tune_s, "tuned_variants": tuned.stats.get("tuned_variants"),
                   "tuned_launches": tuned.stats.get("tuned_launches"), "max_rel_diff": err, **result,

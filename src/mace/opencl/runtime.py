@@ -63,6 +63,7 @@ class OpenCLRuntime:
                                           on_warning=self.programs.warn)
             variants = load_variants(self.tuned, graph, self.target)
         self.backend = self._build(variants)
+        self.stats["tuned_variants"] = len(self.backend.plan.variants)
         self.stats["init_seconds"] = time.perf_counter() - start
         self.stats["memory"] = self.backend.memory_report()
         self.broken: str | None = None  # set when a run failed on the device: the engine then refuses to run
@@ -77,7 +78,6 @@ class OpenCLRuntime:
         for name in sorted(set(variants) - set(backend.plan.variants)):
             self.programs.warn(f"tuned kernel variant {variants[name]} of node {name} is not offered by this "
                                "version's kernels; the default tiling is used (re-run mace tune)")
-        self.stats["tuned_variants"] = len(backend.plan.variants)
         return backend
 
     # -- tuned kernel variants and work-group sizes ----------------------------------------------------------------
@@ -143,23 +143,23 @@ class OpenCLRuntime:
         default plan's outputs and runs faster end to end. Rebuilds self.backend with it (through the program cache)."""
         assert self.tuned is not None
         default = self.backend if not self.backend.plan.variants else self._build({})
-        result = tune_variants(self.graph, self.gpu_context.context, self.gpu_context.queue, self.target, default,
-                               repeats, progress)
-        chosen = {name: v for name, v in result.choice.items() if v}
         feeds = sample_feeds(self.graph)
+        reference = default.run(feeds)
+        result = tune_variants(self.graph, self.gpu_context.context, self.gpu_context.queue, self.target, default,
+                               feeds, reference, repeats, progress)
+        chosen = {name: v for name, v in result.choice.items() if v}
         default_s = steady_seconds(default, feeds, 10 * repeats)
         tuned_s = default_s
+        self.backend = default
         if chosen:
             candidate = self._build(chosen)
-            agree = outputs_agree(self.graph, candidate.run(feeds), default.run(feeds))
+            agree = outputs_agree(self.graph, candidate.run(feeds), reference)
             tuned_s = steady_seconds(candidate, feeds, 10 * repeats) if agree else default_s
             if agree and tuned_s < default_s * (1 - VARIANT_TOLERANCE):
                 self.backend = candidate
             else:  # the parts were faster, the whole was not (or disagreed): the defaults stay
                 chosen, tuned_s = {}, default_s
-        if not chosen:
-            self.backend = default
-            self.stats["tuned_variants"] = 0
+        self.stats["tuned_variants"] = len(self.backend.plan.variants)
         choice = {name: chosen.get(name, 0) for name in result.choice}
         times = {name: result.times[name] if chosen.get(name) else result.default_times[name] for name in choice}
         record_variants(self.tuned, self.graph, self.target, choice, times)

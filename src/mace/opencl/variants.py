@@ -144,17 +144,18 @@ def tune_variants(
     queue: cl.CommandQueue,
     target: Any,
     default: OpenCLBackend,
+    feeds: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
     repeats: int = 5,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> VariantTuning:
     """Builds the model once per variant number beyond the default (from source, outside the program cache: these
-    programs are thrown away), times every node, and picks each node's fastest variant."""
+    programs are thrown away), times every node on ``feeds``, and picks each node's fastest variant. A variant whose
+    outputs disagree with ``reference`` (the default plan's outputs on ``feeds``) is rejected."""
     counts = default.plan.variant_counts
     result = VariantTuning()
     if not counts:
         return result
-    feeds = sample_feeds(graph)
-    reference = default.run(feeds)
     times = {0: node_times(default, feeds, repeats)}
     most = max(counts.values())
 
@@ -171,7 +172,7 @@ def tune_variants(
             continue
         seen.add(source)
         trial = OpenCLBackend(graph, context, queue, build, target=target, variants=chosen)
-        if not outputs_agree(graph, trial.run(feeds), reference):
+        if not outputs_agree(graph, trial.run(dict(feeds)), reference):
             result.rejected.append(variant)
             continue
         times[variant] = node_times(trial, feeds, repeats)
