@@ -24,8 +24,8 @@ import numpy as np
 import pyopencl as cl
 
 from mace.converter import convert_onnx
-from mace.opencl.backend import OpenCLBackend
-from mace.opencl.codegen import tiling
+from mace.opencl.executor import OpenCLBackend
+from mace.opencl.plan import tiling
 from mace.opencl.profiling import profile_launches
 
 T = tiling.GPU_TILES

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import mace
-from mace.benchmark import percentiles
+from mace.cli.benchmark import percentiles
 from mace.opencl.runtime import OpenCLRuntime
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import mace
-from mace.benchmark import COLD_ENV, _run_child
+from mace.cli.benchmark import COLD_ENV, _run_child
 
 HERE = Path(__file__).resolve().parent
 console = Console()

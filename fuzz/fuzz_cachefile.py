@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of the compiled-program cache parsers: cachefile.decode, decode_report and describe.
+"""Coverage-guided fuzzing of the compiled-program cache parsers: program_cache.decode, decode_report and describe.
 
 Contract checked on every input (a violation is a finding; fuzz/README.md says how to run and triage):
 - decode and decode_report raise nothing but CacheFormatError, with or without a key; describe never raises and its
@@ -28,25 +28,25 @@ import atheris
 KEY = b"fuzz-key"
 
 
-def import_instrumented():  # -> the cachefile module, with coverage instrumentation
+def import_instrumented():  # -> the program_cache module, with coverage instrumentation
     """Import the parser alone: a bare ``mace`` package keeps mace/__init__ (converter, onnx) out of the process."""
     package = types.ModuleType("mace")
     package.__path__ = list(importlib.util.find_spec("mace").submodule_search_locations)
     sys.modules["mace"] = package
     with atheris.instrument_imports(include=["mace"]):
-        from mace.opencl import cachefile
-    return cachefile
+        from mace.cachefiles import program_cache
+    return program_cache
 
 
-cachefile = import_instrumented()
+program_cache = import_instrumented()
 
 
 def with_fixed_trailer(data: bytes) -> bytes | None:
     """``data`` with the header's total size, the sha256 trailer and (for a signed file) the HMAC made right."""
-    if len(data) < cachefile.HEADER_SIZE:
+    if len(data) < program_cache.HEADER_SIZE:
         return None
-    signed = struct.unpack_from("<I", data, 8)[0] & cachefile.FLAG_SIGNED
-    trailer_start = len(data) - cachefile.DIGEST_SIZE * (2 if signed else 1)
+    signed = struct.unpack_from("<I", data, 8)[0] & program_cache.FLAG_SIGNED
+    trailer_start = len(data) - program_cache.DIGEST_SIZE * (2 if signed else 1)
     if trailer_start < 80:
         return None
     body = data[:72] + struct.pack("<Q", len(data)) + data[80:trailer_start]
@@ -58,22 +58,22 @@ def with_fixed_trailer(data: bytes) -> bytes | None:
 
 def check(data: bytes, key: bytes | None) -> None:
     try:
-        strict = cachefile.decode(data, key)
-    except cachefile.CacheFormatError:
+        strict = program_cache.decode(data, key)
+    except program_cache.CacheFormatError:
         strict = None
     try:
-        salvaged, problems = cachefile.decode_report(data, key)
-    except cachefile.CacheFormatError:
+        salvaged, problems = program_cache.decode_report(data, key)
+    except program_cache.CacheFormatError:
         salvaged, problems = None, []
     if salvaged is not None:
-        cachefile.encode(salvaged)  # must not raise
+        program_cache.encode(salvaged)  # must not raise
     if strict is not None:
         assert salvaged == strict and not problems, "decode_report disagrees with a successful decode"
-        assert cachefile.decode(cachefile.encode(strict)) == strict, "decode(encode(decode(x))) != decode(x)"
+        assert program_cache.decode(program_cache.encode(strict)) == strict, "decode(encode(decode(x))) != decode(x)"
     else:
         assert salvaged is None or problems, "decode failed but decode_report found no problem"
     if key is None:
-        report = cachefile.describe(data)
+        report = program_cache.describe(data)
         json.dumps(report)
         assert report["valid"] == (strict is not None), "describe's verdict disagrees with decode"
 
@@ -83,13 +83,13 @@ def test_one_input(data: bytes) -> None:
         if candidate is None:
             continue
         check(candidate, None)
-        if len(candidate) >= 12 and struct.unpack_from("<I", candidate, 8)[0] & cachefile.FLAG_SIGNED:
+        if len(candidate) >= 12 and struct.unpack_from("<I", candidate, 8)[0] & program_cache.FLAG_SIGNED:
             check(candidate, KEY)
 
 
 def main() -> None:
     argv = list(sys.argv)
-    dictionary = Path(__file__).with_name("cachefile.dict")
+    dictionary = Path(__file__).with_name("program_cache.dict")
     if dictionary.exists() and not any(a.startswith("-dict=") for a in argv):
         argv.append(f"-dict={dictionary}")
     atheris.Setup(argv, test_one_input)

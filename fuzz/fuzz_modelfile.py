@@ -27,8 +27,8 @@ def import_instrumented():  # -> (modelfile module, ModelFormatError), with cove
     package.__path__ = list(importlib.util.find_spec("mace").submodule_search_locations)
     sys.modules["mace"] = package
     with atheris.instrument_imports(include=["mace"]):
-        from mace import modelfile
         from mace.errors import ModelFormatError
+        from mace.model import modelfile
     return modelfile, ModelFormatError
 
 

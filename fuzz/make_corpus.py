@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mace import modelfile
-from mace.ir import Graph, Node, TensorInfo
-from mace.opencl import cachefile
-from mace.opencl.cachefile import CacheEntry, CacheFile, DeviceFingerprint
+from mace.cachefiles import program_cache
+from mace.cachefiles.program_cache import CacheEntry, CacheFile, DeviceFingerprint
+from mace.model import modelfile
+from mace.model.ir import Graph, Node, TensorInfo
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 KEY = b"fuzz-key"  # the key fuzz_cachefile.py signs and checks with
@@ -52,13 +52,13 @@ def cache_seeds() -> dict[str, bytes]:
         ],
     )
     one = CacheFile({CPU.id(): CPU}, [CacheEntry.for_program(POOL, "-DN=1", CPU, b"BINARY", 5.0)])
-    plain = cachefile.encode(one)
+    plain = program_cache.encode(one)
     return {
-        "empty.bin": cachefile.encode(CacheFile()),
+        "empty.bin": program_cache.encode(CacheFile()),
         "one_entry.bin": plain,
-        "two_devices.bin": cachefile.encode(two_devices),
-        "signed.bin": cachefile.encode(two_devices, key=KEY),
-        "newer_minor.bin": reseal_cache(plain, version=cachefile.FORMAT_VERSION + 1),
+        "two_devices.bin": program_cache.encode(two_devices),
+        "signed.bin": program_cache.encode(two_devices, key=KEY),
+        "newer_minor.bin": reseal_cache(plain, version=program_cache.FORMAT_VERSION + 1),
         "optional_flag.bin": reseal_cache(plain, flags=1 << 16),
     }
 

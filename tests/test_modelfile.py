@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import mace
-from mace import modelfile
 from mace.errors import ModelFormatError
+from mace.model import modelfile
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mace
-from mace import modelfile
+from mace.model import modelfile
 from support import SHARED_MODEL_NAMES, onnxruntime_outputs, relative_error, shared_model
 
 

@@ -12,8 +12,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from .errors import MaceError
-from .runtime.engine import Engine
+from mace.errors import MaceError
+from mace.runtime.engine import Engine
 
 __version__ = "0.1.0"
 __all__ = ["Engine", "GPUContextBuilder", "MaceError", "__version__", "convert"]
@@ -21,7 +21,7 @@ __all__ = ["Engine", "GPUContextBuilder", "MaceError", "__version__", "convert"]
 
 def convert(*args: Any, **kwargs: Any) -> list[Path]:
     """Convert an ONNX model, or every model of a deployment file, to .mace files (see mace.converter.convert)."""
-    from .converter import convert as _convert
+    from mace.converter import convert as _convert
 
     return _convert(*args, **kwargs)
 
@@ -30,7 +30,7 @@ def __getattr__(name: str) -> Any:
     # onnx (the converter) and pyopencl load only when asked for: an app that runs a converted model on the GPU
     # never imports onnx, which keeps its start fast.
     if name == "GPUContextBuilder":
-        from .opencl.context import GPUContextBuilder
+        from mace.opencl.context import GPUContextBuilder
 
         return GPUContextBuilder
     if name in ("converter", "opencl", "onnx_backend", "modelfile", "ops"):

@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
-from .converter import convert_onnx
-from .runtime.engine import Engine
+from mace.converter import convert_onnx
+from mace.runtime.engine import Engine
 
 DEVICE_ENV = "MACE_BACKEND_DEVICE"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import mace
-from mace import modelfile
 from mace.converter.deployment import sha256_of
 from mace.errors import ChecksumMismatchError, ConversionError, DeploymentFileError
+from mace.model import modelfile
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "examples" / "models" / "squeezenet1_1.onnx"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mace.ir import Graph
+from mace.model.ir import Graph
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def make_backend(opencl_queue: Any) -> Callable[[Graph], Any]:
     """Builds an OpenCLBackend for a graph on the test device, compiling without mace's program cache."""
     import pyopencl as cl
 
-    from mace.opencl.backend import OpenCLBackend
+    from mace.opencl.executor import OpenCLBackend
 
     context = opencl_queue.context
 

@@ -16,9 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mace.opencl.cachefile as cachefile
-from mace.errors import MaceError
-from mace.opencl.cachefile import (
+import mace.cachefiles.program_cache as cachefile
+from mace.cachefiles.program_cache import (
     ENTRY_MIN_SIZE,
     FORMAT_VERSION,
     HEADER_SIZE,
@@ -35,6 +34,7 @@ from mace.opencl.cachefile import (
     source_sha256,
     validate,
 )
+from mace.errors import MaceError
 
 HEADER = struct.Struct("<4sIIIIIQQQQQQQ")
 FP_CPU = DeviceFingerprint(
@@ -541,7 +541,7 @@ def test_entries_sharing_one_blob_are_rejected() -> None:
     import hashlib as _hashlib
     import struct as _struct
 
-    from mace.opencl.cachefile import _ENTRY_FIXED
+    from mace.cachefiles.program_cache import _ENTRY_FIXED
 
     fp = DeviceFingerprint("p", "v", "1", "d", "v", "1", "1", 64, True, "0.1.0")
     big = bytes(4096)

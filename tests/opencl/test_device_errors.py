@@ -8,7 +8,7 @@ import pytest
 
 import mace
 from mace.errors import DeviceError
-from mace.ir import Graph, Node, TensorInfo
+from mace.model.ir import Graph, Node, TensorInfo
 
 
 def _relu_graph(elements: int) -> Graph:

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from mace.errors import DeviceError
-from mace.ir import Graph, Node, TensorInfo
-from mace.opencl import codegen
-from mace.opencl.codegen import tiling
+from mace.model.ir import Graph, Node, TensorInfo
+from mace.opencl import plan as planning
+from mace.opencl.plan import tiling
 from mace.ops.reference import run_node
 from support import onnxruntime_outputs, relative_error, shared_model
 
@@ -320,7 +320,7 @@ def conv_graph(data_type: str) -> GraphBuilder:
     return b
 
 
-# Blocking follows layer size (codegen.tiling.MIN_WORK_ITEMS); these small layers would all get the smallest blocks, so
+# Blocking follows layer size (planning.tiling.MIN_WORK_ITEMS); these small layers would all get the smallest blocks, so
 # the conv and gemm tests force each end.
 BLOCKS = {"biggest_blocks": 0, "smallest_blocks": 1 << 40}
 
@@ -384,7 +384,7 @@ def make_gpu_backend(opencl_queue: Any) -> Callable[..., Any]:
     """Like make_backend, but planned for a GPU target (OpenCL is portable: the GPU kernels must be right here too)."""
     import pyopencl as cl
 
-    from mace.opencl.backend import OpenCLBackend
+    from mace.opencl.executor import OpenCLBackend
 
     context = opencl_queue.context
 
@@ -487,9 +487,9 @@ def test_gpu_target_plans(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CPU target plans exactly as no target; a GPU target's plan is deterministic and fixes its work-groups."""
     graph = conv_graph("fp32_fp32").graph()
     cpu = tiling.DeviceTarget(is_gpu=False, compute_units=16, local_mem_bytes=1 << 20, max_work_group_size=4096)
-    assert codegen.plan_graph(graph, cpu).source == codegen.plan_graph(graph).source
-    plan, again = codegen.plan_graph(graph, gpu_target(132)), codegen.plan_graph(graph, gpu_target(132))
-    assert plan.source == again.source and plan.source != codegen.plan_graph(graph).source
+    assert planning.plan_graph(graph, cpu).source == planning.plan_graph(graph).source
+    plan, again = planning.plan_graph(graph, gpu_target(132)), planning.plan_graph(graph, gpu_target(132))
+    assert plan.source == again.source and plan.source != planning.plan_graph(graph).source
     for launch in plan.launches:
         if launch.kernel.startswith(("tgemm", "gemv")):
             assert launch.local_size is not None
@@ -680,7 +680,7 @@ def test_plan_is_deterministic_and_deduplicated() -> None:
     x = b.input("x", (1, 4, 8, 8))
     for _ in range(3):  # identical specializations share one kernel; different weights are different buffers
         b.node("Conv", [x, b.weight((4, 4, 3, 3))], _conv_attrs([3, 3], pads=[1, 1, 1, 1], activation="Relu"))
-    plan, again = codegen.plan_graph(b.graph()), codegen.plan_graph(b.graph())
+    plan, again = planning.plan_graph(b.graph()), planning.plan_graph(b.graph())
     assert plan.source == again.source and plan.build_options == again.build_options
     assert plan.source.count("#define KERNEL_NAME") == 1
     assert len({launch.kernel for launch in plan.launches}) == 1 and len(plan.launches) == 3

@@ -14,10 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mace.opencl.mace_compat as mace_compat
-from mace.errors import MaceError
-from mace.opencl.cachefile import MAGIC as MCLP_MAGIC
-from mace.opencl.mace_compat import (
+import mace.cachefiles.xiaomi as mace_compat
+from mace.cachefiles.program_cache import MAGIC as MCLP_MAGIC
+from mace.cachefiles.xiaomi import (
     DEVICE_NAME_KEY,
     PLATFORM_INFO_KEY,
     MaceCompatError,
@@ -28,6 +27,7 @@ from mace.opencl.mace_compat import (
     encode_mace_v11,
     read_mace_file,
 )
+from mace.errors import MaceError
 
 PLATFORM = b"QUALCOMM Snapdragon(TM), OpenCL 2.0 Adreno(TM) 640"
 DEVICE = b"QUALCOMM Adreno(TM)"
@@ -242,7 +242,7 @@ BAD_FILES = [
     ("legacy negative length", struct.pack("<qi", 1, -5) + bytes(4), 8, "key length -5 is negative"),
     ("legacy value too long", struct.pack("<qi", 1, 0) + struct.pack("<i", 9) + b"abc", 12, "value length 9 exceeds"),
     ("legacy trailing data", encode_mace_legacy([("k", b"v")]) + b"\x00", 18, "1 bytes of trailing data"),
-    ("ours", MCLP_MAGIC + bytes(100), 0, "mace.opencl.cachefile"),
+    ("ours", MCLP_MAGIC + bytes(100), 0, "mace cache inspect"),
 ]
 
 
@@ -436,7 +436,7 @@ def test_cli_inspect_and_verify_read_xiaomi_files(tmp_path) -> None:
     import subprocess
     import sys
 
-    from mace.opencl.mace_compat import encode_mace_legacy, encode_mace_v11
+    from mace.cachefiles.xiaomi import encode_mace_legacy, encode_mace_v11
 
     v11 = tmp_path / "mace_cl_compiled_program.bin"
     v11.write_bytes(encode_mace_v11([

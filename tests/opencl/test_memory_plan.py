@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mace
-from mace.opencl.codegen import plan_graph
 from mace.opencl.memory import MemoryPlan, plan_memory, program_memory
+from mace.opencl.plan import plan_graph
 from support import relative_error, shared_model
 
 KB = 1024

@@ -14,11 +14,11 @@ import pytest
 from onnx import TensorProto, helper
 
 import mace
-from mace.opencl import cachefile
-from mace.opencl.codegen import plan_graph
+from mace.cachefiles import program_cache
+from mace.cachefiles.stores import PROGRAM_CACHE_NAME
 from mace.opencl.device import fingerprint, select_device
+from mace.opencl.plan import plan_graph
 from mace.opencl.programs import NO_BINARY_WARNING
-from mace.opencl.store import PROGRAM_CACHE_NAME
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -93,7 +93,7 @@ def test_cold_builds_and_writes_then_fresh_process_builds_nothing(models, tmp_pa
     assert stats["warnings"] == [NO_BINARY_WARNING]
     cache_path = tmp_path / PROGRAM_CACHE_NAME
     assert stats["cache_files_written"] == [str(cache_path)]
-    parsed = cachefile.decode(cache_path.read_bytes())
+    parsed = program_cache.decode(cache_path.read_bytes())
     assert len(parsed.entries) == 1 and len(parsed.entries[0].blob) > 0
     np.testing.assert_allclose(cold, mace.Engine(models["a"]).run({"x": X})["y"], rtol=1e-4, atol=1e-4)
 
@@ -102,7 +102,7 @@ def test_cold_builds_and_writes_then_fresh_process_builds_nothing(models, tmp_pa
     assert warm["stats"]["programs_from_cache"] == 1
     assert warm["stats"]["warnings"] == [] and warm["stats"]["cache_files_written"] == []
     np.testing.assert_array_equal(np.asarray(warm["y"], np.float32), cold)
-    assert cache_path.read_bytes() == cachefile.encode(parsed)  # a warm start does not rewrite the file
+    assert cache_path.read_bytes() == program_cache.encode(parsed)  # a warm start does not rewrite the file
 
 
 def _damage(kind: str, data: bytes) -> bytes:
@@ -126,28 +126,28 @@ def test_damaged_file_warns_rebuilds_and_rewrites(models, tmp_path: Path, kind: 
     engine.warm_up()
     assert engine.stats["programs_from_source"] == 1
     assert len(engine.stats["warnings"]) >= 1 and str(cache_path) in engine.stats["warnings"][0]
-    assert cachefile.validate(cache_path.read_bytes()) == []
+    assert program_cache.validate(cache_path.read_bytes()) == []
     assert _engine(models["a"], tmp_path).stats["programs_from_cache"] == 1
 
 
-def _fake_fingerprint() -> cachefile.DeviceFingerprint:
-    return cachefile.DeviceFingerprint("Other Platform", "Other", "OpenCL 3.0", "Other GPU", "Other", "OpenCL 3.0",
+def _fake_fingerprint() -> program_cache.DeviceFingerprint:
+    return program_cache.DeviceFingerprint("Other Platform", "Other", "OpenCL 3.0", "Other GPU", "Other", "OpenCL 3.0",
                                        "99.1", 64, True, mace.__version__)
 
 
 def test_foreign_fingerprint_is_ignored_and_kept_on_save(models, tmp_path: Path) -> None:
     graph = mace.Engine(models["a"]).graph
     plan = plan_graph(graph)
-    foreign = cachefile.CacheFile()
-    foreign = foreign.merged(cachefile.CacheFile({_fake_fingerprint().id(): _fake_fingerprint()}, [
-        cachefile.CacheEntry.for_program(plan.source, plan.build_options, _fake_fingerprint(), b"foreign", 1.0)]))
+    foreign = program_cache.CacheFile()
+    foreign = foreign.merged(program_cache.CacheFile({_fake_fingerprint().id(): _fake_fingerprint()}, [
+        program_cache.CacheEntry.for_program(plan.source, plan.build_options, _fake_fingerprint(), b"foreign", 1.0)]))
     cache_path = tmp_path / PROGRAM_CACHE_NAME
-    cache_path.write_bytes(cachefile.encode(foreign))
+    cache_path.write_bytes(program_cache.encode(foreign))
     engine = _engine(models["a"], tmp_path)
     engine.warm_up()
     assert engine.stats["programs_from_source"] == 1
     assert any("holds no program for this device" in w for w in engine.stats["warnings"])
-    merged = cachefile.decode(cache_path.read_bytes())
+    merged = program_cache.decode(cache_path.read_bytes())
     assert len(merged.fingerprints) == 2 and len(merged.entries) == 2  # the other device's entry survives
 
 
@@ -155,15 +155,15 @@ def test_binary_the_driver_rejects_is_rebuilt(models, tmp_path: Path) -> None:
     graph = mace.Engine(models["a"]).graph
     plan = plan_graph(graph)
     fp = fingerprint(select_device(""))
-    bogus = cachefile.CacheFile({fp.id(): fp}, [
-        cachefile.CacheEntry.for_program(plan.source, plan.build_options, fp, b"\x7fELF not a real binary", 1.0)])
+    bogus = program_cache.CacheFile({fp.id(): fp}, [
+        program_cache.CacheEntry.for_program(plan.source, plan.build_options, fp, b"\x7fELF not a real binary", 1.0)])
     cache_path = tmp_path / PROGRAM_CACHE_NAME
-    cache_path.write_bytes(cachefile.encode(bogus))
+    cache_path.write_bytes(program_cache.encode(bogus))
     engine = _engine(models["a"], tmp_path)
     y = engine.run({"x": X})["y"]
     assert engine.stats["programs_from_source"] == 1
     assert any("rejected the cached binary" in w for w in engine.stats["warnings"])
-    assert cachefile.decode(cache_path.read_bytes()).entries[0].blob != b"\x7fELF not a real binary"
+    assert program_cache.decode(cache_path.read_bytes()).entries[0].blob != b"\x7fELF not a real binary"
     np.testing.assert_allclose(y, mace.Engine(models["a"]).run({"x": X})["y"], rtol=1e-4, atol=1e-4)
 
 
@@ -207,12 +207,12 @@ def test_merge_two_fingerprints_cli(models, tmp_path: Path) -> None:
                    check=True, capture_output=True)
     fake = _fake_fingerprint()
     other = tmp_path / "other.bin"
-    other.write_bytes(cachefile.encode(cachefile.CacheFile({fake.id(): fake}, [
-        cachefile.CacheEntry.for_program("kernel void k() {}", "", fake, b"blob", 2.0)])))
+    other.write_bytes(program_cache.encode(program_cache.CacheFile({fake.id(): fake}, [
+        program_cache.CacheEntry.for_program("kernel void k() {}", "", fake, b"blob", 2.0)])))
     merged = tmp_path / "merged.bin"
     subprocess.run([sys.executable, "-m", "mace.cli.main", "cache", "merge", str(local), str(other), "-o",
                     str(merged)], check=True, capture_output=True)
-    result = cachefile.decode(merged.read_bytes())
+    result = program_cache.decode(merged.read_bytes())
     assert len(result.fingerprints) == 2 and len(result.entries) == 2
     verify = subprocess.run([sys.executable, "-m", "mace.cli.main", "cache", "verify", str(merged)],
                             capture_output=True, text=True)
@@ -227,7 +227,7 @@ def test_two_processes_saving_at_once_lose_nothing(models, tmp_path: Path) -> No
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()
-    parsed = cachefile.decode((tmp_path / PROGRAM_CACHE_NAME).read_bytes())
+    parsed = program_cache.decode((tmp_path / PROGRAM_CACHE_NAME).read_bytes())
     assert len(parsed.entries) == 2
     for name in ("a", "b"):
         assert _engine(models[name], tmp_path).stats["programs_from_source"] == 0
@@ -251,8 +251,8 @@ def test_signed_cache_rejects_unsigned_and_tampered_files(models, tmp_path: Path
     signed = mace.GPUContextBuilder().set_storage_path(tmp_path).set_cache_key(key).finalize()
     mace.Engine(models["a"], device="opencl", gpu_context=signed).warm_up()
     cache_path = tmp_path / PROGRAM_CACHE_NAME
-    assert cachefile.validate(cache_path.read_bytes(), key=key) == []
-    assert cachefile.validate(cache_path.read_bytes(), key=b"other") != []
+    assert program_cache.validate(cache_path.read_bytes(), key=key) == []
+    assert program_cache.validate(cache_path.read_bytes(), key=b"other") != []
 
     def start(with_key: bytes | None) -> mace.Engine:
         builder = mace.GPUContextBuilder().set_storage_path(tmp_path)
@@ -262,17 +262,17 @@ def test_signed_cache_rejects_unsigned_and_tampered_files(models, tmp_path: Path
 
     assert start(key).stats["programs_from_cache"] == 1
     # an unsigned but otherwise valid file (what an attacker without the key can write) is rejected
-    unsigned = cachefile.encode(cachefile.decode(cache_path.read_bytes()))
+    unsigned = program_cache.encode(program_cache.decode(cache_path.read_bytes()))
     cache_path.write_bytes(unsigned)
     engine = start(key)
     assert engine.stats["programs_from_cache"] == 0 and engine.stats["programs_from_source"] == 1
     assert any("signature" in w or "signed" in w for w in engine.stats["warnings"])
     engine.run({"x": X})  # rebuilds and saves a signed file again
-    assert cachefile.validate(cache_path.read_bytes(), key=key) == []
+    assert program_cache.validate(cache_path.read_bytes(), key=key) == []
     # a well-formed file whose blob was swapped and every hash recomputed, but not the HMAC
-    parsed = cachefile.decode(cache_path.read_bytes())
+    parsed = program_cache.decode(cache_path.read_bytes())
     parsed.entries[0].blob = parsed.entries[0].blob[:-1] + bytes([parsed.entries[0].blob[-1] ^ 1])
-    forged = cachefile.encode(parsed, key=b"attacker-key")
+    forged = program_cache.encode(parsed, key=b"attacker-key")
     cache_path.write_bytes(forged)
     engine = start(key)
     assert engine.stats["programs_from_source"] == 1 and engine.stats["warnings"]
@@ -282,12 +282,12 @@ def test_size_cap_evicts_least_recently_used(models, tmp_path: Path) -> None:
     mace.Engine(models["a"], device="opencl",
                 gpu_context=mace.GPUContextBuilder().set_storage_path(tmp_path).finalize()).warm_up()
     cache_path = tmp_path / PROGRAM_CACHE_NAME
-    size_a = len(cachefile.decode(cache_path.read_bytes()).entries[0].blob)
+    size_a = len(program_cache.decode(cache_path.read_bytes()).entries[0].blob)
     capped = mace.GPUContextBuilder().set_storage_path(tmp_path).set_max_cache_bytes(size_a + 10).finalize()
     engine = mace.Engine(models["b"], device="opencl", gpu_context=capped)
     engine.warm_up()
     assert engine.stats.get("cache_entries_evicted") == 1
-    kept = cachefile.decode(cache_path.read_bytes())
+    kept = program_cache.decode(cache_path.read_bytes())
     assert len(kept.entries) == 1  # b (in use) stays, a (older) is gone
     assert _engine(models["b"], tmp_path).stats["programs_from_cache"] == 1
     assert _engine(models["a"], tmp_path).stats["programs_from_cache"] == 0
@@ -296,16 +296,16 @@ def test_size_cap_evicts_least_recently_used(models, tmp_path: Path) -> None:
 def test_last_used_is_refreshed_at_most_daily(models, tmp_path: Path) -> None:
     _engine(models["a"], tmp_path).warm_up()
     cache_path = tmp_path / PROGRAM_CACHE_NAME
-    parsed = cachefile.decode(cache_path.read_bytes())
+    parsed = program_cache.decode(cache_path.read_bytes())
     recent = cache_path.read_bytes()
     engine = _engine(models["a"], tmp_path)
     engine.run({"x": X})
     assert cache_path.read_bytes() == recent and engine.stats["cache_files_written"] == []
     parsed.entries[0].last_used -= 3 * 24 * 3600  # three days unused
-    cache_path.write_bytes(cachefile.encode(parsed))
+    cache_path.write_bytes(program_cache.encode(parsed))
     engine = _engine(models["a"], tmp_path)
     engine.run({"x": X})
     assert engine.stats["cache_files_written"] == [str(cache_path)]
-    refreshed = cachefile.decode(cache_path.read_bytes()).entries[0]
+    refreshed = program_cache.decode(cache_path.read_bytes()).entries[0]
     assert refreshed.last_used > parsed.entries[0].last_used + 2 * 24 * 3600
     assert refreshed.created == parsed.entries[0].created

@@ -17,10 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mace.opencl.tuned_params as tp
-from mace.errors import MaceError
-from mace.opencl.cachefile import DeviceFingerprint
-from mace.opencl.tuned_params import (
+import mace.cachefiles.tuned_params as tp
+from mace.cachefiles.program_cache import DeviceFingerprint
+from mace.cachefiles.tuned_params import (
     ENTRY_FIXED_SIZE,
     ENTRY_MIN_SIZE,
     FORMAT_VERSION,
@@ -35,6 +34,7 @@ from mace.opencl.tuned_params import (
     tuning_key,
     validate,
 )
+from mace.errors import MaceError
 
 HEADER = struct.Struct("<4sIIIIIQQQQQ")
 ENTRY = struct.Struct("<I32s32s32sdd3Q3IBB")
@@ -148,9 +148,9 @@ def test_header_fields_byte_exact() -> None:
 
 
 def test_fingerprint_records_are_those_of_the_program_cache() -> None:
-    from mace.opencl import cachefile
+    from mace.cachefiles import program_cache
 
-    program_cache = cachefile.encode(cachefile.CacheFile({FP_CPU.id(): FP_CPU, FP_GPU.id(): FP_GPU}, []))
+    program_cache = program_cache.encode(program_cache.CacheFile({FP_CPU.id(): FP_CPU, FP_GPU.id(): FP_GPU}, []))
     pc = struct.unpack_from("<QQ", program_cache, 24)  # fingerprint offset, size
     assert program_cache[pc[0] : pc[0] + pc[1]] == DATA[H["fp_off"] : H["fp_off"] + H["fp_size"]]
 

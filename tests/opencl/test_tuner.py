@@ -17,12 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import mace.opencl.tuner as tuner
-from mace.opencl import tuned_params
-from mace.opencl.cachefile import DeviceFingerprint
-from mace.opencl.store import MemoryStore
-from mace.opencl.tuned_params import TunedEntry, TunedParams, TunedParamsError
-from mace.opencl.tuner import (
+import mace.opencl.tuning.local_sizes as tuner
+from mace.cachefiles import tuned_params
+from mace.cachefiles.program_cache import DeviceFingerprint
+from mace.cachefiles.stores import MemoryStore
+from mace.cachefiles.tuned_params import TunedEntry, TunedParams, TunedParamsError
+from mace.opencl.tuning.local_sizes import (
     KernelLimits,
     TunedParamsStore,
     candidate_local_sizes,

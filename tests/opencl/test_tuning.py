@@ -14,8 +14,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import mace
-from mace.opencl import tuned_params
-from mace.opencl.store import TUNED_PARAMS_NAME
+from mace.cachefiles import tuned_params
+from mace.cachefiles.stores import TUNED_PARAMS_NAME
 
 pytest.importorskip("pyopencl")
 

@@ -16,9 +16,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import mace
-from mace import modelfile
-from mace.opencl.codegen import plan_graph, tiling
-from mace.opencl.store import TUNED_PARAMS_NAME
+from mace.cachefiles.stores import TUNED_PARAMS_NAME
+from mace.model import modelfile
+from mace.opencl.plan import plan_graph, tiling
 
 cl = pytest.importorskip("pyopencl")
 
@@ -78,7 +78,7 @@ def test_the_planner_offers_variants_and_applies_only_offered_ones(model: Path) 
 
 @pytest.mark.parametrize("target", [None, GPU], ids=["portable", "gpu-target"])
 def test_every_variant_computes_the_reference(model: Path, target: Any, opencl_queue: Any) -> None:
-    from mace.opencl.backend import OpenCLBackend
+    from mace.opencl.executor import OpenCLBackend
 
     graph = modelfile.load(model)
     expected = mace.Engine(model).run({"x": X})["y"]
@@ -117,7 +117,7 @@ def test_tune_stores_a_choice_per_node_that_a_fresh_engine_plans_in(model: Path,
 
 
 def test_a_stored_variant_is_planned_in_and_cached_as_its_own_program(model: Path, tmp_path: Path) -> None:
-    from mace.opencl.variants import record_variants
+    from mace.opencl.tuning.variants import record_variants
 
     engine = _engine(model, tmp_path)
     engine.run({"x": X})  # the default program is in the cache now
@@ -134,7 +134,7 @@ def test_a_stored_variant_is_planned_in_and_cached_as_its_own_program(model: Pat
 
 
 def test_a_stored_variant_that_is_not_offered_falls_back_with_a_warning(model: Path, tmp_path: Path) -> None:
-    from mace.opencl.variants import record_variants
+    from mace.opencl.tuning.variants import record_variants
 
     runtime = _engine(model, tmp_path).backend
     record_variants(runtime.tuned, runtime.graph, runtime.target, {"depthwise": 200}, {})
@@ -155,7 +155,7 @@ def test_tune_without_variants_keeps_the_default_tilings(model: Path, tmp_path: 
 
 
 def test_cache_build_with_the_tuned_file_ships_the_tuned_program(model: Path, tmp_path: Path) -> None:
-    from mace.opencl.variants import record_variants
+    from mace.opencl.tuning.variants import record_variants
 
     runtime = _engine(model, tmp_path / "tuning").backend
     record_variants(runtime.tuned, runtime.graph, runtime.target, {"conv3x3": 1}, {"conv3x3": 5.0})

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from mace.ir import ACTIVATIONS
+from mace.model.ir import ACTIVATIONS
 from mace.ops import REFERENCE_OPS, SUPPORTED_OPS, apply_activation, run_node
 from mace.ops.activations import erf
 

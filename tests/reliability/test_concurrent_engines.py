@@ -15,8 +15,8 @@ import pytest
 from onnx import TensorProto, helper
 
 import mace
-from mace.opencl import cachefile
-from mace.opencl.store import PROGRAM_CACHE_NAME
+from mace.cachefiles import program_cache
+from mace.cachefiles.stores import PROGRAM_CACHE_NAME
 
 pytest.importorskip("pyopencl")
 
@@ -52,7 +52,7 @@ def test_eight_processes_one_storage(tmp_path: Path) -> None:
     for proc in procs:
         _, err = proc.communicate(timeout=600)  # a deadlock would end here
         assert proc.returncode == 0, err
-    parsed = cachefile.decode((storage / PROGRAM_CACHE_NAME).read_bytes())
+    parsed = program_cache.decode((storage / PROGRAM_CACHE_NAME).read_bytes())
     assert len(parsed.entries) == 4 and len(parsed.fingerprints) == 1
     for model in models:
         engine = mace.Engine(model, device="opencl",

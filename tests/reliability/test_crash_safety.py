@@ -33,7 +33,7 @@ TEMP_FILE = re.compile(r"^\.mace_cl_compiled_program\.bin\..+\.tmp$")
 
 
 def import_parsers_only() -> None:
-    """Make ``import mace.opencl.store`` skip mace/__init__ (converter, onnx: 0.3 s a start, times 100 children)."""
+    """Make ``import mace.cachefiles.stores`` skip mace/__init__ (converter, onnx: 0.3 s a start, x 100 children)."""
     if "mace" not in sys.modules:
         package = types.ModuleType("mace")
         package.__path__ = list(importlib.util.find_spec("mace").submodule_search_locations)
@@ -42,7 +42,7 @@ def import_parsers_only() -> None:
 
 def generation_cache(generation: int):  # -> CacheFile; imports stay inside so the child starts light
     """The known content of save number ``generation``: SLOTS programs whose blobs and times carry the number."""
-    from mace.opencl.cachefile import CacheEntry, CacheFile, DeviceFingerprint
+    from mace.cachefiles.program_cache import CacheEntry, CacheFile, DeviceFingerprint
 
     fp = DeviceFingerprint("crash-test", "mace tests", "OpenCL 3.0", "fake-device", "none", "OpenCL 3.0", "1.0", 64,
                            True, "0.1.0")  # fmt: skip
@@ -56,9 +56,9 @@ def generation_cache(generation: int):  # -> CacheFile; imports stay inside so t
 
 
 def generation_of(data: bytes) -> int:
-    from mace.opencl import cachefile
+    from mace.cachefiles import program_cache
 
-    return int(cachefile.decode(data).entries[0].last_used)
+    return int(program_cache.decode(data).entries[0].last_used)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -67,8 +67,8 @@ def generation_of(data: bytes) -> int:
 
 def child(path: str) -> None:
     import_parsers_only()
-    from mace.opencl import cachefile
-    from mace.opencl.store import FileStore
+    from mace.cachefiles import program_cache
+    from mace.cachefiles.stores import FileStore
 
     def mark(text: str) -> None:
         os.write(1, f"{text} {time.monotonic():.6f}\n".encode())
@@ -79,10 +79,10 @@ def child(path: str) -> None:
 
     def merge(current: bytes | None) -> bytes:
         nonlocal saved
-        old = cachefile.decode(current)  # strict: a torn file ends the child with a traceback, not with SIGKILL
+        old = program_cache.decode(current)  # strict: a torn file ends the child with a traceback, not with SIGKILL
         saved = int(old.entries[0].last_used) + 1
         mark(f"merge {saved}")
-        data = cachefile.encode(old.merged(generation_cache(saved)))
+        data = program_cache.encode(old.merged(generation_cache(saved)))
         mark(f"encoded {saved}")  # from here to "done": mkstemp, write, fsync, rename, fsync dir, unlock
         return data
 
@@ -125,11 +125,11 @@ def parse(lines: list[str]) -> list[tuple[str, int | None, float]]:
 
 def test_sigkilled_saver_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
     import_parsers_only()
-    from mace.opencl import cachefile
-    from mace.opencl.store import FileStore
+    from mace.cachefiles import program_cache
+    from mace.cachefiles.stores import FileStore
 
     path = tmp_path / "mace_cl_compiled_program.bin"
-    FileStore(path).update(lambda _: cachefile.encode(generation_cache(0)))
+    FileStore(path).update(lambda _: program_cache.encode(generation_cache(0)))
     rng = random.Random(20240611)
     on_disk = 0
     counts = {"before a write": 0, "mid-save": 0, "after a save": 0}
@@ -185,10 +185,11 @@ def test_sigkilled_saver_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
             data = FileStore(path).read()
             try:
                 found = generation_of(data)  # strict decode
-            except cachefile.CacheFormatError as exc:
+            except program_cache.CacheFormatError as exc:
                 raise AssertionError(f"killed after {markers[-1:]}: the file on disk is torn: {exc}") from exc
             assert found in allowed, f"killed after {markers[-1:]}: file holds generation {found}, expected {allowed}"
-            assert data == cachefile.encode(generation_cache(found)), f"generation {found} differs from its known bytes"
+            expected = program_cache.encode(generation_cache(found))
+            assert data == expected, f"generation {found} differs from its known bytes"
             if kind == "encoded":
                 mid_save_outcome["old" if found == generation - 1 else "new"] += 1
             on_disk = found
@@ -210,7 +211,7 @@ def test_sigkilled_saver_leaves_the_old_or_the_new_file(tmp_path: Path) -> None:
     assert all(TEMP_FILE.match(name) for name in leftovers), leftovers
     assert len(leftovers) <= counts["mid-save"]
     # The leftovers never break loading, and the next save works beside them.
-    FileStore(path).update(lambda current: cachefile.encode(cachefile.decode(current)))
+    FileStore(path).update(lambda current: program_cache.encode(program_cache.decode(current)))
     assert generation_of(FileStore(path).read()) == on_disk
     for name in leftovers:  # up to 3 MB each
         (tmp_path / name).unlink()
@@ -235,9 +236,9 @@ def test_stale_temp_files_are_removed_by_the_next_save(tmp_path: Path) -> None:
     import pytest
 
     import_parsers_only()
-    from mace.opencl import cachefile, store
+    from mace.cachefiles import program_cache, stores
 
-    if not hasattr(store, "remove_stale_temp_files"):
+    if not hasattr(stores, "remove_stale_temp_files"):
         pytest.skip("FileStore does not clean up the temp files of killed writers yet")
     path = tmp_path / "mace_cl_compiled_program.bin"
     stale, fresh, other = (tmp_path / name for name in (f".{path.name}.dead.tmp", f".{path.name}.live.tmp", ".x.tmp"))
@@ -246,7 +247,7 @@ def test_stale_temp_files_are_removed_by_the_next_save(tmp_path: Path) -> None:
     hour_ago = time.time() - 3600
     os.utime(stale, (hour_ago, hour_ago))
     os.utime(other, (hour_ago, hour_ago))
-    store.FileStore(path).update(lambda _: cachefile.encode(generation_cache(0)))
+    stores.FileStore(path).update(lambda _: program_cache.encode(generation_cache(0)))
     assert not stale.exists(), "a temp file older than a minute survived a save"
     assert fresh.exists() and other.exists(), "a save removed a recent temp file or another file's"
 

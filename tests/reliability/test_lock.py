@@ -24,7 +24,7 @@ RELEASE_BOUND_SECONDS = 3.0  # filelock polls every 0.05 s: a freed lock is take
 
 
 def import_parsers_only() -> None:
-    """Make ``import mace.opencl.store`` skip mace/__init__ (converter, onnx: 0.3 s a start)."""
+    """Make ``import mace.cachefiles.stores`` skip mace/__init__ (converter, onnx: 0.3 s a start)."""
     if "mace" not in sys.modules:
         package = types.ModuleType("mace")
         package.__path__ = list(importlib.util.find_spec("mace").submodule_search_locations)
@@ -32,14 +32,14 @@ def import_parsers_only() -> None:
 
 
 def fingerprint(owner: str):  # -> DeviceFingerprint
-    from mace.opencl.cachefile import DeviceFingerprint
+    from mace.cachefiles.program_cache import DeviceFingerprint
 
     return DeviceFingerprint("lock-test", "mace tests", "OpenCL 3.0", f"fake device of {owner}", "none", "OpenCL 3.0",
                              "1.0", 64, True, "0.1.0")  # fmt: skip
 
 
 def entry(owner: str, number: int):  # -> CacheEntry
-    from mace.opencl.cachefile import CacheEntry
+    from mace.cachefiles.program_cache import CacheEntry
 
     source = f"__kernel void k_{owner}_{number}() {{}}"
     return CacheEntry.for_program(source, f"-DN={number}", fingerprint(owner), f"{owner}/{number}".encode() * 64,
@@ -47,21 +47,21 @@ def entry(owner: str, number: int):  # -> CacheEntry
 
 
 def add_entry(owner: str, number: int):  # -> the merge function for FileStore.update
-    from mace.opencl import cachefile
+    from mace.cachefiles import program_cache
 
     def merge(current: bytes | None) -> bytes:
-        base = cachefile.decode(current) if current is not None else cachefile.CacheFile()
+        base = program_cache.decode(current) if current is not None else program_cache.CacheFile()
         time.sleep(random.uniform(0, 0.002))  # widen the read-to-write window a lost update would need
-        return cachefile.encode(base.merged(cachefile.CacheFile({fingerprint(owner).id(): fingerprint(owner)},
+        return program_cache.encode(base.merged(program_cache.CacheFile({fingerprint(owner).id(): fingerprint(owner)},
                                                                 [entry(owner, number)])))  # fmt: skip
 
     return merge
 
 
 def keys(path: Path) -> set[tuple[str, str]]:
-    from mace.opencl import cachefile
+    from mace.cachefiles import program_cache
 
-    return {(e.fingerprint_id, e.program_key) for e in cachefile.decode(path.read_bytes()).entries}
+    return {(e.fingerprint_id, e.program_key) for e in program_cache.decode(path.read_bytes()).entries}
 
 
 def expected_keys(owner: str, numbers: range) -> set[tuple[str, str]]:
@@ -74,7 +74,7 @@ def expected_keys(owner: str, numbers: range) -> set[tuple[str, str]]:
 
 def child(mode: str, path: str, owner: str, count: int) -> None:
     import_parsers_only()
-    from mace.opencl.store import FileStore
+    from mace.cachefiles.stores import FileStore
 
     def say(text: str) -> None:
         os.write(1, f"{text}\n".encode())
@@ -146,7 +146,7 @@ def finish(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
 
 def test_a_killed_lock_holder_frees_the_lock(tmp_path: Path, spawn: Callable[..., subprocess.Popen[bytes]]) -> None:
     import_parsers_only()
-    from mace.opencl.store import FileStore, StoreError
+    from mace.cachefiles.stores import FileStore, StoreError
 
     path = tmp_path / "mace_cl_compiled_program.bin"
     FileStore(path).update(add_entry("parent", 0))

@@ -9,9 +9,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import MaceError
-from ..opencl import cachefile, mace_compat, tuned_params
-from ..opencl.store import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, atomic_write
+from mace.cachefiles import program_cache, tuned_params, xiaomi
+from mace.cachefiles.stores import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, atomic_write
+from mace.errors import MaceError
 
 console = Console()
 
@@ -57,12 +57,12 @@ def _read(path: str) -> bytes:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .. import modelfile
-    from ..opencl.context import GPUContextBuilder
-    from ..opencl.programs import ProgramCache
-    from ..opencl.runtime import program_plan
-    from ..opencl.store import FileStore
-    from ..opencl.tuner import TunedParamsStore
+    from mace.cachefiles.stores import FileStore
+    from mace.model import modelfile
+    from mace.opencl.context import GPUContextBuilder
+    from mace.opencl.programs import ProgramCache
+    from mace.opencl.runtime import program_plan
+    from mace.opencl.tuning.local_sizes import TunedParamsStore
 
     output = Path(args.output)
     builder = GPUContextBuilder().set_device(args.device.partition(":")[2]).disable_storage()
@@ -83,7 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _inspect_xiaomi(path: str, data: bytes, as_json: bool) -> int:
     """XiaoMi MACE's own program cache, read-only: platform info, device, programs, CRC verdict."""
-    report = mace_compat.describe_mace(data)
+    report = xiaomi.describe_mace(data)
     if as_json:
         print(json.dumps(report, default=str))
         return 0 if report["valid"] else 1
@@ -132,11 +132,11 @@ def _inspect_tuned(path: str, data: bytes, as_json: bool) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     data = _read(args.file)
-    if mace_compat.detect(data) in ("mace-v1.1", "mace-legacy"):
+    if xiaomi.detect(data) in ("mace-v1.1", "mace-legacy"):
         return _inspect_xiaomi(args.file, data, args.json)
     if data[:4] == tuned_params.MAGIC:
         return _inspect_tuned(args.file, data, args.json)
-    report = cachefile.describe(data)
+    report = program_cache.describe(data)
     if args.json:
         print(json.dumps(report, default=str))
         return 0 if report["valid"] else 1
@@ -169,11 +169,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     data = _read(args.file)
-    kind = mace_compat.detect(data)
+    kind = xiaomi.detect(data)
     if kind in ("mace-v1.1", "mace-legacy"):
         try:
-            found = mace_compat.read_mace_file(data)
-        except mace_compat.MaceCompatError as exc:
+            found = xiaomi.read_mace_file(data)
+        except xiaomi.MaceCompatError as exc:
             print(f"{args.file}: invalid XiaoMi MACE program cache: {exc}")
             return 1
         crc = "CRC32 ok" if found.crc_ok else "no CRC (legacy layout)"
@@ -187,34 +187,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return 1
         print(f"{args.file}: valid tuned parameters ({len(tuned_params.decode(data).entries)} entries)")
         return 0
-    problems = cachefile.validate(data, key=args.key.encode() if args.key else None)
+    problems = program_cache.validate(data, key=args.key.encode() if args.key else None)
     if problems:
         print(f"{args.file}: invalid: {problems[0]}")
         for extra in problems[1:]:
             print(f"  also: {extra}")
         return 1
-    cache = cachefile.decode(data)
+    cache = program_cache.decode(data)
     print(f"{args.file}: valid ({len(cache.entries)} entries, {len(cache.fingerprints)} device fingerprints)")
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    merged = cachefile.CacheFile()
+    merged = program_cache.CacheFile()
     for path in args.inputs:
         try:
-            merged = merged.merged(cachefile.decode(_read(path)))
-        except cachefile.CacheFormatError as exc:
+            merged = merged.merged(program_cache.decode(_read(path)))
+        except program_cache.CacheFormatError as exc:
             raise MaceError(f"{path}: {exc}") from exc
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(output, cachefile.encode(merged))
+    atomic_write(output, program_cache.encode(merged))
     print(f"{output}: {len(merged.entries)} entries from {len(args.inputs)} files, "
           f"{len(merged.fingerprints)} device fingerprints")
     return 0
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    from ..opencl.context import default_storage_dir
+    from mace.opencl.context import default_storage_dir
 
     directory = Path(args.storage_path) if args.storage_path else default_storage_dir()
     if directory is None:

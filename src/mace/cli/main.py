@@ -7,8 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..errors import MaceError
-from . import cache_cmd, model_cmd, tools_cmd
+from mace.cli import cache_cmd, model_cmd, tools_cmd
+from mace.errors import MaceError
 
 
 def build_parser() -> argparse.ArgumentParser:

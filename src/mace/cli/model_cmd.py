@@ -12,9 +12,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .. import modelfile
-from ..errors import MaceError
-from ..ir import DATA_TYPES, Graph
+from mace.errors import MaceError
+from mace.model import modelfile
+from mace.model.ir import DATA_TYPES, Graph
 
 console = Console()
 
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..converter import convert
+    from mace.converter import convert
 
     start = time.perf_counter()
     written = convert(args.model, args.output, config=args.config, input_shapes=parse_shape_args(args.input_shape),
@@ -102,7 +102,7 @@ def _read_inputs(graph: Graph, items: list[str] | None, seed: int) -> dict[str, 
 def make_gpu_context(args: argparse.Namespace) -> Any:
     if not (args.device.startswith(("opencl", "gpu"))):
         return None
-    from ..opencl.context import GPUContextBuilder
+    from mace.opencl.context import GPUContextBuilder
 
     builder = GPUContextBuilder()
     if args.storage_path:
@@ -113,7 +113,7 @@ def make_gpu_context(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..runtime.engine import Engine
+    from mace.runtime.engine import Engine
 
     t0 = time.perf_counter()
     engine = Engine(args.model, device=args.device, gpu_context=make_gpu_context(args))
@@ -158,7 +158,7 @@ def _file_safe(name: str) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if path.suffix == ".onnx":
-        from ..converter import convert_onnx
+        from mace.converter import convert_onnx
 
         graph = convert_onnx(path, parse_shape_args(args.input_shape))
     else:

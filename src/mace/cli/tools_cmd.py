@@ -40,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from ..opencl.context import GPUContextBuilder
-    from ..opencl.runtime import OpenCLRuntime
-    from ..runtime.engine import Engine
+    from mace.opencl.context import GPUContextBuilder
+    from mace.opencl.runtime import OpenCLRuntime
+    from mace.runtime.engine import Engine
 
     builder = GPUContextBuilder().set_device(args.device.partition(":")[2])
     if args.storage_path:
@@ -76,8 +76,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from ..errors import DeviceError
-    from ..opencl.device import is_gpu, list_devices, registration_commands, unregistered_vendor_libraries
+    from mace.errors import DeviceError
+    from mace.opencl.device import is_gpu, list_devices, registration_commands, unregistered_vendor_libraries
 
     try:
         choices = list_devices()
@@ -109,7 +109,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from ..benchmark import benchmark
+    from mace.cli.benchmark import benchmark
 
     result = benchmark(args.model, args.device, args.runs, profile=not args.no_profile)
     if args.plot:
@@ -157,7 +157,7 @@ def plot_benchmark(result: dict, path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from ..errors import MaceError
+        from mace.errors import MaceError
 
         raise MaceError("--plot needs matplotlib: pip install 'mace[plot]'") from None
     fig, (ops_ax, start_ax) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import onnx
 
-from .. import modelfile
-from ..errors import ConversionError
-from ..ir import DATA_TYPES, Graph
-from .deployment import ModelSpec, read_deployment
-from .onnx_import import SUPPORTED_OPS, import_onnx
-from .passes import optimize
+from mace.converter.deployment import ModelSpec, read_deployment
+from mace.converter.onnx_import import SUPPORTED_OPS, import_onnx
+from mace.converter.passes import optimize
+from mace.errors import ConversionError
+from mace.model import modelfile
+from mace.model.ir import DATA_TYPES, Graph
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ChecksumMismatchError, DeploymentFileError
-from ..ir import DATA_TYPES
+from mace.errors import ChecksumMismatchError, DeploymentFileError
+from mace.model.ir import DATA_TYPES
 
 # MACE keys accepted for compatibility; those marked False are read and ignored (they concern MACE's build system).
 TOP_KEYS = {"library_name": False, "target_abis": False, "target_socs": False, "model_graph_format": False,

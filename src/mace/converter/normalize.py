@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ir import Node
+from mace.model.ir import Node
 
 # new constants created while normalizing: name -> value
 Constants = dict[str, np.ndarray]

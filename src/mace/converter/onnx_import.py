@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from ..errors import ConversionError, UnsupportedOpError
-from ..ir import Graph, Node, TensorInfo
-from ..ops.reference import REFERENCE_OPS
-from .normalize import normalize_node
+from mace.converter.normalize import normalize_node
+from mace.errors import ConversionError, UnsupportedOpError
+from mace.model.ir import Graph, Node, TensorInfo
+from mace.ops.reference import REFERENCE_OPS
 
 log = logging.getLogger(__name__)
 

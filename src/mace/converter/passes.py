@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..ir import FUSABLE_PRODUCERS, Graph, Node, TensorInfo
+from mace.model.ir import FUSABLE_PRODUCERS, Graph, Node, TensorInfo
 
 
 def remove_identities(graph: Graph) -> int:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pyopencl as cl
 
-from .device import DeviceChoice, fingerprint, select_device
-from .store import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, FileStore, MemoryStore, Store
+from mace.cachefiles.stores import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, FileStore, MemoryStore, Store
+from mace.opencl.device import DeviceChoice, fingerprint, select_device
 
 STORAGE_ENV = "MACE_STORAGE_PATH"  # overrides the default storage directory; "off" disables the writable cache
 CACHE_KEY_ENV = "MACE_CACHE_KEY"

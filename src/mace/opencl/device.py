@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import pyopencl as cl
 
-from .. import __version__
-from ..errors import DeviceError
-from .cachefile import DeviceFingerprint
+from mace import __version__
+from mace.cachefiles.program_cache import DeviceFingerprint
+from mace.errors import DeviceError
 
 # Vendor OpenCL libraries that an ICD loader can use once they are listed in /etc/OpenCL/vendors/*.icd.
 VENDOR_LIBRARIES = {

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .codegen import ProgramPlan
+    from mace.opencl.plan import ProgramPlan
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from .backend import OpenCLBackend
+from mace.opencl.executor import OpenCLBackend
 
 
 def profile_launches(backend: OpenCLBackend, feeds: dict[str, np.ndarray], repeats: int = 10) -> list[dict[str, Any]]:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pyopencl as cl
 
-from . import cachefile
-from .cachefile import CacheEntry, CacheFile, CacheFormatError, DeviceFingerprint
-from .store import Store, StoreError
+from mace.cachefiles import program_cache
+from mace.cachefiles.program_cache import CacheEntry, CacheFile, CacheFormatError, DeviceFingerprint
+from mace.cachefiles.stores import Store, StoreError
 
 log = logging.getLogger("mace.opencl")
 
@@ -76,7 +76,7 @@ class ProgramCache:
             return None
         self.stats["cache_files_read"].append(store.description)
         try:
-            cache, problems = cachefile.decode_report(data, key=self.cache_key)
+            cache, problems = program_cache.decode_report(data, key=self.cache_key)
         except CacheFormatError as exc:
             self.warn(
                 f"{store.description}: discarded ({exc}); programs will be rebuilt from source"
@@ -114,8 +114,8 @@ class ProgramCache:
     # -- building ----------------------------------------------------------------------------------------------
     def build(self, source: str, options: str) -> cl.Program:
         """A built program for (source, options): from a cached binary when one is valid, else from source."""
-        options = cachefile.normalize_build_options(options)
-        key = cachefile.program_key(source, options, self.fingerprint)
+        options = program_cache.normalize_build_options(options)
+        key = program_cache.program_key(source, options, self.fingerprint)
         for loaded in self._sources():
             entry = loaded.entries.get(key)
             if entry is None:
@@ -132,7 +132,7 @@ class ProgramCache:
         try:
             program = cl.Program(self.context, source).build(options=options, devices=[self.device])
         except cl.Error as exc:
-            from ..errors import DeviceError
+            from mace.errors import DeviceError
 
             raise DeviceError(f"building the OpenCL program failed on {self.device.name}: {exc}") from exc
         self.stats["program_build_seconds"] += time.perf_counter() - start
@@ -189,7 +189,7 @@ class ProgramCache:
             base = CacheFile({}, [])
             if current is not None:
                 try:
-                    base, _problems = cachefile.decode_report(current, key=self.cache_key)
+                    base, _problems = program_cache.decode_report(current, key=self.cache_key)
                 except CacheFormatError:
                     base = CacheFile({}, [])  # already reported when read; replaced by a valid file now
             merged = base.merged(addition)
@@ -197,7 +197,7 @@ class ProgramCache:
                 if entry.fingerprint_id == fp_id and entry.program_key in touched:
                     entry.last_used = max(entry.last_used, now)
             evicted[:] = evict_least_recently_used(merged, self.max_cache_bytes, keep=touched)
-            return cachefile.encode(merged, key=self.cache_key)
+            return program_cache.encode(merged, key=self.cache_key)
 
         try:
             self.storage.update(merge)

@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from ..errors import DeviceError
-from ..ir import Graph
-from . import tuned_params
-from .backend import OpenCLBackend
-from .cachefile import source_sha256
-from .context import GPUContext, GPUContextBuilder
-from .programs import ProgramCache
-from .tuner import KernelLimits, TunedParamsStore, tune_kernel
-from .variants import (
+from mace.cachefiles import tuned_params
+from mace.cachefiles.program_cache import source_sha256
+from mace.errors import DeviceError
+from mace.model.ir import Graph
+from mace.opencl.context import GPUContext, GPUContextBuilder
+from mace.opencl.executor import OpenCLBackend
+from mace.opencl.programs import ProgramCache
+from mace.opencl.tuning.local_sizes import KernelLimits, TunedParamsStore, tune_kernel
+from mace.opencl.tuning.variants import (
     VARIANT_TOLERANCE,
     load_variants,
     outputs_agree,
@@ -192,7 +192,7 @@ class OpenCLRuntime:
 def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None = None) -> Any:
     """The plan (program source, launches) the runtime builds for `graph` on `device`, with the kernel variants
     `tuned` holds; `mace cache build` uses the same, so ahead-of-time programs have the keys the runtime looks up."""
-    from .codegen import plan_graph
+    from mace.opencl.plan import plan_graph
 
     target = _target_for(device)
     return plan_graph(graph, target, load_variants(tuned, graph, target) if tuned is not None else None)
@@ -201,7 +201,7 @@ def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None
 def _target_for(device: cl.Device) -> Any:
     """The device class the kernels are specialized for (tile sizes), when the code generator knows targets."""
     try:
-        from .codegen.tiling import DeviceTarget  # type: ignore[attr-defined]
+        from mace.opencl.plan.tiling import DeviceTarget  # type: ignore[attr-defined]
     except ImportError:
         return None
     return DeviceTarget.from_device(device)

@@ -250,7 +250,7 @@ def _log_softmax(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
 
 
 def apply_activation(x: np.ndarray, name: str, params: Sequence[float] = ()) -> np.ndarray:
-    """Apply the fused activation ``name`` (a key of mace.ir.ACTIVATIONS) with its ``activation_params``.
+    """Apply the fused activation ``name`` (a key of mace.model.ir.ACTIVATIONS) with its ``activation_params``.
 
     Missing params take the ONNX defaults (Clip: unbounded, LeakyRelu alpha 0.01, HardSigmoid 0.2/0.5).
 

@@ -1,4 +1,4 @@
-"""The numpy reference ops: ONNX semantics (latest opset form, see mace.ir), vectorized.
+"""The numpy reference ops: ONNX semantics (latest opset form, see mace.model.ir), vectorized.
 
 They are the oracle for the OpenCL runtime, the CPU fallback runtime and the converter's constant folding.
 Each op is ``fn(inputs, attrs) -> outputs``: absent optional inputs are None (or missing at the end of the list),
@@ -43,7 +43,7 @@ SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(REFERENCE_OPS))
 
 
 def run_node(op: str, inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    """Run one node, including the fusion epilogue of mace.ir: y = op(...); y += residual; y = activation(y).
+    """Run one node, including the fusion epilogue of mace.model.ir: y = op(...); y += residual; y = activation(y).
 
     With ``attrs["residual"]`` the last input is the residual (not passed to the op).
     """

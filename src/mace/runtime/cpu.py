@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..ir import Graph
-from ..ops.reference import run_node
+from mace.model.ir import Graph
+from mace.ops.reference import run_node
 
 
 class CPUBackend:

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import modelfile
-from ..errors import InputError
-from ..ir import Graph, TensorInfo
-from .backend import Backend, create_backend
+from mace.errors import InputError
+from mace.model import modelfile
+from mace.model.ir import Graph, TensorInfo
+from mace.runtime.registry import Backend, create_backend
 
 
 class Engine:

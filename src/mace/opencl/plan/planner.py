@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DeviceError
-from ...ir import Graph, Node
-from .templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
-from .tiling import DeviceTarget
+from mace.errors import DeviceError
+from mace.model.ir import Graph, Node
+from mace.opencl.plan.templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
+from mace.opencl.plan.tiling import DeviceTarget
 
 # Deterministic, and valid for every OpenCL 1.2+ device: the cached binary is keyed on these.
 BUILD_OPTIONS = "-cl-std=CL1.2 -cl-mad-enable"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import DeviceError
-from ...ir import Node
-from .elementwise import elementwise, operand
-from .plan import Planner, lowers
-from .templates import prod
+from mace.errors import DeviceError
+from mace.model.ir import Node
+from mace.opencl.plan.elementwise import elementwise, operand
+from mace.opencl.plan.planner import Planner, lowers
+from mace.opencl.plan.templates import prod
 
 ALIAS_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...errors import DeviceError
-from ...ir import Node
-from . import tiling
-from .conv import takes_gpu_gemm
-from .plan import Planner, ints, lowers, optional, positive_axis, prepass
-from .templates import broadcast_strides, collapse, contiguous_strides, prod
+from mace.errors import DeviceError
+from mace.model.ir import Node
+from mace.opencl.plan import tiling
+from mace.opencl.plan.conv import takes_gpu_gemm
+from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis, prepass
+from mace.opencl.plan.templates import broadcast_strides, collapse, contiguous_strides, prod
 
 # --- the shared lowerings ------------------------------------------------------------------------------------------
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import DeviceError
-from ...ir import Node
-from .conv import same_pads, spatial_attrs, to3d
-from .plan import Planner, lowers
-from .reduce import reduce
+from mace.errors import DeviceError
+from mace.model.ir import Node
+from mace.opencl.plan.conv import same_pads, spatial_attrs, to3d
+from mace.opencl.plan.planner import Planner, lowers
+from mace.opencl.plan.reduce import reduce
 
 
 @lowers("MaxPool", "AveragePool")

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DeviceError
-from ...ir import Node
-from .elementwise import Operand, elementwise, operand
-from .plan import Arg, Planner, lowers, optional, positive_axis
-from .templates import TAG_DTYPES, prod
+from mace.errors import DeviceError
+from mace.model.ir import Node
+from mace.opencl.plan.elementwise import Operand, elementwise, operand
+from mace.opencl.plan.planner import Arg, Planner, lowers, optional, positive_axis
+from mace.opencl.plan.templates import TAG_DTYPES, prod
 
 
 @lowers("BatchNormalization")

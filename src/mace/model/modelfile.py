@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelFormatError
-from .fileio import atomic_write
-from .ir import Graph, Node, TensorInfo
+from mace.errors import ModelFormatError
+from mace.fileio import atomic_write
+from mace.model.ir import Graph, Node, TensorInfo
 
 MAGIC = b"MACEMDL\0"
 FORMAT_VERSION = 0x00010000  # major.minor in the high/low 16 bits; a reader accepts its own major version

@@ -33,8 +33,8 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mace.opencl.binformat import Cursor, FormatError
-from mace.opencl.cachefile import MAGIC as MCLP_MAGIC
+from mace.cachefiles.binformat import Cursor, FormatError
+from mace.cachefiles.program_cache import MAGIC as MCLP_MAGIC
 
 PLATFORM_INFO_KEY = "mace_opencl_precompiled_platform_info_key"
 DEVICE_NAME_KEY = "mace_opencl_precompiled_device_name_key"
@@ -358,7 +358,7 @@ def _walk_legacy(view: memoryview) -> list[_RawPair]:
 def _recognize(view: memoryview) -> tuple[str, list[_RawPair], tuple[int, int] | None]:
     """Layout, pairs and CRC; legacy is tried first. When neither fits, the error that got further is raised."""
     if view[:4] == MCLP_MAGIC:
-        raise MaceCompatError(0, "this is mace's own cache file (magic MCLP): read it with mace.opencl.cachefile")
+        raise MaceCompatError(0, "this is mace's own cache file (magic MCLP): read it with mace cache inspect")
     try:
         return "legacy", _walk_legacy(view), None
     except MaceCompatError as exc:

@@ -29,10 +29,10 @@ from typing import NamedTuple
 
 import pyopencl as cl
 
-from . import tuned_params
-from .cachefile import DeviceFingerprint
-from .store import FileStore, Store, StoreError
-from .tuned_params import TunedEntry, TunedParams, TunedParamsError
+from mace.cachefiles import tuned_params
+from mace.cachefiles.program_cache import DeviceFingerprint
+from mace.cachefiles.stores import FileStore, Store, StoreError
+from mace.cachefiles.tuned_params import TunedEntry, TunedParams, TunedParamsError
 
 log = logging.getLogger("mace.opencl")
 

@@ -36,10 +36,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import binformat
-from .binformat import DIGEST_SIZE, FLAG_SIGNED, KNOWN_REQUIRED_FLAGS, REQUIRED_FLAGS_MASK, FormatError, hex_digest
-from .cachefile import FINGERPRINT_MIN_SIZE, CacheFormatError, DeviceFingerprint, read_fingerprints
-from .cachefile import _fingerprint_fields as _cachefile_fingerprint_fields
+from mace.cachefiles import binformat
+from mace.cachefiles.binformat import (
+    DIGEST_SIZE,
+    FLAG_SIGNED,
+    KNOWN_REQUIRED_FLAGS,
+    REQUIRED_FLAGS_MASK,
+    FormatError,
+    hex_digest,
+)
+from mace.cachefiles.program_cache import FINGERPRINT_MIN_SIZE, CacheFormatError, DeviceFingerprint, read_fingerprints
+from mace.cachefiles.program_cache import _fingerprint_fields as _cachefile_fingerprint_fields
 
 MAGIC = b"MCTP"
 FORMAT_MAJOR = 1

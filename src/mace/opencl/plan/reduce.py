@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...ir import Node
-from .plan import Planner, ints, lowers, optional, positive_axis
-from .templates import collapse, contiguous_strides, prod
+from mace.model.ir import Node
+from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
+from mace.opencl.plan.templates import collapse, contiguous_strides, prod
 
 REDUCE: dict[str, tuple[str, str, str]] = {  # op -> INIT, ACC(a, v), FINAL(a) (the mean divides by RED_SIZE)
     "ReduceSum": ("0.0f", "((a) + (v))", "(a)"),

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DeviceError
+from mace.errors import DeviceError
 
 KERNEL_DIR = Path(__file__).parent.parent / "kernels"
 

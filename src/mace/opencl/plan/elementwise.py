@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...errors import DeviceError
-from ...ir import Node
-from .plan import Planner, lowers, optional
-from .templates import FLOAT_TAGS, broadcast_strides, c_float, collapse, contiguous_strides, prod
+from mace.errors import DeviceError
+from mace.model.ir import Node
+from mace.opencl.plan.planner import Planner, lowers, optional
+from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, c_float, collapse, contiguous_strides, prod
 
 
 def _f(attrs: dict[str, Any], key: str, default: float) -> str:

@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .templates import prod
+from mace.opencl.plan.templates import prod
 
 if TYPE_CHECKING:
-    from .gemm import GemmShape
+    from mace.opencl.plan.gemm import GemmShape
 
 MIN_WORK_ITEMS = 8192  # read at each call: tests (and a tuner) may set it on this module
 

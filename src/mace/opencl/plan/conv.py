@@ -16,13 +16,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import DeviceError
-from ...ir import Node
-from .gemm import GemmShape, gemm
-from .gemm_tiled import gpu_conv
-from .plan import Arg, Planner, epilogue_split, ints, lowers, optional
-from .templates import FLOAT_TAGS, prod
-from .tiling import WORK_ITEM_FLOOR_VARIANTS, conv_tiling, depthwise_tiling, gpu_min_work_items, variant_floor
+from mace.errors import DeviceError
+from mace.model.ir import Node
+from mace.opencl.plan.gemm import GemmShape, gemm
+from mace.opencl.plan.gemm_tiled import gpu_conv
+from mace.opencl.plan.planner import Arg, Planner, epilogue_split, ints, lowers, optional
+from mace.opencl.plan.templates import FLOAT_TAGS, prod
+from mace.opencl.plan.tiling import (
+    WORK_ITEM_FLOOR_VARIANTS,
+    conv_tiling,
+    depthwise_tiling,
+    gpu_min_work_items,
+    variant_floor,
+)
 
 
 def spatial_attrs(node: Node, kernel: Sequence[int]) -> tuple[list[int], list[int], list[int], list[int]]:

@@ -16,8 +16,8 @@ from typing import Protocol
 
 from filelock import FileLock, Timeout
 
-from ..errors import MaceError
-from ..fileio import atomic_write
+from mace.errors import MaceError
+from mace.fileio import atomic_write
 
 PROGRAM_CACHE_NAME = "mace_cl_compiled_program.bin"
 TUNED_PARAMS_NAME = "mace_cl_tuned_params.bin"

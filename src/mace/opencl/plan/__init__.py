@@ -21,12 +21,12 @@ Split, Gather, Pad, ...), ``shape`` (aliases, Shape/Size, Cast); ``gemm_tiled`` 
 """
 
 # The family modules register their lowerings on import.
-from . import conv, elementwise, gemm, indexing, norm, pooling, reduce, resize, shape  # noqa: F401
-from .gemm import GemmShape
-from .plan import BUILD_OPTIONS, Arg, Buffer, Launch, ProgramPlan, plan_graph, supported_ops
-from .resize import resize_taps
-from .templates import FLOAT_TAGS, TAG_DTYPES, c_float, storage_tag
-from .tiling import MIN_WORK_ITEMS, DeviceTarget, conv_tiling, depthwise_tiling, gemm_tiling
+from mace.opencl.plan import conv, elementwise, gemm, indexing, norm, pooling, reduce, resize, shape  # noqa: F401
+from mace.opencl.plan.gemm import GemmShape
+from mace.opencl.plan.planner import BUILD_OPTIONS, Arg, Buffer, Launch, ProgramPlan, plan_graph, supported_ops
+from mace.opencl.plan.resize import resize_taps
+from mace.opencl.plan.templates import FLOAT_TAGS, TAG_DTYPES, c_float, storage_tag
+from mace.opencl.plan.tiling import MIN_WORK_ITEMS, DeviceTarget, conv_tiling, depthwise_tiling, gemm_tiling
 
 __all__ = [
     "BUILD_OPTIONS",

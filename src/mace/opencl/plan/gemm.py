@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from ...ir import Node
-from .gemm_tiled import gpu_gemm
-from .plan import Arg, Planner, epilogue_split, lowers, optional
-from .templates import FLOAT_TAGS, broadcast_strides, collapse, prod
-from .tiling import WORK_ITEM_FLOOR_VARIANTS, gemm_tiling, variant_floor
+from mace.model.ir import Node
+from mace.opencl.plan.gemm_tiled import gpu_gemm
+from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional
+from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, collapse, prod
+from mace.opencl.plan.tiling import WORK_ITEM_FLOOR_VARIANTS, gemm_tiling, variant_floor
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from ..errors import DeviceError, InputError, MaceError
-from ..ir import Graph, TensorInfo
-from .codegen import Launch, ProgramPlan, plan_graph
-from .memory import MemoryPlan, program_memory
+from mace.errors import DeviceError, InputError, MaceError
+from mace.model.ir import Graph, TensorInfo
+from mace.opencl.memory import MemoryPlan, program_memory
+from mace.opencl.plan import Launch, ProgramPlan, plan_graph
 
 log = logging.getLogger("mace.opencl")
 

@@ -4,7 +4,7 @@ Cold = no cache file and the drivers' own caches off (POCL_KERNEL_CACHE=0, CUDA_
 file the cold run wrote is present, driver caches still off (what mace's file alone gives); warm_driver = the same
 with the driver caches on, second start (what an app sees on its next launch: on NVIDIA the cached binary is PTX,
 and the driver's ComputeCache keeps its translation to machine code). Each measurement runs
-`python -m mace.benchmark --child ...` in a new process so imports, context creation and program loading are all
+`python -m mace.cli.benchmark --child ...` in a new process so imports, context creation and program loading are all
 counted, numpy in -> numpy out.
 """
 
@@ -38,7 +38,7 @@ CHILD_CODE = """
 import sys, time
 wall0, t0 = time.time(), time.perf_counter()
 import mace
-from mace.benchmark import child
+from mace.cli.benchmark import child
 child(float(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), wall0, time.perf_counter() - t0)
 """
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...errors import DeviceError
-from ...ir import Node
-from .plan import Planner, ints, lowers, optional, positive_axis
-from .templates import prod
+from mace.errors import DeviceError
+from mace.model.ir import Node
+from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
+from mace.opencl.plan.templates import prod
 
 
 def resize_taps(

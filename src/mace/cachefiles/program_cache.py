@@ -31,8 +31,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import binformat
-from .binformat import (
+from mace.cachefiles import binformat
+from mace.cachefiles.binformat import (
     DIGEST_SIZE,
     FLAG_SIGNED,
     KNOWN_REQUIRED_FLAGS,

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ...ir import Node
-from .plan import Arg, Planner
-from .templates import FLOAT_TAGS, collapse, prod
-from .tiling import GPU_TILE_VARIANTS, GemmTile, gemv_blocking, gpu_gemm_tile, variant_tile
+from mace.model.ir import Node
+from mace.opencl.plan.planner import Arg, Planner
+from mace.opencl.plan.templates import FLOAT_TAGS, collapse, prod
+from mace.opencl.plan.tiling import GPU_TILE_VARIANTS, GemmTile, gemv_blocking, gpu_gemm_tile, variant_tile
 
 if TYPE_CHECKING:
-    from .gemm import GemmShape
+    from mace.opencl.plan.gemm import GemmShape
 
 
 def gpu_gemm(
@@ -54,7 +54,7 @@ def gpu_conv(
 ) -> None:
     """A group-1 convolution as y[img] = W[OC][C*KD*KH*KW] . im2col(x[img]), the columns gathered in the kernel.
     ``geometry`` holds conv.cl's C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; N is the images."""
-    from .gemm import GemmShape
+    from mace.opencl.plan.gemm import GemmShape
 
     oc, images = p.shape(w)[0], p.shape(x)[0]
     k = geometry["C"] * geometry["KD"] * geometry["KH"] * geometry["KW"]

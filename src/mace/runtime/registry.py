@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import DeviceError
-from ..ir import Graph
+from mace.errors import DeviceError
+from mace.model.ir import Graph
 
 
 class Backend(Protocol):

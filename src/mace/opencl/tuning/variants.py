@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from ..ir import Graph, Node
-from . import tuned_params
-from .backend import OpenCLBackend
-from .codegen import plan_graph
-from .profiling import profile_launches
-from .tuner import TunedParamsStore
+from mace.cachefiles import tuned_params
+from mace.model.ir import Graph, Node
+from mace.opencl.executor import OpenCLBackend
+from mace.opencl.plan import plan_graph
+from mace.opencl.profiling import profile_launches
+from mace.opencl.tuning.local_sizes import TunedParamsStore
 
 VARIANT_TOLERANCE = 0.03  # a variant must beat the default by this fraction: noise must not pick it
 VARIANT_GLOBAL_SIZE = (1,)  # variant entries describe a node, not a launch; the format wants a global size
