@@ -24,7 +24,7 @@ import numpy as np
 import pyopencl as cl
 
 from mace.converter import convert_onnx
-from mace.opencl.executor import OpenCLBackend
+from mace.opencl.executor import Executor
 from mace.opencl.plan import tiling
 from mace.opencl.profiling import profile_launches
 
@@ -76,24 +76,24 @@ def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
 def measure(graph: Any, queue: cl.CommandQueue, target: Any, feeds: dict, expected: np.ndarray, runs: int) -> dict:
     ctx = queue.context
     t0 = time.perf_counter()
-    backend = OpenCLBackend(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o), target=target)
+    executor = Executor(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o), target=target)
     build_s = time.perf_counter() - t0
     out_name = graph.outputs[0].name
-    first = backend.run(feeds)[out_name]
+    first = executor.run(feeds)[out_name]
     err = relative_error(first, expected)
     for _ in range(5):
-        backend.run(feeds)
+        executor.run(feeds)
     wall, differing = [], 0
     for _ in range(runs):
         t = time.perf_counter()
-        out = backend.run(feeds)[out_name]
+        out = executor.run(feeds)[out_name]
         wall.append(time.perf_counter() - t)
         differing += not np.array_equal(out, first)  # every kernel sums in a fixed order: runs agree bit for bit
     fences = sorted(
-        set(re.findall(rb"(?:membar|fence)[.a-z_]*", b"".join(backend.program.get_info(cl.program_info.BINARIES))))
+        set(re.findall(rb"(?:membar|fence)[.a-z_]*", b"".join(executor.program.get_info(cl.program_info.BINARIES))))
     )
-    rows = profile_launches(backend, feeds, repeats=10)
-    defines = kernel_defines(backend.plan.source)
+    rows = profile_launches(executor, feeds, repeats=10)
+    defines = kernel_defines(executor.plan.source)
     for row in rows:
         row["defines"] = {k: v for k, v in defines.get(row["kernel"], {}).items() if k in KEYS}
     return {

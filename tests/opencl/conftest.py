@@ -27,15 +27,15 @@ def opencl_queue() -> Any:
 
 
 @pytest.fixture(scope="session")
-def make_backend(opencl_queue: Any) -> Callable[[Graph], Any]:
-    """Builds an OpenCLBackend for a graph on the test device, compiling without mace's program cache."""
+def make_executor(opencl_queue: Any) -> Callable[[Graph], Any]:
+    """Builds an Executor for a graph on the test device, compiling without mace's program cache."""
     import pyopencl as cl
 
-    from mace.opencl.executor import OpenCLBackend
+    from mace.opencl.executor import Executor
 
     context = opencl_queue.context
 
     def build(source: str, options: str) -> Any:
         return cl.Program(context, source).build(options=options)
 
-    return lambda graph: OpenCLBackend(graph, context, opencl_queue, build)
+    return lambda graph: Executor(graph, context, opencl_queue, build)

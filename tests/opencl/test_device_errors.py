@@ -28,7 +28,7 @@ def test_a_failed_run_makes_the_engine_say_it_is_unusable(monkeypatch: pytest.Mo
     engine = mace.Engine(_relu_graph(16), device="opencl", gpu_context=ctx)
     x = np.arange(16, dtype=np.float32).reshape(1, 16) - 8
     np.testing.assert_array_equal(engine.run({"x": x})["y"], np.maximum(x, 0))
-    backend = engine.backend.backend
+    executor = engine.backend.executor
 
     def lost_device(*args, **kwargs):
         record = cl._cl._ErrorRecord(msg="out of resources", code=cl.status_code.OUT_OF_RESOURCES,
@@ -41,4 +41,4 @@ def test_a_failed_run_makes_the_engine_say_it_is_unusable(monkeypatch: pytest.Mo
     monkeypatch.undo()
     with pytest.raises(DeviceError, match="no longer usable: an earlier run failed"):
         engine.run({"x": x})
-    assert backend is engine.backend.backend
+    assert executor is engine.backend.executor

@@ -100,11 +100,11 @@ class GraphBuilder:
         return {t.name: self.values[t.name] for t in self.inputs}
 
 
-def check(builder: GraphBuilder, make_backend: Callable[[Graph], Any], tol: float | None = None) -> None:
+def check(builder: GraphBuilder, make_executor: Callable[[Graph], Any], tol: float | None = None) -> None:
     """Runs the builder's graph on the device and compares every output with the reference."""
     tol = tol if tol is not None else (FP16_TOL if builder.data_type == "fp16_fp32" else FP32_TOL)
-    backend = make_backend(builder.graph())
-    got = backend.run(builder.feeds())
+    executor = make_executor(builder.graph())
+    got = executor.run(builder.feeds())
     producer = {o: n for n in builder.nodes for o in n.outputs}
     failures = []
     for name in builder.outputs:
@@ -126,7 +126,7 @@ def check(builder: GraphBuilder, make_backend: Callable[[Graph], Any], tol: floa
 # --- elementwise -----------------------------------------------------------------------------------------------------
 
 
-def test_unary(make_backend) -> None:
+def test_unary(make_executor) -> None:
     b = GraphBuilder("unary")
     x = b.input("x", (2, 3, 4, 5), -3, 3)
     for op, attrs in [
@@ -168,10 +168,10 @@ def test_unary(make_backend) -> None:
     as_bool = b.node("Cast", [b.node("Relu", [x], output=False)], {"to": 9})
     b.node("Not", [as_bool])
     b.node("Cast", [x], {"to": 1})  # same type: an alias that is a graph output
-    check(b, make_backend)
+    check(b, make_executor)
 
 
-def test_binary_broadcasting(make_backend) -> None:
+def test_binary_broadcasting(make_executor) -> None:
     b = GraphBuilder("binary")
     a = b.input("a", (2, 3, 4, 5))
     per_channel = b.input("per_channel", (3, 1, 1))
@@ -206,10 +206,10 @@ def test_binary_broadcasting(make_backend) -> None:
     b.node("Max", [a, same, mixed, last, per_channel])
     b.node("Min", [a, same, positive])
     b.node("Sum", [a])  # one operand: an alias
-    check(b, make_backend)
+    check(b, make_executor)
 
 
-def test_integer_elementwise(make_backend) -> None:
+def test_integer_elementwise(make_executor) -> None:
     b = GraphBuilder("integers")
     i = b.input("i", (2, 3), -50, 50, np.int64)
     j = b.input("j", (3,), 1, 9, np.int64)
@@ -234,7 +234,7 @@ def test_integer_elementwise(make_backend) -> None:
     b.node("Clip", [i, "", b.const(np.int64(7))])
     b.node("Add", [b.input("i16", (4,), -100, 100, np.int16), b.input("j16", (4,), -100, 100, np.int16)])
     b.node("Mul", [b.input("u32", (4,), 0, 1000, np.uint32), b.input("v32", (4,), 0, 1000, np.uint32)])
-    check(b, make_backend)
+    check(b, make_executor)
 
 
 # --- convolutions and matrix products --------------------------------------------------------------------------------
@@ -326,20 +326,20 @@ BLOCKS = {"biggest_blocks": 0, "smallest_blocks": 1 << 40}
 
 
 @pytest.mark.parametrize("blocks", BLOCKS)
-def test_conv(make_backend, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
+def test_conv(make_executor, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
     monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", BLOCKS[blocks])
-    check(conv_graph("fp32_fp32"), make_backend)
+    check(conv_graph("fp32_fp32"), make_executor)
 
 
-def test_conv_fp16(make_backend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_conv_fp16(make_executor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", 0)
-    check(conv_graph("fp16_fp32"), make_backend)
+    check(conv_graph("fp16_fp32"), make_executor)
 
 
 @pytest.mark.parametrize("blocks", BLOCKS)
-def test_gemm_matmul(make_backend, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
+def test_gemm_matmul(make_executor, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
     monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", BLOCKS[blocks])
-    check(gemm_graph("fp32_fp32"), make_backend)
+    check(gemm_graph("fp32_fp32"), make_executor)
 
 
 def gemm_graph(data_type: str) -> GraphBuilder:
@@ -380,11 +380,11 @@ def gpu_target(compute_units: int) -> tiling.DeviceTarget:
 
 
 @pytest.fixture
-def make_gpu_backend(opencl_queue: Any) -> Callable[..., Any]:
-    """Like make_backend, but planned for a GPU target (OpenCL is portable: the GPU kernels must be right here too)."""
+def make_gpu_executor(opencl_queue: Any) -> Callable[..., Any]:
+    """Like make_executor, but planned for a GPU target (OpenCL is portable: the GPU kernels must be right here too)."""
     import pyopencl as cl
 
-    from mace.opencl.executor import OpenCLBackend
+    from mace.opencl.executor import Executor
 
     context = opencl_queue.context
 
@@ -392,9 +392,9 @@ def make_gpu_backend(opencl_queue: Any) -> Callable[..., Any]:
         return cl.Program(context, source).build(options=options)
 
     def make(graph: Graph, target: tiling.DeviceTarget) -> Any:
-        backend = OpenCLBackend(graph, context, opencl_queue, build, target=target)
-        assert any(launch.kernel.startswith(("tgemm", "gemv")) for launch in backend.plan.launches)
-        return backend
+        executor = Executor(graph, context, opencl_queue, build, target=target)
+        assert any(launch.kernel.startswith(("tgemm", "gemv")) for launch in executor.plan.launches)
+        return executor
 
     return make
 
@@ -425,30 +425,30 @@ def gpu_gemm_graph(data_type: str) -> GraphBuilder:
 
 
 @pytest.mark.parametrize(("tile", "vlds"), [(0, True), (1, False), (2, True)])
-def test_gpu_tiles(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, tile: int, vlds: bool) -> None:
+def test_gpu_tiles(make_gpu_executor, monkeypatch: pytest.MonkeyPatch, tile: int, vlds: bool) -> None:
     """The tiles of tiling.GPU_TILES, with vector or scalar local reads, on convs (edges, strides, dilations, 1D/3D,
     batch 2) and products."""
     monkeypatch.setattr(tiling, "GPU_TILES", [replace(tiling.GPU_TILES[tile], vlds=vlds)])
-    check(conv_graph("fp32_fp32"), lambda graph: make_gpu_backend(graph, gpu_target(1)))
-    check(gpu_gemm_graph("fp32_fp32"), lambda graph: make_gpu_backend(graph, gpu_target(1)))
+    check(conv_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1)))
+    check(gpu_gemm_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1)))
 
 
 @pytest.mark.parametrize("data_type", ["fp32_fp32", "fp16_fp32"])
-def test_gpu_split_k(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, data_type: str) -> None:
+def test_gpu_split_k(make_gpu_executor, monkeypatch: pytest.MonkeyPatch, data_type: str) -> None:
     """Many compute units: the smallest tiles, k split between work-groups and summed by a second kernel."""
     monkeypatch.setattr(tiling, "GPU_SPLIT_MIN_KTILES", 1)
-    backends = []
+    executors = []
 
     def make(graph: Graph) -> Any:
-        backends.append(make_gpu_backend(graph, gpu_target(100_000)))
-        return backends[0]
+        executors.append(make_gpu_executor(graph, gpu_target(100_000)))
+        return executors[0]
 
     check(gpu_gemm_graph(data_type), make)
-    assert any(launch.kernel.startswith("ksum") for launch in backends[0].plan.launches)
+    assert any(launch.kernel.startswith("ksum") for launch in executors[0].plan.launches)
 
 
 @pytest.mark.parametrize("splits", [False, True])
-def test_gpu_concat_in_place(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, splits: bool) -> None:
+def test_gpu_concat_in_place(make_gpu_executor, monkeypatch: pytest.MonkeyPatch, splits: bool) -> None:
     """Convs (k split or not) write their slices of a channel Concat's output themselves, nested Concats too; other
     operands are still copied."""
     monkeypatch.setattr(tiling, "GPU_SPLIT_MIN_KTILES", 1)
@@ -471,16 +471,16 @@ def test_gpu_concat_in_place(make_gpu_backend, monkeypatch: pytest.MonkeyPatch, 
     b.node("Concat", [c1, inner, pool, c2], {"axis": 1})
     used = b.node("Conv", [x, b.weight((3, 24, 1, 1))], _conv_attrs([1, 1]))  # also a graph output: copied
     b.node("Concat", [used, b.node("Relu", [x], output=False)], {"axis": 1})
-    backends = []
+    executors = []
 
     def make(graph: Graph) -> Any:
-        backends.append(make_gpu_backend(graph, gpu_target(100_000 if splits else 1)))
-        return backends[0]
+        executors.append(make_gpu_executor(graph, gpu_target(100_000 if splits else 1)))
+        return executors[0]
 
     check(b, make)
-    copies = [launch for launch in backends[0].plan.launches if launch.kernel.startswith("copy")]
+    copies = [launch for launch in executors[0].plan.launches if launch.kernel.startswith("copy")]
     assert len(copies) == 3  # the pool into the outer Concat; both operands of the last one
-    assert splits == any(launch.kernel.startswith("ksum") for launch in backends[0].plan.launches)
+    assert splits == any(launch.kernel.startswith("ksum") for launch in executors[0].plan.launches)
 
 
 def test_gpu_target_plans(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -513,11 +513,11 @@ def pool_graph(data_type: str) -> GraphBuilder:
     return b
 
 
-def test_pooling(make_backend) -> None:
-    check(pool_graph("fp32_fp32"), make_backend)
+def test_pooling(make_executor) -> None:
+    check(pool_graph("fp32_fp32"), make_executor)
 
 
-def test_reduce_softmax(make_backend) -> None:
+def test_reduce_softmax(make_executor) -> None:
     b = GraphBuilder("reduce")
     x = b.input("x", (2, 3, 4, 5))
     axes = b.const
@@ -538,7 +538,7 @@ def test_reduce_softmax(make_backend) -> None:
     b.node("Softmax", [x], {"axis": 1})
     b.node("Softmax", [x], {"axis": -1})
     b.node("LogSoftmax", [x], {"axis": 2})
-    check(b, make_backend)
+    check(b, make_executor)
 
 
 def norm_graph(data_type: str) -> GraphBuilder:
@@ -559,14 +559,14 @@ def norm_graph(data_type: str) -> GraphBuilder:
     return b
 
 
-def test_normalization(make_backend) -> None:
-    check(norm_graph("fp32_fp32"), make_backend)
+def test_normalization(make_executor) -> None:
+    check(norm_graph("fp32_fp32"), make_executor)
 
 
 # --- data movement ----------------------------------------------------------------------------------------------------
 
 
-def test_indexing(make_backend) -> None:
+def test_indexing(make_executor) -> None:
     b = GraphBuilder("indexing")
     x = b.input("x", (2, 6, 4, 5))
     i64 = np.int64
@@ -598,7 +598,7 @@ def test_indexing(make_backend) -> None:
     squeezed = b.node("Squeeze", [b.node("Reshape", [x, b.const([2, 1, 120], i64)]), b.const([1], i64)])
     b.node("Unsqueeze", [squeezed, b.const([0], i64)])
     b.node("Identity", [first])
-    check(b, make_backend)
+    check(b, make_executor)
 
 
 def resize_graph(data_type: str) -> GraphBuilder:
@@ -640,11 +640,11 @@ def resize_graph(data_type: str) -> GraphBuilder:
     return b
 
 
-def test_resize(make_backend) -> None:
-    check(resize_graph("fp32_fp32"), make_backend)
+def test_resize(make_executor) -> None:
+    check(resize_graph("fp32_fp32"), make_executor)
 
 
-def test_fp16_storage_mix(make_backend) -> None:
+def test_fp16_storage_mix(make_executor) -> None:
     """fp16_fp32 across the families that the conv test does not cover: half buffers, float math."""
     b = GraphBuilder("fp16 mix", "fp16_fp32")
     x = b.input("x", (2, 4, 6, 5))
@@ -669,7 +669,7 @@ def test_fp16_storage_mix(make_backend) -> None:
     b.node("Gemm", [b.input("a", (3, 8)), b.weight((5, 8)), b.weight((5,))], {"transB": 1, "activation": "Relu"})
     b.node("MatMul", [x, b.weight((5, 3))])
     b.node("Cast", [b.node("Greater", [x, b.const(0.0)], output=False)], {"to": 1})
-    check(b, make_backend)
+    check(b, make_executor)
 
 
 # --- plan properties and errors ---------------------------------------------------------------------------------------
@@ -686,26 +686,26 @@ def test_plan_is_deterministic_and_deduplicated() -> None:
     assert len({launch.kernel for launch in plan.launches}) == 1 and len(plan.launches) == 3
 
 
-def test_unsupported_op_names_the_node(make_backend) -> None:
+def test_unsupported_op_names_the_node(make_executor) -> None:
     b = GraphBuilder("unsupported")
     x = b.input("x", (2, 3))
     b.nodes.append(Node("NonMaxSuppression", "nms_0", [x], ["boxes"]))
     b.tensors["boxes"] = TensorInfo("boxes", (1, 3), "int64")
     with pytest.raises(DeviceError, match=r"no kernel for NonMaxSuppression \(node nms_0\)"):
-        make_backend(b.graph())
+        make_executor(b.graph())
 
 
-def test_wrong_feed_is_an_input_error(make_backend) -> None:
+def test_wrong_feed_is_an_input_error(make_executor) -> None:
     from mace.errors import InputError
 
     b = GraphBuilder("feeds")
     b.node("Relu", [b.input("x", (2, 3))])
-    backend = make_backend(b.graph())
+    executor = make_executor(b.graph())
     with pytest.raises(InputError):
-        backend.run({"x": np.zeros((3, 2), np.float32)})
+        executor.run({"x": np.zeros((3, 2), np.float32)})
     with pytest.raises(InputError):
-        backend.run({"y": np.zeros((2, 3), np.float32)})
-    backend.warm_up()
+        executor.run({"y": np.zeros((2, 3), np.float32)})
+    executor.warm_up()
 
 
 # --- whole models -----------------------------------------------------------------------------------------------------
@@ -731,11 +731,11 @@ def _convert_onnx() -> Callable[..., Graph]:
         ("mobilenet_v2", "fp16_fp32", 3e-2),
     ],
 )
-def test_model_matches_onnxruntime(make_backend, model: str, data_type: str, tol: float) -> None:
+def test_model_matches_onnxruntime(make_executor, model: str, data_type: str, tol: float) -> None:
     path = shared_model(model)
     graph = _convert_onnx()(path, data_type=data_type)
     image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     expected = onnxruntime_outputs(path, {"input": image})["output"]
-    got = make_backend(graph).run({"input": image})["output"]
+    got = make_executor(graph).run({"input": image})["output"]
     assert got.shape == expected.shape and got.dtype == np.float32
     assert relative_error(got, expected) <= tol

@@ -140,16 +140,16 @@ def test_shared_model_plans(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "squeezenet1_1"])
-def test_shared_model_on_opencl_with_reuse(name: str, make_backend) -> None:
+def test_shared_model_on_opencl_with_reuse(name: str, make_executor) -> None:
     graph = mace.converter.convert_onnx(shared_model(name))
-    backend = make_backend(graph)
-    report = backend.memory_report()
+    executor = make_executor(graph)
+    report = executor.memory_report()
     print(name, report)
     assert report["lower_bound_bytes"] <= report["peak_bytes"] < 0.5 * report["naive_bytes"]
-    activations = {id(backend.buffers[n]) for n in backend.memory_plan.slot_of}
+    activations = {id(executor.buffers[n]) for n in executor.memory_plan.slot_of}
     assert len(activations) == report["allocations"] < report["values"]
     x = np.random.default_rng(5).standard_normal((1, 3, 224, 224)).astype(np.float32)
     reference = mace.Engine(graph, device="cpu").run({"input": x})["output"]
-    first = backend.run({"input": x})["output"]
+    first = executor.run({"input": x})["output"]
     assert relative_error(first, reference) <= 1e-4
-    np.testing.assert_array_equal(backend.run({"input": x})["output"], first)  # no run reads another's leftovers
+    np.testing.assert_array_equal(executor.run({"input": x})["output"], first)  # no run reads another's leftovers

@@ -22,7 +22,7 @@ def _shared_context():  # one OpenCL context for all cases: context creation is 
     return mace.GPUContextBuilder().disable_storage().finalize()
 
 
-class _OpenCLBackend(MaceBackend):
+class _Executor(MaceBackend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs):  # type: ignore[override]
         unsupported = sorted({n.op_type for n in model.graph.node} - set(SUPPORTED_OPS))
@@ -37,7 +37,7 @@ class _OpenCLBackend(MaceBackend):
         return MaceBackendRep(mace.Engine(graph, device="opencl", gpu_context=_shared_context()))
 
 
-backend_test = onnx.backend.test.BackendTest(_OpenCLBackend, __name__)
+backend_test = onnx.backend.test.BackendTest(_Executor, __name__)
 _cases = backend_test.test_cases
 for _case in _cases.values():
     for _name in [n for n in vars(_case) if n.endswith("_cuda")]:

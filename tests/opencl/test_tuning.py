@@ -62,8 +62,8 @@ def test_tune_cli_writes_file_that_a_fresh_engine_applies(model: Path, tmp_path:
 def test_a_tuned_value_that_breaks_the_kernel_limits_is_ignored(model: Path, tmp_path: Path) -> None:
     engine = _engine(model, tmp_path)
     runtime = engine.backend
-    index = next(i for i in range(len(runtime.backend.kernels)) if runtime.backend.tunable(i))
-    _, launch = runtime.backend.kernels[index]
+    index = next(i for i in range(len(runtime.executor.kernels)) if runtime.executor.tunable(i))
+    _, launch = runtime.executor.kernels[index]
     entry = runtime.tuned.new_entry(launch.kernel, runtime._specialization(), launch.global_size,
                                     (4096,) * len(launch.global_size), 1.0)  # beyond any work-group limit
     runtime.tuned.record(entry)
@@ -77,11 +77,11 @@ def test_a_tuned_value_that_breaks_the_kernel_limits_is_ignored(model: Path, tmp
 
 def test_a_size_the_driver_refuses_falls_back_with_a_warning(model: Path, tmp_path: Path) -> None:
     engine = _engine(model, tmp_path)
-    backend = engine.backend.backend
-    index = next(i for i in range(len(backend.kernels)) if backend.tunable(i))
-    _, launch = backend.kernels[index]
-    backend.set_local_size(index, (100003,) + (1,) * (len(launch.global_size) - 1))  # past the check, as if stale
+    executor = engine.backend.executor
+    index = next(i for i in range(len(executor.kernels)) if executor.tunable(i))
+    _, launch = executor.kernels[index]
+    executor.set_local_size(index, (100003,) + (1,) * (len(launch.global_size) - 1))  # past the check, as if stale
     got = engine.run({"x": X})["y"]
     np.testing.assert_allclose(got, mace.Engine(model).run({"x": X})["y"], rtol=1e-4, atol=1e-5)
     assert any("refused by the driver" in w for w in engine.stats["warnings"])
-    assert backend.kernels[index][1].local_size is None
+    assert executor.kernels[index][1].local_size is None

@@ -78,7 +78,7 @@ def test_the_planner_offers_variants_and_applies_only_offered_ones(model: Path) 
 
 @pytest.mark.parametrize("target", [None, GPU], ids=["portable", "gpu-target"])
 def test_every_variant_computes_the_reference(model: Path, target: Any, opencl_queue: Any) -> None:
-    from mace.opencl.executor import OpenCLBackend
+    from mace.opencl.executor import Executor
 
     graph = modelfile.load(model)
     expected = mace.Engine(model).run({"x": X})["y"]
@@ -91,10 +91,10 @@ def test_every_variant_computes_the_reference(model: Path, target: Any, opencl_q
     sources = set()
     for variant in range(max(counts.values())):
         chosen = {name: variant for name, count in counts.items() if count > variant}
-        backend = OpenCLBackend(graph, context, opencl_queue, build, target=target, variants=chosen)
-        assert backend.plan.variants == {k: v for k, v in chosen.items() if v}
-        sources.add(backend.plan.source)
-        got = backend.run({"x": X})["y"]
+        executor = Executor(graph, context, opencl_queue, build, target=target, variants=chosen)
+        assert executor.plan.variants == {k: v for k, v in chosen.items() if v}
+        sources.add(executor.plan.source)
+        got = executor.run({"x": X})["y"]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
     assert len(sources) >= 2  # variants are other programs (one may coincide with the default on a small model)
 
@@ -110,7 +110,7 @@ def test_tune_stores_a_choice_per_node_that_a_fresh_engine_plans_in(model: Path,
     engine = _engine(model, tmp_path)
     # the stored choices are exactly the ones planned: the changed nodes, or none when the whole was not faster
     assert engine.stats["tuned_variants"] == variants["nodes_changed"]
-    assert len(engine.backend.backend.plan.variants) == variants["nodes_changed"]
+    assert len(engine.backend.executor.plan.variants) == variants["nodes_changed"]
     assert engine.stats["warnings"] == []
     np.testing.assert_allclose(engine.run({"x": X})["y"], mace.Engine(model).run({"x": X})["y"], rtol=1e-4,
                                atol=1e-4)
@@ -125,7 +125,7 @@ def test_a_stored_variant_is_planned_in_and_cached_as_its_own_program(model: Pat
     record_variants(runtime.tuned, runtime.graph, runtime.target, {"conv3x3": 1, "pointwise": 0}, {"conv3x3": 5.0})
     assert runtime.tuned.save()
     fresh = _engine(model, tmp_path)
-    assert fresh.backend.backend.plan.variants == {"conv3x3": 1}
+    assert fresh.executor.executor.plan.variants == {"conv3x3": 1}
     assert fresh.stats["tuned_variants"] == 1
     assert fresh.stats["programs_from_source"] == 1  # another source: not the cached default program
     np.testing.assert_allclose(fresh.run({"x": X})["y"], mace.Engine(model).run({"x": X})["y"], rtol=1e-4, atol=1e-4)
@@ -136,12 +136,12 @@ def test_a_stored_variant_is_planned_in_and_cached_as_its_own_program(model: Pat
 def test_a_stored_variant_that_is_not_offered_falls_back_with_a_warning(model: Path, tmp_path: Path) -> None:
     from mace.opencl.tuning.variants import record_variants
 
-    runtime = _engine(model, tmp_path).backend
+    runtime = _engine(model, tmp_path).executor
     record_variants(runtime.tuned, runtime.graph, runtime.target, {"depthwise": 200}, {})
     runtime.tuned.save()
     assert (tmp_path / TUNED_PARAMS_NAME).exists()
     fresh = _engine(model, tmp_path)
-    assert fresh.backend.backend.plan.variants == {}
+    assert fresh.executor.executor.plan.variants == {}
     assert any("variant 200 of node depthwise is not offered" in w for w in fresh.stats["warnings"])
     np.testing.assert_allclose(fresh.run({"x": X})["y"], mace.Engine(model).run({"x": X})["y"], rtol=1e-4, atol=1e-4)
 
@@ -157,7 +157,7 @@ def test_tune_without_variants_keeps_the_default_tilings(model: Path, tmp_path: 
 def test_cache_build_with_the_tuned_file_ships_the_tuned_program(model: Path, tmp_path: Path) -> None:
     from mace.opencl.tuning.variants import record_variants
 
-    runtime = _engine(model, tmp_path / "tuning").backend
+    runtime = _engine(model, tmp_path / "tuning").executor
     record_variants(runtime.tuned, runtime.graph, runtime.target, {"conv3x3": 1}, {"conv3x3": 5.0})
     runtime.tuned.save()
     tuned_file = tmp_path / "tuning" / TUNED_PARAMS_NAME
@@ -168,5 +168,5 @@ def test_cache_build_with_the_tuned_file_ships_the_tuned_program(model: Path, tm
     ctx = (mace.GPUContextBuilder().disable_storage().set_opencl_binary_paths([shipped])
            .set_opencl_parameter_path(tuned_file).finalize())
     engine = mace.Engine(model, device="opencl", gpu_context=ctx)
-    assert engine.backend.backend.plan.variants == {"conv3x3": 1}
+    assert engine.backend.executor.plan.variants == {"conv3x3": 1}
     assert engine.stats["programs_from_source"] == 0 and engine.stats["programs_from_cache"] == 1

@@ -94,7 +94,7 @@ def per_op_profile(model: str, device: str, repeats: int = 20) -> dict[str, Any]
     engine = mace.Engine(model, device=device, gpu_context=ctx)
     rng = np.random.default_rng(0)
     feeds = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in engine.inputs}
-    rows = profile_launches(engine.backend.backend, feeds, repeats)
+    rows = profile_launches(engine.backend.executor, feeds, repeats)
     return {"launches": rows, "by_op": summarize_by_op(rows), "device_total_us": sum(r["us"] for r in rows),
             "memory": engine.stats.get("memory")}
 

@@ -53,7 +53,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     runtime = engine.backend
     assert isinstance(runtime, OpenCLRuntime)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("tuning launches", total=len(runtime.backend.kernels))
+        task = progress.add_task("tuning launches", total=len(runtime.executor.kernels))
 
         def step(index: int, total: int, what: object) -> None:
             label = what if isinstance(what, str) else f"local sizes of {getattr(what, 'kernel', '')}"

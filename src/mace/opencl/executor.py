@@ -2,8 +2,8 @@
 input writes, every kernel, output reads and a single finish.
 
     >>> ctx = cl.create_some_context(); queue = cl.CommandQueue(ctx)      # doctest: +SKIP
-    >>> backend = OpenCLBackend(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o))  # doctest: +SKIP
-    >>> backend.run({"input": image})["output"]                           # doctest: +SKIP
+    >>> executor = Executor(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o))  # doctest: +SKIP
+    >>> executor.run({"input": image})["output"]                           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def upload_constants(context: cl.Context, queue: cl.CommandQueue, plan: ProgramP
     return buffers
 
 
-class OpenCLBackend:
+class Executor:
     """Executes ``graph`` on ``queue``'s device. ``build_program(source, options)`` returns a built program (the
     engine passes one that goes through the compiled-program cache). Activations share device memory where their
     lifetimes allow (memory.py); ``reuse_memory=False`` gives each its own buffer."""

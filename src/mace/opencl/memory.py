@@ -1,6 +1,6 @@
 """Device memory for activations: values whose lifetimes do not overlap share one allocation.
 
-Pure bookkeeping, no OpenCL: buffer names and sizes in, an assignment of each value to a slot out. The backend makes
+Pure bookkeeping, no OpenCL: buffer names and sizes in, an assignment of each value to a slot out. The executor makes
 one device buffer per slot and binds it to every value of that slot (always at offset 0).
 
 A value is live from the first launch that touches it (its write) to the last (its last read); graph inputs from

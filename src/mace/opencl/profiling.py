@@ -1,6 +1,6 @@
 """Per-launch device times from OpenCL profiling events, for `mace benchmark`'s per-op table and for tuning.
 
-The engine's own queue has profiling off (it costs a little on some drivers); this module replays the backend's
+The engine's own queue has profiling off (it costs a little on some drivers); this module replays the executor's
 preset kernels on a second, profiling queue of the same context, so the figures are the same kernels with the same
 arguments and work-group sizes.
 """
@@ -12,23 +12,23 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from mace.opencl.executor import OpenCLBackend
+from mace.opencl.executor import Executor
 
 
-def profile_launches(backend: OpenCLBackend, feeds: dict[str, np.ndarray], repeats: int = 10) -> list[dict[str, Any]]:
+def profile_launches(executor: Executor, feeds: dict[str, np.ndarray], repeats: int = 10) -> list[dict[str, Any]]:
     """Median device time of every launch over `repeats` runs: node, op, kernel, sizes and microseconds."""
-    backend.run(feeds)  # inputs are in the device buffers now; every kernel has launched once
-    queue = cl.CommandQueue(backend.context, backend.queue.device,
+    executor.run(feeds)  # inputs are in the device buffers now; every kernel has launched once
+    queue = cl.CommandQueue(executor.context, executor.queue.device,
                             properties=cl.command_queue_properties.PROFILING_ENABLE)
-    samples: list[list[float]] = [[] for _ in backend.kernels]
+    samples: list[list[float]] = [[] for _ in executor.kernels]
     for _ in range(max(repeats, 1)):
         events = [cl.enqueue_nd_range_kernel(queue, kernel, launch.global_size, launch.local_size)
-                  for kernel, launch in backend.kernels]
+                  for kernel, launch in executor.kernels]
         queue.finish()
         for i, event in enumerate(events):
             samples[i].append((event.profile.end - event.profile.start) * 1e-3)
     rows = []
-    for (_, launch), times in zip(backend.kernels, samples):
+    for (_, launch), times in zip(executor.kernels, samples):
         rows.append({"node": launch.node, "op": launch.op, "kernel": launch.kernel,
                      "global_size": list(launch.global_size),
                      "local_size": list(launch.local_size) if launch.local_size else None,

@@ -15,7 +15,7 @@ from mace.cachefiles.program_cache import source_sha256
 from mace.errors import DeviceError
 from mace.model.ir import Graph
 from mace.opencl.context import GPUContext, GPUContextBuilder
-from mace.opencl.executor import OpenCLBackend
+from mace.opencl.executor import Executor
 from mace.opencl.programs import ProgramCache
 from mace.opencl.tuning.local_sizes import KernelLimits, TunedParamsStore, tune_kernel
 from mace.opencl.tuning.variants import (
@@ -62,43 +62,43 @@ class OpenCLRuntime:
             self.tuned = TunedParamsStore(gpu_context.parameter_path, gpu_context.fingerprint, gpu_context.cache_key,
                                           on_warning=self.programs.warn)
             variants = load_variants(self.tuned, graph, self.target)
-        self.backend = self._build(variants)
-        self.stats["tuned_variants"] = len(self.backend.plan.variants)
+        self.executor = self._build(variants)
+        self.stats["tuned_variants"] = len(self.executor.plan.variants)
         self.stats["init_seconds"] = time.perf_counter() - start
-        self.stats["memory"] = self.backend.memory_report()
+        self.stats["memory"] = self.executor.memory_report()
         self.broken: str | None = None  # set when a run failed on the device: the engine then refuses to run
         if self.tuned is not None:
             self.stats["tuned_launches"] = self._apply_tuned()
         if os.environ.get(TUNING_ENV, "").strip() not in ("", "0"):
             self.tune()
 
-    def _build(self, variants: dict[str, int]) -> OpenCLBackend:
-        backend = OpenCLBackend(self.graph, self.gpu_context.context, self.gpu_context.queue, self.programs.build,
+    def _build(self, variants: dict[str, int]) -> Executor:
+        executor = Executor(self.graph, self.gpu_context.context, self.gpu_context.queue, self.programs.build,
                                 target=self.target, variants=variants)
-        for name in sorted(set(variants) - set(backend.plan.variants)):
+        for name in sorted(set(variants) - set(executor.plan.variants)):
             self.programs.warn(f"tuned kernel variant {variants[name]} of node {name} is not offered by this "
                                "version's kernels; the default tiling is used (re-run mace tune)")
-        return backend
+        return executor
 
     # -- tuned kernel variants and work-group sizes ----------------------------------------------------------------
     def _specialization(self) -> str:
         # the tuning key covers the whole program: any change to the model's kernels invalidates its tuned sizes
-        return f"{source_sha256(self.backend.plan.source)} {self.backend.plan.build_options}"
+        return f"{source_sha256(self.executor.plan.source)} {self.executor.plan.build_options}"
 
     def _limits(self, kernel: cl.Kernel) -> KernelLimits:
-        return KernelLimits.of(kernel, self.gpu_context.device, self.backend.plan.build_options)
+        return KernelLimits.of(kernel, self.gpu_context.device, self.executor.plan.build_options)
 
     def _apply_tuned(self) -> int:
         assert self.tuned is not None
         applied = 0
         spec = self._specialization()
-        for index, (kernel, launch) in enumerate(self.backend.kernels):
-            if not self.backend.tunable(index):
+        for index, (kernel, launch) in enumerate(self.executor.kernels):
+            if not self.executor.tunable(index):
                 continue
             key = tuned_params.tuning_key(launch.kernel, spec, launch.global_size)
             entry = self.tuned.lookup_valid(key, launch.global_size, self._limits(kernel))
             if entry is not None:
-                self.backend.set_local_size(index, tuple(entry.local_size) if entry.local_size else None)
+                self.executor.set_local_size(index, tuple(entry.local_size) if entry.local_size else None)
                 applied += 1
         return applied
 
@@ -109,16 +109,16 @@ class OpenCLRuntime:
         if self.tuned is None:
             raise RuntimeError("no tuned-parameters path: set a storage path or set_opencl_parameter_path()")
         variant_summary = self._tune_variants(repeats, progress) if variants else {}
-        self.backend.warm_up()
+        self.executor.warm_up()
         queue = cl.CommandQueue(self.gpu_context.context, self.gpu_context.device,
                                 properties=cl.command_queue_properties.PROFILING_ENABLE)
         spec = self._specialization()
         before = after = 0.0
         tuned = 0
-        for index, (kernel, launch) in enumerate(self.backend.kernels):
+        for index, (kernel, launch) in enumerate(self.executor.kernels):
             if progress is not None:
-                progress(index, len(self.backend.kernels), launch)
-            if not self.backend.tunable(index):
+                progress(index, len(self.executor.kernels), launch)
+            if not self.executor.tunable(index):
                 continue
             limits = self._limits(kernel)
             best, best_us, trials = tune_kernel(queue, kernel, launch.global_size, limits, repeats=repeats)
@@ -128,7 +128,7 @@ class OpenCLRuntime:
             before += default_us
             after += best_us
             self.tuned.record(self.tuned.new_entry(launch.kernel, spec, launch.global_size, best, best_us))
-            self.backend.set_local_size(index, tuple(best) if best else None)
+            self.executor.set_local_size(index, tuple(best) if best else None)
             tuned += 1
         saved = self.tuned.save()
         if self.programs.has_pending:  # the program of the chosen variants, complete now that it has run
@@ -140,9 +140,9 @@ class OpenCLRuntime:
 
     def _tune_variants(self, repeats: int, progress: Any) -> dict[str, Any]:
         """Per-node kernel variants by measurement (variants.py); the combination is kept only when it gives the
-        default plan's outputs and runs faster end to end. Rebuilds self.backend with it (through the program cache)."""
+        default plan's outputs and runs faster end to end. Rebuilds self.executor with it (through the program cache)."""
         assert self.tuned is not None
-        default = self.backend if not self.backend.plan.variants else self._build({})
+        default = self.executor if not self.executor.plan.variants else self._build({})
         feeds = sample_feeds(self.graph)
         reference = default.run(feeds)
         result = tune_variants(self.graph, self.gpu_context.context, self.gpu_context.queue, self.target, default,
@@ -150,16 +150,16 @@ class OpenCLRuntime:
         chosen = {name: v for name, v in result.choice.items() if v}
         default_s = steady_seconds(default, feeds, 10 * repeats)
         tuned_s = default_s
-        self.backend = default
+        self.executor = default
         if chosen:
             candidate = self._build(chosen)
             agree = outputs_agree(self.graph, candidate.run(feeds), reference)
             tuned_s = steady_seconds(candidate, feeds, 10 * repeats) if agree else default_s
             if agree and tuned_s < default_s * (1 - VARIANT_TOLERANCE):
-                self.backend = candidate
+                self.executor = candidate
             else:  # the parts were faster, the whole was not (or disagreed): the defaults stay
                 chosen, tuned_s = {}, default_s
-        self.stats["tuned_variants"] = len(self.backend.plan.variants)
+        self.stats["tuned_variants"] = len(self.executor.plan.variants)
         choice = {name: chosen.get(name, 0) for name in result.choice}
         times = {name: result.times[name] if chosen.get(name) else result.default_times[name] for name in choice}
         record_variants(self.tuned, self.graph, self.target, choice, times)
@@ -173,19 +173,19 @@ class OpenCLRuntime:
             raise DeviceError(f"this engine is no longer usable: an earlier run failed ({self.broken}); "
                               "create a new Engine (and check the device)")
         try:
-            outputs = self.backend.run(feeds)
+            outputs = self.executor.run(feeds)
         except DeviceError as exc:
             # after an out-of-resources or lost-device error the queue's state is unknown: say so, once and for all
             self.broken = str(exc)
             raise
         if self.programs.has_pending:  # the first run launched every kernel: binaries are complete now
             self.programs.save()
-        for message in self.backend.warnings:
+        for message in self.executor.warnings:
             self.programs.warn(message)
         return outputs
 
     def warm_up(self) -> None:
-        self.backend.warm_up()
+        self.executor.warm_up()
         self.programs.save()
 
 

@@ -3,7 +3,7 @@ the registry that maps each op to its lowering in the family modules.
 
 A lowering is ``fn(planner, node)``, registered with ``@lowers("Op", ...)``; it reads shapes and storage tags, asks
 for a specialization of a kernel template (``planner.kernel``) and appends launches (``planner.launch``). Buffers are
-named after the values they hold, so a launch's arguments are names, resolved to device buffers by the backend.
+named after the values they hold, so a launch's arguments are names, resolved to device buffers by the executor.
 """
 
 from __future__ import annotations

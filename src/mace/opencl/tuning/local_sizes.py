@@ -1,6 +1,6 @@
 """Choosing local work sizes by measurement, and keeping the results in ``mace_cl_tuned_params.bin``.
 
-Independent of the backend: it takes a built ``cl.Kernel`` with its arguments set, a queue and a global size.
+Independent of the executor: it takes a built ``cl.Kernel`` with its arguments set, a queue and a global size.
 Candidates come from the kernel's and the device's limits (``KernelLimits``); every value loaded from a file is
 re-checked against those limits (``validate_local_size``) before use, since the file may come from another build,
 another driver or a hand edit (MACE trusted its tuned values without re-checking them).

@@ -24,7 +24,7 @@ import pyopencl as cl
 
 from mace.cachefiles import tuned_params
 from mace.model.ir import Graph, Node
-from mace.opencl.executor import OpenCLBackend
+from mace.opencl.executor import Executor
 from mace.opencl.plan import plan_graph
 from mace.opencl.profiling import profile_launches
 from mace.opencl.tuning.local_sizes import TunedParamsStore
@@ -119,21 +119,21 @@ def outputs_agree(graph: Graph, got: Mapping[str, np.ndarray], want: Mapping[str
     return True
 
 
-def node_times(backend: OpenCLBackend, feeds: Mapping[str, np.ndarray], repeats: int) -> dict[str, float]:
+def node_times(executor: Executor, feeds: Mapping[str, np.ndarray], repeats: int) -> dict[str, float]:
     """Device microseconds per node (all its launches), medians over ``repeats`` profiled runs."""
     totals: dict[str, float] = {}
-    for row in profile_launches(backend, dict(feeds), repeats):
+    for row in profile_launches(executor, dict(feeds), repeats):
         totals[row["node"]] = totals.get(row["node"], 0.0) + row["us"]
     return totals
 
 
-def steady_seconds(backend: OpenCLBackend, feeds: Mapping[str, np.ndarray], runs: int) -> float:
+def steady_seconds(executor: Executor, feeds: Mapping[str, np.ndarray], runs: int) -> float:
     """Median wall time of a whole run, numpy in -> numpy out."""
-    backend.run(dict(feeds))
+    executor.run(dict(feeds))
     samples = []
     for _ in range(max(runs, 1)):
         start = time.perf_counter()
-        backend.run(dict(feeds))
+        executor.run(dict(feeds))
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
 
@@ -143,7 +143,7 @@ def tune_variants(
     context: cl.Context,
     queue: cl.CommandQueue,
     target: Any,
-    default: OpenCLBackend,
+    default: Executor,
     feeds: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray],
     repeats: int = 5,
@@ -171,7 +171,7 @@ def tune_variants(
         if source in seen:  # on this model the variant changes no kernel: nothing to time
             continue
         seen.add(source)
-        trial = OpenCLBackend(graph, context, queue, build, target=target, variants=chosen)
+        trial = Executor(graph, context, queue, build, target=target, variants=chosen)
         if not outputs_agree(graph, trial.run(dict(feeds)), reference):
             result.rejected.append(variant)
             continue
