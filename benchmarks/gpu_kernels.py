@@ -1,21 +1,20 @@
-"""The GPU plan (codegen DeviceTarget) against the portable plan, per model: steady latency (numpy in -> numpy out,
+"""The GPU plan (plan DeviceTarget) against the portable plan, per model: steady latency (numpy in -> numpy out,
 median), device time per launch (OpenCL profiling events), and the error against onnxruntime on CPU.
 
     python3 benchmarks/gpu_kernels.py MODEL.onnx ... --out gpu.json [--runs 100] [--sweep] [--deadline 240]
 
---sweep also plans each model once per tiling in SWEEP (knobs of codegen/tiling.py forced), so the per-layer
-device times show which tile and k split each layer shape wants; sweeps stop at --deadline seconds.
+--sweep also plans each model once per tiling policy in SWEEP (the default TilingPolicy of plan/tiling.py with some
+knobs changed), so the per-layer device times show which tile and k split each layer shape wants; sweeps stop at
+--deadline seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,31 +24,19 @@ import pyopencl as cl
 
 from mace.converter import convert_onnx
 from mace.opencl.executor import Executor
-from mace.opencl.plan import tiling
+from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, TilingPolicy
 from mace.opencl.profiling import profile_launches
 
-T = tiling.GPU_TILES
-SWEEP: dict[str, dict[str, Any]] = {
-    "noplace": {"GPU_CONCAT_IN_PLACE": False},
-    "kt2": {"GPU_SPLIT_MIN_KTILES": 2},
-    "kt8": {"GPU_SPLIT_MIN_KTILES": 8},
-    "g1": {"GPU_GROUPS_PER_CU": 1},
-    "g4": {"GPU_GROUPS_PER_CU": 4},
-    "scalar": {"GPU_TILES": [replace(t, vlds=False) for t in T]},
+P = DEFAULT_POLICY
+SWEEP: dict[str, TilingPolicy] = {
+    "noplace": replace(P, gpu_concat_in_place=False),
+    "kt2": replace(P, gpu_split_min_ktiles=2),
+    "kt8": replace(P, gpu_split_min_ktiles=8),
+    "g1": replace(P, gpu_groups_per_cu=1),
+    "g4": replace(P, gpu_groups_per_cu=4),
+    "scalar": replace(P, gpu_tiles=tuple(replace(t, vlds=False) for t in P.gpu_tiles)),
 }
 KEYS = ("M", "N", "K", "BATCH", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK", "VEC")
-
-
-@contextlib.contextmanager
-def patched(values: dict[str, Any]) -> Iterator[None]:
-    saved = {k: getattr(tiling, k) for k in values}
-    try:
-        for k, v in values.items():
-            setattr(tiling, k, v)
-        yield
-    finally:
-        for k, v in saved.items():
-            setattr(tiling, k, v)
 
 
 def gpu_device(any_device: bool) -> cl.Device:
@@ -125,9 +112,9 @@ def main() -> None:
 
     device = gpu_device(args.any_device)
     queue = cl.CommandQueue(cl.Context([device]))
-    target = tiling.DeviceTarget.from_device(device)
+    target = DeviceTarget.from_device(device)
     if not target.tiled:
-        target = tiling.DeviceTarget(True, target.compute_units, 48 << 10, 1024)
+        target = DeviceTarget(True, target.compute_units, 48 << 10, 1024)
     print(device.name, target, flush=True)
     results: dict[str, Any] = {"device": device.name, "target": str(target), "models": {}}
     graphs = {}
@@ -149,14 +136,13 @@ def main() -> None:
             report(name, "gpu_fp16", res["gpu_fp16"])
         dump(args.out, results)
     if args.sweep:
-        for variant, knobs in SWEEP.items():
+        for variant, policy in SWEEP.items():
             for name, (_, graph, feeds, expected) in graphs.items():
                 if time.perf_counter() - start > args.deadline:
                     print("deadline: sweep stopped at", variant, name)
                     dump(args.out, results)
                     return
-                with patched(knobs):
-                    r = measure(graph, queue, target, feeds, expected, 20)
+                r = measure(graph, queue, replace(target, policy=policy), feeds, expected, 20)
                 r["rows"] = [row for row in r["rows"] if row["op"] in ("Conv", "Gemm", "MatMul")]
                 results["models"][name][variant] = r
                 report(name, variant, r)

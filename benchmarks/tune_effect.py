@@ -20,7 +20,7 @@ import numpy as np
 
 import mace
 from mace.cli.benchmark import percentiles
-from mace.opencl.runtime import OpenCLRuntime
+from mace.model.samples import sample_inputs
 
 
 def main() -> None:
@@ -38,17 +38,14 @@ def main() -> None:
         tuned_dir = Path(tmp) / "tuned"
         engine = mace.Engine(model, device=args.device,
                              gpu_context=mace.GPUContextBuilder().set_device(spec).set_storage_path(tuned_dir).finalize())
-        runtime = engine.backend
-        assert isinstance(runtime, OpenCLRuntime)
         start = time.perf_counter()
-        summary = runtime.tune(repeats=args.repeats)
+        summary = engine.tune(repeats=args.repeats)
         tune_s = time.perf_counter() - start
         plain = mace.Engine(model, device=args.device,
                             gpu_context=mace.GPUContextBuilder().set_device(spec).disable_storage().finalize())
         tuned = mace.Engine(model, device=args.device,
                             gpu_context=mace.GPUContextBuilder().set_device(spec).set_storage_path(tuned_dir).finalize())
-        rng = np.random.default_rng(0)
-        feeds = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in plain.inputs}
+        feeds = sample_inputs(plain.graph)
         outs = [plain.run(feeds), tuned.run(feeds)]
         err = max(float(np.abs(outs[0][k] - outs[1][k]).max() / max(np.abs(outs[0][k]).max(), 1e-12)) for k in outs[0])
         samples: dict[str, list[float]] = {"default": [], "tuned": []}

@@ -16,37 +16,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib.util
 import json
 import struct
-import sys
-import types
-from pathlib import Path
 
-import atheris
+from harness import fuzz, import_instrumented
 
 KEY = b"fuzz-key"
 
-
-def import_instrumented():  # -> the program_cache module, with coverage instrumentation
-    """Import the parser alone: a bare ``mace`` package keeps mace/__init__ (converter, onnx) out of the process."""
-    package = types.ModuleType("mace")
-    package.__path__ = list(importlib.util.find_spec("mace").submodule_search_locations)
-    sys.modules["mace"] = package
-    with atheris.instrument_imports(include=["mace"]):
-        from mace.cachefiles import program_cache
-    return program_cache
-
-
-program_cache = import_instrumented()
+program_cache, binformat = import_instrumented("mace.cachefiles.program_cache", "mace.cachefiles.binformat")
 
 
 def with_fixed_trailer(data: bytes) -> bytes | None:
     """``data`` with the header's total size, the sha256 trailer and (for a signed file) the HMAC made right."""
     if len(data) < program_cache.HEADER_SIZE:
         return None
-    signed = struct.unpack_from("<I", data, 8)[0] & program_cache.FLAG_SIGNED
-    trailer_start = len(data) - program_cache.DIGEST_SIZE * (2 if signed else 1)
+    signed = struct.unpack_from("<I", data, 8)[0] & binformat.FLAG_SIGNED
+    trailer_start = len(data) - binformat.DIGEST_SIZE * (2 if signed else 1)
     if trailer_start < 80:
         return None
     body = data[:72] + struct.pack("<Q", len(data)) + data[80:trailer_start]
@@ -83,18 +68,9 @@ def test_one_input(data: bytes) -> None:
         if candidate is None:
             continue
         check(candidate, None)
-        if len(candidate) >= 12 and struct.unpack_from("<I", candidate, 8)[0] & program_cache.FLAG_SIGNED:
+        if len(candidate) >= 12 and struct.unpack_from("<I", candidate, 8)[0] & binformat.FLAG_SIGNED:
             check(candidate, KEY)
 
 
-def main() -> None:
-    argv = list(sys.argv)
-    dictionary = Path(__file__).with_name("program_cache.dict")
-    if dictionary.exists() and not any(a.startswith("-dict=") for a in argv):
-        argv.append(f"-dict={dictionary}")
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input, "cachefile.dict")

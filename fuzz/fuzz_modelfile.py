@@ -12,27 +12,12 @@ graph description reach the JSON and graph checks instead of all stopping at the
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import struct
-import sys
-import types
-from pathlib import Path
 
-import atheris
+from harness import fuzz, import_instrumented
 
-
-def import_instrumented():  # -> (modelfile module, ModelFormatError), with coverage instrumentation
-    """Import the parser alone: a bare ``mace`` package keeps mace/__init__ (converter, onnx) out of the process."""
-    package = types.ModuleType("mace")
-    package.__path__ = list(importlib.util.find_spec("mace").submodule_search_locations)
-    sys.modules["mace"] = package
-    with atheris.instrument_imports(include=["mace"]):
-        from mace.errors import ModelFormatError
-        from mace.model import modelfile
-    return modelfile, ModelFormatError
-
-
-modelfile, ModelFormatError = import_instrumented()
+modelfile, errors = import_instrumented("mace.model.modelfile", "mace.errors")
+ModelFormatError = errors.ModelFormatError
 
 
 def with_fixed_trailer(data: bytes) -> bytes | None:
@@ -59,14 +44,5 @@ def test_one_input(data: bytes) -> None:
         check(fixed)
 
 
-def main() -> None:
-    argv = list(sys.argv)
-    dictionary = Path(__file__).with_name("modelfile.dict")
-    if dictionary.exists() and not any(a.startswith("-dict=") for a in argv):
-        argv.append(f"-dict={dictionary}")
-    atheris.Setup(argv, test_one_input)
-    atheris.Fuzz()
-
-
 if __name__ == "__main__":
-    main()
+    fuzz(test_one_input, "modelfile.dict")

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from mace.cachefiles import program_cache
-from mace.cachefiles.program_cache import CacheEntry, CacheFile, DeviceFingerprint
+from mace.cachefiles.fingerprint import DeviceFingerprint
+from mace.cachefiles.program_cache import CacheEntry, CacheFile
 from mace.model import modelfile
 from mace.model.ir import Graph, Node, TensorInfo
 

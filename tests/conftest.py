@@ -21,8 +21,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             nodeid = getattr(report, "nodeid", "")
             if "test_onnx_suites" not in nodeid.split("::")[0]:
                 continue
-            runtime = "opencl" if "opencl" in nodeid.split("::")[0] else "cpu"
-            kind = nodeid.split("::")[1].replace("OnnxBackend", "").replace("ModelTest", "") + f" ({runtime})"
+            # classes are OnnxBackend<Kind>ModelTest_<device> (tests/test_onnx_suites.py)
+            kind, _, runtime = nodeid.split("::")[1].replace("OnnxBackend", "").replace("ModelTest", "").partition("_")
+            kind += f" ({runtime or 'cpu'})"
             entry = kinds.setdefault(kind, {"passed": [], "skipped": [], "failed": []})
             reason = ""
             if outcome == "skipped" and isinstance(report.longrepr, tuple):

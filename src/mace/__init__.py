@@ -14,8 +14,8 @@ from typing import Any
 
 from mace.errors import MaceError
 from mace.runtime.engine import Engine
+from mace.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Engine", "GPUContextBuilder", "MaceError", "__version__", "convert"]
 
 
@@ -33,6 +33,6 @@ def __getattr__(name: str) -> Any:
         from mace.opencl.context import GPUContextBuilder
 
         return GPUContextBuilder
-    if name in ("converter", "opencl", "onnx_backend", "modelfile", "ops"):
+    if name in ("converter", "opencl", "onnx_backend", "model", "ops", "cachefiles", "settings"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'mace' has no attribute {name!r}")

@@ -54,3 +54,11 @@ class InputError(MaceError, ValueError):
 
 class DeviceError(MaceError):
     """No usable device, or a device step (context, build, upload, launch) failed."""
+
+
+class SettingError(MaceError, ValueError):
+    """An environment variable or option has a value mace cannot use. The message names the variable and the value."""
+
+
+class TuningError(MaceError):
+    """Tuning cannot run here (no tuned-parameters file to write, a device without OpenCL)."""

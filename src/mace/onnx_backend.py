@@ -10,7 +10,6 @@ setting MACE_BACKEND_DEVICE=opencl (or any Engine device string) runs the same s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,10 +17,9 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
+from mace import settings
 from mace.converter import convert_onnx
 from mace.runtime.engine import Engine
-
-DEVICE_ENV = "MACE_BACKEND_DEVICE"
 
 
 class MaceBackendRep(BackendRep):
@@ -51,7 +49,9 @@ class MaceBackend(Backend):
         return MaceBackendRep(Engine(graph, device=engine_device(device)))
 
     @classmethod
-    def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[Any, ...]:
+    def run_model(
+        cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any
+    ) -> tuple[np.ndarray, ...]:
         return cls.prepare(model, device, **kwargs).run(inputs)
 
     @classmethod
@@ -60,10 +60,14 @@ class MaceBackend(Backend):
 
 
 def engine_device(onnx_device: str) -> str:
-    return os.environ.get(DEVICE_ENV, "cpu") if onnx_device.upper() == "CPU" else onnx_device.lower()
+    return settings.onnx_backend_device() if onnx_device.upper() == "CPU" else onnx_device.lower()
 
 
-def run_node(node: onnx.NodeProto, inputs: Sequence[np.ndarray], device: str = "CPU") -> tuple[np.ndarray, ...]:
+def run_node(node: onnx.NodeProto, inputs: Sequence[np.ndarray], device: str = "CPU") -> tuple[Any, ...] | None:
+    """ONNX's ``Backend.run_node``, which MaceBackend does not override: it checks the node and returns None.
+
+    mace runs whole models; run a single node with prepare/run_model on a one-node model.
+    """
     return MaceBackend.run_node(node, inputs, device)
 
 

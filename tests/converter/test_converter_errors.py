@@ -5,25 +5,17 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 
 import mace
 from mace.converter import convert_onnx
 from mace.errors import ConversionError, UnsupportedOpError
-
-
-def _model(nodes, inputs, outputs, opset=17, initializers=()):
-    graph = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(initializers))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8  # what onnxruntime of every supported version reads
-    return model
+from support import onnx_model, run_onnxruntime, tiny_model
 
 
 def test_unsupported_op_names_op_node_opset_and_lists_supported() -> None:
-    model = _model([helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["y"], name="nms_1")],
-                   [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 4]),
-                    helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.INT64, [None, 3])], opset=13)
+    model = onnx_model([helper.make_node("NonMaxSuppression", ["boxes", "scores"], ["y"], name="nms_1")],
+                       {"boxes": [1, 4, 4], "scores": [1, 1, 4]}, {"y": ([None, 3], np.int64)}, opset=13)
     with pytest.raises(UnsupportedOpError) as info:
         convert_onnx(model)
     message = str(info.value)
@@ -33,8 +25,7 @@ def test_unsupported_op_names_op_node_opset_and_lists_supported() -> None:
 
 def test_custom_domain_is_unsupported() -> None:
     node = helper.make_node("FusedConv", ["x"], ["y"], name="fc", domain="com.microsoft")
-    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    model = onnx_model([node], {"x": [1, 2]}, {"y": [1, 2]})
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     with pytest.raises(UnsupportedOpError, match=r"custom domain 'com\.microsoft'"):
         convert_onnx(model)
@@ -42,17 +33,13 @@ def test_custom_domain_is_unsupported() -> None:
 
 def test_unsupported_attribute_is_named() -> None:
     node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="up", mode="cubic")
-    scales = helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2])
-    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 8, 8])], initializers=[scales])
+    model = onnx_model([node], {"x": [1, 1, 4, 4]}, {"y": [1, 1, 8, 8]}, {"s": np.array([1, 1, 2, 2], np.float32)})
     with pytest.raises(UnsupportedOpError, match="mode='cubic'"):
         convert_onnx(model)
 
 
 def _dynamic_model() -> onnx.ModelProto:
-    node = helper.make_node("Relu", ["x"], ["y"])
-    return _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    return tiny_model("Relu", {"x": ["batch", 3]}, {"y": ["batch", 3]})
 
 
 def test_dynamic_dim_needs_input_shape() -> None:
@@ -68,10 +55,7 @@ def test_input_shape_for_unknown_input_is_named() -> None:
 
 
 def test_runtime_shape_input_is_rejected_clearly() -> None:
-    node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="r")
-    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
-                            helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 2])])
+    model = tiny_model("Reshape", {"x": [2, 3], "shape": ([2], np.int64)}, {"y": [3, 2]})
     with pytest.raises(UnsupportedOpError, match="decides the output shape"):
         convert_onnx(model)
 
@@ -88,15 +72,11 @@ def test_missing_and_unreadable_onnx_files(tmp_path) -> None:
 def test_constant_subgraph_folds_and_gemm_batchnorm_fuses() -> None:
     """Shape->Gather->Unsqueeze->Concat->Reshape folds; Gemm+BatchNorm folds; numbers stay those of onnxruntime."""
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((8, 6)).astype(np.float32)
-    inits = [helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel()),
-             helper.make_tensor("b", TensorProto.FLOAT, [8], rng.standard_normal(8).astype(np.float32)),
-             helper.make_tensor("idx", TensorProto.INT64, [], [0]),
-             helper.make_tensor("minus1", TensorProto.INT64, [1], [-1]),
-             helper.make_tensor("ax0", TensorProto.INT64, [1], [0])]
+    inits = {"w": rng.standard_normal((8, 6)).astype(np.float32), "b": rng.standard_normal(8).astype(np.float32),
+             "idx": np.array(0, np.int64), "minus1": np.array([-1], np.int64), "ax0": np.array([0], np.int64)}
     for name in ("scale", "bias", "mean"):
-        inits.append(helper.make_tensor(name, TensorProto.FLOAT, [8], rng.standard_normal(8).astype(np.float32)))
-    inits.append(helper.make_tensor("var", TensorProto.FLOAT, [8], rng.random(8).astype(np.float32) + 0.5))
+        inits[name] = rng.standard_normal(8).astype(np.float32)
+    inits["var"] = rng.random(8).astype(np.float32) + 0.5
     nodes = [
         helper.make_node("Shape", ["x"], ["s"]),
         helper.make_node("Gather", ["s", "idx"], ["n"], axis=0),
@@ -107,24 +87,19 @@ def test_constant_subgraph_folds_and_gemm_batchnorm_fuses() -> None:
         helper.make_node("BatchNormalization", ["g", "scale", "bias", "mean", "var"], ["bn"]),
         helper.make_node("Relu", ["bn"], ["y"]),
     ]
-    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 3])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], initializers=inits)
+    model = onnx_model(nodes, {"x": [2, 2, 3]}, {"y": [2, 8]}, inits)
     graph = convert_onnx(model)
     assert [n.op for n in graph.nodes] == ["Reshape", "Gemm"]
     assert graph.nodes[1].attrs["activation"] == "Relu"
     x = rng.standard_normal((2, 2, 3)).astype(np.float32)
-    import onnxruntime as ort
-
-    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"x": x})[0]
+    expected = run_onnxruntime(model, {"x": x})["y"]
     got = mace.Engine(graph).run({"x": x})["y"]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_ceil_mode_drops_a_last_window_that_starts_in_the_padding() -> None:
-    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[1, 1], strides=[2, 2], ceil_mode=1)
-    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
-                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = tiny_model("MaxPool", {"x": [1, 1, 2, 2]}, {"y": None}, {"kernel_shape": [1, 1], "strides": [2, 2],
+                                                                      "ceil_mode": 1})
     graph = convert_onnx(model)
     assert graph.outputs[0].shape == (1, 1, 1, 1)
     x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mace.model.ir import Graph
+from mace.opencl.plan import DeviceTarget, TilingPolicy
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +28,10 @@ def opencl_queue() -> Any:
 
 
 @pytest.fixture(scope="session")
-def make_executor(opencl_queue: Any) -> Callable[[Graph], Any]:
-    """Builds an Executor for a graph on the test device, compiling without mace's program cache."""
+def make_executor(opencl_queue: Any) -> Callable[..., Any]:
+    """Builds an Executor for a graph on the test device, compiling without mace's program cache:
+    ``make_executor(graph, policy=None, target=None)``, the plan's tiling policy and device target as plan_graph
+    takes them."""
     import pyopencl as cl
 
     from mace.opencl.executor import Executor
@@ -38,4 +41,7 @@ def make_executor(opencl_queue: Any) -> Callable[[Graph], Any]:
     def build(source: str, options: str) -> Any:
         return cl.Program(context, source).build(options=options)
 
-    return lambda graph: Executor(graph, context, opencl_queue, build)
+    def make(graph: Graph, policy: TilingPolicy | None = None, target: DeviceTarget | None = None) -> Any:
+        return Executor(graph, context, opencl_queue, build, target=target, policy=policy)
+
+    return make

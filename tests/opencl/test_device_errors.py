@@ -9,6 +9,7 @@ import pytest
 import mace
 from mace.errors import DeviceError
 from mace.model.ir import Graph, Node, TensorInfo
+from mace.opencl.runtime import OpenCLRuntime
 
 
 def _relu_graph(elements: int) -> Graph:
@@ -25,10 +26,10 @@ def test_allocation_beyond_the_device_limit_names_step_and_tensor() -> None:
 
 def test_a_failed_run_makes_the_engine_say_it_is_unusable(monkeypatch: pytest.MonkeyPatch) -> None:
     ctx = mace.GPUContextBuilder().disable_storage().finalize()
-    engine = mace.Engine(_relu_graph(16), device="opencl", gpu_context=ctx)
+    runtime = OpenCLRuntime(_relu_graph(16), ctx)
     x = np.arange(16, dtype=np.float32).reshape(1, 16) - 8
-    np.testing.assert_array_equal(engine.run({"x": x})["y"], np.maximum(x, 0))
-    executor = engine.backend.executor
+    np.testing.assert_array_equal(runtime.run({"x": x})["y"], np.maximum(x, 0))
+    executor = runtime.executor
 
     def lost_device(*args, **kwargs):
         record = cl._cl._ErrorRecord(msg="out of resources", code=cl.status_code.OUT_OF_RESOURCES,
@@ -37,8 +38,8 @@ def test_a_failed_run_makes_the_engine_say_it_is_unusable(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(cl, "enqueue_nd_range_kernel", lost_device)
     with pytest.raises(DeviceError, match=r"launching node relu_0 \(Relu\)"):
-        engine.run({"x": x})
+        runtime.run({"x": x})
     monkeypatch.undo()
     with pytest.raises(DeviceError, match="no longer usable: an earlier run failed"):
-        engine.run({"x": x})
-    assert executor is engine.backend.executor
+        runtime.run({"x": x})
+    assert executor is runtime.executor

@@ -16,7 +16,7 @@ import pytest
 from mace.errors import DeviceError
 from mace.model.ir import Graph, Node, TensorInfo
 from mace.opencl import plan as planning
-from mace.opencl.plan import tiling
+from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, TilingPolicy
 from mace.ops.reference import run_node
 from support import onnxruntime_outputs, relative_error, shared_model
 
@@ -320,26 +320,38 @@ def conv_graph(data_type: str) -> GraphBuilder:
     return b
 
 
-# Blocking follows layer size (planning.tiling.MIN_WORK_ITEMS); these small layers would all get the smallest blocks, so
-# the conv and gemm tests force each end.
-BLOCKS = {"biggest_blocks": 0, "smallest_blocks": 1 << 40}
+# Blocking follows layer size (TilingPolicy.min_work_items); these small layers would all get the smallest blocks, so
+# the conv and gemm tests plan with a policy forcing each end.
+BLOCKS = {"biggest_blocks": TilingPolicy(min_work_items=0), "smallest_blocks": TilingPolicy(min_work_items=1 << 40)}
 
 
 @pytest.mark.parametrize("blocks", BLOCKS)
-def test_conv(make_executor, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
-    monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", BLOCKS[blocks])
-    check(conv_graph("fp32_fp32"), make_executor)
+def test_conv(make_executor, blocks: str) -> None:
+    check(conv_graph("fp32_fp32"), lambda graph: make_executor(graph, BLOCKS[blocks]))
 
 
-def test_conv_fp16(make_executor, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", 0)
-    check(conv_graph("fp16_fp32"), make_executor)
+def test_conv_fp16(make_executor) -> None:
+    check(conv_graph("fp16_fp32"), lambda graph: make_executor(graph, BLOCKS["biggest_blocks"]))
 
 
 @pytest.mark.parametrize("blocks", BLOCKS)
-def test_gemm_matmul(make_executor, monkeypatch: pytest.MonkeyPatch, blocks: str) -> None:
-    monkeypatch.setattr(tiling, "MIN_WORK_ITEMS", BLOCKS[blocks])
-    check(gemm_graph("fp32_fp32"), make_executor)
+def test_gemm_matmul(make_executor, blocks: str) -> None:
+    check(gemm_graph("fp32_fp32"), lambda graph: make_executor(graph, BLOCKS[blocks]))
+
+
+def test_the_policy_is_data() -> None:
+    """The tiling policy is what a plan reads, not module state: the default one plans as no policy, another one
+    changes the source (and so the program's cache key), for no target and for a target carrying it alike."""
+    graph = conv_graph("fp32_fp32").graph()
+    default = planning.plan_graph(graph).source
+    assert planning.plan_graph(graph, policy=DEFAULT_POLICY).source == default
+    biggest = planning.plan_graph(graph, policy=BLOCKS["biggest_blocks"]).source
+    assert biggest != default
+    cpu = DeviceTarget(False, 16, 1 << 20, 4096, policy=BLOCKS["biggest_blocks"])
+    assert planning.plan_graph(graph, cpu).source == biggest
+    assert planning.plan_graph(graph, cpu, policy=DEFAULT_POLICY).source == default  # an explicit policy wins
+    gpu = planning.plan_graph(graph, gpu_target(132)).source
+    assert planning.plan_graph(graph, gpu_target(132, replace(DEFAULT_POLICY, gpu_split_min_ktiles=1))).source != gpu
 
 
 def gemm_graph(data_type: str) -> GraphBuilder:
@@ -373,26 +385,19 @@ def gemm_graph(data_type: str) -> GraphBuilder:
 # --- GPU targets: the tiled kernels (gemm_tiled.cl, gemv.cl), run on whatever device the tests have -----------------
 
 
-def gpu_target(compute_units: int) -> tiling.DeviceTarget:
-    return tiling.DeviceTarget(
-        is_gpu=True, compute_units=compute_units, local_mem_bytes=48 << 10, max_work_group_size=1024
+def gpu_target(compute_units: int, policy: TilingPolicy = DEFAULT_POLICY) -> DeviceTarget:
+    return DeviceTarget(
+        is_gpu=True, compute_units=compute_units, local_mem_bytes=48 << 10, max_work_group_size=1024, policy=policy
     )
 
 
 @pytest.fixture
-def make_gpu_executor(opencl_queue: Any) -> Callable[..., Any]:
-    """Like make_executor, but planned for a GPU target (OpenCL is portable: the GPU kernels must be right here too)."""
-    import pyopencl as cl
+def make_gpu_executor(make_executor: Callable[..., Any]) -> Callable[..., Any]:
+    """Like make_executor, but planned for a GPU target (OpenCL is portable: the GPU kernels must be right here too),
+    with the target's policy."""
 
-    from mace.opencl.executor import Executor
-
-    context = opencl_queue.context
-
-    def build(source: str, options: str) -> Any:
-        return cl.Program(context, source).build(options=options)
-
-    def make(graph: Graph, target: tiling.DeviceTarget) -> Any:
-        executor = Executor(graph, context, opencl_queue, build, target=target)
+    def make(graph: Graph, target: DeviceTarget) -> Any:
+        executor = make_executor(graph, target=target)
         assert any(launch.kernel.startswith(("tgemm", "gemv")) for launch in executor.plan.launches)
         return executor
 
@@ -425,22 +430,24 @@ def gpu_gemm_graph(data_type: str) -> GraphBuilder:
 
 
 @pytest.mark.parametrize(("tile", "vlds"), [(0, True), (1, False), (2, True)])
-def test_gpu_tiles(make_gpu_executor, monkeypatch: pytest.MonkeyPatch, tile: int, vlds: bool) -> None:
-    """The tiles of tiling.GPU_TILES, with vector or scalar local reads, on convs (edges, strides, dilations, 1D/3D,
-    batch 2) and products."""
-    monkeypatch.setattr(tiling, "GPU_TILES", [replace(tiling.GPU_TILES[tile], vlds=vlds)])
-    check(conv_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1)))
-    check(gpu_gemm_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1)))
+def test_gpu_tiles(make_gpu_executor, tile: int, vlds: bool) -> None:
+    """The default policy's tiles (TilingPolicy.gpu_tiles), each alone, with vector or scalar local reads, on convs
+    (edges, strides, dilations, 1D/3D, batch 2) and products."""
+    policy = replace(DEFAULT_POLICY, gpu_tiles=(replace(DEFAULT_POLICY.gpu_tiles[tile], vlds=vlds),))
+    check(conv_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1, policy)))
+    check(gpu_gemm_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1, policy)))
+
+
+SPLIT_ANY_K = replace(DEFAULT_POLICY, gpu_split_min_ktiles=1)  # a k split of a single BK step is worth it
 
 
 @pytest.mark.parametrize("data_type", ["fp32_fp32", "fp16_fp32"])
-def test_gpu_split_k(make_gpu_executor, monkeypatch: pytest.MonkeyPatch, data_type: str) -> None:
+def test_gpu_split_k(make_gpu_executor, data_type: str) -> None:
     """Many compute units: the smallest tiles, k split between work-groups and summed by a second kernel."""
-    monkeypatch.setattr(tiling, "GPU_SPLIT_MIN_KTILES", 1)
     executors = []
 
     def make(graph: Graph) -> Any:
-        executors.append(make_gpu_executor(graph, gpu_target(100_000)))
+        executors.append(make_gpu_executor(graph, gpu_target(100_000, SPLIT_ANY_K)))
         return executors[0]
 
     check(gpu_gemm_graph(data_type), make)
@@ -448,10 +455,9 @@ def test_gpu_split_k(make_gpu_executor, monkeypatch: pytest.MonkeyPatch, data_ty
 
 
 @pytest.mark.parametrize("splits", [False, True])
-def test_gpu_concat_in_place(make_gpu_executor, monkeypatch: pytest.MonkeyPatch, splits: bool) -> None:
+def test_gpu_concat_in_place(make_gpu_executor, splits: bool) -> None:
     """Convs (k split or not) write their slices of a channel Concat's output themselves, nested Concats too; other
     operands are still copied."""
-    monkeypatch.setattr(tiling, "GPU_SPLIT_MIN_KTILES", 1)
     b = GraphBuilder("concat")
     x = b.input("x", (2, 24, 5, 6))
     pads = {"pads": [1, 1, 1, 1]}
@@ -474,7 +480,7 @@ def test_gpu_concat_in_place(make_gpu_executor, monkeypatch: pytest.MonkeyPatch,
     executors = []
 
     def make(graph: Graph) -> Any:
-        executors.append(make_gpu_executor(graph, gpu_target(100_000 if splits else 1)))
+        executors.append(make_gpu_executor(graph, gpu_target(100_000 if splits else 1, SPLIT_ANY_K)))
         return executors[0]
 
     check(b, make)
@@ -483,10 +489,10 @@ def test_gpu_concat_in_place(make_gpu_executor, monkeypatch: pytest.MonkeyPatch,
     assert splits == any(launch.kernel.startswith("ksum") for launch in executors[0].plan.launches)
 
 
-def test_gpu_target_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_target_plans() -> None:
     """A CPU target plans exactly as no target; a GPU target's plan is deterministic and fixes its work-groups."""
     graph = conv_graph("fp32_fp32").graph()
-    cpu = tiling.DeviceTarget(is_gpu=False, compute_units=16, local_mem_bytes=1 << 20, max_work_group_size=4096)
+    cpu = DeviceTarget(is_gpu=False, compute_units=16, local_mem_bytes=1 << 20, max_work_group_size=4096)
     assert planning.plan_graph(graph, cpu).source == planning.plan_graph(graph).source
     plan, again = planning.plan_graph(graph, gpu_target(132)), planning.plan_graph(graph, gpu_target(132))
     assert plan.source == again.source and plan.source != planning.plan_graph(graph).source

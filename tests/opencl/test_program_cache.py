@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 import mace
 from mace.cachefiles import program_cache
+from mace.cachefiles.fingerprint import DeviceFingerprint
 from mace.cachefiles.stores import PROGRAM_CACHE_NAME
 from mace.opencl.device import fingerprint, select_device
 from mace.opencl.plan import plan_graph
@@ -130,8 +131,8 @@ def test_damaged_file_warns_rebuilds_and_rewrites(models, tmp_path: Path, kind: 
     assert _engine(models["a"], tmp_path).stats["programs_from_cache"] == 1
 
 
-def _fake_fingerprint() -> program_cache.DeviceFingerprint:
-    return program_cache.DeviceFingerprint("Other Platform", "Other", "OpenCL 3.0", "Other GPU", "Other", "OpenCL 3.0",
+def _fake_fingerprint() -> DeviceFingerprint:
+    return DeviceFingerprint("Other Platform", "Other", "OpenCL 3.0", "Other GPU", "Other", "OpenCL 3.0",
                                        "99.1", 64, True, mace.__version__)
 
 

@@ -19,18 +19,18 @@ from hypothesis import strategies as st
 
 import mace.opencl.tuning.local_sizes as tuner
 from mace.cachefiles import tuned_params
-from mace.cachefiles.program_cache import DeviceFingerprint
+from mace.cachefiles.fingerprint import DeviceFingerprint
 from mace.cachefiles.stores import MemoryStore
 from mace.cachefiles.tuned_params import TunedEntry, TunedParams, TunedParamsError
 from mace.opencl.tuning.local_sizes import (
     KernelLimits,
-    TunedParamsStore,
     candidate_local_sizes,
     needs_uniform_work_groups,
     time_launch,
     tune_kernel,
     validate_local_size,
 )
+from mace.opencl.tuning.params import TunedParamsStore
 
 FP = DeviceFingerprint("p", "v", "OpenCL 3.0", "dev", "v", "OpenCL 3.0", "1", 64, True, "0.1.0")
 FP_OTHER = DeviceFingerprint("p", "v", "OpenCL 3.0", "other", "v", "OpenCL 3.0", "1", 64, True, "0.1.0")

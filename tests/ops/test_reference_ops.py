@@ -682,7 +682,16 @@ def _resize_inputs(x: np.ndarray, kind: str, values: list) -> list[np.ndarray | 
 @pytest.mark.parametrize(("kind", "values"), RESIZE_TARGETS)
 def test_resize_nearest(nearest_mode: str, coord_mode: str, kind: str, values: list) -> None:
     attrs = {"mode": "nearest", "nearest_mode": nearest_mode, "coordinate_transformation_mode": coord_mode}
-    check("Resize", _resize_inputs(rand(1, 2, 5, 6), kind, values), attrs)
+    inputs = _resize_inputs(rand(1, 2, 5, 6), kind, values)
+    if coord_mode == "half_pixel_symmetric" and kind == "sizes":
+        # With sizes the output width is whole, where ONNX defines half_pixel_symmetric to be half_pixel; onnxruntime
+        # computes it partly in float64 and may round a tie the other way (5 -> 3: x = 1.9999999, not 2; see
+        # mace.model.rules.source_coordinates), so its half_pixel is the oracle.
+        mine = REFERENCE_OPS["Resize"](list(inputs), dict(attrs))
+        oracle = ort_run("Resize", inputs, {**attrs, "coordinate_transformation_mode": "half_pixel"}, mine, OPSET)
+        np.testing.assert_array_equal(mine[0], oracle[0])
+        return
+    check("Resize", inputs, attrs)
 
 
 @pytest.mark.parametrize("coord_mode", COORD_MODES)

@@ -42,7 +42,8 @@ def import_parsers_only() -> None:
 
 def generation_cache(generation: int):  # -> CacheFile; imports stay inside so the child starts light
     """The known content of save number ``generation``: SLOTS programs whose blobs and times carry the number."""
-    from mace.cachefiles.program_cache import CacheEntry, CacheFile, DeviceFingerprint
+    from mace.cachefiles.fingerprint import DeviceFingerprint
+    from mace.cachefiles.program_cache import CacheEntry, CacheFile
 
     fp = DeviceFingerprint("crash-test", "mace tests", "OpenCL 3.0", "fake-device", "none", "OpenCL 3.0", "1.0", 64,
                            True, "0.1.0")  # fmt: skip

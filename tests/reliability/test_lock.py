@@ -32,7 +32,7 @@ def import_parsers_only() -> None:
 
 
 def fingerprint(owner: str):  # -> DeviceFingerprint
-    from mace.cachefiles.program_cache import DeviceFingerprint
+    from mace.cachefiles.fingerprint import DeviceFingerprint
 
     return DeviceFingerprint("lock-test", "mace tests", "OpenCL 3.0", f"fake device of {owner}", "none", "OpenCL 3.0",
                              "1.0", 64, True, "0.1.0")  # fmt: skip

@@ -1,8 +1,8 @@
 """What mace's binary file formats share: bounded reads, strings, record framing, header and section checks, signing.
 
-Pure like the formats built on it (cachefile.py, tuned_params.py, mace_compat.py): stdlib only, no OpenCL, no file
-I/O. Each format module describes its own layout (a ``Format`` and a ``Decoder`` subclass) and raises its own
-``FormatError`` subclass; the messages and offsets produced here are part of those modules' behaviour.
+Pure like the formats built on it (program_cache.py and tuned_params.py through records.py, xiaomi.py): stdlib only,
+no OpenCL, no file I/O. Each format describes its own layout (a ``Format`` and a ``Decoder`` subclass) and raises
+its own ``FormatError`` subclass; the messages and offsets produced here are part of those modules' behaviour.
 
 Every file of the MCLP family has the same frame (docs/cache-format.md): a little-endian header starting with magic,
 version (major << 16 | minor), flags and header size and ending with the total file size; sections of records, each

@@ -1,7 +1,7 @@
 """Read-only support for XiaoMi MACE's own ``mace_cl_compiled_program.bin``: bytes in, records out.
 
 mace never loads these binaries into a device; it only recognizes, inspects and verifies them (``mace cache
-inspect``). Pure like cachefile.py: no OpenCL import, no file I/O, no protobuf dependency, so it can be fuzzed. Two
+inspect``). Pure like program_cache.py: no OpenCL import, no file I/O, no protobuf dependency, so it can be fuzzed. Two
 layouts exist, both described in docs/cache-format.md ("Reading XiaoMi MACE files"):
 
 - v1.1 and later: a protobuf ``PairContainer`` (repeated ``KVPair`` in field 1) followed by the little-endian

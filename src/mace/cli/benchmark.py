@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from mace.errors import MaceError
+from mace.model.samples import sample_inputs
+
 COLD_ENV = {"POCL_KERNEL_CACHE": "0", "CUDA_CACHE_DISABLE": "1"}
 
 
@@ -56,8 +59,7 @@ def child(spawned: float, model: str, device: str, storage: str, runs: int, wall
     t2 = time.perf_counter()
     engine = mace.Engine(model, device=device, gpu_context=ctx)
     t_engine = time.perf_counter() - t2
-    rng = np.random.default_rng(0)
-    feeds = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in engine.inputs}
+    feeds = sample_inputs(engine.graph)
     t3 = time.perf_counter()
     engine.run(feeds)
     t_first_run = time.perf_counter() - t3
@@ -81,20 +83,19 @@ def _run_child(model: str, device: str, storage: str | None, runs: int, extra_en
     cmd = [sys.executable, "-c", CHILD_CODE, repr(time.time()), model, device, storage or "", str(runs), "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"benchmark process failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]  # the error that stopped it, not its traceback
+        raise MaceError(f"the benchmark's child process failed (exit {proc.returncode}): {last[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def per_op_profile(model: str, device: str, repeats: int = 20) -> dict[str, Any]:
     """Device time per launch and per op type from OpenCL profiling events (in this process, warm)."""
     import mace
-    from mace.opencl.profiling import profile_launches, summarize_by_op
+    from mace.opencl.profiling import summarize_by_op
 
     ctx = mace.GPUContextBuilder().set_device(device.partition(":")[2]).disable_storage().finalize()
     engine = mace.Engine(model, device=device, gpu_context=ctx)
-    rng = np.random.default_rng(0)
-    feeds = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in engine.inputs}
-    rows = profile_launches(engine.backend.executor, feeds, repeats)
+    rows = engine.profile(repeats=repeats)
     return {"launches": rows, "by_op": summarize_by_op(rows), "device_total_us": sum(r["us"] for r in rows),
             "memory": engine.stats.get("memory")}
 

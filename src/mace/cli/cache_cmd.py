@@ -62,7 +62,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from mace.opencl.context import GPUContextBuilder
     from mace.opencl.programs import ProgramCache
     from mace.opencl.runtime import program_plan
-    from mace.opencl.tuning.local_sizes import TunedParamsStore
+    from mace.opencl.tuning.params import TunedParamsStore
 
     output = Path(args.output)
     builder = GPUContextBuilder().set_device(args.device.partition(":")[2]).disable_storage()
@@ -214,9 +214,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
-    from mace.opencl.context import default_storage_dir
+    from mace import settings
 
-    directory = Path(args.storage_path) if args.storage_path else default_storage_dir()
+    directory = Path(args.storage_path) if args.storage_path else settings.storage_dir()
     if directory is None:
         print("the writable cache is turned off (MACE_STORAGE_PATH); nothing to clear")
         return 0

@@ -41,7 +41,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from mace.opencl.context import GPUContextBuilder
-    from mace.opencl.runtime import OpenCLRuntime
     from mace.runtime.engine import Engine
 
     builder = GPUContextBuilder().set_device(args.device.partition(":")[2])
@@ -50,16 +49,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.parameter_path:
         builder.set_opencl_parameter_path(args.parameter_path)
     engine = Engine(args.model, device=args.device, gpu_context=builder.finalize())
-    runtime = engine.backend
-    assert isinstance(runtime, OpenCLRuntime)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("tuning launches", total=len(runtime.executor.kernels))
+        task = progress.add_task("tuning", total=None)
 
         def step(index: int, total: int, what: object) -> None:
             label = what if isinstance(what, str) else f"local sizes of {getattr(what, 'kernel', '')}"
             progress.update(task, completed=index, total=total, description=f"tuning {label}")
 
-        summary = runtime.tune(repeats=args.repeats, progress=step, variants=not args.no_variants)
+        summary = engine.tune(repeats=args.repeats, progress=step, variants=not args.no_variants)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -159,7 +156,7 @@ def plot_benchmark(result: dict, path: str) -> None:
     except ImportError:
         from mace.errors import MaceError
 
-        raise MaceError("--plot needs matplotlib: pip install 'mace[plot]'") from None
+        raise MaceError("--plot needs matplotlib: pip install 'mace-opencl[plot]'") from None
     fig, (ops_ax, start_ax) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [2, 1]})
     by_op = (result.get("profile") or {}).get("by_op", [])
     ops_ax.barh([r["op"] for r in by_op][::-1], [r["us"] for r in by_op][::-1], color="#4477aa")

@@ -105,6 +105,9 @@ def read_deployment(path: str | Path) -> list[ModelSpec]:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise DeploymentFileError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise DeploymentFileError(f"{path}: not a text file (byte {exc.start} is not UTF-8): a deployment file is "
+                                  "YAML") from None
     except yaml.YAMLError as exc:
         raise DeploymentFileError(f"{path}: not valid YAML: {exc}") from exc
     ignored: list[str] = []

@@ -294,7 +294,7 @@ class _Importer:
             log.debug("ONNX shape inference failed for %s (%s): %s", node.name, node.op, exc)
             return None
         found = {vi.name: vi for vi in result.graph.output}
-        out = []
+        out: list[tuple[tuple[int, ...], str]] = []
         for name in node.outputs:
             if not name:
                 out.append(((), "float32"))
@@ -309,7 +309,7 @@ class _Importer:
         return out
 
     def _infer_by_evaluation(self, node: Node) -> list[tuple[tuple[int, ...], str]]:
-        values = []
+        values: list[np.ndarray | None] = []
         for name in node.inputs:
             if not name:
                 values.append(None)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mace.model.ir import FUSABLE_PRODUCERS, Graph, Node, TensorInfo
+from mace.model.rules import SAME, activation_params, auto_pad_mode, same_pads
 
 
 def remove_identities(graph: Graph) -> int:
@@ -48,20 +49,15 @@ def _spatial_defaults(graph: Graph, node: Node, kernel: list[int]) -> None:
     attrs["kernel_shape"] = [int(k) for k in kernel]
     attrs.setdefault("strides", [1] * n)
     attrs.setdefault("dilations", [1] * n)
-    auto_pad = attrs.pop("auto_pad", "NOTSET")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and node.op != "ConvTranspose":
+    auto_pad = auto_pad_mode(attrs, node.op)
+    attrs.pop("auto_pad", None)
+    if auto_pad in SAME and node.op != "ConvTranspose":
         in_shape = graph.tensors[node.inputs[0]].shape[2:]
-        pads_begin, pads_end = [], []
-        for size, k, s, d in zip(in_shape, kernel, attrs["strides"], attrs["dilations"]):
-            out = -(-size // s)
-            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-            small, big = total // 2, total - total // 2
-            pads_begin.append(small if auto_pad == "SAME_UPPER" else big)
-            pads_end.append(big if auto_pad == "SAME_UPPER" else small)
+        pads_begin, pads_end = same_pads(in_shape, kernel, attrs["strides"], attrs["dilations"], auto_pad)
         attrs["pads"] = pads_begin + pads_end
     elif auto_pad == "VALID":
         attrs["pads"] = [0] * (2 * n)
-    elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+    elif auto_pad in SAME:
         attrs["auto_pad"] = auto_pad  # ConvTranspose: resolved by the op itself from output shape
     attrs.setdefault("pads", [0] * (2 * n))
 
@@ -150,10 +146,8 @@ def _constant_scalar(graph: Graph, name: str, default: float) -> float | None:
 def _activation_of(graph: Graph, node: Node) -> tuple[str, list[float]] | None:
     if node.op in ("Relu", "Sigmoid", "HardSwish", "Tanh"):
         return node.op, []
-    if node.op == "LeakyRelu":
-        return "LeakyRelu", [float(node.attrs.get("alpha", 0.01))]
-    if node.op == "HardSigmoid":
-        return "HardSigmoid", [float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))]
+    if node.op in ("LeakyRelu", "HardSigmoid"):
+        return node.op, activation_params(node.op, node.attrs)
     if node.op == "Clip":
         inputs = [*node.inputs, "", ""]
         lo = _constant_scalar(graph, inputs[1], -np.inf)

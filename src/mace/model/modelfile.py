@@ -12,6 +12,7 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ HEADER_SIZE = 64
 ALIGNMENT = 64
 TRAILER_SIZE = 32
 ALLOWED_DTYPES = {"float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"}
+
+Fail = Callable[[int | None, str], ModelFormatError]
+"""``fail(byte_offset, reason)``: the ModelFormatError to raise for the file being decoded."""
 
 
 def _align(n: int) -> int:
@@ -129,7 +133,7 @@ def decode(data: bytes | mmap.mmap, source: str = "<bytes>") -> Graph:
         raise fail(json_off, f"graph description is malformed: {type(exc).__name__}: {exc}") from exc
 
 
-def _graph_from_description(d: dict[str, Any], data: Any, w_off: int, w_len: int, fail: Any) -> Graph:
+def _graph_from_description(d: dict[str, Any], data: bytes | mmap.mmap, w_off: int, w_len: int, fail: Fail) -> Graph:
     constants: dict[str, np.ndarray] = {}
     for entry in d["constants"]:
         name, dtype, shape = str(entry["name"]), str(entry["dtype"]), tuple(int(x) for x in entry["shape"])
@@ -158,7 +162,7 @@ def _graph_from_description(d: dict[str, Any], data: Any, w_off: int, w_len: int
     return graph
 
 
-def _check_references(graph: Graph, fail: Any) -> None:
+def _check_references(graph: Graph, fail: Fail) -> None:
     """Every node input must be defined before use, so a runtime never meets an unknown tensor."""
     defined = {t.name for t in graph.inputs} | set(graph.constants)
     for node in graph.nodes:
@@ -171,6 +175,6 @@ def _check_references(graph: Graph, fail: Any) -> None:
         for out in node.outputs:
             if out and out not in graph.tensors:
                 raise fail(None, f"node {node.name!r} output {out!r} has no shape/dtype entry")
-    for out in graph.outputs:
-        if out.name not in defined:
-            raise fail(None, f"graph output {out.name!r} is never produced")
+    for output in graph.outputs:
+        if output.name not in defined:
+            raise fail(None, f"graph output {output.name!r} is never produced")

@@ -1,1 +1,2 @@
-"""The OpenCL runtime: programs, the compiled-program cache file, the tuner and the kernels."""
+"""The OpenCL runtime: device and context, the plan (one program per model), the executor, the program cache
+service, tuning and profiling."""

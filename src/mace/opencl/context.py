@@ -12,22 +12,11 @@ from pathlib import Path
 
 import pyopencl as cl
 
+from mace import settings
+from mace.cachefiles.fingerprint import DeviceFingerprint
 from mace.cachefiles.stores import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, FileStore, MemoryStore, Store
+from mace.errors import SettingError
 from mace.opencl.device import DeviceChoice, fingerprint, select_device
-
-STORAGE_ENV = "MACE_STORAGE_PATH"  # overrides the default storage directory; "off" disables the writable cache
-CACHE_KEY_ENV = "MACE_CACHE_KEY"
-MAX_CACHE_BYTES_ENV = "MACE_MAX_CACHE_BYTES"
-OFF_VALUES = {"off", "none", "0", "false", "disable", "disabled"}
-
-
-def default_storage_dir() -> Path | None:
-    """$MACE_STORAGE_PATH, else $XDG_CACHE_HOME/mace, else ~/.cache/mace; None when turned off."""
-    env = os.environ.get(STORAGE_ENV)
-    if env is not None:
-        return None if env.strip().lower() in OFF_VALUES or not env.strip() else Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mace"
 
 
 @dataclass
@@ -48,7 +37,7 @@ class GPUContext:
         return self.choice.device
 
     @property
-    def fingerprint(self):
+    def fingerprint(self) -> DeviceFingerprint:
         return fingerprint(self.choice)
 
 
@@ -63,14 +52,13 @@ class GPUContextBuilder:
     """
 
     def __init__(self) -> None:
-        self._storage_dir: Path | None = default_storage_dir()
+        self._storage_dir: Path | None = settings.storage_dir()
         self._binary_paths: list[Path] = []
         self._binary_bytes: list[bytes] = []
         self._parameter_path: Path | None = None
         self._device_spec = ""
-        self._cache_key: bytes | None = os.environ[CACHE_KEY_ENV].encode() if os.environ.get(CACHE_KEY_ENV) else None
-        cap = os.environ.get(MAX_CACHE_BYTES_ENV)
-        self._max_cache_bytes: int | None = int(cap) if cap and cap.isdigit() else None
+        self._cache_key: bytes | None = settings.cache_key()
+        self._max_cache_bytes: int | None = settings.max_cache_bytes()
 
     def set_storage_path(self, path: str | os.PathLike[str]) -> GPUContextBuilder:
         """Directory of the writable cache; mace_cl_compiled_program.bin is kept there."""
@@ -108,7 +96,9 @@ class GPUContextBuilder:
         return self
 
     def set_max_cache_bytes(self, max_bytes: int | None) -> GPUContextBuilder:
-        """Cap the writable cache's program bytes; least recently used programs are evicted on save."""
+        """Cap the writable cache's program bytes; least recently used programs are evicted on save (None: no cap)."""
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0):
+            raise SettingError(f"max_cache_bytes {max_bytes!r} is not a positive integer (None for no cap)")
         self._max_cache_bytes = max_bytes
         return self
 

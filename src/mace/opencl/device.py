@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 import pyopencl as cl
 
-from mace import __version__
-from mace.cachefiles.program_cache import DeviceFingerprint
+from mace import settings
+from mace.cachefiles.fingerprint import DeviceFingerprint
 from mace.errors import DeviceError
+from mace.version import __version__
 
 # Vendor OpenCL libraries that an ICD loader can use once they are listed in /etc/OpenCL/vendors/*.icd.
 VENDOR_LIBRARIES = {
@@ -133,7 +134,7 @@ def unregistered_vendor_libraries() -> dict[str, str]:
     """Vendor OpenCL libraries installed on disk but not named by any ICD file, so OpenCL cannot list them."""
     if not sys.platform.startswith("linux"):
         return {}
-    icd_dirs = [os.environ.get("OCL_ICD_VENDORS", ""), "/etc/OpenCL/vendors"]
+    icd_dirs = settings.icd_vendor_dirs()
     registered = ""
     for directory in icd_dirs:
         for icd in glob.glob(os.path.join(directory, "*.icd")) if directory else []:

@@ -20,7 +20,7 @@ import pyopencl as cl
 from mace.errors import DeviceError, InputError, MaceError
 from mace.model.ir import Graph, TensorInfo
 from mace.opencl.memory import MemoryPlan, program_memory
-from mace.opencl.plan import Launch, ProgramPlan, plan_graph
+from mace.opencl.plan import Launch, ProgramPlan, TilingPolicy, plan_graph
 
 log = logging.getLogger("mace.opencl")
 
@@ -64,7 +64,8 @@ def upload_constants(context: cl.Context, queue: cl.CommandQueue, plan: ProgramP
 class Executor:
     """Executes ``graph`` on ``queue``'s device. ``build_program(source, options)`` returns a built program (the
     engine passes one that goes through the compiled-program cache). Activations share device memory where their
-    lifetimes allow (memory.py); ``reuse_memory=False`` gives each its own buffer."""
+    lifetimes allow (memory.py); ``reuse_memory=False`` gives each its own buffer. ``target``, ``variants`` and
+    ``policy`` are plan_graph's."""
 
     name = "opencl"
 
@@ -77,11 +78,12 @@ class Executor:
         reuse_memory: bool = True,
         target: Any = None,
         variants: Mapping[str, int] | None = None,
+        policy: TilingPolicy | None = None,
     ) -> None:
         self.graph = graph
         self.context = context
         self.queue = queue
-        self.plan = plan_graph(graph, target, variants)
+        self.plan = plan_graph(graph, target, variants, policy)
         self.warnings: list[str] = []
         with device_step("building the program"):
             self.program = build_program(self.plan.source, self.plan.build_options)

@@ -16,8 +16,10 @@ from typing import Any
 import pyopencl as cl
 
 from mace.cachefiles import program_cache
-from mace.cachefiles.program_cache import CacheEntry, CacheFile, CacheFormatError, DeviceFingerprint
-from mace.cachefiles.stores import Store, StoreError
+from mace.cachefiles.fingerprint import DeviceFingerprint
+from mace.cachefiles.program_cache import CacheEntry, CacheFile, ProgramCacheFormat
+from mace.cachefiles.service import StoredRecords, Warnings, Wording
+from mace.cachefiles.stores import Store
 
 log = logging.getLogger("mace.opencl")
 
@@ -26,11 +28,17 @@ NO_BINARY_WARNING = "There is no precompiled OpenCL binary in all OpenCL binary 
 LAST_USED_GRANULARITY_SECONDS = 24 * 3600
 
 
-@dataclass
-class _Loaded:
-    store: Store
-    entries: dict[str, CacheEntry]  # program key -> entry, for this device only
-    cache: CacheFile | None
+def _wording(writable: bool) -> Wording:
+    return Wording(
+        unreadable="{error}; building from source",
+        discarded="{where}: discarded ({error}); programs will be rebuilt from source"
+        + (" and the file rewritten" if writable else ""),
+        bad_record="{where}: {error}; rebuilding what it concerns",
+        not_saved="{error}; the program cache is not saved (the engine keeps working)",
+    )
+
+
+Programs = StoredRecords[CacheEntry, CacheFile]
 
 
 @dataclass
@@ -55,58 +63,38 @@ class ProgramCache:
             "program_origins": [],
         }
     )
-    _loaded: list[_Loaded] | None = None
+    _loaded: list[Programs] | None = None  # the stores that held a file: the storage first, then binary_stores
+    _stored: Programs | None = None  # the storage's records
     _pending: list[tuple[str, str, str, cl.Program]] = field(default_factory=list)
-    _storage_needs_rewrite: bool = False
     _touched: set[str] = field(default_factory=set)  # storage entries used now whose last_used is stale
 
+    def __post_init__(self) -> None:
+        self.warn = Warnings(log, self.stats["warnings"])
+        if self.storage is not None:
+            self._stored = self._records(self.storage, writable=True)
+
+    def _records(self, store: Store, writable: bool) -> Programs:
+        return StoredRecords(
+            store, ProgramCacheFormat, self.fingerprint, self.cache_key, self.warn, _wording(writable), writable
+        )
+
     # -- reading -----------------------------------------------------------------------------------------------
-    def warn(self, message: str) -> None:
-        if message not in self.stats["warnings"]:
-            self.stats["warnings"].append(message)
-            log.warning(message)
-
-    def _read_store(self, store: Store, writable: bool) -> _Loaded | None:
-        try:
-            data = store.read()
-        except StoreError as exc:
-            self.warn(f"{exc}; building from source")
-            return None
-        if data is None:
-            return None
-        self.stats["cache_files_read"].append(store.description)
-        try:
-            cache, problems = program_cache.decode_report(data, key=self.cache_key)
-        except CacheFormatError as exc:
-            self.warn(
-                f"{store.description}: discarded ({exc}); programs will be rebuilt from source"
-                + (" and the file rewritten" if writable else "")
-            )
-            self._storage_needs_rewrite |= writable
-            return _Loaded(store, {}, None)
-        for problem in problems:
-            self.warn(f"{store.description}: {problem}; rebuilding what it concerns")
-            self._storage_needs_rewrite |= writable
-        entries = {e.program_key: e for e in cache.entries_for(self.fingerprint)}
-        if cache.entries and not entries:
-            self.warn(
-                f"{store.description}: holds no program for this device ({self.fingerprint.device_name}, "
-                f"driver {self.fingerprint.driver_version}); its {len(cache.entries)} entries are for other "
-                "devices or drivers"
-            )
-        return _Loaded(store, entries, cache)
-
-    def _sources(self) -> list[_Loaded]:
+    def _sources(self) -> list[Programs]:
         if self._loaded is None:
             self._loaded = []
-            if self.storage is not None:
-                loaded = self._read_store(self.storage, writable=True)
-                if loaded is not None:
-                    self._loaded.append(loaded)
-            for store in self.binary_stores:
-                loaded = self._read_store(store, writable=False)
-                if loaded is not None:
-                    self._loaded.append(loaded)
+            writable = [self._stored] if self._stored is not None else []
+            for records in writable + [self._records(store, writable=False) for store in self.binary_stores]:
+                entries = records.load()
+                if not records.read:
+                    continue
+                self.stats["cache_files_read"].append(records.store.description)
+                self._loaded.append(records)
+                if records.file is not None and records.file.entries and not entries:
+                    self.warn(
+                        f"{records.store.description}: holds no program for this device "
+                        f"({self.fingerprint.device_name}, driver {self.fingerprint.driver_version}); its "
+                        f"{len(records.file.entries)} entries are for other devices or drivers"
+                    )
             if not self._loaded:
                 self.warn(NO_BINARY_WARNING)
         return self._loaded
@@ -116,18 +104,17 @@ class ProgramCache:
         """A built program for (source, options): from a cached binary when one is valid, else from source."""
         options = program_cache.normalize_build_options(options)
         key = program_cache.program_key(source, options, self.fingerprint)
-        for loaded in self._sources():
-            entry = loaded.entries.get(key)
+        for records in self._sources():
+            entry = records.load().get(key)
             if entry is None:
                 continue
-            program = self._build_from_binary(entry, options, loaded.store.description)
+            program = self._build_from_binary(entry, options, records.store.description)
             if program is not None:
-                self.stats["program_origins"].append(loaded.store.description)
-                if loaded.store is self.storage and time.time() - entry.last_used > LAST_USED_GRANULARITY_SECONDS:
+                self.stats["program_origins"].append(records.store.description)
+                if records is self._stored and time.time() - entry.last_used > LAST_USED_GRANULARITY_SECONDS:
                     self._touched.add(key)
                 return program
-            if loaded.store is self.storage:
-                self._storage_needs_rewrite = True
+            records.needs_rewrite |= records.writable
         start = time.perf_counter()
         try:
             program = cl.Program(self.context, source).build(options=options, devices=[self.device])
@@ -161,58 +148,47 @@ class ProgramCache:
     # -- saving ------------------------------------------------------------------------------------------------
     @property
     def has_pending(self) -> bool:
-        return bool(self._pending) or self._storage_needs_rewrite or bool(self._touched)
+        return bool(self._pending) or bool(self._touched) or (self._stored is not None and self._stored.needs_rewrite)
 
     def save(self) -> None:
         """Write programs built from source into the storage cache (call after their kernels have launched once:
         pocl compiles the work-group functions lazily and only then puts them in the binary)."""
         if not self.has_pending:
             return
-        if self.storage is None:
+        if self._stored is None:
             self._pending.clear()
             return
         now = time.time()
         fp_id = self.fingerprint.id()
         new_entries: list[CacheEntry] = []
         for key, options, source, program in self._pending:
-            blobs = program.get_info(cl.program_info.BINARIES)
+            blobs: Any = program.get_info(cl.program_info.BINARIES)
             blob = bytes(blobs[0]) if blobs else b""
             if not blob:
                 self.warn(f"the driver returned no binary for program {key[:12]}; it will be rebuilt next start")
                 continue
             new_entries.append(CacheEntry.for_program(source, options, self.fingerprint, blob, now))
-        addition = CacheFile({fp_id: self.fingerprint}, new_entries)
         touched = set(self._touched) | {e.program_key for e in new_entries}
         evicted: list[CacheEntry] = []
 
-        def merge(current: bytes | None) -> bytes:
-            base = CacheFile({}, [])
-            if current is not None:
-                try:
-                    base, _problems = program_cache.decode_report(current, key=self.cache_key)
-                except CacheFormatError:
-                    base = CacheFile({}, [])  # already reported when read; replaced by a valid file now
-            merged = base.merged(addition)
+        def refresh_and_evict(merged: CacheFile) -> None:
             for entry in merged.entries:
                 if entry.fingerprint_id == fp_id and entry.program_key in touched:
                     entry.last_used = max(entry.last_used, now)
             evicted[:] = evict_least_recently_used(merged, self.max_cache_bytes, keep=touched)
-            return program_cache.encode(merged, key=self.cache_key)
 
         try:
-            self.storage.update(merge)
-        except StoreError as exc:
-            self.warn(f"{exc}; the program cache is not saved (the engine keeps working)")
-            return
+            saved = self._stored.save(new_entries, refresh_and_evict)
         finally:
             self._pending.clear()
             self._touched.clear()
-        self._storage_needs_rewrite = False
-        self.stats["cache_files_written"].append(self.storage.description)
+        if not saved:
+            return
+        self.stats["cache_files_written"].append(self._stored.store.description)
         if evicted:
             self.stats["cache_entries_evicted"] = len(evicted)
             log.info("evicted %d least recently used programs to keep %s under %d bytes", len(evicted),
-                     self.storage.description, self.max_cache_bytes)
+                     self._stored.store.description, self.max_cache_bytes)
 
 
 def evict_least_recently_used(cache: CacheFile, max_bytes: int | None, keep: set[str]) -> list[CacheEntry]:

@@ -1,9 +1,9 @@
-"""The OpenCL runtime as the engine sees it: a GPUContext, the model's program through the cache, tuned work-group
-sizes applied, and the caches saved once the kernels have launched."""
+"""The OpenCL runtime as the engine sees it: a GPUContext, the model's program through the program cache, the tuned
+kernel variants and work-group sizes applied, the caches saved once the kernels have launched; tuning and profiling
+on request (Engine.tune(), Engine.profile())."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -12,23 +12,24 @@ import pyopencl as cl
 
 from mace.cachefiles import tuned_params
 from mace.cachefiles.program_cache import source_sha256
-from mace.errors import DeviceError
+from mace.errors import DeviceError, TuningError
 from mace.model.ir import Graph
+from mace.model.samples import sample_inputs
 from mace.opencl.context import GPUContext, GPUContextBuilder
 from mace.opencl.executor import Executor
+from mace.opencl.plan import DeviceTarget, ProgramPlan, plan_graph
+from mace.opencl.profiling import profile_launches
 from mace.opencl.programs import ProgramCache
-from mace.opencl.tuning.local_sizes import KernelLimits, TunedParamsStore, tune_kernel
+from mace.opencl.tuning.local_sizes import KernelLimits, tune_kernel
+from mace.opencl.tuning.params import TunedParamsStore
 from mace.opencl.tuning.variants import (
     VARIANT_TOLERANCE,
     load_variants,
     outputs_agree,
     record_variants,
-    sample_feeds,
     steady_seconds,
     tune_variants,
 )
-
-TUNING_ENV = "MACE_TUNING"  # MACE_TUNING=1: tune every launch when an engine starts, and save the results
 
 
 class OpenCLRuntime:
@@ -54,7 +55,7 @@ class OpenCLRuntime:
             self.programs.warn(f"{len(doubles)} float64 tensor(s) (e.g. {doubles[0]!r}) are stored and computed as "
                                "float32 on OpenCL; use device='cpu' for float64 precision")
         self.graph = graph
-        self.target = _target_for(gpu_context.device)
+        self.target = DeviceTarget.from_device(gpu_context.device)
         self.tuned = None
         variants: dict[str, int] = {}
         start = time.perf_counter()
@@ -64,13 +65,12 @@ class OpenCLRuntime:
             variants = load_variants(self.tuned, graph, self.target)
         self.executor = self._build(variants)
         self.stats["tuned_variants"] = len(self.executor.plan.variants)
+        self.stats["variants"] = dict(self.executor.plan.variants)
         self.stats["init_seconds"] = time.perf_counter() - start
         self.stats["memory"] = self.executor.memory_report()
         self.broken: str | None = None  # set when a run failed on the device: the engine then refuses to run
         if self.tuned is not None:
             self.stats["tuned_launches"] = self._apply_tuned()
-        if os.environ.get(TUNING_ENV, "").strip() not in ("", "0"):
-            self.tune()
 
     def _build(self, variants: dict[str, int]) -> Executor:
         executor = Executor(self.graph, self.gpu_context.context, self.gpu_context.queue, self.programs.build,
@@ -107,7 +107,8 @@ class OpenCLRuntime:
         launch whose kernel does not fix its own; keep the fastest, save them to the tuned-parameters file. Returns
         a summary (variants chosen, launches tuned, time before/after). ``progress(index, total, what)``."""
         if self.tuned is None:
-            raise RuntimeError("no tuned-parameters path: set a storage path or set_opencl_parameter_path()")
+            raise TuningError("tuning needs a tuned-parameters file to write: set a storage path "
+                              "(GPUContextBuilder.set_storage_path, --storage-path) or set_opencl_parameter_path()")
         variant_summary = self._tune_variants(repeats, progress) if variants else {}
         self.executor.warm_up()
         queue = cl.CommandQueue(self.gpu_context.context, self.gpu_context.device,
@@ -140,10 +141,10 @@ class OpenCLRuntime:
 
     def _tune_variants(self, repeats: int, progress: Any) -> dict[str, Any]:
         """Per-node kernel variants by measurement (variants.py); the combination is kept only when it gives the
-        default plan's outputs and runs faster end to end. Rebuilds self.executor with it (through the program cache)."""
+        default plan's outputs and runs faster end to end. Rebuilds self.executor with it (via the program cache)."""
         assert self.tuned is not None
         default = self.executor if not self.executor.plan.variants else self._build({})
-        feeds = sample_feeds(self.graph)
+        feeds = sample_inputs(self.graph)
         reference = default.run(feeds)
         result = tune_variants(self.graph, self.gpu_context.context, self.gpu_context.queue, self.target, default,
                                feeds, reference, repeats, progress)
@@ -160,6 +161,7 @@ class OpenCLRuntime:
             else:  # the parts were faster, the whole was not (or disagreed): the defaults stay
                 chosen, tuned_s = {}, default_s
         self.stats["tuned_variants"] = len(self.executor.plan.variants)
+        self.stats["variants"] = dict(self.executor.plan.variants)
         choice = {name: chosen.get(name, 0) for name in result.choice}
         times = {name: result.times[name] if chosen.get(name) else result.default_times[name] for name in choice}
         record_variants(self.tuned, self.graph, self.target, choice, times)
@@ -188,26 +190,20 @@ class OpenCLRuntime:
         self.executor.warm_up()
         self.programs.save()
 
+    def profile(self, feeds: dict[str, np.ndarray], repeats: int = 10) -> list[dict[str, Any]]:
+        """Median device time of every launch (OpenCL profiling events on a second queue): node, op, kernel, sizes,
+        microseconds."""
+        return profile_launches(self.executor, feeds, repeats)
 
-def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None = None) -> Any:
+
+def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None = None) -> ProgramPlan:
     """The plan (program source, launches) the runtime builds for `graph` on `device`, with the kernel variants
     `tuned` holds; `mace cache build` uses the same, so ahead-of-time programs have the keys the runtime looks up."""
-    from mace.opencl.plan import plan_graph
-
-    target = _target_for(device)
+    target = DeviceTarget.from_device(device)
     return plan_graph(graph, target, load_variants(tuned, graph, target) if tuned is not None else None)
 
 
-def _target_for(device: cl.Device) -> Any:
-    """The device class the kernels are specialized for (tile sizes), when the code generator knows targets."""
-    try:
-        from mace.opencl.plan.tiling import DeviceTarget  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return DeviceTarget.from_device(device)
-
-
-def create_backend(graph: Graph, device_spec: str, gpu_context: GPUContext | None = None) -> OpenCLRuntime:
+def create_runtime(graph: Graph, device_spec: str, gpu_context: GPUContext | None = None) -> OpenCLRuntime:
     if gpu_context is None:
         gpu_context = GPUContextBuilder().set_device(device_spec).finalize()
     return OpenCLRuntime(graph, gpu_context)

@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from mace.ops.common import OpFn, arg, compute_dtype, like, normalize_axis, registrar
+from mace.model.rules import (
+    ACTIVATION_DEFAULTS,
+    GELU_TANH_COEFF,
+    GELU_TANH_SCALE,
+    HARD_SWISH_ALPHA,
+    HARD_SWISH_BETA,
+    activation_attr,
+    fused_params,
+)
+from mace.ops.common import Attrs, Inputs, OpFn, Outputs, arg, compute_dtype, like, normalize_axis, registrar, required
 
 OPS: dict[str, OpFn] = {}
 register = registrar(OPS)
 
-SELU_ALPHA = 1.67326319217681884765625
-SELU_GAMMA = 1.05070102214813232421875
 
 
 def _f(x: np.ndarray) -> np.ndarray:
@@ -32,11 +38,11 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, np.zeros((), x.dtype))
 
 
-def leaky_relu(x: np.ndarray, alpha: float = 0.01) -> np.ndarray:
+def leaky_relu(x: np.ndarray, alpha: float = ACTIVATION_DEFAULTS["LeakyRelu"]["alpha"]) -> np.ndarray:
     return like(np.where(x < 0, _f(x) * alpha, x), x)
 
 
-def clip(x: np.ndarray, lo: Any = None, hi: Any = None) -> np.ndarray:
+def clip(x: np.ndarray, lo: np.ndarray | float | None = None, hi: np.ndarray | float | None = None) -> np.ndarray:
     """ONNX Clip: min then max, so min > max gives max everywhere; None is no bound."""
     y = x
     if lo is not None:
@@ -53,13 +59,17 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return like(np.where(xf >= 0, 1 / (1 + e), e / (1 + e)), x)
 
 
-def hard_sigmoid(x: np.ndarray, alpha: float = 0.2, beta: float = 0.5) -> np.ndarray:
+def hard_sigmoid(
+    x: np.ndarray,
+    alpha: float = ACTIVATION_DEFAULTS["HardSigmoid"]["alpha"],
+    beta: float = ACTIVATION_DEFAULTS["HardSigmoid"]["beta"],
+) -> np.ndarray:
     return like(np.clip(_f(x) * alpha + beta, 0, 1), x)
 
 
 def hard_swish(x: np.ndarray) -> np.ndarray:
     xf = _f(x)
-    return like(xf * np.clip(xf / 6 + 0.5, 0, 1), x)
+    return like(xf * np.clip(xf * HARD_SWISH_ALPHA + HARD_SWISH_BETA, 0, 1), x)
 
 
 def tanh(x: np.ndarray) -> np.ndarray:
@@ -126,122 +136,122 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 @register("Relu")
-def _relu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [relu(inputs[0])]
+def _relu(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [relu(required(inputs, 0))]
 
 
 @register("LeakyRelu")
-def _leaky_relu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [leaky_relu(inputs[0], float(attrs.get("alpha", 0.01)))]
+def _leaky_relu(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [leaky_relu(required(inputs, 0), activation_attr("LeakyRelu", attrs, "alpha"))]
 
 
 @register("PRelu")
-def _prelu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def _prelu(inputs: Inputs, attrs: Attrs) -> Outputs:
     """The slope broadcasts to X (numpy rules, unidirectional)."""
-    x, slope = inputs[0], inputs[1]
+    x, slope = required(inputs, 0), required(inputs, 1)
     return [like(np.where(x < 0, x * slope, x), x)]
 
 
 @register("Clip")
-def _clip(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [clip(inputs[0], arg(inputs, 1), arg(inputs, 2))]
+def _clip(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [clip(required(inputs, 0), arg(inputs, 1), arg(inputs, 2))]
 
 
 @register("Sigmoid")
-def _sigmoid(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [sigmoid(inputs[0])]
+def _sigmoid(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [sigmoid(required(inputs, 0))]
 
 
 @register("HardSigmoid")
-def _hard_sigmoid(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [hard_sigmoid(inputs[0], float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5)))]
+def _hard_sigmoid(inputs: Inputs, attrs: Attrs) -> Outputs:
+    alpha, beta = (activation_attr("HardSigmoid", attrs, k) for k in ("alpha", "beta"))
+    return [hard_sigmoid(required(inputs, 0), alpha, beta)]
 
 
 @register("HardSwish")
-def _hard_swish(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [hard_swish(inputs[0])]
+def _hard_swish(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [hard_swish(required(inputs, 0))]
 
 
 @register("Tanh")
-def _tanh(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [tanh(inputs[0])]
+def _tanh(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [tanh(required(inputs, 0))]
 
 
 @register("Elu")
-def _elu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
-    alpha = float(attrs.get("alpha", 1.0))
+def _elu(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
+    alpha = activation_attr("Elu", attrs, "alpha")
     return [like(np.where(x < 0, alpha * np.expm1(np.minimum(_f(x), 0)), x), x)]
 
 
 @register("Celu")
-def _celu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
-    alpha = float(attrs.get("alpha", 1.0))
+def _celu(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
+    alpha = activation_attr("Celu", attrs, "alpha")
     return [like(np.maximum(_f(x), 0) + alpha * np.expm1(np.minimum(_f(x), 0) / alpha), x)]
 
 
 @register("Selu")
-def _selu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
-    alpha = float(attrs.get("alpha", SELU_ALPHA))
-    gamma = float(attrs.get("gamma", SELU_GAMMA))
+def _selu(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
+    alpha, gamma = (activation_attr("Selu", attrs, k) for k in ("alpha", "gamma"))
     return [like(gamma * np.where(x <= 0, alpha * np.expm1(np.minimum(_f(x), 0)), _f(x)), x)]
 
 
 @register("ThresholdedRelu")
-def _thresholded_relu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
-    return [like(np.where(x > float(attrs.get("alpha", 1.0)), x, 0), x)]
+def _thresholded_relu(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
+    return [like(np.where(x > activation_attr("ThresholdedRelu", attrs, "alpha"), x, 0), x)]
 
 
 @register("Softplus")
-def _softplus(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [like(np.logaddexp(0, _f(inputs[0])), inputs[0])]
+def _softplus(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [like(np.logaddexp(0, _f(required(inputs, 0))), required(inputs, 0))]
 
 
 @register("Softsign")
-def _softsign(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = _f(inputs[0])
-    return [like(x / (1 + np.abs(x)), inputs[0])]
+def _softsign(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = _f(required(inputs, 0))
+    return [like(x / (1 + np.abs(x)), required(inputs, 0))]
 
 
 @register("Mish")
-def _mish(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = _f(inputs[0])
-    return [like(x * np.tanh(np.logaddexp(0, x)), inputs[0])]
+def _mish(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = _f(required(inputs, 0))
+    return [like(x * np.tanh(np.logaddexp(0, x)), required(inputs, 0))]
 
 
 @register("Erf")
-def _erf(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [erf(inputs[0])]
+def _erf(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [erf(required(inputs, 0))]
 
 
 @register("Gelu")
-def _gelu(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def _gelu(inputs: Inputs, attrs: Attrs) -> Outputs:
     """approximate='none': x/2 (1 + erf(x/sqrt 2)); 'tanh': x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    x = inputs[0]
+    x = required(inputs, 0)
     xf = _f(x)
     approximate = attrs.get("approximate", "none")
     if approximate == "none":
         y = 0.5 * xf * (1 + erf(xf / math.sqrt(2)))
     elif approximate == "tanh":
-        y = 0.5 * xf * (1 + np.tanh(math.sqrt(2 / math.pi) * (xf + 0.044715 * xf**3)))
+        y = 0.5 * xf * (1 + np.tanh(GELU_TANH_SCALE * (xf + GELU_TANH_COEFF * xf**3)))
     else:
         raise NotImplementedError(f"Gelu: approximate={approximate!r} is not supported")
     return [like(y, x)]
 
 
 @register("Softmax")
-def _softmax(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def _softmax(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Opset 13 semantics: normalized along the single axis ``axis`` (default -1)."""
-    x = inputs[0]
+    x = required(inputs, 0)
     return [softmax(x, normalize_axis(int(attrs.get("axis", -1)), x.ndim))]
 
 
 @register("LogSoftmax")
-def _log_softmax(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
+def _log_softmax(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
     return [log_softmax(x, normalize_axis(int(attrs.get("axis", -1)), x.ndim))]
 
 
@@ -252,22 +262,23 @@ def _log_softmax(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
 def apply_activation(x: np.ndarray, name: str, params: Sequence[float] = ()) -> np.ndarray:
     """Apply the fused activation ``name`` (a key of mace.model.ir.ACTIVATIONS) with its ``activation_params``.
 
-    Missing params take the ONNX defaults (Clip: unbounded, LeakyRelu alpha 0.01, HardSigmoid 0.2/0.5).
+    Missing params take the ONNX defaults (mace.model.rules.ACTIVATION_DEFAULTS; Clip: unbounded).
 
     >>> apply_activation(np.array([-1.0, 0.5, 9.0], np.float32), "Clip", [0.0, 6.0]).tolist()
     [0.0, 0.5, 6.0]
     """
-    p = [float(v) for v in params]
+    p = fused_params(name, params)
     if name == "Relu":
         return relu(x)
-    if name == "Clip":
-        return clip(x, p[0] if len(p) > 0 else None, p[1] if len(p) > 1 else None)
+    if name == "Clip":  # an infinite bound is no bound
+        lo, hi = (v if math.isfinite(v) else None for v in p[:2])
+        return clip(x, lo, hi)
     if name == "LeakyRelu":
-        return leaky_relu(x, *p[:1])
+        return leaky_relu(x, p[0])
     if name == "Sigmoid":
         return sigmoid(x)
     if name == "HardSigmoid":
-        return hard_sigmoid(x, *p[:2])
+        return hard_sigmoid(x, p[0], p[1])
     if name == "HardSwish":
         return hard_swish(x)
     if name == "Tanh":

@@ -7,7 +7,18 @@ from typing import Any
 
 import numpy as np
 
-OpFn = Callable[[list[np.ndarray | None], dict[str, Any]], list[np.ndarray]]
+Inputs = Sequence[np.ndarray | None]
+"""An op's inputs, in ONNX order: an absent optional input is None (or missing at the end)."""
+Attrs = dict[str, Any]
+"""An op's attributes: ONNX attribute name -> plain Python value (int, float, str, list, ndarray; open by nature)."""
+Outputs = list[np.ndarray]
+"""An op's outputs, in ONNX order."""
+OpFn = Callable[[Inputs, Attrs], Outputs]
+"""A reference op: ``fn(inputs, attrs) -> outputs``."""
+
+
+class MissingInputError(ValueError):
+    """A required op input is absent (None or past the end of the inputs)."""
 
 
 def registrar(table: dict[str, OpFn]) -> Callable[..., Callable[[OpFn], OpFn]]:
@@ -24,9 +35,17 @@ def registrar(table: dict[str, OpFn]) -> Callable[..., Callable[[OpFn], OpFn]]:
     return register
 
 
-def arg(inputs: Sequence[np.ndarray | None], index: int) -> np.ndarray | None:
+def arg(inputs: Inputs, index: int) -> np.ndarray | None:
     """Optional input ``index``: None when absent or past the end of the list."""
     return inputs[index] if index < len(inputs) else None
+
+
+def required(inputs: Inputs, index: int) -> np.ndarray:
+    """Required input ``index``; MissingInputError when it is absent or past the end of the list."""
+    value = arg(inputs, index)
+    if value is None:
+        raise MissingInputError(f"input {index} is required but absent")
+    return value
 
 
 def ints(value: np.ndarray | Sequence[int] | int) -> list[int]:

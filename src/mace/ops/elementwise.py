@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import onnx
 
-from mace.ops.common import OpFn, compute_dtype, like, registrar
+from mace.ops.common import Attrs, Inputs, OpFn, Outputs, compute_dtype, like, registrar, required
 
 OPS: dict[str, OpFn] = {}
 register = registrar(OPS)
 
 Binary = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Unary = Callable[[np.ndarray], np.ndarray]
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -44,8 +44,8 @@ def _mod(a: np.ndarray, b: np.ndarray, fmod: int) -> np.ndarray:
 
 
 def _binary(name: str, fn: Binary) -> None:
-    def op(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-        a, b = inputs[0], inputs[1]
+    def op(inputs: Inputs, attrs: Attrs) -> Outputs:
+        a, b = required(inputs, 0), required(inputs, 1)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return [like(fn(a, b), a)]
 
@@ -54,7 +54,7 @@ def _binary(name: str, fn: Binary) -> None:
 
 
 def _variadic(name: str, fn: Binary, mean: bool = False) -> None:
-    def op(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    def op(inputs: Inputs, attrs: Attrs) -> Outputs:
         values = [x for x in inputs if x is not None]
         if len(values) == 1:
             return [values[0].copy()]
@@ -66,18 +66,18 @@ def _variadic(name: str, fn: Binary, mean: bool = False) -> None:
 
 
 def _compare(name: str, fn: Binary) -> None:
-    def op(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-        return [np.asarray(fn(inputs[0], inputs[1]), dtype=bool)]
+    def op(inputs: Inputs, attrs: Attrs) -> Outputs:
+        return [np.asarray(fn(required(inputs, 0), required(inputs, 1)), dtype=bool)]
 
     op.__name__ = op.__qualname__ = name
     register(name)(op)
 
 
-def _unary(name: str, fn: Callable[[np.ndarray], np.ndarray], float_math: bool = True) -> None:
+def _unary(name: str, fn: Unary, float_math: bool = True) -> None:
     """``float_math``: computed in float32/float64 (float16 widened) and cast back."""
 
-    def op(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-        x = inputs[0]
+    def op(inputs: Inputs, attrs: Attrs) -> Outputs:
+        x = required(inputs, 0)
         xf = x.astype(compute_dtype(x.dtype), copy=False) if float_math else x
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             return [like(fn(xf), x)]
@@ -86,12 +86,9 @@ def _unary(name: str, fn: Callable[[np.ndarray], np.ndarray], float_math: bool =
     register(name)(op)
 
 
-for _name, _fn in {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Pow": _pow}.items():
-    _binary(_name, _fn)
-for _name, _fn in {"Max": np.maximum, "Min": np.minimum, "Sum": np.add}.items():
-    _variadic(_name, _fn)
-_variadic("Mean", np.add, mean=True)
-for _name, _fn in {
+_ARITHMETIC: dict[str, Binary] = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Pow": _pow}
+_VARIADIC: dict[str, Binary] = {"Max": np.maximum, "Min": np.minimum, "Sum": np.add}
+_COMPARISONS: dict[str, Binary] = {
     "Equal": np.equal,
     "Less": np.less,
     "LessOrEqual": np.less_equal,
@@ -100,9 +97,8 @@ for _name, _fn in {
     "And": np.logical_and,
     "Or": np.logical_or,
     "Xor": np.logical_xor,
-}.items():
-    _compare(_name, _fn)
-for _name, _fn in {
+}
+_FLOAT_UNARY: dict[str, Unary] = {
     "Sqrt": np.sqrt,
     "Exp": np.exp,
     "Log": np.log,
@@ -112,39 +108,49 @@ for _name, _fn in {
     "Round": np.round,  # half to even, as ONNX
     "Sin": np.sin,
     "Cos": np.cos,
-}.items():
-    _unary(_name, _fn)
-for _name, _fn in {"Abs": np.abs, "Neg": np.negative, "Sign": np.sign}.items():
-    _unary(_name, _fn, float_math=False)
+}
+_EXACT_UNARY: dict[str, Unary] = {"Abs": np.abs, "Neg": np.negative, "Sign": np.sign}
+
+for _name, _fn in _ARITHMETIC.items():
+    _binary(_name, _fn)
+for _name, _fn in _VARIADIC.items():
+    _variadic(_name, _fn)
+_variadic("Mean", np.add, mean=True)
+for _name, _fn in _COMPARISONS.items():
+    _compare(_name, _fn)
+for _name, _unary_fn in _FLOAT_UNARY.items():
+    _unary(_name, _unary_fn)
+for _name, _unary_fn in _EXACT_UNARY.items():
+    _unary(_name, _unary_fn, float_math=False)
 
 
 @register("Mod")
-def mod(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    a, b = inputs[0], inputs[1]
+def mod(inputs: Inputs, attrs: Attrs) -> Outputs:
+    a, b = required(inputs, 0), required(inputs, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return [like(_mod(a, b, int(attrs.get("fmod", 0))), a)]
 
 
 @register("Not")
-def logical_not(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [np.logical_not(inputs[0])]
+def logical_not(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [np.logical_not(required(inputs, 0))]
 
 
 @register("IsNaN")
-def is_nan(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [np.isnan(inputs[0])]
+def is_nan(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [np.isnan(required(inputs, 0))]
 
 
 @register("IsInf")
-def is_inf(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
+def is_inf(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
     positive, negative = int(attrs.get("detect_positive", 1)), int(attrs.get("detect_negative", 1))
     return [np.isinf(x) & (((x > 0) & bool(positive)) | ((x < 0) & bool(negative)))]
 
 
 @register("Where")
-def where(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    cond, x, y = inputs[0], inputs[1], inputs[2]
+def where(inputs: Inputs, attrs: Attrs) -> Outputs:
+    cond, x, y = required(inputs, 0), required(inputs, 1), required(inputs, 2)
     return [like(np.where(cond, x, y), x)]
 
 
@@ -159,11 +165,11 @@ def onnx_to_numpy_dtype(to: int) -> np.dtype:
 
 
 @register("Cast")
-def cast(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def cast(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Float to integer truncates toward zero (numpy astype, like C)."""
-    return [np.array(inputs[0], dtype=onnx_to_numpy_dtype(int(attrs["to"])))]
+    return [np.array(required(inputs, 0), dtype=onnx_to_numpy_dtype(int(attrs["to"])))]
 
 
 @register("CastLike")
-def cast_like(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [np.array(inputs[0], dtype=inputs[1].dtype)]
+def cast_like(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [np.array(required(inputs, 0), dtype=required(inputs, 1).dtype)]

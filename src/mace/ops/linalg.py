@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from mace.ops.common import OpFn, arg, compute_dtype, registrar
+from mace.ops.common import Attrs, Inputs, OpFn, Outputs, arg, compute_dtype, registrar, required
 
 OPS: dict[str, OpFn] = {}
 register = registrar(OPS)
@@ -17,9 +15,9 @@ def _compute(x: np.ndarray) -> np.ndarray:
 
 
 @register("Gemm")
-def gemm(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def gemm(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Y = alpha * A' @ B' + beta * C, with A' = A.T if transA (same for B); C broadcasts to Y."""
-    a, b, c = inputs[0], inputs[1], arg(inputs, 2)
+    a, b, c = required(inputs, 0), required(inputs, 1), arg(inputs, 2)
     alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))
     am = _compute(a).T if int(attrs.get("transA", 0)) else _compute(a)
     bm = _compute(b).T if int(attrs.get("transB", 0)) else _compute(b)
@@ -32,13 +30,13 @@ def gemm(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndar
 
 
 @register("MatMul")
-def matmul(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    a, b = inputs[0], inputs[1]
+def matmul(inputs: Inputs, attrs: Attrs) -> Outputs:
+    a, b = required(inputs, 0), required(inputs, 1)
     return [np.asarray(np.matmul(_compute(a), _compute(b))).astype(a.dtype, copy=False)]
 
 
 @register("Einsum")
-def einsum(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def einsum(inputs: Inputs, attrs: Attrs) -> Outputs:
     values = [x for x in inputs if x is not None]
     y = np.einsum(attrs["equation"], *(_compute(x) for x in values), optimize=True)
     return [np.asarray(y).astype(values[0].dtype, copy=False)]

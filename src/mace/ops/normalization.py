@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from mace.ops.common import OpFn, arg, compute_dtype, normalize_axis, registrar
+from mace.ops.common import Attrs, Inputs, OpFn, Outputs, arg, compute_dtype, normalize_axis, registrar, required
 
 OPS: dict[str, OpFn] = {}
 register = registrar(OPS)
@@ -19,11 +17,11 @@ def _channel(v: np.ndarray, rank: int, dtype: np.dtype) -> np.ndarray:
 
 
 @register("BatchNormalization")
-def batch_normalization(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def batch_normalization(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Y = (X - mean) / sqrt(var + epsilon) * scale + B, per channel (axis 1)."""
     if int(attrs.get("training_mode", 0)):
         raise NotImplementedError("BatchNormalization: training_mode=1 is not supported")
-    x, scale, bias, mean, var = inputs[:5]
+    x, scale, bias, mean, var = (required(inputs, i) for i in range(5))
     dtype = compute_dtype(x.dtype)
     eps = float(attrs.get("epsilon", 1e-5))
     factor = scale.astype(dtype) / np.sqrt(var.astype(dtype) + dtype.type(eps))
@@ -32,9 +30,9 @@ def batch_normalization(inputs: list[np.ndarray | None], attrs: dict[str, Any]) 
 
 
 @register("LayerNormalization")
-def layer_normalization(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def layer_normalization(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Normalizes over dims [axis, rank) (default axis -1); returns Y, Mean and InvStdDev (kept dims, float32)."""
-    x, scale, bias = inputs[0], inputs[1], arg(inputs, 2)
+    x, scale, bias = required(inputs, 0), required(inputs, 1), arg(inputs, 2)
     dtype = compute_dtype(x.dtype)
     axis = normalize_axis(int(attrs.get("axis", -1)), x.ndim)
     eps = float(attrs.get("epsilon", 1e-5))
@@ -50,9 +48,9 @@ def layer_normalization(inputs: list[np.ndarray | None], attrs: dict[str, Any]) 
 
 
 @register("InstanceNormalization")
-def instance_normalization(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def instance_normalization(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Per (sample, channel) over the spatial dims, then per-channel scale and B."""
-    x, scale, bias = inputs[:3]
+    x, scale, bias = (required(inputs, i) for i in range(3))
     dtype = compute_dtype(x.dtype)
     eps = float(attrs.get("epsilon", 1e-5))
     xf = x.astype(dtype, copy=False)
@@ -64,9 +62,9 @@ def instance_normalization(inputs: list[np.ndarray | None], attrs: dict[str, Any
 
 
 @register("LRN")
-def lrn(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def lrn(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Y = X / (bias + alpha / size * sum of X^2 over channels [c - (size-1)//2, c + ceil((size-1)/2)]) ^ beta."""
-    x = inputs[0]
+    x = required(inputs, 0)
     dtype = compute_dtype(x.dtype)
     size = int(attrs["size"])
     alpha, beta, bias = (float(attrs.get(k, d)) for k, d in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from mace.ops.common import OpFn, compute_dtype, ints, registrar
-from mace.ops.conv import auto_pad_mode, resolve_pads, spatial_attr, windows
+from mace.model.rules import pool_output_size, resolve_pads, sliding_windows, spatial_attr, window_span
+from mace.ops.common import Attrs, Inputs, OpFn, Outputs, compute_dtype, ints, registrar, required
 
 OPS: dict[str, OpFn] = {}
 register = registrar(OPS)
@@ -31,8 +31,9 @@ class PoolGeometry:
 
     def windows(self, x: np.ndarray) -> np.ndarray:
         """(N, C, *out, *kernel) windows of an x already padded by begins and ends + overhang."""
-        win = windows(x, self.kernel, self.strides, self.dilations)
-        return win[(slice(None), slice(None), *(slice(0, o) for o in self.outs))]
+        win = sliding_windows(x, self.kernel, self.strides, self.dilations)
+        index = (slice(None), slice(None), *(slice(0, o) for o in self.outs))
+        return win[index]
 
     @property
     def kernel_axes(self) -> tuple[int, ...]:
@@ -46,20 +47,12 @@ def pool_geometry(op: str, x: np.ndarray, attrs: dict[str, Any]) -> PoolGeometry
     strides = spatial_attr(attrs, "strides", n, 1)
     dilations = spatial_attr(attrs, "dilations", n, 1)
     ceil_mode = bool(attrs.get("ceil_mode", 0))
-    mode = auto_pad_mode(op, attrs)
-    begins, ends = resolve_pads(op, attrs, x.shape[2:], kernel, strides, dilations)
+    begins, ends = resolve_pads(attrs, x.shape[2:], kernel, strides, dilations, op)
     outs, overhang = [], []
     for size, k, s, d, b, e in zip(x.shape[2:], kernel, strides, dilations, begins, ends):
-        span = (k - 1) * d + 1
-        if mode in ("SAME_UPPER", "SAME_LOWER"):
-            out = -(-size // s)
-        else:
-            room = size + b + e - span
-            out = (-(-room // s) if ceil_mode else room // s) + 1
-            if ceil_mode and (out - 1) * s >= size + b:
-                out -= 1
+        out = pool_output_size(size, k, s, d, b, e, ceil_mode)  # SAME pads give ceil(size / s), any ceil_mode
         outs.append(out)
-        overhang.append(max(0, (out - 1) * s + span - (size + b + e)))
+        overhang.append(max(0, (out - 1) * s + window_span(k, d) - (size + b + e)))
     return PoolGeometry(kernel, strides, dilations, begins, ends, outs, overhang)
 
 
@@ -68,8 +61,8 @@ def _spatial_pads(begins: list[int], ends: list[int]) -> list[tuple[int, int]]:
 
 
 @register("MaxPool")
-def max_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
+def max_pool(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
     if int(attrs.get("storage_order", 0)):
         raise NotImplementedError("MaxPool: storage_order=1 is not supported")
     g = pool_geometry("MaxPool", x, attrs)
@@ -80,8 +73,8 @@ def max_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
 
 
 @register("AveragePool")
-def average_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
+def average_pool(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
     g = pool_geometry("AveragePool", x, attrs)
     dtype = compute_dtype(x.dtype)
     ends = [e + o for e, o in zip(g.ends, g.overhang)]
@@ -99,13 +92,13 @@ def average_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list
 
 
 @register("GlobalAveragePool")
-def global_average_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
+def global_average_pool(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
     axes = tuple(range(2, x.ndim))
     return [np.mean(x.astype(compute_dtype(x.dtype), copy=False), axis=axes, keepdims=True).astype(x.dtype)]
 
 
 @register("GlobalMaxPool")
-def global_max_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
+def global_max_pool(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
     return [np.max(x, axis=tuple(range(2, x.ndim)), keepdims=True)]

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-from mace.ops.common import OpFn, arg, compute_dtype, ints, like, normalize_axis, registrar
+from mace.ops.common import (
+    Attrs,
+    Inputs,
+    OpFn,
+    Outputs,
+    arg,
+    compute_dtype,
+    ints,
+    like,
+    normalize_axis,
+    registrar,
+    required,
+)
 
 OPS: dict[str, OpFn] = {}
 register = registrar(OPS)
@@ -37,9 +48,9 @@ def _log_sum_exp(x: np.ndarray, axes: tuple[int, ...] | None, keepdims: bool) ->
 
 
 def _make(name: str, fn: Reduction, float_math: bool) -> OpFn:
-    def op(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+    def op(inputs: Inputs, attrs: Attrs) -> Outputs:
         """Empty/absent axes reduce everything, or nothing when noop_with_empty_axes=1."""
-        x, axes_in = inputs[0], arg(inputs, 1)
+        x, axes_in = required(inputs, 0), arg(inputs, 1)
         keepdims = bool(int(attrs.get("keepdims", 1)))
         if axes_in is None or axes_in.size == 0:
             if int(attrs.get("noop_with_empty_axes", 0)):
@@ -59,7 +70,7 @@ for _name, (_fn, _float_math) in _REDUCTIONS.items():
     register(_name)(_make(_name, _fn, _float_math))
 
 
-def _arg_extreme(x: np.ndarray, attrs: dict[str, Any], fn: Callable[..., np.ndarray]) -> np.ndarray:
+def _arg_extreme(x: np.ndarray, attrs: Attrs, fn: Callable[..., np.ndarray]) -> np.ndarray:
     """select_last_index=1 picks the last of equal extremes (argmax of the reversed axis)."""
     axis = normalize_axis(int(attrs.get("axis", 0)), x.ndim)
     if int(attrs.get("select_last_index", 0)):
@@ -71,10 +82,10 @@ def _arg_extreme(x: np.ndarray, attrs: dict[str, Any], fn: Callable[..., np.ndar
 
 
 @register("ArgMax")
-def arg_max(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [_arg_extreme(inputs[0], attrs, np.argmax)]
+def arg_max(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [_arg_extreme(required(inputs, 0), attrs, np.argmax)]
 
 
 @register("ArgMin")
-def arg_min(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [_arg_extreme(inputs[0], attrs, np.argmin)]
+def arg_min(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [_arg_extreme(required(inputs, 0), attrs, np.argmin)]

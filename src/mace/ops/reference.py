@@ -17,13 +17,9 @@ normalization.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
 from mace.ops import activations, conv, elementwise, linalg, normalization, pool, reduce, resize, shape_ops
 from mace.ops.activations import apply_activation
-from mace.ops.common import OpFn
+from mace.ops.common import Attrs, Inputs, MissingInputError, OpFn, Outputs
 
 __all__ = ["REFERENCE_OPS", "SUPPORTED_OPS", "OpFn", "apply_activation", "run_node"]
 
@@ -42,17 +38,21 @@ REFERENCE_OPS: dict[str, OpFn] = {
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(REFERENCE_OPS))
 
 
-def run_node(op: str, inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def run_node(op: str, inputs: Inputs, attrs: Attrs) -> Outputs:
     """Run one node, including the fusion epilogue of mace.model.ir: y = op(...); y += residual; y = activation(y).
 
-    With ``attrs["residual"]`` the last input is the residual (not passed to the op).
+    With ``attrs["residual"]`` the last input is the residual (not passed to the op). A required input that is
+    absent raises MissingInputError (a ValueError) naming the op.
     """
     fn = REFERENCE_OPS.get(op)
     if fn is None:
         raise NotImplementedError(f"{op}: op is not supported")
     inputs = list(inputs)
     residual = inputs.pop() if attrs.get("residual") else None
-    outputs = fn(inputs, attrs)
+    try:
+        outputs = fn(inputs, attrs)
+    except MissingInputError as exc:
+        raise MissingInputError(f"{op}: {exc}") from None
     if residual is None and "activation" not in attrs:
         return outputs
     y = outputs[0]

@@ -6,86 +6,87 @@ Outputs may be views of the inputs (Reshape, Transpose, Identity, ...): treat th
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Literal
 
 import numpy as np
 
-from mace.ops.common import OpFn, arg, ints, normalize_axis, registrar
+from mace.ops.common import Attrs, Inputs, OpFn, Outputs, arg, ints, normalize_axis, registrar, required
 
 OPS: dict[str, OpFn] = {}
 register = registrar(OPS)
 
-PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+PadMode = Literal["constant", "reflect", "edge", "wrap"]
+PAD_MODES: dict[str, PadMode] = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
 
 
 @register("Identity", "Dropout")
-def identity(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def identity(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Dropout is the identity at inference; its optional mask output is not produced."""
-    return [inputs[0]]
+    return [required(inputs, 0)]
 
 
 @register("Shape")
-def shape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def shape(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Dims [start:end] with Python slice clamping (opset 15 start/end)."""
     start, end = int(attrs.get("start", 0)), attrs.get("end")
-    return [np.array(inputs[0].shape[start : None if end is None else int(end)], np.int64)]
+    return [np.array(required(inputs, 0).shape[start : None if end is None else int(end)], np.int64)]
 
 
 @register("Size")
-def size(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [np.array(inputs[0].size, np.int64)]
+def size(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [np.array(required(inputs, 0).size, np.int64)]
 
 
 @register("Reshape")
-def reshape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def reshape(inputs: Inputs, attrs: Attrs) -> Outputs:
     """A 0 in ``shape`` copies the input dim unless allowzero=1; one -1 is inferred."""
-    x, target = inputs[0], ints(inputs[1])
+    x, target = required(inputs, 0), ints(required(inputs, 1))
     if not int(attrs.get("allowzero", 0)):
         target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
     return [x.reshape(target)]
 
 
 @register("Flatten")
-def flatten(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
+def flatten(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
     axis = int(attrs.get("axis", 1))
     axis = axis + x.ndim if axis < 0 else axis
     return [x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))]
 
 
 @register("Transpose")
-def transpose(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def transpose(inputs: Inputs, attrs: Attrs) -> Outputs:
     perm = attrs.get("perm")
-    return [np.transpose(inputs[0], None if perm is None else ints(perm))]
+    return [np.transpose(required(inputs, 0), None if perm is None else ints(perm))]
 
 
 @register("Squeeze")
-def squeeze(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def squeeze(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Without ``axes`` every dim of size 1 goes."""
-    x, axes = inputs[0], arg(inputs, 1)
+    x, axes = required(inputs, 0), arg(inputs, 1)
     if axes is None or axes.size == 0:
         return [np.squeeze(x)]
     return [np.squeeze(x, axis=tuple(normalize_axis(a, x.ndim) for a in ints(axes)))]
 
 
 @register("Unsqueeze")
-def unsqueeze(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def unsqueeze(inputs: Inputs, attrs: Attrs) -> Outputs:
     """``axes`` index the output (negative ones count from the output's end)."""
-    x, axes = inputs[0], ints(inputs[1])
+    x, axes = required(inputs, 0), ints(required(inputs, 1))
     rank = x.ndim + len(axes)
     return [np.expand_dims(x, tuple(normalize_axis(a, rank) for a in axes))]
 
 
 @register("Concat")
-def concat(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def concat(inputs: Inputs, attrs: Attrs) -> Outputs:
     values = [x for x in inputs if x is not None]
     return [np.concatenate(values, axis=normalize_axis(int(attrs["axis"]), values[0].ndim))]
 
 
 @register("Split")
-def split(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def split(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Sizes from the ``split`` input, else ``num_outputs`` chunks of ceil(dim / n) (the last one smaller)."""
-    x, sizes = inputs[0], arg(inputs, 1)
+    x, sizes = required(inputs, 0), arg(inputs, 1)
     axis = normalize_axis(int(attrs.get("axis", 0)), x.ndim)
     dim = x.shape[axis]
     if sizes is not None and sizes.size:
@@ -102,9 +103,9 @@ def split(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.nda
 
 
 @register("Slice")
-def slice_(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def slice_(inputs: Inputs, attrs: Attrs) -> Outputs:
     """ONNX clamping: starts/ends are clamped to [0, dim] ([0, dim-1] and [-1, dim-1] for negative steps)."""
-    x, starts, ends = inputs[0], ints(inputs[1]), ints(inputs[2])
+    x, starts, ends = required(inputs, 0), ints(required(inputs, 1)), ints(required(inputs, 2))
     axes_in, steps_in = arg(inputs, 3), arg(inputs, 4)
     axes = ints(axes_in) if axes_in is not None else list(range(len(starts)))
     steps = ints(steps_in) if steps_in is not None else [1] * len(starts)
@@ -125,24 +126,24 @@ def slice_(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.nd
 
 
 @register("Gather")
-def gather(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def gather(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Negative indices count from the end of ``axis``."""
-    x, indices = inputs[0], inputs[1]
+    x, indices = required(inputs, 0), required(inputs, 1)
     return [np.asarray(np.take(x, indices.astype(np.int64), axis=normalize_axis(int(attrs.get("axis", 0)), x.ndim)))]
 
 
 @register("GatherElements")
-def gather_elements(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x, indices = inputs[0], inputs[1].astype(np.int64)
+def gather_elements(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x, indices = required(inputs, 0), required(inputs, 1).astype(np.int64)
     axis = normalize_axis(int(attrs.get("axis", 0)), x.ndim)
     indices = np.where(indices < 0, indices + x.shape[axis], indices)
     return [np.take_along_axis(x, indices, axis=axis)]
 
 
 @register("Pad")
-def pad(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def pad(inputs: Inputs, attrs: Attrs) -> Outputs:
     """``pads`` is [begin of each axis..., end of each axis...] over ``axes`` (default all); negative pads crop."""
-    x, pads = inputs[0], ints(inputs[1])
+    x, pads = required(inputs, 0), ints(required(inputs, 1))
     value, axes_in = arg(inputs, 2), arg(inputs, 3)
     mode = attrs.get("mode", "constant")
     if mode not in PAD_MODES:
@@ -162,11 +163,12 @@ def pad(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarr
 
 
 @register("ConstantOfShape")
-def constant_of_shape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def constant_of_shape(inputs: Inputs, attrs: Attrs) -> Outputs:
     """``value``: a 1-element array (its dtype is kept) or a Python number (float -> float32); default float32 0."""
     value = attrs.get("value")
+    fill: np.generic
     if value is None:
-        fill = np.zeros((), np.float32)
+        fill = np.float32(0)
     elif isinstance(value, np.ndarray):
         fill = value.reshape(-1)[0]
     elif isinstance(value, bool):
@@ -175,34 +177,34 @@ def constant_of_shape(inputs: list[np.ndarray | None], attrs: dict[str, Any]) ->
         fill = np.int64(value)
     else:
         fill = np.float32(np.asarray(value).reshape(-1)[0])
-    return [np.full(ints(inputs[0]), fill, dtype=fill.dtype)]
+    return [np.full(ints(required(inputs, 0)), fill, dtype=fill.dtype)]
 
 
 @register("Range")
-def range_(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def range_(inputs: Inputs, attrs: Attrs) -> Outputs:
     """output[i] = start + i * delta for i < max(ceil((limit - start) / delta), 0), in start's dtype."""
-    start, limit, delta = (np.asarray(v).reshape(()) for v in inputs[:3])
+    start, limit, delta = (np.asarray(required(inputs, i)).reshape(()) for i in range(3))
     dtype = start.dtype
     count = max(math.ceil(float(limit - start) / float(delta)), 0)
     return [(start + np.arange(count, dtype=dtype) * delta).astype(dtype, copy=False)]
 
 
 @register("Expand")
-def expand(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def expand(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Bidirectional broadcast of X with ``shape`` (a 1 in ``shape`` keeps X's dim)."""
-    x = inputs[0]
-    return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(ints(inputs[1])))).copy()]
+    x = required(inputs, 0)
+    return [np.broadcast_to(x, np.broadcast_shapes(x.shape, tuple(ints(required(inputs, 1))))).copy()]
 
 
 @register("Tile")
-def tile(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [np.tile(inputs[0], ints(inputs[1]))]
+def tile(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [np.tile(required(inputs, 0), ints(required(inputs, 1)))]
 
 
 @register("DepthToSpace")
-def depth_to_space(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
+def depth_to_space(inputs: Inputs, attrs: Attrs) -> Outputs:
     """mode DCR (default): depth is (block_y, block_x, C'); CRD: (C', block_y, block_x)."""
-    x = inputs[0]
+    x = required(inputs, 0)
     bs = int(attrs["blocksize"])
     mode = attrs.get("mode", "DCR")
     n, c, h, w = x.shape
@@ -216,8 +218,8 @@ def depth_to_space(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> li
 
 
 @register("SpaceToDepth")
-def space_to_depth(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    x = inputs[0]
+def space_to_depth(inputs: Inputs, attrs: Attrs) -> Outputs:
+    x = required(inputs, 0)
     bs = int(attrs["blocksize"])
     n, c, h, w = x.shape
     y = x.reshape(n, c, h // bs, bs, w // bs, bs).transpose(0, 3, 5, 1, 2, 4)
@@ -225,5 +227,5 @@ def space_to_depth(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> li
 
 
 @register("NonZero")
-def non_zero(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    return [np.array(np.nonzero(inputs[0]), dtype=np.int64).reshape(inputs[0].ndim, -1)]
+def non_zero(inputs: Inputs, attrs: Attrs) -> Outputs:
+    return [np.array(np.nonzero(required(inputs, 0)), dtype=np.int64).reshape(required(inputs, 0).ndim, -1)]

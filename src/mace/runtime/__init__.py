@@ -1,1 +1,1 @@
-"""Runtimes that execute an IR graph. The engine picks one by device name (see backends.py)."""
+"""Runtimes that execute an IR graph, and the Engine that picks one by device name (registry.py)."""

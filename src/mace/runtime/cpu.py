@@ -11,7 +11,7 @@ from mace.model.ir import Graph
 from mace.ops.reference import run_node
 
 
-class CPUBackend:
+class CPURuntime:
     name = "cpu"
 
     def __init__(self, graph: Graph) -> None:
@@ -44,5 +44,5 @@ class CPUBackend:
         self.stats["warm_up_seconds"] = time.perf_counter() - start
 
 
-def create_backend(graph: Graph, device_spec: str, gpu_context: Any = None) -> CPUBackend:
-    return CPUBackend(graph)
+def create_runtime(graph: Graph, device_spec: str, gpu_context: Any = None) -> CPURuntime:
+    return CPURuntime(graph)

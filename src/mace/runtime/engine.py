@@ -1,17 +1,20 @@
-"""mace.Engine: load a model, pick a runtime, check inputs, run."""
+"""mace.Engine: load a model, pick a runtime, check inputs, run; tune and profile where the runtime can."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mace.errors import InputError
+from mace import settings
+from mace.errors import InputError, TuningError
 from mace.model import modelfile
 from mace.model.ir import Graph, TensorInfo
-from mace.runtime.registry import Backend, create_backend
+from mace.model.samples import sample_inputs
+from mace.runtime.registry import Runtime, create_runtime
 
 
 class Engine:
@@ -24,13 +27,16 @@ class Engine:
     (1, 1000)
 
     device: "cpu" (numpy reference), "opencl" / "gpu" (a GPU if one is listed, else pocl's CPU device),
-    or "opencl:<platform substring>[:<device index>]".
+    or "opencl:<platform substring>[:<device index>]". With MACE_TUNING=1 an OpenCL engine tunes itself once it is
+    built (see tune()).
     """
 
     def __init__(self, model: str | os.PathLike[str] | Graph, device: str = "cpu", gpu_context: Any = None) -> None:
         self.graph = model if isinstance(model, Graph) else modelfile.load(Path(model))
         self.device = device
-        self.backend: Backend = create_backend(self.graph, device, gpu_context)
+        self._runtime: Runtime = create_runtime(self.graph, device, gpu_context)
+        if settings.tuning_at_start() and self._runtime.name == "opencl":
+            self.tune()
 
     @property
     def inputs(self) -> list[TensorInfo]:
@@ -42,22 +48,49 @@ class Engine:
 
     @property
     def stats(self) -> dict[str, Any]:
-        return self.backend.stats
+        """What happened: programs from source / from cache, build seconds, cache files read and written, warnings,
+        memory, tuned variants and launches."""
+        return self._runtime.stats
 
     def warm_up(self) -> None:
         """Build (or load) everything the model needs and run it once, so the first real run is fast."""
-        self.backend.warm_up()
+        self._runtime.warm_up()
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model: input name -> array in, output name -> array out."""
         self._check_feeds(feeds)
         constant_outputs = {t.name: np.array(self.graph.constants[t.name]) for t in self.graph.outputs
-                             if t.name in self.graph.constants}
+                            if t.name in self.graph.constants}
         if len(constant_outputs) == len(self.graph.outputs):
             return constant_outputs
-        outputs = self.backend.run({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        outputs = self._runtime.run({k: np.ascontiguousarray(v) for k, v in feeds.items()})
         outputs.update(constant_outputs)
         return {t.name: outputs[t.name] for t in self.graph.outputs}
+
+    def tune(self, repeats: int = 5, progress: Callable[[int, int, Any], None] | None = None,
+             variants: bool = True) -> dict[str, Any]:
+        """Measure kernel variants (tilings) per node and work-group sizes per launch, keep the fastest, and save
+        them to the tuned-parameters file; the next engine for this model and device plans them in. Returns a
+        summary (variants chosen, launches tuned, device time before and after). ``progress(index, total, what)``
+        is called as it goes. OpenCL only."""
+        tune = getattr(self._runtime, "tune", None)
+        if tune is None:
+            raise TuningError(f"device {self.device!r} has nothing to tune: tuning is for OpenCL devices")
+        summary: dict[str, Any] = tune(repeats=repeats, progress=progress, variants=variants)
+        return summary
+
+    def profile(self, feeds: dict[str, np.ndarray] | None = None, repeats: int = 10) -> list[dict[str, Any]]:
+        """Median device time of every kernel launch over ``repeats`` runs (OpenCL profiling events): one row per
+        launch with node, op, kernel, global/local size and microseconds. ``feeds`` default to seeded random
+        inputs. OpenCL only."""
+        profile = getattr(self._runtime, "profile", None)
+        if profile is None:
+            raise TuningError(f"device {self.device!r} has no per-launch profile: profiling is for OpenCL devices")
+        if feeds is None:
+            feeds = sample_inputs(self.graph)
+        self._check_feeds(feeds)
+        rows: list[dict[str, Any]] = profile(feeds, repeats)
+        return rows
 
     def _check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         expected = {t.name: t for t in self.graph.inputs}
@@ -82,3 +115,4 @@ class Engine:
             if value.dtype != np.dtype(info.dtype):
                 raise InputError(f"input {name!r} has dtype {value.dtype}, expected {info.dtype} "
                                  f"(convert with x.astype(np.{info.dtype}))")
+

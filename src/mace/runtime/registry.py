@@ -11,8 +11,8 @@ from mace.errors import DeviceError
 from mace.model.ir import Graph
 
 
-class Backend(Protocol):
-    """A runtime for one graph: weights are prepared once at construction, then run() is called many times."""
+class Runtime(Protocol):
+    """Runs one graph on one device: weights are prepared once at construction, then run() is called many times."""
 
     name: str
     stats: dict[str, Any]
@@ -22,21 +22,29 @@ class Backend(Protocol):
     def warm_up(self) -> None: ...
 
 
-# device prefix -> "module:factory"; a factory takes (graph, device_spec, gpu_context) and returns a Backend.
+# device prefix -> "module:factory"; a factory takes (graph, device_spec, gpu_context) and returns a Runtime.
 # Adding a runtime adds a line here and a module, nothing else.
-BACKENDS = {
-    "cpu": "mace.runtime.cpu:create_backend",
-    "opencl": "mace.opencl.runtime:create_backend",
+RUNTIMES = {
+    "cpu": "mace.runtime.cpu:create_runtime",
+    "opencl": "mace.opencl.runtime:create_runtime",
 }
 ALIASES = {"gpu": "opencl", "numpy": "cpu", "reference": "cpu"}
 
 
-def create_backend(graph: Graph, device: str, gpu_context: Any = None) -> Backend:
-    kind, _, rest = device.partition(":")
-    kind = ALIASES.get(kind.lower(), kind.lower())
-    if kind not in BACKENDS:
-        known = sorted(set(BACKENDS) | set(ALIASES))
+def device_kind(device: str) -> str:
+    """The registry name of a device string ("gpu:nvidia" -> "opencl"); an unknown one raises DeviceError."""
+    if not isinstance(device, str):
+        raise DeviceError(f"device must be a string such as 'cpu' or 'opencl:nvidia:0', not {type(device).__name__}")
+    kind = device.partition(":")[0].strip().lower()
+    kind = ALIASES.get(kind, kind)
+    if kind not in RUNTIMES:
+        known = sorted(set(RUNTIMES) | set(ALIASES))
         raise DeviceError(f"unknown device {device!r}; use one of {', '.join(known)} (e.g. 'opencl:nvidia:0')")
-    module_name, factory_name = BACKENDS[kind].split(":")
+    return kind
+
+
+def create_runtime(graph: Graph, device: str, gpu_context: Any = None) -> Runtime:
+    module_name, factory_name = RUNTIMES[device_kind(device)].split(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
-    return factory(graph, rest, gpu_context)
+    runtime: Runtime = factory(graph, device.partition(":")[2], gpu_context)
+    return runtime

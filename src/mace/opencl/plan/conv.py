@@ -8,7 +8,7 @@ Conv takes one of three kernels:
   run-time weights keep OIHW, which is that layout for OCB = 1.
 On a GPU target (Planner.gpu) every group-1 conv is instead an implicit GEMM on gemm_tiled.cl (gemm_tiled.py).
 
-The window helpers here (``spatial_attrs``, ``same_pads``, ``to3d``) are shared with pooling.py.
+Window attributes and pads (auto_pad, ConvTranspose's output_shape) are mace.model.rules', as in the reference ops.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from mace.errors import DeviceError
+from mace.model import rules
 from mace.model.ir import Node
-from mace.opencl.plan.gemm import GemmShape, gemm
+from mace.opencl.plan.gemm import gemm
+from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.gemm_tiled import gpu_conv
-from mace.opencl.plan.planner import Arg, Planner, epilogue_split, ints, lowers, optional
-from mace.opencl.plan.templates import FLOAT_TAGS, prod
+from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional
+from mace.opencl.plan.templates import FLOAT_TAGS, prod, to3d
 from mace.opencl.plan.tiling import (
     WORK_ITEM_FLOOR_VARIANTS,
     conv_tiling,
@@ -31,33 +33,11 @@ from mace.opencl.plan.tiling import (
 )
 
 
-def spatial_attrs(node: Node, kernel: Sequence[int]) -> tuple[list[int], list[int], list[int], list[int]]:
-    """(kernel_shape, strides, leading pads, dilations) with ONNX defaults."""
-    nsp = len(kernel)
-    kshape = ints(node.attrs.get("kernel_shape", kernel))
-    strides = ints(node.attrs.get("strides", [1] * nsp))
-    pads = ints(node.attrs.get("pads", [0] * (2 * nsp)))
-    dilations = ints(node.attrs.get("dilations", [1] * nsp))
-    return kshape, strides, pads, dilations
-
-
-def same_pads(
-    node: Node, in_sp: Sequence[int], out_sp: Sequence[int], k: Sequence[int], s: Sequence[int], d: Sequence[int]
-) -> list[int] | None:
-    """Leading pads for auto_pad SAME_*; None when the node's explicit pads apply."""
-    mode = node.attrs.get("auto_pad", "NOTSET")
-    if mode in ("NOTSET", "VALID"):
-        return None if mode == "NOTSET" else [0] * len(k)
-    begins = []
-    for i, o, kk, ss, dd in zip(in_sp, out_sp, k, s, d):
-        total = max((o - 1) * ss + (kk - 1) * dd + 1 - i, 0)
-        begins.append(total // 2 if mode == "SAME_UPPER" else total - total // 2)
-    return begins
-
-
-def to3d(values: Sequence[int], fill: int) -> list[int]:
-    """Spatial values padded in front to (D, H, W): the kernels are written for 3D and take 1D/2D as D = 1 (H = 1)."""
-    return [fill] * (3 - len(values)) + list(values)
+def _conv_window(node: Node, in_sp: Sequence[int], kernel: Sequence[int]) -> tuple[list[int], ...]:
+    """(kernel_shape, strides, leading pads, dilations) of a Conv, by rules.window_attrs and rules.resolve_pads."""
+    k, s, d = rules.window_attrs(node.attrs, len(in_sp), kernel)
+    lead, _ = rules.resolve_pads(node.attrs, in_sp, k, s, d, node.op)
+    return k, s, lead, d
 
 
 def takes_gpu_gemm(p: Planner, node: Node) -> bool:
@@ -68,8 +48,7 @@ def takes_gpu_gemm(p: Planner, node: Node) -> bool:
     xs, ws, ys = p.shape(node.inputs[0]), p.shape(node.inputs[1]), p.shape(node.outputs[0])
     if not 1 <= len(xs) - 2 <= 3:
         return False
-    k, s, pads, d = spatial_attrs(node, ws[2:])
-    lead = same_pads(node, xs[2:], ys[2:], k, s, d) or pads[: len(k)]
+    k, s, lead, _ = _conv_window(node, xs[2:], ws[2:])
     pointwise = all(v == 1 for v in (*k, *s)) and not any(lead) and list(xs[2:]) == list(ys[2:])
     return not (pointwise and prod(ys) == ys[1])
 
@@ -84,8 +63,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
     nsp = len(in_sp)
     if not 1 <= nsp <= 3:
         raise DeviceError(f"OpenCL runtime has no kernel for {nsp}D Conv (node {node.name})")
-    k, s, pads, d = spatial_attrs(node, ws[2:])
-    lead = same_pads(node, in_sp, out_sp, k, s, d) or pads[:nsp]
+    k, s, lead, d = _conv_window(node, in_sp, ws[2:])
     group = int(node.attrs.get("group", 1))
     spatial = prod(in_sp)
 
@@ -120,7 +98,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
         dh, dw = to3d(d, 1)[1:]
         defines.update({"N": n, "C": c, "MULT": oc // c, "IH": ih, "IW": iw, "OH": oh, "OW": ow, "KH": kh, "KW": kw})
         defines.update({"SH": sh, "SW": sw, "PH": ph, "PW": pw, "DH": dh, "DW": dw, "PB": pb, "HAS_BIAS": bool(bias)})
-        args: list[Arg] = [p.use(x), p.use(w)] + ([p.use(bias)] if bias else [])
+        args: list[Arg] = [p.use(x), p.use(w), *([p.use(bias)] if bias else [])]
         p.epilogue(node, defines, args, residual)
         args.append(p.define(y))
         p.launch(node, p.kernel("depthwise", defines), [-(-ow // pb), oh, n * oc], args)
@@ -140,7 +118,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
     defines.update({"N": n, "C": c, "OC": oc, "G": group, "ID": id_, "IH": ih, "IW": iw, "OD": od, "OH": oh, "OW": ow})
     defines.update({"KD": kd, "KH": kh, "KW": kw, "SD": sd, "SH": sh, "SW": sw, "PD": pd, "PH": ph, "PW": pw})
     defines.update({"DD": dd, "DH": dh, "DW": dw, "OCB": ocb, "PB": pb, "HAS_BIAS": bool(bias)})
-    args = [p.use(x), w_buf] + ([p.use(bias)] if bias else [])
+    args = [p.use(x), w_buf, *([p.use(bias)] if bias else [])]
     p.epilogue(node, defines, args, residual)
     args.append(p.define(y))
     p.launch(node, p.kernel("conv", defines), [-(-ow // pb), od * oh, n * oc // ocb], args)
@@ -159,15 +137,10 @@ def _lower_conv_transpose(p: Planner, node: Node) -> None:
     group = int(node.attrs.get("group", 1))
     ocg = ws[1]
     oc = ocg * group
-    k, s, pads, d = spatial_attrs(node, ws[2:])
-    lead = pads[:nsp]
-    if "pads" not in node.attrs and ("output_shape" in node.attrs or node.attrs.get("auto_pad", "NOTSET") != "NOTSET"):
-        out_pad = ints(node.attrs.get("output_padding", [0] * nsp))
-        lead = []
-        for i in range(nsp):
-            total = s[i] * (in_sp[i] - 1) + out_pad[i] + (k[i] - 1) * d[i] + 1 - out_sp[i]
-            upper = node.attrs.get("auto_pad") == "SAME_UPPER"
-            lead.append(total // 2 if upper else total - total // 2)
+    k, s, d = rules.window_attrs(node.attrs, nsp, ws[2:])
+    lead, _, sizes = rules.conv_transpose_pads(node.attrs, in_sp, k, s, d)  # output_shape and SAME override pads
+    if sizes != out_sp:
+        raise DeviceError(f"ConvTranspose {node.name}: output {tuple(out_sp)} is not the attributes' {tuple(sizes)}")
     ocb = next(b for b in (4, 2, 1) if ocg % b == 0)
     (id_, ih, iw), (od, oh, ow) = to3d(in_sp, 1), to3d(out_sp, 1)
     (kd, kh, kw), (sd, sh, sw) = to3d(k, 1), to3d(s, 1)
@@ -178,12 +151,13 @@ def _lower_conv_transpose(p: Planner, node: Node) -> None:
     defines.update({"N": n, "C": c, "OC": oc, "G": group, "ID": id_, "IH": ih, "IW": iw, "OD": od, "OH": oh, "OW": ow})
     defines.update({"KD": kd, "KH": kh, "KW": kw, "SD": sd, "SH": sh, "SW": sw, "PD": pd, "PH": ph, "PW": pw})
     defines.update({"DD": dd, "DH": dh, "DW": dw, "OCB": ocb, "HAS_BIAS": bool(bias)})
-    args: list[Arg] = [p.use(x), p.use(w)] + ([p.use(bias)] if bias else [])
+    args: list[Arg] = [p.use(x), p.use(w), *([p.use(bias)] if bias else [])]
     p.epilogue(node, defines, args, residual)
     args.append(p.define(y))
     p.launch(node, p.kernel("deconv", defines), [ow, od * oh, n * oc // ocb], args)
 
 
 def _floor(p: Planner, node: Node) -> int:
-    """The work-item floor of conv.cl/depthwise.cl for ``node``: the target's, or the tuned variant's."""
-    return variant_floor(p.variant(node, WORK_ITEM_FLOOR_VARIANTS), gpu_min_work_items(p.target) if p.gpu else None)
+    """The work-item floor of conv.cl/depthwise.cl for ``node``: the policy's for the target, or the tuned variant's."""
+    floor = gpu_min_work_items(p.target, p.policy) if p.target is not None and p.gpu else p.policy.min_work_items
+    return variant_floor(p.variant(node, WORK_ITEM_FLOOR_VARIANTS), floor)

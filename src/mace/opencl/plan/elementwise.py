@@ -15,12 +15,14 @@ from typing import Any
 
 from mace.errors import DeviceError
 from mace.model.ir import Node
+from mace.model.rules import GELU_TANH_COEFF, GELU_TANH_SCALE, activation_attr
 from mace.opencl.plan.planner import Planner, lowers, optional
 from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, c_float, collapse, contiguous_strides, prod
 
 
-def _f(attrs: dict[str, Any], key: str, default: float) -> str:
-    return c_float(float(attrs.get(key, default)))
+def _f(attrs: dict[str, Any], op: str, key: str) -> str:
+    """Float attribute ``key`` of activation ``op`` (its ONNX default when absent) as a C literal."""
+    return c_float(activation_attr(op, attrs, key))
 
 
 _SOFTPLUS = "(fmax($0, 0.0f) + log1p(exp(-fabs($0))))"
@@ -28,24 +30,23 @@ _SOFTPLUS = "(fmax($0, 0.0f) + log1p(exp(-fabs($0))))"
 # Unary ops in float: expressions over $0, given the node's attributes.
 UNARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "Relu": lambda a: "fmax($0, 0.0f)",
-    "LeakyRelu": lambda a: f"($0 >= 0.0f ? $0 : $0 * {_f(a, 'alpha', 0.01)})",
+    "LeakyRelu": lambda a: f"($0 >= 0.0f ? $0 : $0 * {_f(a, 'LeakyRelu', 'alpha')})",
     "Sigmoid": lambda a: "ACT_SIGMOID($0)",
-    "HardSigmoid": lambda a: f"ACT_HARD_SIGMOID($0, {_f(a, 'alpha', 0.2)}, {_f(a, 'beta', 0.5)})",
+    "HardSigmoid": lambda a: f"ACT_HARD_SIGMOID($0, {_f(a, 'HardSigmoid', 'alpha')}, {_f(a, 'HardSigmoid', 'beta')})",
     "HardSwish": lambda a: "ACT_HARD_SWISH($0)",
     "Tanh": lambda a: "tanh($0)",
-    "Elu": lambda a: f"($0 > 0.0f ? $0 : {_f(a, 'alpha', 1.0)} * expm1($0))",
-    "Selu": lambda a: (
-        f"({_f(a, 'gamma', 1.05070102214813232421875)} * "
-        f"($0 > 0.0f ? $0 : {_f(a, 'alpha', 1.67326319217681884765625)} * expm1($0)))"
+    "Elu": lambda a: f"($0 > 0.0f ? $0 : {_f(a, 'Elu', 'alpha')} * expm1($0))",
+    "Selu": lambda a: f"({_f(a, 'Selu', 'gamma')} * ($0 > 0.0f ? $0 : {_f(a, 'Selu', 'alpha')} * expm1($0)))",
+    "Celu": lambda a: (
+        f"(fmax($0, 0.0f) + fmin(0.0f, {_f(a, 'Celu', 'alpha')} * expm1($0 / {_f(a, 'Celu', 'alpha')})))"
     ),
-    "Celu": lambda a: f"(fmax($0, 0.0f) + fmin(0.0f, {_f(a, 'alpha', 1.0)} * expm1($0 / {_f(a, 'alpha', 1.0)})))",
-    "ThresholdedRelu": lambda a: f"($0 > {_f(a, 'alpha', 1.0)} ? $0 : 0.0f)",
+    "ThresholdedRelu": lambda a: f"($0 > {_f(a, 'ThresholdedRelu', 'alpha')} ? $0 : 0.0f)",
     "Softplus": lambda a: _SOFTPLUS,
     "Softsign": lambda a: "($0 / (1.0f + fabs($0)))",
     "Mish": lambda a: f"($0 * tanh{_SOFTPLUS})",
     "Erf": lambda a: "erf($0)",
     "Gelu": lambda a: (
-        "(0.5f * $0 * (1.0f + tanh(0.7978845608028654f * ($0 + 0.044715f * $0 * $0 * $0))))"
+        f"(0.5f * $0 * (1.0f + tanh({c_float(GELU_TANH_SCALE)} * ($0 + {c_float(GELU_TANH_COEFF)} * $0 * $0 * $0))))"
         if a.get("approximate", "none") == "tanh"
         else "(0.5f * $0 * (1.0f + erf($0 * 0.7071067811865476f)))"
     ),

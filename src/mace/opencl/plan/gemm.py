@@ -1,39 +1,20 @@
-"""Gemm and MatMul on gemm.cl: one batched kernel, its operands addressed by strides (GemmShape), so transposes and
-broadcast batch dims cost no copies. ``gemm`` is also the lowering of 1x1 convolutions (conv.py). GPU targets take
-gemm_tiled.py's kernels instead.
+"""Gemm and MatMul on gemm.cl: one batched kernel, its operands addressed by strides (gemm_shape.GemmShape), so
+transposes and broadcast batch dims cost no copies. ``gemm`` is also the lowering of 1x1 convolutions (conv.py). GPU
+targets take gemm_tiled.py's kernels instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from mace.model.ir import Node
+from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.gemm_tiled import gpu_gemm
 from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional
 from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, collapse, prod
 from mace.opencl.plan.tiling import WORK_ITEM_FLOOR_VARIANTS, gemm_tiling, variant_floor
-
-
-@dataclass(frozen=True)
-class GemmShape:
-    """How gemm.cl addresses its operands: element strides of A over (m, k), B over (k, n), the bias over (m, n), and
-    of each operand over the batch dims."""
-
-    m: int
-    n: int
-    k: int
-    a_strides: tuple[int, int]
-    b_strides: tuple[int, int]
-    c_strides: tuple[int, int] = (0, 0)
-    batch: tuple[int, ...] = ()
-    a_batch: tuple[int, ...] = ()
-    b_batch: tuple[int, ...] = ()
-    c_batch: tuple[int, ...] = ()
-    alpha: float = 1.0
-    beta: float = 1.0
 
 
 def gemm(
@@ -45,7 +26,7 @@ def gemm(
         return
     bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
     nbatch = prod(bshape)
-    least = variant_floor(p.variant(node, WORK_ITEM_FLOOR_VARIANTS), None)
+    least = variant_floor(p.variant(node, WORK_ITEM_FLOOR_VARIANTS), p.policy.min_work_items)
     tm, tn, vec_n, vec_k = gemm_tiling(g, p.tag(a) in FLOAT_TAGS and p.tag(b) in FLOAT_TAGS, least)
     defines: dict[str, Any] = {"A_T": p.tag(a), "B_T": p.tag(b), "Y_T": p.tag(out)}
     defines.update({"M": g.m, "N": g.n, "K": g.k, "TM": tm, "TN": tn, "VEC_N": vec_n, "VEC_K": vec_k})

@@ -6,7 +6,7 @@ The portable kernels give each work item a few outputs and a serial loop over k:
 items on a 7x7 layer, each streaming thousands of operands from global memory, and a classifier's 1000 outputs run as
 250 work items. Here work-groups share operands through local memory, small outputs split k between work-groups
 (tiling.gpu_gemm_tile), and a GEMV spreads each output's k over a work-group. A conv whose output only a channel
-Concat reads writes its slice of the Concat's output directly (indexing.place_concat_operands).
+Concat reads writes its slice of the Concat's output directly (placement.place_concat_operands).
 
 Measured on an H200 (benchmarks/gpu_kernels.py), batch 1: MobileNet-v2 2.27 -> 0.71 ms, ResNet-50 7.28 -> 1.19 ms,
 Inception-v3 13.2 -> 2.0 ms; the classifier GEMVs 0.7-1.1 ms -> 6-10 us.
@@ -14,15 +14,13 @@ Inception-v3 13.2 -> 2.0 ms; the classifier GEMVs 0.7-1.1 ms -> 6-10 us.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mace.model.ir import Node
+from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.planner import Arg, Planner
 from mace.opencl.plan.templates import FLOAT_TAGS, collapse, prod
-from mace.opencl.plan.tiling import GPU_TILE_VARIANTS, GemmTile, gemv_blocking, gpu_gemm_tile, variant_tile
-
-if TYPE_CHECKING:
-    from mace.opencl.plan.gemm import GemmShape
+from mace.opencl.plan.tiling import GemmTile, gemv_blocking, gpu_gemm_tile, variant_tile
 
 
 def gpu_gemm(
@@ -54,8 +52,6 @@ def gpu_conv(
 ) -> None:
     """A group-1 convolution as y[img] = W[OC][C*KD*KH*KW] . im2col(x[img]), the columns gathered in the kernel.
     ``geometry`` holds conv.cl's C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; N is the images."""
-    from mace.opencl.plan.gemm import GemmShape
-
     oc, images = p.shape(w)[0], p.shape(x)[0]
     k = geometry["C"] * geometry["KD"] * geometry["KH"] * geometry["KW"]
     n = geometry["OD"] * geometry["OH"] * geometry["OW"]
@@ -85,15 +81,15 @@ def _tiled(
     can_split: bool,
 ) -> None:
     assert p.target is not None
-    only = variant_tile(p.variant(node, GPU_TILE_VARIANTS))
-    tile: GemmTile = gpu_gemm_tile(g.m, g.n, g.k, nbatch, p.target, can_split, only)
+    only = variant_tile(p.variant(node, p.policy.gpu_tile_variants), p.policy)
+    tile: GemmTile = gpu_gemm_tile(g.m, g.n, g.k, nbatch, p.target, p.policy, can_split, only)
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})
     grid = [-(-g.n // tile.bn) * tile.ln, -(-g.m // tile.bm) * tile.lm, nbatch * splits]
     local = [tile.ln, tile.lm, 1]
     # The epilogue: in gemm_tiled.cl with one split, else in the second launch (SPLIT_K_SUM).
-    root, offset, bstride = p.placement.get(out, (out, 0, g.m * g.n))  # a slice of a Concat's output (indexing.py)
+    root, offset, bstride = p.placement.get(out, (out, 0, g.m * g.n))  # a slice of a Concat's output (placement.py)
     epilogue: dict[str, Any] = {"Y_T": p.tag(out), "Y_BSTRIDE": bstride, "Y_OFFSET": offset}
     epilogue.update({"ALPHA": g.alpha, "BETA": g.beta, "HAS_BIAS": bias is not None})
     tail: list[Arg] = []
@@ -128,7 +124,7 @@ def _gemv(
 ) -> None:
     """out[b][n] = epilogue(sum_k a[b][k * as_k] * B[b][k][n]), B at ``b_strides`` (k, n), the bias at n * cs_n."""
     kfast = b_strides[0] == 1
-    ln, lk, vec = gemv_blocking(kfast, k)
+    ln, lk, vec = gemv_blocking(kfast, k, p.policy)
     if not (kfast and as_k == 1 and p.tag(a) in FLOAT_TAGS and p.tag(b) in FLOAT_TAGS):
         vec = 1
     defines: dict[str, Any] = {"A_T": p.tag(a), "B_T": p.tag(b), "Y_T": p.tag(out), "N": n, "K": k}

@@ -15,9 +15,7 @@ import numpy as np
 
 from mace.errors import DeviceError
 from mace.model.ir import Node
-from mace.opencl.plan import tiling
-from mace.opencl.plan.conv import takes_gpu_gemm
-from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis, prepass
+from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
 from mace.opencl.plan.templates import broadcast_strides, collapse, contiguous_strides, prod
 
 # --- the shared lowerings ------------------------------------------------------------------------------------------
@@ -147,7 +145,7 @@ def _lower_space_to_depth(p: Planner, node: Node) -> None:
 @lowers("Concat")
 def _lower_concat(p: Planner, node: Node) -> None:
     """One copy per operand, into its slice of the output; operands placed there by their producer need none, and
-    an output placed in an outer Concat's is written there (place_concat_operands)."""
+    an output placed in an outer Concat's is written there (placement.place_concat_operands)."""
     y = node.outputs[0]
     out_shape = p.shape(y)
     axis = positive_axis(int(node.attrs["axis"]), len(out_shape))
@@ -164,31 +162,6 @@ def _lower_concat(p: Planner, node: Node) -> None:
         if p.placement.get(x, ("", 0, 0))[:2] != (root, at):
             strided_copy(p, node, p.use(x), dst, tag, shape, contiguous_strides(shape), out_strides, dst_base=at)
         offset += shape[axis]
-
-
-@prepass
-def place_concat_operands(p: Planner) -> None:
-    """GPU targets: a Conv on gemm_tiled.cl whose output only a channel Concat reads writes it straight into its
-    slice of the Concat's output, which saves the copy (and its launch); so does a channel Concat whose output only
-    an outer one reads (Inception's nested branches), with its own operands. Sets ``p.placement``."""
-    if not (p.gpu and tiling.GPU_CONCAT_IN_PLACE):
-        return
-    producers = {out: node for node in p.graph.nodes for out in node.outputs}
-    for node in reversed(p.graph.nodes):  # an outer Concat comes later: its placement is known first
-        y = node.outputs[0] if node.op == "Concat" else ""
-        shape = p.shape(y) if y else ()
-        if len(shape) < 3 or positive_axis(int(node.attrs["axis"]), len(shape)) != 1:
-            continue
-        root, base, bstride = p.placement.get(y, (y, 0, prod(shape[1:])))
-        inputs = [x for x in node.inputs if x]
-        offset = base
-        for x in inputs:
-            src = producers.get(x)
-            sole = [n.name for n in p.consumers.get(x, [])] == [node.name] and x not in p.graph_outputs
-            writer = src is not None and (src.op == "Concat" or (src.op == "Conv" and takes_gpu_gemm(p, src)))
-            if writer and sole and inputs.count(x) == 1 and p.tag(x) == p.tag(y):
-                p.placement[x] = (root, offset, bstride)
-            offset += prod(p.shape(x)[1:])
 
 
 @lowers("Split")

@@ -17,7 +17,7 @@ import numpy as np
 from mace.errors import DeviceError
 from mace.model.ir import Graph, Node
 from mace.opencl.plan.templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
-from mace.opencl.plan.tiling import DeviceTarget
+from mace.opencl.plan.tiling import DEFAULT_POLICY, DeviceTarget, TilingPolicy
 
 # Deterministic, and valid for every OpenCL 1.2+ device: the cached binary is keyed on these.
 BUILD_OPTIONS = "-cl-std=CL1.2 -cl-mad-enable"
@@ -103,10 +103,16 @@ def prepass(fn: Prepass) -> Prepass:
 
 class Planner:
     def __init__(
-        self, graph: Graph, target: DeviceTarget | None = None, variants: Mapping[str, int] | None = None
+        self,
+        graph: Graph,
+        target: DeviceTarget | None = None,
+        variants: Mapping[str, int] | None = None,
+        policy: TilingPolicy | None = None,
     ) -> None:
         self.graph = graph
         self.target = target
+        # every tiling choice reads this (tiling.py): the one given, else the target's, else the default
+        self.policy = policy if policy is not None else target.policy if target is not None else DEFAULT_POLICY
         self.variants = dict(variants or {})
         self.variant_counts: dict[str, int] = {}
         self.variants_used: dict[str, int] = {}
@@ -122,7 +128,7 @@ class Planner:
         self.consumers = graph.consumers()
         self.graph_outputs = {t.name for t in graph.outputs}
         # value -> (buffer, element offset, batch stride): values written straight into a slice of another value's
-        # buffer (a Concat's inputs, on GPU targets; see placement.py)
+        # buffer (a Concat's inputs, on GPU targets; set by placement.py)
         self.placement: dict[str, tuple[str, int, int]] = {}
 
     # values and buffers
@@ -262,14 +268,18 @@ class Planner:
 
 
 def plan_graph(
-    graph: Graph, target: DeviceTarget | None = None, variants: Mapping[str, int] | None = None
+    graph: Graph,
+    target: DeviceTarget | None = None,
+    variants: Mapping[str, int] | None = None,
+    policy: TilingPolicy | None = None,
 ) -> ProgramPlan:
     """Lowers ``graph`` to one program source and the launches that run it, in node order. ``target`` (see
     ``DeviceTarget.from_device``) specializes the kernels for a device class; None, or a target that is no GPU, gives
-    the portable plan. ``variants`` (node name -> kernel variant, tuned) replace the default tiling policy where a
-    node's lowering offers them. The same graph, target and variants always give the same source (the program cache's
-    key)."""
-    planner = Planner(graph, target, variants)
+    the portable plan. ``policy`` is the tiling policy (tiling.TilingPolicy), by default the target's (with no
+    target, tiling.DEFAULT_POLICY); ``variants`` (node name -> kernel variant, tuned) replace its choices where a
+    node's lowering offers them. The same graph, target, policy and variants always give the same source (the program
+    cache's key), and nothing else changes it."""
+    planner = Planner(graph, target, variants, policy)
     for info in graph.inputs:
         planner.define(info.name)
     for run in _PREPASSES:

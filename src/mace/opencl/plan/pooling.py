@@ -1,8 +1,8 @@
-"""MaxPool and AveragePool on pooling.cl (1D to 3D, window geometry as conv.py reads it); the global pools are
-reductions over the spatial dims (reduce.py's kernel).
+"""MaxPool and AveragePool on pooling.cl (1D to 3D, window geometry by mace.model.rules, as the reference op reads
+it); the global pools are reductions over the spatial dims (reduce.py's kernel).
 
 Ceil-mode pools need no flag: the IR's output shape already says how many windows there are, and the trailing pads
-(explicit, or for SAME whatever makes the windows fit) tell the kernel which taps are padding.
+(explicit, or for SAME rules.same_pads') tell the kernel which taps are padding.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from mace.errors import DeviceError
+from mace.model import rules
 from mace.model.ir import Node
-from mace.opencl.plan.conv import same_pads, spatial_attrs, to3d
 from mace.opencl.plan.planner import Planner, lowers
 from mace.opencl.plan.reduce import reduce
+from mace.opencl.plan.templates import to3d
 
 
 @lowers("MaxPool", "AveragePool")
@@ -26,16 +27,8 @@ def _lower_pool(p: Planner, node: Node) -> None:
     nsp = len(in_sp)
     if not 1 <= nsp <= 3:
         raise DeviceError(f"OpenCL runtime has no kernel for {nsp}D {node.op} (node {node.name})")
-    k, s, pads, d = spatial_attrs(node, [1] * nsp)
-    lead = same_pads(node, in_sp, out_sp, k, s, d)
-    trail = pads[nsp:]
-    if lead is not None:  # SAME: the trailing pad is whatever makes the windows fit
-        trail = [
-            max((o - 1) * ss + (kk - 1) * dd + 1 - i - b, 0)
-            for i, o, kk, ss, dd, b in zip(in_sp, out_sp, k, s, d, lead)
-        ]
-    else:
-        lead = pads[:nsp]
+    k, s, d = rules.window_attrs(node.attrs, nsp)
+    lead, trail = rules.resolve_pads(node.attrs, in_sp, k, s, d, node.op)
     (id_, ih, iw), (od, oh, ow) = to3d(in_sp, 1), to3d(out_sp, 1)
     (kd, kh, kw), (sd, sh, sw) = to3d(k, 1), to3d(s, 1)
     (pd, ph, pw), (pde, phe, pwe), (dd, dh, dw) = to3d(lead, 0), to3d(trail, 0), to3d(d, 1)

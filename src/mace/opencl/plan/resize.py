@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from mace.errors import DeviceError
+from mace.model import rules
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
 from mace.opencl.plan.templates import prod
@@ -25,64 +26,25 @@ def resize_taps(
     out_len: int,
     scale: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per output index along one axis: the input indices [out_len, taps] and weights of its taps (ONNX Resize)."""
-    # float32 arithmetic, as onnxruntime computes coordinates: it decides ties in nearest rounding.
-    o = np.arange(out_len, dtype=np.float32)
-    f32 = np.float32
-    sc = f32(scale)
-    if transform == "half_pixel":
-        x = (o + f32(0.5)) / sc - f32(0.5)
-    elif transform == "pytorch_half_pixel":
-        x = (o + f32(0.5)) / sc - f32(0.5) if out_len > 1 else np.zeros_like(o)
-    elif transform == "align_corners":
-        x = o * f32(in_len - 1) / f32(out_len - 1) if out_len > 1 else np.zeros_like(o)
-    elif transform == "asymmetric":
-        x = o / sc
-    elif transform == "tf_half_pixel_for_nn":
-        x = (o + f32(0.5)) / sc
-    elif transform == "half_pixel_symmetric":
-        adjustment = f32(out_len) / (sc * f32(in_len))
-        offset = f32(in_len) / f32(2) * (f32(1) - adjustment)
-        x = offset + (o + f32(0.5)) / sc - f32(0.5)
-    else:
-        raise DeviceError(f"OpenCL runtime has no Resize coordinate transformation {transform!r}")
-    if mode == "nearest":
-        rounding = {
-            "round_prefer_floor": lambda v: np.ceil(v - f32(0.5)),
-            "round_prefer_ceil": lambda v: np.floor(v + f32(0.5)),
-            "floor": np.floor,
-            "ceil": np.ceil,
-        }
-        if nearest_mode not in rounding:
-            raise DeviceError(f"OpenCL runtime has no Resize nearest_mode {nearest_mode!r}")
-        idx = np.clip(rounding[nearest_mode](x), 0, in_len - 1).astype(np.int32)[:, None]
-        return idx, np.ones_like(idx, dtype=np.float32)
-    base = np.floor(x)
-    t = (x - base).astype(np.float64)
-    if mode == "linear":
-        offsets = np.array([0, 1])
-        weights = np.stack([1 - t, t], axis=1)
-    elif mode == "cubic":
-        a = cubic_a
-        offsets = np.array([-1, 0, 1, 2])
-        d = np.stack([t + 1, t, 1 - t, 2 - t], axis=1)  # distances to the four taps
-        near = ((a + 2) * d - (a + 3)) * d * d + 1
-        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-        weights = np.where(d <= 1, near, far)
-    else:
+    """Per output index along one axis: the input indices [out_len, taps] (int32) and float32 weights of its taps,
+    from rules.resize_taps, the function the reference op (ops/resize.py) resizes with."""
+    if rules.RESIZE_MODES.get(mode) is None:
         raise DeviceError(f"OpenCL runtime has no Resize mode {mode!r}")
-    idx = base.astype(np.int64)[:, None] + offsets[None, :]
-    if exclude_outside:
-        weights = np.where((idx >= 0) & (idx < in_len), weights, 0.0)
-        weights = weights / weights.sum(axis=1, keepdims=True)
-    return np.clip(idx, 0, in_len - 1).astype(np.int32), weights.astype(np.float32)
+    if transform not in rules.COORDINATE_MODES or transform == "tf_crop_and_resize":
+        raise DeviceError(f"OpenCL runtime has no Resize coordinate transformation {transform!r}")
+    if nearest_mode not in rules.NEAREST_MODES:
+        raise DeviceError(f"OpenCL runtime has no Resize nearest_mode {nearest_mode!r}")
+    idx, weights, _ = rules.resize_taps(
+        mode, transform, in_len, out_len, scale, nearest_mode, cubic_a, exclude_outside
+    )
+    return idx.astype(np.int32), weights.astype(np.float32)
 
 
 @lowers("Upsample")
 def _lower_upsample(p: Planner, node: Node) -> None:
     """Legacy Upsample: Resize with asymmetric coordinates, nearest rounding down."""
-    mode = {"bilinear": "linear"}.get(node.attrs.get("mode", "nearest"), node.attrs.get("mode", "nearest"))
-    attrs = {"mode": mode, "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    mode = node.attrs.get("mode", "nearest")
+    attrs = {"mode": rules.RESIZE_MODES.get(mode, mode), **rules.UPSAMPLE_ATTRS}
     scales = optional(node.inputs, 1)
     resize = Node("Resize", node.name, [node.inputs[0], "", scales or "", ""], node.outputs, attrs)
     if scales is None:
@@ -98,26 +60,26 @@ def _lower_resize(p: Planner, node: Node) -> None:
     attrs = node.attrs
     if attrs.get("antialias", 0):
         raise DeviceError(f"OpenCL runtime has no kernel for Resize with antialias (node {node.name})")
-    axes = [positive_axis(a, rank) for a in ints(attrs.get("axes", list(range(rank))))]
-    scales = [ys[d] / xs[d] for d in range(rank)]
+    axes = [positive_axis(a, rank) for a in ints(attrs.get("axes") or list(range(rank)))]
     scales_name, sizes_name = optional(node.inputs, 2), optional(node.inputs, 3)
     given = p.const(scales_name, "scales", node).reshape(-1) if scales_name else np.zeros(0)
     if "scales" in attrs:  # legacy Upsample's attribute
         given = np.asarray(attrs["scales"], np.float32)
     if given.size:
-        for axis, value in zip(axes, given):
-            scales[axis] = float(value)
-    elif sizes_name:
-        policy = attrs.get("keep_aspect_ratio_policy", "stretch")
-        if policy != "stretch":
-            ratios = [ys[a] / xs[a] for a in axes]
-            common = min(ratios) if policy == "not_larger" else max(ratios)
-            for axis in axes:
-                scales[axis] = common
+        sizes = None
+    elif sizes_name and sizes_name in p.graph.constants:
+        sizes = ints(p.const(sizes_name, "sizes", node))
+    else:  # the output shape is the sizes
+        sizes = [ys[a] for a in axes]
+    # the scales as the reference op computes them (float32; one ratio for all axes under keep_aspect_ratio_policy)
+    scales = [1.0] * rank
+    policy = rules.resize_attr(attrs, "keep_aspect_ratio_policy")
+    for axis, scale, _ in zip(axes, *rules.resize_output([xs[a] for a in axes], list(given), sizes, policy)):
+        scales[axis] = scale
     if rank < 2 or any(xs[d] != ys[d] for d in range(rank - 2)):
         raise DeviceError(f"OpenCL runtime resizes only the two innermost dims (node {node.name})")
-    mode = attrs.get("mode", "nearest")
-    transform = attrs.get("coordinate_transformation_mode", "half_pixel")
+    mode = attrs.get("mode", rules.RESIZE_DEFAULTS["mode"])
+    transform = attrs.get("coordinate_transformation_mode", rules.RESIZE_DEFAULTS["coordinate_transformation_mode"])
     tables = []
     for d in (rank - 2, rank - 1):
         if xs[d] == ys[d] and scales[d] == 1.0:
@@ -126,9 +88,9 @@ def _lower_resize(p: Planner, node: Node) -> None:
             idx, wts = resize_taps(
                 mode,
                 transform,
-                attrs.get("nearest_mode", "round_prefer_floor"),
-                float(attrs.get("cubic_coeff_a", -0.75)),
-                bool(attrs.get("exclude_outside", 0)),
+                attrs.get("nearest_mode", rules.RESIZE_DEFAULTS["nearest_mode"]),
+                float(attrs.get("cubic_coeff_a", rules.RESIZE_DEFAULTS["cubic_coeff_a"])),
+                bool(attrs.get("exclude_outside", rules.RESIZE_DEFAULTS["exclude_outside"])),
                 xs[d],
                 ys[d],
                 scales[d],

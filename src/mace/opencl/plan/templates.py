@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mace.errors import DeviceError
+from mace.model.rules import fused_params
 
 KERNEL_DIR = Path(__file__).parent.parent / "kernels"
 
@@ -34,7 +35,7 @@ _TAG_OF_DTYPE = {
     "uint8": "U8",
     "bool": "BOOL",
 }
-TAG_DTYPES = {
+TAG_DTYPES: dict[str, np.dtype[Any]] = {
     "F32": np.dtype(np.float32),
     "F16": np.dtype(np.float16),
     "I64": np.dtype(np.int64),
@@ -120,26 +121,27 @@ def c_value(value: Any) -> str:
 def activation_macro(attrs: dict[str, Any]) -> str:
     """The ACTIVATE(v) body for a node's fused activation (ir.ACTIVATIONS)."""
     name = attrs.get("activation")
-    p = [float(v) for v in attrs.get("activation_params", [])]
     if name is None:
         return "ACT_NONE(v)"
+    p = fused_params(name, attrs.get("activation_params", []))
     simple = {"Relu": "RELU", "Sigmoid": "SIGMOID", "HardSwish": "HARD_SWISH", "Tanh": "TANH", "SiLU": "SILU"}
     if name in simple:
         return f"ACT_{simple[name]}(v)"
     if name == "Clip":
-        lo = p[0] if p else -math.inf
-        hi = p[1] if len(p) > 1 else math.inf
-        return f"ACT_CLIP(v, {c_float(lo)}, {c_float(hi)})"
+        return f"ACT_CLIP(v, {c_float(p[0])}, {c_float(p[1])})"
     if name == "LeakyRelu":
-        return f"ACT_LEAKY_RELU(v, {c_float(p[0] if p else 0.01)})"
+        return f"ACT_LEAKY_RELU(v, {c_float(p[0])})"
     if name == "HardSigmoid":
-        alpha = p[0] if p else 0.2
-        beta = p[1] if len(p) > 1 else 0.5
-        return f"ACT_HARD_SIGMOID(v, {c_float(alpha)}, {c_float(beta)})"
+        return f"ACT_HARD_SIGMOID(v, {c_float(p[0])}, {c_float(p[1])})"
     raise DeviceError(f"OpenCL runtime has no fused activation {name!r}")
 
 
 # --- shapes and strides --------------------------------------------------------------------------------------------
+
+
+def to3d(values: Sequence[int], fill: int) -> list[int]:
+    """Spatial values padded in front to (D, H, W): the kernels are written for 3D and take 1D/2D as D = 1 (H = 1)."""
+    return [fill] * (3 - len(values)) + list(values)
 
 
 def prod(values: Sequence[int]) -> int:

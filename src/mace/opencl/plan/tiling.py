@@ -1,13 +1,14 @@
 """Work per work item: the blocking each tiled kernel gets (gemm.cl, conv.cl, depthwise.cl; on GPU targets
 gemm_tiled.cl and gemv.cl).
 
-One place for these choices, so a tuner can replace them. They depend on the graph and the device class
-(DeviceTarget) only: the program source, and so the cached binary, follow from them. Big blocks let CPU drivers (pocl)
-use SIMD and reuse loads; GPUs want many work items. So each op takes the biggest block that still leaves
-MIN_WORK_ITEMS work items: big layers get big blocks (good everywhere), small layers (7x7 maps at batch 1) small ones,
-which keeps a GPU busy. On an H200 this is within 5% of the best fixed blocking per model, where the biggest blocks
-everywhere are up to 1.9x slower; pocl on 16 cores is indifferent, but pocl on 2 cores runs 2x faster with the biggest
-blocks everywhere (MIN_WORK_ITEMS = 0): a per-device value is the tuner's to pick.
+One place for these choices, so a tuner can replace them. They depend on the graph, the device class (DeviceTarget)
+and its tiling policy (TilingPolicy, data: nothing here reads a module global that a caller may change) only: the
+program source, and so the cached binary, follow from them. Big blocks let CPU drivers (pocl) use SIMD and reuse
+loads; GPUs want many work items. So each op takes the biggest block that still leaves ``policy.min_work_items`` work
+items: big layers get big blocks (good everywhere), small layers (7x7 maps at batch 1) small ones, which keeps a GPU
+busy. On an H200 this is within 5% of the best fixed blocking per model, where the biggest blocks everywhere are up to
+1.9x slower; pocl on 16 cores is indifferent, but pocl on 2 cores runs 2x faster with the biggest blocks everywhere
+(``min_work_items=0``): a per-device value is the tuner's to pick.
 
 A GPU target (DeviceTarget.tiled) instead runs matrix products and group-1 convolutions on work-group tiles through
 local memory (gpu_gemm_tile, gemv_blocking), 3-6x faster than the portable kernels on an H200
@@ -18,20 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Final, TypeVar
 
+from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.templates import prod
-
-if TYPE_CHECKING:
-    from mace.opencl.plan.gemm import GemmShape
-
-MIN_WORK_ITEMS = 8192  # read at each call: tests (and a tuner) may set it on this module
 
 _Block = TypeVar("_Block")
 
 
-def _biggest(candidates: Sequence[_Block], work_items: Callable[[_Block], int], least: int | None = None) -> _Block:
-    least = MIN_WORK_ITEMS if least is None else least
+def _biggest(candidates: Sequence[_Block], work_items: Callable[[_Block], int], least: int) -> _Block:
     return next((c for c in candidates if work_items(c) >= least), candidates[-1])
 
 
@@ -39,75 +35,7 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def gemm_tiling(g: GemmShape, floats: bool, least: int | None = None) -> tuple[int, int, int, int]:
-    """(TM, TN, VEC_N, VEC_K) for gemm.cl: vectors along whichever of n or k is contiguous in memory; ``least`` work
-    items (default MIN_WORK_ITEMS)."""
-    batch = prod(g.batch)
-
-    def items(tile: tuple[int, int, int, int]) -> int:
-        return _ceil_div(g.m, tile[0]) * _ceil_div(g.n, tile[1]) * batch
-
-    if floats and g.b_strides[1] == 1 and g.n >= 4:
-        tiles = [(4, 8, 8, 1), (4, 4, 4, 1), (2, 4, 4, 1), (1, 4, 4, 1)] if g.n >= 8 else [(4, 4, 4, 1), (1, 4, 4, 1)]
-        tm, tn, vec_n, vec_k = _biggest(tiles, items, least)
-        return min(tm, g.m), tn, vec_n, vec_k
-    if floats and g.a_strides[1] == 1 and g.b_strides[0] == 1 and g.k >= 8:
-        return min(4, g.m), min(4, g.n), 1, 8
-    return min(4, g.m), min(4, g.n), 1, 1
-
-
-def conv_tiling(
-    n: int, oc_per_group: int, groups: int, out_spatial: Sequence[int], least: int | None = None
-) -> tuple[int, int]:
-    """(OCB, PB) for conv.cl: output channels per work item (a vector width dividing the group) and columns;
-    ``least`` work items (default MIN_WORK_ITEMS)."""
-    ow, rows = out_spatial[-1], prod(out_spatial[:-1])
-    blocks = [(b, min(p, ow)) for b, p in ((8, 4), (4, 4), (4, 2), (2, 2), (1, 1)) if oc_per_group % b == 0]
-    return _biggest(blocks, lambda c: n * groups * (oc_per_group // c[0]) * rows * _ceil_div(ow, c[1]), least)
-
-
-def depthwise_tiling(n: int, oc: int, oh: int, ow: int, least: int | None = None) -> int:
-    """PB for depthwise.cl: output columns per work item, a vector width; ``least`` work items (default
-    MIN_WORK_ITEMS)."""
-    widths = [v for v in (8, 4, 2, 1) if v <= ow]
-    return _biggest(widths, lambda v: n * oc * oh * _ceil_div(ow, v), least)
-
-
-# --- GPU targets -----------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DeviceTarget:
-    """The device class a program is specialized for. Only GPUs change the plan (``is_gpu``): matrix products and
-    group-1 convolutions then run on work-group tiled kernels (gemm_tiled.cl, gemv.cl) sized for
-    ``compute_units``; any other target plans exactly as ``plan_graph(graph)`` does. Part of the program cache key
-    through the source it produces, so it holds only what the plan reads.
-
-        >>> DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024).is_gpu
-        True
-    """
-
-    is_gpu: bool
-    compute_units: int
-    local_mem_bytes: int
-    max_work_group_size: int
-
-    @classmethod
-    def from_device(cls, device: Any) -> DeviceTarget:
-        """The target of a ``pyopencl.Device``."""
-        import pyopencl as cl
-
-        return cls(
-            is_gpu=bool(int(device.type) & int(cl.device_type.GPU)),
-            compute_units=int(device.max_compute_units),
-            local_mem_bytes=int(device.local_mem_size),
-            max_work_group_size=int(device.max_work_group_size),
-        )
-
-    @property
-    def tiled(self) -> bool:
-        """Whether the tiled GPU kernels apply: a GPU with room for their work-groups and local tiles."""
-        return self.is_gpu and self.max_work_group_size >= 256 and self.local_mem_bytes >= 16 * 1024
+# --- the policy -------------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -141,29 +69,140 @@ class GemmTile:
         return m * n / (_ceil_div(m, self.bm) * self.bm * _ceil_div(n, self.bn) * self.bn)
 
 
-# Biggest first. Each satisfies what gemm_tiled.cl's loaders assume: (LM * LN) % BM == 0, (LM * LN) % BN == 0, and
-# BK a multiple of both quotients. Measured on an H200 (132 CUs) over the layers of MobileNet-v2, ResNet-50 and
-# Inception-v3: 64x64 blocks of 4x4 do the most per work item and win wherever they (and k splits) give enough
-# work-groups; 128x64 blocks lost everywhere; small blocks win on layers with little k (nothing to split).
-GPU_TILES = [GemmTile(16, 16, 4, 4), GemmTile(16, 16, 2, 2), GemmTile(8, 8, 2, 2)]
-GPU_GROUPS_PER_CU = 2  # work-groups (k splits included) wanted per compute unit
-GPU_MIN_FILL = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
-GPU_SPLIT_MIN_KTILES = 4  # a k split gets at least this many BK steps (and a split costs a launch)
-GPU_CONCAT_IN_PLACE = True  # convs write straight into their slice of a channel Concat (indexing.py)
-GPU_WORK_ITEMS_PER_CU = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: MIN_WORK_ITEMS per CU
+@dataclass(frozen=True)
+class TilingPolicy:
+    """Every knob of the tiling choices, as data: the device target carries one (``DeviceTarget.policy``) and
+    ``plan_graph`` takes one, so a policy that changes the generated source changes the program's cache key with it.
+    The defaults are the measured ones; a sweep or a test plans with ``dataclasses.replace(DEFAULT_POLICY, ...)``.
+
+        >>> TilingPolicy(min_work_items=0).gpu_tile_variants
+        4
+    """
+
+    # the portable kernels (conv.cl, depthwise.cl, gemm.cl): the biggest block that leaves this many work items
+    min_work_items: int = 8192
+    # gemm_tiled.cl, biggest first. Each satisfies what its loaders assume: (LM * LN) % BM == 0, (LM * LN) % BN == 0,
+    # and BK a multiple of both quotients. Measured on an H200 (132 CUs) over the layers of MobileNet-v2, ResNet-50
+    # and Inception-v3: 64x64 blocks of 4x4 do the most per work item and win wherever they (and k splits) give
+    # enough work-groups; 128x64 blocks lost everywhere; small blocks win on layers with little k (nothing to split).
+    gpu_tiles: tuple[GemmTile, ...] = (GemmTile(16, 16, 4, 4), GemmTile(16, 16, 2, 2), GemmTile(8, 8, 2, 2))
+    gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit
+    gpu_min_fill: float = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
+    gpu_split_min_ktiles: int = 4  # a k split gets at least this many BK steps (and a split costs a launch)
+    gpu_concat_in_place: bool = True  # convs write straight into their slice of a channel Concat (placement.py)
+    gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
+    gemv_k_lanes: int = 64  # gemv.cl with k-contiguous B: work items sharing one output column
+    gemv_n_lanes: tuple[int, int] = (32, 8)  # gemv.cl with n-contiguous B: (columns, k slices) per work-group
+
+    @property
+    def gpu_tile_variants(self) -> int:
+        """How many gemm_tiled.cl variants a node offers: the policy's choice, or one of ``gpu_tiles``."""
+        return 1 + len(self.gpu_tiles)
+
+
+DEFAULT_POLICY: Final = TilingPolicy()
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """The device class a program is specialized for, and the tiling policy it plans with. Only GPUs change the
+    kernels chosen (``is_gpu``): matrix products and group-1 convolutions then run on work-group tiled kernels
+    (gemm_tiled.cl, gemv.cl) sized for ``compute_units``; any other target plans exactly as
+    ``plan_graph(graph, policy=target.policy)`` does. Part of the program cache key through the source it produces,
+    so it holds only what the plan reads.
+
+        >>> DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024).is_gpu
+        True
+    """
+
+    is_gpu: bool
+    compute_units: int
+    local_mem_bytes: int
+    max_work_group_size: int
+    policy: TilingPolicy = DEFAULT_POLICY
+
+    @classmethod
+    def from_device(cls, device: Any, policy: TilingPolicy = DEFAULT_POLICY) -> DeviceTarget:
+        """The target of a ``pyopencl.Device``, planning with ``policy``."""
+        import pyopencl as cl  # only here: planning needs no OpenCL installation
+
+        return cls(
+            is_gpu=bool(int(device.type) & int(cl.device_type.GPU)),
+            compute_units=int(device.max_compute_units),
+            local_mem_bytes=int(device.local_mem_size),
+            max_work_group_size=int(device.max_work_group_size),
+            policy=policy,
+        )
+
+    @property
+    def tiled(self) -> bool:
+        """Whether the tiled GPU kernels apply: a GPU with room for their work-groups and local tiles."""
+        return self.is_gpu and self.max_work_group_size >= 256 and self.local_mem_bytes >= 16 * 1024
+
+
+# --- the portable kernels ---------------------------------------------------------------------------------------------
+
+
+def gemm_tiling(g: GemmShape, floats: bool, least: int) -> tuple[int, int, int, int]:
+    """(TM, TN, VEC_N, VEC_K) for gemm.cl: vectors along whichever of n or k is contiguous in memory; the biggest
+    tile that leaves ``least`` work items."""
+    batch = prod(g.batch)
+
+    def items(tile: tuple[int, int, int, int]) -> int:
+        return _ceil_div(g.m, tile[0]) * _ceil_div(g.n, tile[1]) * batch
+
+    if floats and g.b_strides[1] == 1 and g.n >= 4:
+        tiles = [(4, 8, 8, 1), (4, 4, 4, 1), (2, 4, 4, 1), (1, 4, 4, 1)] if g.n >= 8 else [(4, 4, 4, 1), (1, 4, 4, 1)]
+        tm, tn, vec_n, vec_k = _biggest(tiles, items, least)
+        return min(tm, g.m), tn, vec_n, vec_k
+    if floats and g.a_strides[1] == 1 and g.b_strides[0] == 1 and g.k >= 8:
+        return min(4, g.m), min(4, g.n), 1, 8
+    return min(4, g.m), min(4, g.n), 1, 1
+
+
+def conv_tiling(n: int, oc_per_group: int, groups: int, out_spatial: Sequence[int], least: int) -> tuple[int, int]:
+    """(OCB, PB) for conv.cl: output channels per work item (a vector width dividing the group) and columns; the
+    biggest block that leaves ``least`` work items."""
+    ow, rows = out_spatial[-1], prod(out_spatial[:-1])
+    blocks = [(b, min(p, ow)) for b, p in ((8, 4), (4, 4), (4, 2), (2, 2), (1, 1)) if oc_per_group % b == 0]
+    return _biggest(blocks, lambda c: n * groups * (oc_per_group // c[0]) * rows * _ceil_div(ow, c[1]), least)
+
+
+def depthwise_tiling(n: int, oc: int, oh: int, ow: int, least: int) -> int:
+    """PB for depthwise.cl: output columns per work item, a vector width; the widest that leaves ``least`` work
+    items."""
+    widths = [v for v in (8, 4, 2, 1) if v <= ow]
+    return _biggest(widths, lambda v: n * oc * oh * _ceil_div(ow, v), least)
+
+
+def gpu_min_work_items(target: DeviceTarget, policy: TilingPolicy) -> int:
+    """``min_work_items`` for the direct kernels (conv.cl, depthwise.cl) on a GPU target: enough work items to fill
+    every compute unit."""
+    return policy.gpu_work_items_per_cu * target.compute_units
+
+
+# --- GPU targets ------------------------------------------------------------------------------------------------------
 
 
 def gpu_gemm_tile(
-    m: int, n: int, k: int, batch: int, target: DeviceTarget, can_split: bool = True, only: GemmTile | None = None
+    m: int,
+    n: int,
+    k: int,
+    batch: int,
+    target: DeviceTarget,
+    policy: TilingPolicy,
+    can_split: bool = True,
+    only: GemmTile | None = None,
 ) -> GemmTile:
-    """The biggest tile (not mostly padding) that fills GPU_GROUPS_PER_CU work-groups per compute unit, splitting k
-    between work-groups where its blocks alone are too few; if none can, the one that comes closest. ``only``: that
-    tile (a tuned variant), with k split as for any other."""
-    want = GPU_GROUPS_PER_CU * target.compute_units
-    tiles = [only] if only is not None else [t for t in GPU_TILES if t.fill(m, n) >= GPU_MIN_FILL] or GPU_TILES[-1:]
+    """The biggest of ``policy.gpu_tiles`` (not mostly padding) that fills ``policy.gpu_groups_per_cu`` work-groups
+    per compute unit, splitting k between work-groups where its blocks alone are too few; if none can, the one that
+    comes closest. ``only``: that tile (a tuned variant), with k split as for any other."""
+    want = policy.gpu_groups_per_cu * target.compute_units
+    fitting = [t for t in policy.gpu_tiles if t.fill(m, n) >= policy.gpu_min_fill]
+    tiles = [only] if only is not None else fitting or list(policy.gpu_tiles[-1:])
 
     def most_splits(t: GemmTile) -> int:
-        return max(1, _ceil_div(k, t.bk) // GPU_SPLIT_MIN_KTILES) if can_split else 1
+        return max(1, _ceil_div(k, t.bk) // policy.gpu_split_min_ktiles) if can_split else 1
 
     def parallel(t: GemmTile) -> int:
         return t.groups(m, n, batch) * most_splits(t)
@@ -178,42 +217,31 @@ def gpu_gemm_tile(
     return replace(tile, splits=_ceil_div(k, ks), ks=ks)
 
 
-def gpu_min_work_items(target: DeviceTarget) -> int:
-    """MIN_WORK_ITEMS for the direct kernels on a GPU target: enough work items to fill every compute unit."""
-    return GPU_WORK_ITEMS_PER_CU * target.compute_units
-
-
-GEMV_K_LANES = 64  # gemv.cl with k-contiguous B: work items sharing one output column
-GEMV_N_LANES = (32, 8)  # gemv.cl with n-contiguous B: (columns, k slices) per work-group
-
-
-def gemv_blocking(k_contiguous: bool, k: int) -> tuple[int, int, int]:
+def gemv_blocking(k_contiguous: bool, k: int, policy: TilingPolicy) -> tuple[int, int, int]:
     """(LN, LK, VEC) for gemv.cl: columns and k slices per work-group, and the k vector width of a load."""
     if k_contiguous:
-        return 4, GEMV_K_LANES, 4 if k >= 4 * GEMV_K_LANES else 1
-    return GEMV_N_LANES[0], GEMV_N_LANES[1], 1
+        return 4, policy.gemv_k_lanes, 4 if k >= 4 * policy.gemv_k_lanes else 1
+    return policy.gemv_n_lanes[0], policy.gemv_n_lanes[1], 1
 
 
-# --- kernel variants: the tuner's choices ----------------------------------------------------------------------------
-# A variant is a small integer per node that replaces one of the policies above; 0 is the policy itself. `mace tune`
+# --- kernel variants: the tuner's choices -----------------------------------------------------------------------------
+# A variant is a small integer per node that replaces one of the policy's choices; 0 is the policy itself. `mace tune`
 # (variants.py) builds the model once per variant, times every node's launches and keeps the fastest per node; the
 # choices are stored in the tuned-parameters file and planned in at the next start (a different source, so a
 # different cached program). A variant a lowering does not offer plans as 0.
 
 # conv.cl, depthwise.cl and gemm.cl: the policy's work-item floor, no floor (the biggest blocks), 4x the floor
-WORK_ITEM_FLOOR_VARIANTS = 3
+WORK_ITEM_FLOOR_VARIANTS: Final = 3
 
 
-def variant_floor(variant: int, default: int | None) -> int:
-    """The work-item floor (``least``) of a direct-kernel variant; ``default`` None means MIN_WORK_ITEMS."""
-    floor = MIN_WORK_ITEMS if default is None else default
+def variant_floor(variant: int, floor: int) -> int:
+    """The work-item floor (``least``) of a direct-kernel variant, ``floor`` being the policy's."""
     return (floor, 0, 4 * floor)[variant]
 
 
-# gemm_tiled.cl: the policy's tile, or one of GPU_TILES
-GPU_TILE_VARIANTS = 1 + len(GPU_TILES)
+# gemm_tiled.cl: the policy's tile, or one of policy.gpu_tiles (TilingPolicy.gpu_tile_variants in all)
 
 
-def variant_tile(variant: int) -> GemmTile | None:
+def variant_tile(variant: int, policy: TilingPolicy) -> GemmTile | None:
     """The tile a gemm_tiled.cl variant forces (None: the policy's choice)."""
-    return GPU_TILES[variant - 1] if variant else None
+    return policy.gpu_tiles[variant - 1] if variant else None

@@ -1,4 +1,4 @@
-"""Choosing local work sizes by measurement, and keeping the results in ``mace_cl_tuned_params.bin``.
+"""Choosing local work sizes by measurement (the results are kept by ``params.TunedParamsStore``).
 
 Independent of the executor: it takes a built ``cl.Kernel`` with its arguments set, a queue and a global size.
 Candidates come from the kernel's and the device's limits (``KernelLimits``); every value loaded from a file is
@@ -17,24 +17,15 @@ another driver or a hand edit (MACE trusted its tuned values without re-checking
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 import operator
-import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import pyopencl as cl
-
-from mace.cachefiles import tuned_params
-from mace.cachefiles.program_cache import DeviceFingerprint
-from mace.cachefiles.stores import FileStore, Store, StoreError
-from mace.cachefiles.tuned_params import TunedEntry, TunedParams, TunedParamsError
-
-log = logging.getLogger("mace.opencl")
 
 LocalSize = tuple[int, ...] | None  # None: the driver's choice (a NULL local_work_size)
 MIN_LOCAL_MEM_SIZE = 32 * 1024  # CL_DEVICE_LOCAL_MEM_SIZE guaranteed by every non-embedded OpenCL 1.2+ device
@@ -290,153 +281,3 @@ def tune_kernel(
     if best.time_us == math.inf or driver.time_us <= best.time_us * (1 + tolerance):
         best = driver
     return best.local_size, best.time_us, trials
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The file
-
-
-class TunedParamsStore:
-    """This device's tuned values from one store (a FileStore path, or any Store), with atomic saving.
-
-    Loading never fails the engine: a missing file is empty, an unreadable or invalid file is reported once as a
-    warning and ignored (it is replaced by a valid file at the next save), a bad entry is dropped and reported.
-    With ``key`` (an HMAC key), only files signed with it are loaded, and saves are signed.
-
-        store = TunedParamsStore(cache_dir / TUNED_PARAMS_NAME, fingerprint)
-        key = tuned_params.tuning_key(launch.kernel, specialization, launch.global_size)
-        entry = store.lookup_valid(key, launch.global_size, limits)  # None: not tuned, or not usable now
-        store.record(store.new_entry(launch.kernel, specialization, launch.global_size, best, best_us))
-        store.save()
-    """
-
-    def __init__(
-        self,
-        store: Store | str | os.PathLike[str],
-        fingerprint: DeviceFingerprint,
-        key: bytes | None = None,
-        on_warning: Callable[[str], None] | None = None,
-    ) -> None:
-        self.store: Store = FileStore(store) if isinstance(store, (str, os.PathLike)) else store
-        self.fingerprint = fingerprint
-        self.key = key
-        self.warnings: list[str] = []
-        self._on_warning = on_warning
-        self._entries: dict[str, TunedEntry] | None = None  # this device's, by tuning key; None until loaded
-        self._pending: dict[str, TunedEntry] = {}
-        self._needs_rewrite = False
-
-    def warn(self, message: str) -> None:
-        if message not in self.warnings:
-            self.warnings.append(message)
-            log.warning(message)
-            if self._on_warning is not None:
-                self._on_warning(message)
-
-    def load(self) -> dict[str, TunedEntry]:
-        """This device's entries by tuning key (read once; later calls return the same dict)."""
-        if self._entries is not None:
-            return self._entries
-        self._entries = {}
-        try:
-            data = self.store.read()
-        except StoreError as exc:
-            self.warn(f"{exc}; tuned parameters ignored")
-            return self._entries
-        if data is None:
-            return self._entries
-        try:
-            params, problems = tuned_params.decode_report(data, key=self.key)
-        except TunedParamsError as exc:
-            self.warn(f"{self.store.description}: tuned parameters discarded ({exc}); drivers choose local sizes")
-            self._needs_rewrite = True
-            return self._entries
-        for problem in problems:
-            self.warn(f"{self.store.description}: {problem}; that entry is ignored")
-            self._needs_rewrite = True
-        self._entries = params.entries_for(self.fingerprint)
-        return self._entries
-
-    def lookup(self, key: str) -> TunedEntry | None:
-        """The entry for ``key`` on this device (recorded in this process or loaded), unchecked."""
-        return self._pending.get(key) or self.load().get(key)
-
-    def lookup_valid(
-        self, key: str, global_size: Sequence[int], limits: KernelLimits, local_mem_per_item: int = 0
-    ) -> TunedEntry | None:
-        """``lookup``, then re-checked against the current kernel: an entry for another global size or one that
-        breaks a limit is reported once and None returned (the caller then uses the driver's choice or re-tunes)."""
-        entry = self.lookup(key)
-        if entry is None:
-            return None
-        if tuple(entry.global_size) != tuple(int(g) for g in global_size):
-            reason: str | None = f"it was tuned for global size {entry.global_size}, not {tuple(global_size)}"
-        else:
-            reason = validate_local_size(
-                entry.local_size,
-                global_size,
-                limits.work_group_size,
-                limits.max_work_item_sizes,
-                limits.needs_uniform,
-                local_mem_per_item,
-                limits.local_mem_size,
-            )
-        if reason is None:
-            return entry
-        self.warn(
-            f"{self.store.description}: tuned local size {entry.local_size} of kernel {entry.kernel_name} "
-            f"(key {key[:12]}) is not usable: {reason}; the driver chooses"
-        )
-        return None
-
-    def new_entry(
-        self,
-        kernel_name: str,
-        specialization: str,
-        global_size: Sequence[int],
-        local_size: Sequence[int] | None,
-        time_us: float,
-        variant: Sequence[int] = (),
-    ) -> TunedEntry:
-        """An entry for this store's device, created now."""
-        return TunedEntry.for_launch(
-            kernel_name, specialization, global_size, self.fingerprint, local_size, time_us, time.time(), variant
-        )
-
-    def record(self, entry: TunedEntry) -> None:
-        """Remember ``entry`` (its key is ``entry.tuning_key``) for lookups now and for the next ``save``."""
-        if entry.fingerprint_id != self.fingerprint.id():
-            raise TunedParamsError(None, f"entry {entry.tuning_key[:12]} is for another device than this store's")
-        self._pending[entry.tuning_key] = entry
-
-    @property
-    def has_pending(self) -> bool:
-        return bool(self._pending) or self._needs_rewrite
-
-    def save(self) -> bool:
-        """Read-merge-write under the store's lock: entries written meanwhile by other processes (and other
-        devices') are kept; for the same key the newer one wins. Returns whether the file was written; a store that
-        cannot be written is reported as a warning, never raised."""
-        if not self.has_pending:
-            return False
-        addition = TunedParams({self.fingerprint.id(): self.fingerprint}, list(self._pending.values()))
-
-        def merge(current: bytes | None) -> bytes:
-            base = TunedParams()
-            if current is not None:
-                try:
-                    base, _problems = tuned_params.decode_report(current, key=self.key)
-                except TunedParamsError:
-                    base = TunedParams()  # reported when loaded; replaced by a valid file now
-            return tuned_params.encode(base.merged(addition), key=self.key)
-
-        try:
-            self.store.update(merge)
-        except StoreError as exc:
-            self.warn(f"{exc}; tuned parameters are not saved (the engine keeps working)")
-            return False
-        if self._entries is not None:
-            self._entries.update(self._pending)
-        self._pending.clear()
-        self._needs_rewrite = False
-        return True

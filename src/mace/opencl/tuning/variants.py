@@ -1,4 +1,4 @@
-"""Kernel variants chosen by measurement: for each node whose lowering offers several tilings (codegen/tiling.py,
+"""Kernel variants chosen by measurement: for each node whose lowering offers several tilings (plan/tiling.py,
 "kernel variants"), the one whose launches take the least device time on this device.
 
 The model is planned and built once per variant number (every node that offers that number takes it at once), each
@@ -25,9 +25,9 @@ import pyopencl as cl
 from mace.cachefiles import tuned_params
 from mace.model.ir import Graph, Node
 from mace.opencl.executor import Executor
-from mace.opencl.plan import plan_graph
+from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, plan_graph
 from mace.opencl.profiling import profile_launches
-from mace.opencl.tuning.local_sizes import TunedParamsStore
+from mace.opencl.tuning.params import TunedParamsStore
 
 VARIANT_TOLERANCE = 0.03  # a variant must beat the default by this fraction: noise must not pick it
 VARIANT_GLOBAL_SIZE = (1,)  # variant entries describe a node, not a launch; the format wants a global size
@@ -37,7 +37,7 @@ def _kernel_name(node: Node) -> str:
     return f"variant {node.name}"
 
 
-def _specialization(graph: Graph, node: Node, target: Any) -> str:
+def _specialization(graph: Graph, node: Node, target: DeviceTarget | None) -> str:
     """What a node's variants mean: its op, attributes, operand shapes and dtypes, the data type, the device class."""
 
     def describe(value: str) -> Any:
@@ -52,16 +52,27 @@ def _specialization(graph: Graph, node: Node, target: Any) -> str:
     return json.dumps({
         "op": node.op, "attrs": node.attrs, "inputs": [describe(v) for v in node.inputs],
         "outputs": [describe(v) for v in node.outputs], "data_type": graph.data_type,
-        "target": dataclasses.asdict(target) if dataclasses.is_dataclass(target) else None,
+        "target": _target_identity(target),
     }, sort_keys=True, default=str)
 
 
-def variant_key(graph: Graph, node: Node, target: Any) -> str:
+def _target_identity(target: DeviceTarget | None) -> dict[str, Any] | None:
+    """The device class as variant keys have always spelled it; a tiling policy other than the default is added
+    (variant i means policy.gpu_tiles[i - 1]), so files tuned under the default policy keep their keys."""
+    if target is None:
+        return None
+    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name != "policy"}
+    if target.policy != DEFAULT_POLICY:
+        fields["policy"] = dataclasses.asdict(target.policy)
+    return fields
+
+
+def variant_key(graph: Graph, node: Node, target: DeviceTarget | None) -> str:
     """The tuning key of ``node``'s variant entry."""
     return tuned_params.tuning_key(_kernel_name(node), _specialization(graph, node, target), VARIANT_GLOBAL_SIZE)
 
 
-def load_variants(store: TunedParamsStore, graph: Graph, target: Any) -> dict[str, int]:
+def load_variants(store: TunedParamsStore, graph: Graph, target: DeviceTarget | None) -> dict[str, int]:
     """Node name -> tuned variant (non-zero ones) stored for this device. The planner re-checks each against what the
     node's lowering offers now; one that is not offered plans as the default."""
     chosen: dict[str, int] = {}
@@ -75,7 +86,8 @@ def load_variants(store: TunedParamsStore, graph: Graph, target: Any) -> dict[st
 
 
 def record_variants(
-    store: TunedParamsStore, graph: Graph, target: Any, choice: Mapping[str, int], times: Mapping[str, float]
+    store: TunedParamsStore, graph: Graph, target: DeviceTarget | None, choice: Mapping[str, int],
+    times: Mapping[str, float],
 ) -> None:
     """Stores ``choice`` (every tuned node, 0 included, so a re-tune replaces an older choice) with its time."""
     nodes = {node.name: node for node in graph.nodes}
@@ -95,17 +107,6 @@ class VariantTuning:
     default_times: dict[str, float] = field(default_factory=dict)
     totals_us: dict[int, float] = field(default_factory=dict)
     rejected: list[int] = field(default_factory=list)
-
-
-def sample_feeds(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs to time with: normal floats, zero integers (valid as indices)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for info in graph.inputs:
-        dtype = np.dtype(info.dtype)
-        feeds[info.name] = (rng.standard_normal(info.shape).astype(dtype) if dtype.kind == "f"
-                            else np.zeros(info.shape, dtype))
-    return feeds
 
 
 def outputs_agree(graph: Graph, got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray]) -> bool:
@@ -142,7 +143,7 @@ def tune_variants(
     graph: Graph,
     context: cl.Context,
     queue: cl.CommandQueue,
-    target: Any,
+    target: DeviceTarget | None,
     default: Executor,
     feeds: Mapping[str, np.ndarray],
     reference: Mapping[str, np.ndarray],
