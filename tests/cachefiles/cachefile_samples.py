@@ -2,7 +2,7 @@
 
 The samples were written by the code of each format as it stood when they were committed; test_samples.py checks
 that today's encoders produce exactly those bytes from these records and that today's decoders read them back.
-Regenerate only on a deliberate format change (a new version): ``python tests/cachefiles/samples.py``.
+Regenerate only on a deliberate format change (a new version): ``python tests/cachefiles/cachefile_samples.py``.
 """
 
 from __future__ import annotations

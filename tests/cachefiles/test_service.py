@@ -24,8 +24,17 @@ WORDING = Wording(
 log = logging.getLogger("mace.tests")
 
 
-def stored(store: Store, messages: list[str], key: bytes | None = None) -> StoredRecords[CacheEntry, CacheFile]:
-    return StoredRecords(store, ProgramCacheFormat, FP_CPU, key, Warnings(log, messages), WORDING)
+def stored(
+    store: Store, messages: list[str], key: bytes | None = None, writable: bool = True
+) -> StoredRecords[CacheEntry, CacheFile]:
+    return StoredRecords(store, ProgramCacheFormat, FP_CPU, key, Warnings(log, messages), WORDING, writable)
+
+
+def sample_file(tmp_path: Path, data: bytes | None = None) -> Path:
+    """cache.bin holding ``data``, by default the sample records of both devices."""
+    path = tmp_path / "cache.bin"
+    path.write_bytes(program_cache.encode(program_cache_records()) if data is None else data)
+    return path
 
 
 def test_warnings_are_kept_logged_and_passed_on_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -38,8 +47,7 @@ def test_warnings_are_kept_logged_and_passed_on_once(caplog: pytest.LogCaptureFi
 
 
 def test_load_once_this_devices_entries(tmp_path: Path) -> None:
-    path = tmp_path / "cache.bin"
-    path.write_bytes(program_cache.encode(program_cache_records()))
+    path = sample_file(tmp_path)
     messages: list[str] = []
     records = stored(FileStore(path), messages)
     mine = records.load()
@@ -57,8 +65,7 @@ def test_missing_file_is_empty_and_not_read(tmp_path: Path) -> None:
 def test_a_bad_record_is_dropped_warned_once_and_the_file_rewritten(tmp_path: Path) -> None:
     data = bytearray(program_cache.encode(program_cache_records()))
     data[-40] ^= 1  # inside the last blob: only that entry is lost
-    path = tmp_path / "cache.bin"
-    path.write_bytes(bytes(data))
+    path = sample_file(tmp_path, bytes(data))
     messages: list[str] = []
     records = stored(FileStore(path), messages)
     assert len(records.load()) == 2  # both of FP_CPU's entries survive; one of FP_GPU's is dropped
@@ -71,8 +78,7 @@ def test_a_bad_record_is_dropped_warned_once_and_the_file_rewritten(tmp_path: Pa
 @pytest.mark.parametrize("writable", [True, False])
 def test_an_invalid_file_is_discarded(writable: bool) -> None:
     messages: list[str] = []
-    records = StoredRecords(MemoryStore(b"garbage", "<bundle>"), ProgramCacheFormat, FP_CPU, None,
-                            Warnings(log, messages), WORDING, writable)  # fmt: skip
+    records = stored(MemoryStore(b"garbage", "<bundle>"), messages, writable=writable)
     assert records.load() == {} and records.read and records.file is None
     assert messages == [
         "<bundle>: discarded (byte offset 0: bad magic b'garb', expected b'MCLP': not a mace OpenCL program cache)"
@@ -81,8 +87,7 @@ def test_an_invalid_file_is_discarded(writable: bool) -> None:
 
 
 def test_a_signed_store_refuses_unsigned_files(tmp_path: Path) -> None:
-    path = tmp_path / "cache.bin"
-    path.write_bytes(program_cache.encode(program_cache_records()))
+    path = sample_file(tmp_path)
     messages: list[str] = []
     assert stored(FileStore(path), messages, key=b"secret").load() == {}
     assert "not signed" in messages[0]

@@ -7,11 +7,14 @@ import doctest
 import hashlib
 import json
 import struct
+import subprocess
+import sys
 import zlib
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from byte_edits import mutate
+from byte_edits import flip, mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -279,8 +282,8 @@ def test_detect() -> None:
 def test_crc_mismatch() -> None:
     data = encode_mace_v11(v11_pairs())
     i = data.index(CONV_BIN) + 10
-    corrupt = data[:i] + bytes([data[i] ^ 0x40]) + data[i + 1 :]  # inside a binary: the payload still parses
-    for bad in (corrupt, data[:-1] + bytes([data[-1] ^ 1])):
+    corrupt = flip(data, i, 6)  # inside a binary: the payload still parses
+    for bad in (corrupt, flip(data, len(data) - 1)):
         assert detect(bad) == "mace-v1.1"
         with pytest.raises(MaceCompatError) as caught:
             read_mace_file(bad)
@@ -375,7 +378,7 @@ def test_every_bit_flip_of_small_files() -> None:
     for base in (SMALL_V11, SMALL_LEGACY):
         for i in range(len(base)):
             for bit in range(8):
-                data = base[:i] + bytes([base[i] ^ 1 << bit]) + base[i + 1 :]
+                data = flip(base, i, bit)
                 check_only_compat_errors(data)
                 check_only_compat_errors(with_crc(data[:-4]))
 
@@ -418,19 +421,18 @@ def test_fuzz_encode_read_round_trip(pairs: dict[str, bytes | list[int]], packed
     assert g.layout == "legacy" and g.programs == f.programs
 
 
-def test_cli_inspect_and_verify_read_xiaomi_files(tmp_path) -> None:
-    import subprocess
-    import sys
-
-    from mace.cachefiles.xiaomi import encode_mace_legacy, encode_mace_v11
-
+def test_cli_inspect_and_verify_read_xiaomi_files(tmp_path: Path) -> None:
     v11 = tmp_path / "mace_cl_compiled_program.bin"
-    v11.write_bytes(encode_mace_v11([
-        ("mace_opencl_precompiled_platform_info_key", b"QUALCOMM Adreno(TM) OpenCL 2.0"),
-        ("mace_opencl_precompiled_device_name_key", b"QUALCOMM Adreno(TM) 640"),
-        ("conv_2d_1x1 -DBIAS -DDATA_TYPE=float", b"\x01" * 300),
-        ("program_hash_conv_2d_1x1 -DBIAS -DDATA_TYPE=float", b"abc123"),
-    ]))
+    v11.write_bytes(
+        encode_mace_v11(
+            [
+                ("mace_opencl_precompiled_platform_info_key", b"QUALCOMM Adreno(TM) OpenCL 2.0"),
+                ("mace_opencl_precompiled_device_name_key", b"QUALCOMM Adreno(TM) 640"),
+                ("conv_2d_1x1 -DBIAS -DDATA_TYPE=float", b"\x01" * 300),
+                ("program_hash_conv_2d_1x1 -DBIAS -DDATA_TYPE=float", b"abc123"),
+            ]
+        )
+    )
     run = [sys.executable, "-m", "mace.cli.main", "cache"]
     out = subprocess.run([*run, "inspect", str(v11)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -444,7 +446,10 @@ def test_cli_inspect_and_verify_read_xiaomi_files(tmp_path) -> None:
     verify = subprocess.run([*run, "verify", str(v11)], capture_output=True, text=True)
     assert verify.returncode == 1 and "invalid" in verify.stdout
     legacy = tmp_path / "legacy.bin"
-    legacy.write_bytes(encode_mace_legacy([("mace_opencl_precompiled_device_name_key", b"Mali-G76"),
-                                           ("winograd_transform_2x2", b"\x02" * 64)]))
+    legacy.write_bytes(
+        encode_mace_legacy(
+            [("mace_opencl_precompiled_device_name_key", b"Mali-G76"), ("winograd_transform_2x2", b"\x02" * 64)]
+        )
+    )
     verify = subprocess.run([*run, "verify", str(legacy)], capture_output=True, text=True)
     assert verify.returncode == 0 and "legacy layout, 1 programs" in verify.stdout
