@@ -1,12 +1,15 @@
 """One model, one machine, one run: mace against its peers, numpy in -> numpy out, each in a fresh process.
 
     python benchmarks/compare.py ../shared/models/mobilenet_v2.onnx [--runs 100] [--json out.json]
+    python benchmarks/compare.py vit_b_16 | bert_base | resnet50 [--batch 32]   # exported here (torch_models.py)
 
 Peers (each skipped with the reason when not installed or no device): mace on the GPU (opencl, a GPU platform),
 mace on pocl (CPU OpenCL), the mace numpy reference (only with --with-reference: it is slow), onnxruntime CPU,
-PyTorch eager on CUDA (torchvision architecture of the same name, random weights: timing only), tinygrad (its ONNX
-runner under TinyJit, default device). For mace: cold start (no cache file, POCL_KERNEL_CACHE=0,
-CUDA_CACHE_DISABLE=1) and warm start (cache file present), both fresh processes.
+PyTorch eager on CUDA and PyTorch with the model captured once in a CUDA graph (torch-graph:
+cudnn.benchmark on, one replay per run, pinned host input copied in, output copied out) — the same architecture
+from torch_models.py with random weights (timing only) — and tinygrad (its ONNX runner under TinyJit). For mace:
+cold start (no cache file, POCL_KERNEL_CACHE=0, CUDA_CACHE_DISABLE=1) and warm start (cache file present), both
+fresh processes; its launches per run. The last lines give mace-gpu ÷ each peer.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torch_models import MODELS, arch_of, export
+
 COLD_ENV = {"POCL_KERNEL_CACHE": "0", "CUDA_CACHE_DISABLE": "1"}
 
 CHILD = r'''
@@ -29,8 +34,9 @@ import json, sys, time
 t0 = time.perf_counter()
 peer, model, runs, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 import numpy as np
-shape = tuple(extra["shape"])
-x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+rng = np.random.default_rng(0)
+feeds = {name: (rng.standard_normal(shape).astype(dtype) if np.dtype(dtype).kind == "f"
+                else rng.integers(0, 1000, shape).astype(dtype)) for name, shape, dtype in extra["inputs"]}
 stats = {}
 if peer.startswith("mace"):
     import mace
@@ -40,28 +46,54 @@ if peer.startswith("mace"):
         b = mace.GPUContextBuilder().set_device(device.partition(":")[2])
         ctx = (b.set_storage_path(extra["storage"]) if extra.get("storage") else b.disable_storage()).finalize()
     engine = mace.Engine(model, device=device, gpu_context=ctx)
-    fn = lambda: engine.run({extra["input"]: x})
+    fn = lambda: engine.run(feeds)
     getstats = lambda: engine.stats
 elif peer == "onnxruntime":
     import onnxruntime as ort
     s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    fn = lambda: s.run(None, {name: x})
+    fn = lambda: s.run(None, feeds)
     getstats = lambda: {"threads": "default"}
-elif peer == "torch":
-    import torch, torchvision
-    net = getattr(torchvision.models, extra["arch"])().eval().cuda()
-    def fn():
+elif peer in ("torch", "torch-graph"):
+    import torch
+    sys.path.insert(0, extra["bench_dir"])
+    import torch_models
+    net = torch_models.build(extra["arch"]).cuda()
+    arrays = list(feeds.values())
+    if peer == "torch":
+        def fn():
+            with torch.inference_mode():
+                return net(*(torch.from_numpy(a).cuda() for a in arrays)).cpu().numpy()
+    else:
+        # captured once in a CUDA graph: one replay per run; pinned host input copied in, output copied out
+        torch.backends.cudnn.benchmark = True
+        pinned = [torch.from_numpy(a).pin_memory() for a in arrays]
+        static = [p.cuda() for p in pinned]
         with torch.inference_mode():
-            return net(torch.from_numpy(x).cuda()).cpu().numpy()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    net(*static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = net(*static)
+        host_out = torch.empty(static_out.shape, dtype=static_out.dtype).pin_memory()
+        def fn():
+            for p, a, s in zip(pinned, arrays, static):
+                p.numpy()[...] = a
+                s.copy_(p, non_blocking=True)
+            graph.replay()
+            host_out.copy_(static_out, non_blocking=True)
+            torch.cuda.current_stream().synchronize()
+            return host_out.numpy().copy()
     getstats = lambda: {"device": torch.cuda.get_device_name()}
 elif peer == "tinygrad":
     from tinygrad import Tensor, TinyJit, Device
     from tinygrad.nn.onnx import OnnxRunner
     runner = OnnxRunner(model)
-    name = extra["input"]
-    jit = TinyJit(lambda t: next(iter(runner({name: t}).values())).realize())
-    fn = lambda: jit(Tensor(x)).numpy()
+    jit = TinyJit(lambda **ts: next(iter(runner(ts).values())).realize())
+    fn = lambda: jit(**{k: Tensor(v) for k, v in feeds.items()}).numpy()
     getstats = lambda: {"device": Device.DEFAULT}
 else:
     raise SystemExit(f"unknown peer {peer}")
@@ -101,10 +133,13 @@ def opencl_platforms() -> list[tuple[str, bool]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="ONNX model (input [1,3,H,W])")
+    parser.add_argument("model", help=f"an ONNX file, or a model name exported here with torch ({', '.join(MODELS)})")
+    parser.add_argument("--batch", type=int, default=1, help="batch size of a named model's export (default 1)")
+    parser.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "mace-bench-models",
+                        help="where named models are exported (reused across runs)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--data-type", default="fp32_fp32")
-    parser.add_argument("--peers", default="mace-gpu,mace-pocl,onnxruntime,torch,tinygrad")
+    parser.add_argument("--peers", default="mace-gpu,mace-pocl,onnxruntime,torch,torch-graph,tinygrad")
     parser.add_argument("--with-reference", action="store_true")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
@@ -113,14 +148,19 @@ def main() -> int:
 
     import mace
 
-    proto = onnx.load(args.model)
-    inp = proto.graph.input[0]
-    shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
-    arch = Path(args.model).stem
+    model_path = args.model
+    if not Path(model_path).exists() and args.model in MODELS:
+        model_path = str(export(args.model, args.batch, args.models_dir))
+    proto = onnx.load(model_path)
+    initializers = {i.name for i in proto.graph.initializer}
+    inputs = [[i.name, [d.dim_value for d in i.type.tensor_type.shape.dim],
+               onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name]
+              for i in proto.graph.input if i.name not in initializers]
+    arch = arch_of(model_path)
     workdir = Path(tempfile.mkdtemp(prefix="mace-compare-"))
     mace_model = workdir / f"{arch}.mace"
-    mace.convert(args.model, mace_model, data_type=args.data_type)
-    base = {"shape": shape, "input": inp.name, "arch": arch}
+    mace.convert(model_path, mace_model, data_type=args.data_type)
+    base = {"inputs": inputs, "arch": arch, "bench_dir": str(Path(__file__).resolve().parent)}
     platforms = opencl_platforms()
     results: dict[str, Any] = {}
     peers = args.peers.split(",") + (["mace-reference"] if args.with_reference else [])
@@ -149,7 +189,10 @@ def main() -> int:
                 results[peer].pop("skipped")
         elif peer == "mace-reference":
             results[peer] = run_child(peer, str(mace_model), 5, {**base, "device": "cpu"})
-        elif peer == "torch":
+        elif peer in ("torch", "torch-graph"):
+            if arch not in MODELS:
+                results[peer] = {"skipped": f"no PyTorch definition of {arch!r} in torch_models.py"}
+                continue
             try:
                 import torch
 
@@ -159,10 +202,11 @@ def main() -> int:
             except ImportError:
                 results[peer] = {"skipped": "torch not installed"}
                 continue
-            results[peer] = run_child(peer, args.model, args.runs, base)
+            results[peer] = run_child(peer, model_path, args.runs, base)
         else:
-            results[peer] = run_child(peer, args.model, args.runs, base)
-    report = {"model": args.model, "data_type": args.data_type, "machine": platform.node(),
+            results[peer] = run_child(peer, model_path, args.runs, base)
+    report = {"model": model_path, "batch": inputs[0][1][0] if inputs and inputs[0][1] else None,
+              "data_type": args.data_type, "machine": platform.node(),
               "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d"), "results": results}
     print_table(report)
     if args.json:
@@ -173,7 +217,8 @@ def main() -> int:
 def print_table(report: dict[str, Any]) -> None:
     results = report["results"]
     ref = results.get("mace-gpu", {}).get("median_ms")
-    print(f"\n{report['model']} ({report['data_type']}), batch 1, numpy in -> numpy out, {report['date']}")
+    print(f"\n{report['model']} ({report['data_type']}), batch {report['batch']}, numpy in -> numpy out, "
+          f"{report['date']}")
     print(f"{'peer':16} {'median ms':>10} {'p10':>8} {'p90':>8} {'warm first s':>15} {'cold first s':>13} "
           f"{'ratio to mace-gpu':>18}")
     for peer, r in results.items():
@@ -191,7 +236,12 @@ def print_table(report: dict[str, Any]) -> None:
             first = r.get("warm_driver_first_result_s") or 0
             print(f"{'':16} program build: cold {cold:.3f} s; warm, driver caches off {warm:.4f} s "
                   f"({cold / warm if warm else 0:.0f}x); warm, driver caches on {driver:.4f} s "
-                  f"({cold / driver if driver else 0:.0f}x), first result {first:.3f} s")
+                  f"({cold / driver if driver else 0:.0f}x), first result {first:.3f} s; "
+                  f"{r.get('stats', {}).get('launches', '?')} launches per run")
+    if ref:
+        ratios = [f"÷ {peer} {ref / r['median_ms']:.2f}" for peer, r in results.items()
+                  if peer != "mace-gpu" and "skipped" not in r and r.get("median_ms")]
+        print("mace-gpu " + ", ".join(ratios))
 
 
 if __name__ == "__main__":

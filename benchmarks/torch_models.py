@@ -1,0 +1,132 @@
+"""The benchmark models as PyTorch modules with random weights, and their ONNX exports at a given batch size.
+
+    python benchmarks/torch_models.py resnet50 vit_b_16 bert_base --batch 32 --out /tmp/models
+
+Needs torch (and torchvision, transformers for the models that use them); never downloads weights. CNNs get their
+BatchNorm statistics calibrated on random images before export, so activations stay well scaled (an uncalibrated
+random net vanishes or explodes) — the same recipe as ../shared/models/export_torchvision.py. The exported graph has a
+fixed batch (mace specializes programs to shapes): one file per batch size, named ``NAME_bBATCH.onnx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[[], Any]  # -> torch.nn.Module returning one tensor
+    inputs: Callable[[int], list[tuple[str, np.ndarray]]]  # batch -> named example inputs (numpy)
+    calibrate: bool  # BatchNorm statistics from random images
+
+
+def _vision(arch: str, size: int) -> ModelSpec:
+    def build() -> Any:
+        import torchvision
+
+        kwargs: dict[str, Any] = {"aux_logits": False, "init_weights": True} if arch == "inception_v3" else {}
+        return getattr(torchvision.models, arch)(weights=None, **kwargs)
+
+    def inputs(batch: int) -> list[tuple[str, np.ndarray]]:
+        return [("input", np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32))]
+
+    return ModelSpec(build, inputs, calibrate=not arch.startswith("vit"))
+
+
+def _bert(seq: int) -> ModelSpec:
+    def build() -> Any:
+        import torch
+        import transformers
+
+        class FirstOutput(torch.nn.Module):  # the last hidden state: one tensor for every peer
+            def __init__(self) -> None:
+                super().__init__()
+                self.bert = transformers.BertModel(transformers.BertConfig())
+
+            def forward(self, input_ids: Any) -> Any:
+                return self.bert(input_ids, return_dict=False)[0]
+
+        return FirstOutput()
+
+    def inputs(batch: int) -> list[tuple[str, np.ndarray]]:
+        return [("input_ids", np.random.default_rng(0).integers(0, 30522, (batch, seq)).astype(np.int64))]
+
+    return ModelSpec(build, inputs, calibrate=False)
+
+
+MODELS = {
+    "mobilenet_v2": _vision("mobilenet_v2", 224),
+    "resnet50": _vision("resnet50", 224),
+    "inception_v3": _vision("inception_v3", 299),
+    "squeezenet1_1": _vision("squeezenet1_1", 224),
+    "shufflenet_v2_x1_0": _vision("shufflenet_v2_x1_0", 224),
+    "vit_b_16": _vision("vit_b_16", 224),
+    "bert_base": _bert(128),
+}
+
+
+def arch_of(path_or_name: str) -> str:
+    """The model name of an exported file ("resnet50_b32.onnx" -> "resnet50")."""
+    stem = Path(path_or_name).stem
+    head, _, tail = stem.rpartition("_b")
+    return head if head and tail.isdigit() else stem
+
+
+def build(name: str, seed: int = 0) -> Any:
+    """The module in eval mode with random weights (seeded), BatchNorm calibrated where the spec says so."""
+    import torch
+
+    if name not in MODELS:
+        raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    spec = MODELS[name]
+    torch.manual_seed(seed)
+    net = spec.build()
+    if spec.calibrate:
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None  # a cumulative average over the calibration batches
+        net.train()
+        example = spec.inputs(16)[0][1]
+        with torch.no_grad():
+            for _ in range(4):
+                net(torch.randn(*example.shape))
+    return net.eval()
+
+
+def export(name: str, batch: int, out_dir: Path) -> Path:
+    """NAME_bBATCH.onnx in ``out_dir`` (opset 17, TorchScript exporter), reused when it is already there."""
+    import torch
+
+    path = out_dir / f"{name}_b{batch}.onnx"
+    if path.exists():
+        return path
+    out_dir.mkdir(parents=True, exist_ok=True)
+    net = build(name)
+    inputs = MODELS[name].inputs(batch)
+    args = tuple(torch.from_numpy(a) for _, a in inputs)
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(net, args, str(tmp), input_names=[n for n, _ in inputs], output_names=["output"],
+                      opset_version=17, dynamo=False)
+    tmp.replace(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="+", choices=sorted(MODELS))
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("."))
+    args = parser.parse_args()
+    for name in args.names:
+        print(export(name, args.batch, args.out))
+
+
+if __name__ == "__main__":
+    main()
