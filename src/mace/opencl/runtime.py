@@ -66,6 +66,7 @@ class OpenCLRuntime:
         self.executor = self._build(variants)
         self.stats["tuned_variants"] = len(self.executor.plan.variants)
         self.stats["variants"] = dict(self.executor.plan.variants)
+        self.stats["launches"] = len(self.executor.kernels)  # kernel launches per run
         self.stats["init_seconds"] = time.perf_counter() - start
         self.stats["memory"] = self.executor.memory_report()
         self.broken: str | None = None  # set when a run failed on the device: the engine then refuses to run
@@ -162,6 +163,7 @@ class OpenCLRuntime:
                 chosen, tuned_s = {}, default_s
         self.stats["tuned_variants"] = len(self.executor.plan.variants)
         self.stats["variants"] = dict(self.executor.plan.variants)
+        self.stats["launches"] = len(self.executor.kernels)  # kernel launches per run
         choice = {name: chosen.get(name, 0) for name in result.choice}
         times = {name: result.times[name] if chosen.get(name) else result.default_times[name] for name in choice}
         record_variants(self.tuned, self.graph, self.target, choice, times)
