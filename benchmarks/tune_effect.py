@@ -45,7 +45,7 @@ def main() -> None:
                             gpu_context=mace.GPUContextBuilder().set_device(spec).disable_storage().finalize())
         tuned = mace.Engine(model, device=args.device,
                             gpu_context=mace.GPUContextBuilder().set_device(spec).set_storage_path(tuned_dir).finalize())
-        feeds = sample_inputs(plain.graph)
+        feeds = sample_inputs(plain.inputs)
         outs = [plain.run(feeds), tuned.run(feeds)]
         err = max(float(np.abs(outs[0][k] - outs[1][k]).max() / max(np.abs(outs[0][k]).max(), 1e-12)) for k in outs[0])
         samples: dict[str, list[float]] = {"default": [], "tuned": []}

@@ -59,7 +59,7 @@ def child(spawned: float, model: str, device: str, storage: str, runs: int, wall
     t2 = time.perf_counter()
     engine = mace.Engine(model, device=device, gpu_context=ctx)
     t_engine = time.perf_counter() - t2
-    feeds = sample_inputs(engine.graph)
+    feeds = sample_inputs(engine.inputs)
     t3 = time.perf_counter()
     engine.run(feeds)
     t_first_run = time.perf_counter() - t3

@@ -78,6 +78,10 @@ class ShapeSpec:
     def fixed(self) -> bool:
         return all(d.fixed for d in self.dims)
 
+    def example(self) -> tuple[int, ...]:
+        """The smallest admissible shape (a range's lower bound, at least 1): what a caller without inputs uses."""
+        return tuple(max(d.lo, 1) for d in self.dims)
+
     def describe(self) -> str:
         return "[" + ", ".join(d.text() for d in self.dims) + "]"
 

@@ -145,7 +145,7 @@ class OpenCLRuntime:
         default plan's outputs and runs faster end to end. Rebuilds self.executor with it (via the program cache)."""
         assert self.tuned is not None
         default = self.executor if not self.executor.plan.variants else self._build({})
-        feeds = sample_inputs(self.graph)
+        feeds = sample_inputs(self.graph.inputs)
         reference = default.run(feeds)
         result = tune_variants(self.graph, self.gpu_context.context, self.gpu_context.queue, self.target, default,
                                feeds, reference, repeats, progress)
@@ -184,6 +184,8 @@ class OpenCLRuntime:
             raise
         if self.programs.has_pending:  # the first run launched every kernel: binaries are complete now
             self.programs.save()
+        if self.tuned is not None and self.tuned.has_pending:  # a damaged tuned file: rewritten once, valid part kept
+            self.tuned.save()
         for message in self.executor.warnings:
             self.programs.warn(message)
         return outputs
@@ -191,6 +193,8 @@ class OpenCLRuntime:
     def warm_up(self) -> None:
         self.executor.warm_up()
         self.programs.save()
+        if self.tuned is not None and self.tuned.has_pending:
+            self.tuned.save()
 
     def profile(self, feeds: dict[str, np.ndarray], repeats: int = 10) -> list[dict[str, Any]]:
         """Median device time of every launch (OpenCL profiling events on a second queue): node, op, kernel, sizes,

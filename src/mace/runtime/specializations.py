@@ -1,0 +1,94 @@
+"""The specializations of a dynamic model: one runtime per concrete input shape, the most recently used kept.
+
+A shape met for the first time is converted (``mace.converter.specialize``) and given a runtime of its own, whose
+program comes from the program cache when an earlier process (or ``mace cache build --input-shape``) built it, else
+from source: that is logged once per shape with the time it took and the command that precompiles it. At most
+``capacity`` runtimes stay resident (least recently used evicted first), so a stream of shapes keeps memory bounded.
+Counters over every specialization made (``totals``) and the resident shapes go into the engine's stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mace.errors import InputError, MaceError
+from mace.model.dynamic import DynamicModel
+from mace.model.ir import Graph
+from mace.runtime.registry import Runtime, create_runtime
+
+log = logging.getLogger("mace.runtime")
+
+DEFAULT_CAPACITY = 8
+_SUMMED = ("programs_from_source", "programs_from_cache", "program_build_seconds")
+
+
+class Specializations:
+    def __init__(self, model: DynamicModel, device: str, gpu_context: Any, capacity: int = DEFAULT_CAPACITY,
+                 model_path: str = "MODEL") -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise MaceError(f"max_specializations {capacity!r} is not a positive integer")
+        self.model = model
+        self.device = device
+        self.gpu_context = gpu_context
+        self.capacity = capacity
+        self.model_path = model_path
+        self.resident: OrderedDict[str, tuple[Graph, Runtime]] = OrderedDict()
+        self.totals: dict[str, Any] = {"specializations_made": 0, "specializations_evicted": 0,
+                                       **{k: 0 for k in _SUMMED}, "warnings": []}
+        self.last: Runtime | None = None
+
+    def key_of(self, shapes: Mapping[str, Sequence[int]]) -> str:
+        problem = self.model.check(shapes)
+        if problem is not None:
+            raise InputError(problem)
+        return self.model.specialization_key(shapes)
+
+    def get(self, shapes: Mapping[str, Sequence[int]]) -> tuple[Graph, Runtime]:
+        """The graph and runtime for these input shapes: resident, or made now."""
+        key = self.key_of(shapes)
+        found = self.resident.get(key)
+        if found is not None:
+            self.resident.move_to_end(key)
+            self.last = found[1]
+            return found
+        made = self._make(key, shapes)
+        self.resident[key] = made
+        while len(self.resident) > self.capacity:
+            self.resident.popitem(last=False)  # the runtime and its device buffers go with the last reference
+            self.totals["specializations_evicted"] += 1
+        self.last = made[1]
+        return made
+
+    def _make(self, key: str, shapes: Mapping[str, Sequence[int]]) -> tuple[Graph, Runtime]:
+        from mace.converter.dynamic import specialize  # onnx loads only when a dynamic model meets a new shape
+
+        start = time.perf_counter()
+        graph = specialize(self.model, shapes)
+        runtime = create_runtime(graph, self.device, self.gpu_context)
+        runtime.warm_up()  # every kernel launched once: the programs are complete and saved to the cache now
+        if self.gpu_context is None:
+            self.gpu_context = getattr(runtime, "gpu_context", None)  # one device context for all shapes
+        seconds = time.perf_counter() - start
+        self.totals["specializations_made"] += 1
+        for name in _SUMMED:
+            self.totals[name] += runtime.stats.get(name, 0)
+        if runtime.stats.get("programs_from_source"):
+            flags = " ".join(f"--input-shape {name}={','.join(str(int(v)) for v in shapes[name])}"
+                             for name in self.model.input_names)
+            message = (f"{self.model.name}: shape {key} was compiled from source ({seconds:.2f} s); precompile it "
+                       f"with `mace cache build {self.model_path} {flags} -o mace_cl_compiled_program.bin` or "
+                       "engine.warm_up(shapes=[...])")
+            log.warning(message)
+            self.totals["warnings"].append(message)
+        return graph, runtime
+
+    def stats(self) -> dict[str, Any]:
+        current = dict(self.last.stats) if self.last is not None else {}
+        warnings = list(current.get("warnings", [])) + [w for w in self.totals["warnings"]
+                                                        if w not in current.get("warnings", [])]
+        return {**current, **self.totals, "warnings": warnings, "resident_shapes": list(self.resident),
+                "max_specializations": self.capacity}

@@ -1,0 +1,141 @@
+"""Dynamic input shapes: one model, specialized per concrete shape, on the reference and the OpenCL runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import mace
+from mace.converter.dynamic import dynamic_model, model_specs
+from mace.errors import ConversionError, InputError
+from mace.model.shapes import ShapeSpec
+from support import run_onnxruntime
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture
+def opencl_available(monkeypatch: pytest.MonkeyPatch, tmp_path) -> bool:
+    """Whether an OpenCL device is there; the engines' caches go to a fresh directory either way."""
+    monkeypatch.setenv("MACE_STORAGE_PATH", str(tmp_path / "cache"))
+    try:
+        import pyopencl as cl
+
+        return any(p.get_devices() for p in cl.get_platforms())
+    except Exception:
+        return False
+
+
+def conv_net() -> onnx.ModelProto:
+    """Conv → Relu → MaxPool → Conv → GlobalAveragePool → Flatten, then a Reshape whose shape comes from Shape/Gather
+    (the chain that folds only once the batch is known). Batch, height and width are dim_params."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "height", "width"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [8, 3, 3, 3], RNG.standard_normal(8 * 27).astype(np.float32))
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [8, 8, 3, 3], RNG.standard_normal(8 * 72).astype(np.float32) / 8)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["c2"], ["g"]),
+        helper.make_node("Shape", ["x"], ["xs"]),
+        helper.make_node("Gather", ["xs", "zero"], ["n"], axis=0),
+        helper.make_node("Concat", ["n", "eight"], ["target"], axis=0),
+        helper.make_node("Reshape", ["g", "target"], ["y"]),
+    ]
+    consts = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]),
+              helper.make_tensor("eight", TensorProto.INT64, [1], [8])]
+    graph = helper.make_graph(nodes, "conv_net", [x], [y], [w1, w2, *consts])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def attention_block() -> onnx.ModelProto:
+    """A transformer-like block over a varying sequence: LayerNorm → MatMul (QKᵀ) → scale → Softmax → MatMul (·V)."""
+    d = 16
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "sequence", d])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "sequence", d])
+    inits = [helper.make_tensor("gamma", TensorProto.FLOAT, [d], RNG.standard_normal(d).astype(np.float32)),
+             helper.make_tensor("beta", TensorProto.FLOAT, [d], RNG.standard_normal(d).astype(np.float32)),
+             helper.make_tensor("wq", TensorProto.FLOAT, [d, d], RNG.standard_normal(d * d).astype(np.float32) / 4),
+             helper.make_tensor("wk", TensorProto.FLOAT, [d, d], RNG.standard_normal(d * d).astype(np.float32) / 4),
+             helper.make_tensor("scale", TensorProto.FLOAT, [], [0.25])]
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["h"], axis=-1),
+        helper.make_node("MatMul", ["h", "wq"], ["q"]),
+        helper.make_node("MatMul", ["h", "wk"], ["k"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["ss"]),
+        helper.make_node("Softmax", ["ss"], ["a"], axis=-1),
+        helper.make_node("MatMul", ["a", "h"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "attention", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_specs_come_from_the_model_or_the_command_line() -> None:
+    specs = model_specs(conv_net())
+    assert [s.describe() for s in specs] == ["[1.., 3, 1.., 1..]"]
+    assert specs[0].dims[0].name == "batch"
+    given = model_specs(conv_net(), {"x": ShapeSpec.parse("x", "1..4,3,16..64,16..64")})
+    assert given[0].describe() == "[1..4, 3, 16..64, 16..64]" and given[0].dims[2].name == "height"
+    with pytest.raises(ConversionError, match="dimension 1: --input-shape gives 4, the model fixes it to 3"):
+        model_specs(conv_net(), {"x": ShapeSpec.parse("x", "1,4,16,16")})
+    with pytest.raises(ConversionError, match="gives 3 dims"):
+        model_specs(conv_net(), {"x": [1, 3, 16]})
+
+
+@pytest.mark.parametrize("device", ["cpu", "opencl"])
+def test_a_conv_net_at_several_sizes_and_batches_matches_onnxruntime(device: str, opencl_available: bool) -> None:
+    if device == "opencl" and not opencl_available:
+        pytest.skip("no OpenCL device")
+    proto = conv_net()
+    engine = mace.Engine(dynamic_model(proto, model_specs(proto)), device=device, max_specializations=3)
+    assert engine.dynamic
+    for shape in [(1, 3, 16, 16), (2, 3, 24, 40), (1, 3, 16, 16), (1, 3, 33, 17), (4, 3, 16, 16), (1, 3, 16, 16)]:
+        x = RNG.standard_normal(shape).astype(np.float32)
+        got = engine.run({"x": x})["y"]
+        want = run_onnxruntime(proto, {"x": x})["y"]
+        assert got.shape == (shape[0], 8)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    stats = engine.stats
+    assert stats["specializations_made"] == 4  # (1,3,16,16) comes back while resident, (2,3,24,40) is evicted
+    assert stats["specializations_evicted"] == 1 and len(stats["resident_shapes"]) == 3
+    assert stats["resident_shapes"][-1] == "x=1x3x16x16"
+
+
+@pytest.mark.parametrize("device", ["cpu", "opencl"])
+def test_an_attention_block_at_several_sequence_lengths(device: str, opencl_available: bool) -> None:
+    if device == "opencl" and not opencl_available:
+        pytest.skip("no OpenCL device")
+    proto = attention_block()
+    engine = mace.Engine(dynamic_model(proto, model_specs(proto, {"x": ShapeSpec.parse("x", "1,1..256,16")})),
+                         device=device)
+    for seq in (1, 7, 64, 200):
+        x = RNG.standard_normal((1, seq, 16)).astype(np.float32)
+        np.testing.assert_allclose(engine.run({"x": x})["y"], run_onnxruntime(proto, {"x": x})["y"], rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_shapes_outside_the_spec_are_one_clear_error() -> None:
+    proto = attention_block()
+    engine = mace.Engine(dynamic_model(proto, model_specs(proto, {"x": ShapeSpec.parse("x", "1,1..256,16")})))
+    with pytest.raises(InputError, match=r"input 'x' dimension 1 \(sequence\) is 300, expected 1..256"):
+        engine.run({"x": np.zeros((1, 300, 16), np.float32)})
+    with pytest.raises(InputError, match="input 'x' has 2 dimensions"):
+        engine.run({"x": np.zeros((1, 16), np.float32)})
+    with pytest.raises(InputError, match="dimension 2 is 8, expected 16"):
+        engine.run({"x": np.zeros((1, 4, 8), np.float32)})
+    assert engine.stats["specializations_made"] == 0
+
+
+def test_memory_stays_bounded_over_a_stream_of_shapes() -> None:
+    proto = attention_block()
+    engine = mace.Engine(dynamic_model(proto, model_specs(proto)), max_specializations=2)
+    for seq in (3, 5, 7, 9, 11, 3):
+        engine.run({"x": RNG.standard_normal((1, seq, 16)).astype(np.float32)})
+        assert len(engine.stats["resident_shapes"]) <= 2
+    assert engine.stats["specializations_made"] == 6 and engine.stats["specializations_evicted"] == 4
