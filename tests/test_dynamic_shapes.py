@@ -139,3 +139,37 @@ def test_memory_stays_bounded_over_a_stream_of_shapes() -> None:
         engine.run({"x": RNG.standard_normal((1, seq, 16)).astype(np.float32)})
         assert len(engine.stats["resident_shapes"]) <= 2
     assert engine.stats["specializations_made"] == 6 and engine.stats["specializations_evicted"] == 4
+
+
+def test_a_second_engine_converts_and_compiles_nothing_for_shapes_the_first_built(opencl_available: bool,
+                                                                                  tmp_path) -> None:
+    if not opencl_available:
+        pytest.skip("no OpenCL device")
+    proto = conv_net()
+    model = dynamic_model(proto, model_specs(proto))
+    shapes = [{"x": (1, 3, 16, 16)}, {"x": (2, 3, 20, 28)}]
+    first = mace.Engine(model, device="opencl")
+    first.warm_up(shapes=shapes)
+    assert first.stats["programs_from_source"] == 2 and first.stats["specializations_converted"] == 2
+    assert len(first.stats["warnings"]) == 2 and "mace cache build" in first.stats["warnings"][0]
+    second = mace.Engine(model, device="opencl")
+    for shape in shapes:
+        x = RNG.standard_normal(shape["x"]).astype(np.float32)
+        np.testing.assert_allclose(second.run({"x": x})["y"], run_onnxruntime(proto, {"x": x})["y"], rtol=1e-4,
+                                   atol=1e-5)
+    stats = second.stats
+    assert stats["programs_from_source"] == 0 and stats["programs_from_cache"] == 2
+    assert stats["specializations_converted"] == 0  # the converted graphs came from the storage directory
+
+
+def test_a_damaged_converted_graph_is_converted_again(opencl_available: bool, tmp_path) -> None:
+    proto = attention_block()
+    model = dynamic_model(proto, model_specs(proto))
+    mace.Engine(model).warm_up(shapes=[{"x": (1, 5, 16)}])
+    (cached,) = (tmp_path / "cache" / "mace_specializations").glob("*.mace")
+    cached.write_bytes(cached.read_bytes()[:100])
+    engine = mace.Engine(model)
+    x = RNG.standard_normal((1, 5, 16)).astype(np.float32)
+    np.testing.assert_allclose(engine.run({"x": x})["y"], run_onnxruntime(proto, {"x": x})["y"], rtol=1e-4, atol=1e-5)
+    assert engine.stats["specializations_converted"] == 1
+    assert any(str(cached) in w and "converting shape x=1x5x16 again" in w for w in engine.stats["warnings"])
