@@ -114,11 +114,11 @@ class Specializations:
         return made
 
     def _make(self, key: str, shapes: Mapping[str, Sequence[int]]) -> tuple[Graph, Runtime]:
-        from mace.converter.dynamic import specialize  # onnx loads only when a dynamic model meets a new shape
-
         start = time.perf_counter()
         graph = self.graphs.load(self.model, key, self._warn)
         if graph is None:
+            from mace.converter.dynamic import specialize  # onnx loads only when a shape must be converted
+
             graph = specialize(self.model, shapes)
             self.graphs.save(self.model, key, graph, self._warn)
             self.totals["specializations_converted"] += 1
