@@ -1,6 +1,7 @@
-"""Normalizations: LayerNormalization and InstanceNormalization on norm.cl's ROW_NORM (one work item per row), LRN
-on norm.cl's LRN, and BatchNormalization, which needs no kernel of its own: at inference it is a per-channel
-multiply-add, folded on the host into two parameters and run on elementwise.cl.
+"""Normalizations: LayerNormalization and InstanceNormalization on norm.cl's ROW_NORM (one work item per row; on GPU
+targets a work-group per row, reduce.row_blocking), LRN on norm.cl's LRN, and BatchNormalization, which needs no
+kernel of its own: at inference it is a per-channel multiply-add, folded on the host into two parameters and run on
+elementwise.cl.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from mace.errors import DeviceError
 from mace.model.ir import Node
 from mace.opencl.plan.elementwise import Operand, elementwise, operand
 from mace.opencl.plan.planner import Arg, Planner, lowers, optional, positive_axis
+from mace.opencl.plan.reduce import row_blocking
 from mace.opencl.plan.templates import TAG_DTYPES, prod
 
 
@@ -44,8 +46,10 @@ def _row_norm(
     params: tuple[str | None, str | None],
     index: str,
     stats: tuple[str, str] | None = None,
+    by_row: bool = False,
 ) -> None:
-    """norm.cl ROW_NORM: ``params`` are the scale and bias buffers, ``stats`` the mean and 1/std buffers."""
+    """norm.cl ROW_NORM: ``params`` are the scale and bias buffers, indexed by ``index`` (of row and j; only of row
+    where ``by_row``), ``stats`` the mean and 1/std buffers."""
     x, y = node.inputs[0], node.outputs[0]
     defines: dict[str, Any] = {"X_T": p.tag(x), "Y_T": p.tag(y), "ROWS": rows, "ROW_LEN": row_len}
     defines.update({"EPS": float(node.attrs.get("epsilon", 1e-5)), "HAS_SCALE": params[0] is not None})
@@ -60,6 +64,11 @@ def _row_norm(
     if stats is not None:
         defines["M_T"] = next(t for t, dt in TAG_DTYPES.items() if dt == p.buffers[stats[0]].dtype)
         args += list(stats)
+    if p.gpu and p.target is not None:  # a work-group per row (norm.cl, LX)
+        blocking = row_blocking(rows, row_len, p.target.max_work_group_size)
+        defines.update(blocking.defines(), PARAM_BY_ROW=by_row)
+        p.launch(node, p.kernel("rownorm", defines), blocking.global_size, args, blocking.local_size)
+        return
     p.launch(node, p.kernel("rownorm", defines), [rows], args)
 
 
@@ -97,7 +106,7 @@ def _lower_layer_norm(p: Planner, node: Node) -> None:
 def _lower_instance_norm(p: Planner, node: Node) -> None:
     shape = p.shape(node.inputs[0])
     scale, bias = p.use(node.inputs[1]), p.use(node.inputs[2])
-    _row_norm(p, node, shape[0] * shape[1], prod(shape[2:]), (scale, bias), f"((row) % {shape[1]})")
+    _row_norm(p, node, shape[0] * shape[1], prod(shape[2:]), (scale, bias), f"((row) % {shape[1]})", by_row=True)
 
 
 @lowers("LRN")
