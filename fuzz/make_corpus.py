@@ -1,4 +1,5 @@
-"""Write the seed corpora: small valid files of each kind into fuzz/corpus/cachefile/ and fuzz/corpus/modelfile/.
+"""Write the seed corpora: small valid inputs of each kind into fuzz/corpus/<target>/ (cachefile, modelfile,
+tunedparams, binary).
 
 Small on purpose (a few KB each, well under 200 KB in all): libFuzzer mutates small inputs best, and the seeds are
 committed. Deterministic, so rerunning it rewrites the same files.
@@ -13,10 +14,12 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from binary_samples import pocl_binary, ptx_text
 
-from mace.cachefiles import program_cache
+from mace.cachefiles import program_cache, tuned_params
 from mace.cachefiles.fingerprint import DeviceFingerprint
 from mace.cachefiles.program_cache import CacheEntry, CacheFile
+from mace.cachefiles.tuned_params import TunedEntry, TunedParams
 from mace.model import modelfile
 from mace.model.ir import Graph, Node, TensorInfo
 
@@ -61,6 +64,32 @@ def cache_seeds() -> dict[str, bytes]:
         "signed.bin": program_cache.encode(two_devices, key=KEY),
         "newer_minor.bin": reseal_cache(plain, version=program_cache.FORMAT_VERSION + 1),
         "optional_flag.bin": reseal_cache(plain, flags=1 << 16),
+    }
+
+
+def tuned_seeds() -> dict[str, bytes]:
+    entries = [
+        TunedEntry.for_launch("conv_0", "#define KERNEL_NAME conv_0", (64, 56, 56), CPU, (4, 8, 8), 812.5, 1.0),
+        TunedEntry.for_launch("pool_0", "#define KERNEL_NAME pool_0", (1000,), CPU, None, 3.25, 2.0),
+        TunedEntry.for_launch("gemm_1", "", (16, 16), GPU, (8, 8), 40.0, 3.0, variant=(2, -1)),
+    ]
+    both = TunedParams({CPU.id(): CPU, GPU.id(): GPU}, entries)
+    return {
+        "empty.bin": tuned_params.encode(TunedParams()),
+        "one_entry.bin": tuned_params.encode(TunedParams({CPU.id(): CPU}, entries[:1])),
+        "two_devices.bin": tuned_params.encode(both),
+        "signed.bin": tuned_params.encode(both, key=KEY),
+    }
+
+
+def binary_seeds() -> dict[str, bytes]:
+    """fuzz_binary.py's inputs: a mode byte (0 raw binary, 1 pocl parameters, 2 PTX parameters), then its data."""
+    return {
+        "raw_pocl.bin": b"\x00" + pocl_binary(["conv_0", "pool_0"], file_size=8),
+        "raw_ptx.bin": b"\x00" + ptx_text(["conv_0", "gemm_1"]),
+        "raw_cut_pocl.bin": b"\x00" + pocl_binary(["conv_0"], file_size=8)[:150],
+        "pocl_params.bin": bytes([1, 0, 1, 2, 3, 17, 9, 0, 0, 0, 2, 5, 100, 0, 0, 0, 7]),
+        "ptx_params.bin": bytes([2, 3, 2, 1, 2, 3, 40, 0, 0, 0, 1, 20, 0, 0, 0, 123]),
     }
 
 
@@ -116,7 +145,9 @@ def model_seeds() -> dict[str, bytes]:
 
 def main() -> None:
     total = 0
-    for target, seeds in (("cachefile", cache_seeds()), ("modelfile", model_seeds())):
+    targets = (("cachefile", cache_seeds()), ("modelfile", model_seeds()), ("tunedparams", tuned_seeds()),
+               ("binary", binary_seeds()))  # fmt: skip
+    for target, seeds in targets:
         folder = CORPUS / target
         folder.mkdir(parents=True, exist_ok=True)
         for name, data in seeds.items():

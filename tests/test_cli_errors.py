@@ -61,6 +61,8 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         ("missing --config", ["--config", "{missing}.yml"], "absent.yml"),
         ("garbage --config", ["--config", "{garbage}"], "garbage.bin"),
         ("output in a file", ["{onnx}", "-o", "{file_as_dir}/out.mace"], "garbage.bin"),
+        ("output is a directory", ["{onnx}", "-o", "{dir}"], "-o "),
+        ("negative --input-shape", ["{onnx}", "--input-shape", "x=1,3,-5,4"], "-5"),
     ],
     ("run",): [
         ("missing file", ["{missing}.mace"], "absent.mace"),
@@ -73,6 +75,8 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         ("wrong --input shape", ["{model}", "--input", "x={wrong_shape_npy}"], "shape"),
         ("unknown --input name", ["{model}", "--input", "nope={npy}"], "nope"),
         ("bad --runs", ["{model}", "--runs", "many"], "--runs"),
+        ("--save-outputs a file", ["{model}", "--save-outputs", "{garbage}"], "--save-outputs"),
+        ("bad device index", ["{model}", "--device", "opencl:portable:-1"], "'-1'"),
     ],
     ("info",): [
         ("missing file", ["{missing}.mace"], "absent.mace"),
@@ -98,10 +102,12 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         ("missing input", ["{missing}.bin", "-o", "{root}/m.bin"], "absent.bin"),
         ("garbage input", ["{garbage}", "-o", "{root}/m.bin"], "garbage.bin"),
         ("no -o", ["{garbage}"], "-o/--output"),
+        ("-o a directory", ["{garbage}", "-o", "{dir}"], "a_directory: is a directory"),
     ],
     ("cache", "clear"): [
         ("no value for --storage-path", ["--storage-path"], "--storage-path"),
         ("unknown option", ["--everything"], "--everything"),
+        ("--storage-path a file", ["--storage-path", "{garbage}"], "garbage.bin: is a file"),
     ],
     ("devices",): [
         ("unknown option", ["--gpu-only"], "--gpu-only"),

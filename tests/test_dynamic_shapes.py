@@ -82,8 +82,7 @@ def test_specs_come_from_the_model_or_the_command_line() -> None:
     assert specs[0].dims[0].name == "batch"
     given = model_specs(conv_net(), {"x": ShapeSpec.parse("x", "1..4,3,16..64,16..64")})
     assert given[0].describe() == "[1..4, 3, 16..64, 16..64]" and given[0].dims[2].name == "height"
-    with pytest.raises(ConversionError, match="dimension 1: --input-shape gives 4, the model fixes it to 3"):
-        model_specs(conv_net(), {"x": ShapeSpec.parse("x", "1,4,16,16")})
+    assert model_specs(conv_net(), {"x": [2, 3, 8, 8]})[0].describe() == "[2, 3, 8, 8]"
     with pytest.raises(ConversionError, match="gives 3 dims"):
         model_specs(conv_net(), {"x": [1, 3, 16]})
 
@@ -173,3 +172,58 @@ def test_a_damaged_converted_graph_is_converted_again(opencl_available: bool, tm
     np.testing.assert_allclose(engine.run({"x": x})["y"], run_onnxruntime(proto, {"x": x})["y"], rtol=1e-4, atol=1e-5)
     assert engine.stats["specializations_converted"] == 1
     assert any(str(cached) in w and "converting shape x=1x5x16 again" in w for w in engine.stats["warnings"])
+
+
+def test_convert_keeps_named_dims_and_the_file_round_trips(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mace.model import modelfile
+    from mace.model.dynamic import DynamicModel
+
+    monkeypatch.setenv("MACE_STORAGE_PATH", str(tmp_path / "cache"))
+    proto = conv_net()
+    onnx_path = tmp_path / "net.onnx"
+    onnx.save(proto, str(onnx_path))
+    (out,) = mace.convert(onnx_path, tmp_path / "net.mace")
+    loaded = modelfile.load(out)
+    assert isinstance(loaded, DynamicModel) and loaded.specs[0].describe() == "[1.., 3, 1.., 1..]"
+    assert modelfile.encode(loaded) == out.read_bytes()  # decode/encode are exact inverses
+    assert out.read_bytes()[8:12] == (0x00010001).to_bytes(4, "little")  # format minor 1: dynamic models
+    engine = mace.Engine(out)
+    x = RNG.standard_normal((3, 3, 20, 20)).astype(np.float32)
+    np.testing.assert_allclose(engine.run({"x": x})["y"], run_onnxruntime(proto, {"x": x})["y"], rtol=1e-4, atol=1e-5)
+    (fixed,) = mace.convert(onnx_path, tmp_path / "fixed.mace", input_shapes={"x": [1, 3, 16, 16]})
+    assert not isinstance(modelfile.load(fixed), DynamicModel)
+    assert fixed.read_bytes()[8:12] == (0x00010000).to_bytes(4, "little")  # static files stay version 1.0
+    with pytest.raises(mace.MaceError, match="a dynamic model .*give concrete shapes with --input-shape"):
+        modelfile.load_graph(out)
+
+
+def test_cli_convert_with_ranges_info_and_run(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MACE_STORAGE_PATH", str(tmp_path / "cache"))
+    proto = attention_block()
+    onnx_path = tmp_path / "attn.onnx"
+    onnx.save(proto, str(onnx_path))
+    model = tmp_path / "attn.mace"
+
+    def mace_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mace.cli.main", *argv], capture_output=True, text=True)
+
+    proc = mace_cli("convert", str(onnx_path), "-o", str(model), "--input-shape", "x=1,1..64,16")
+    assert proc.returncode == 0, proc.stderr
+    assert "dynamic: x[1, 1..64, 16]" in proc.stdout
+    info = json.loads(mace_cli("info", str(model), "--json").stdout)
+    assert info["dynamic"] and info["inputs"] == [{"name": "x", "shape": "[1, 1..64, 16]", "dtype": "float32"}]
+    x = RNG.standard_normal((1, 33, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = mace_cli("run", str(model), "--input", f"x={tmp_path / 'x.npy'}", "--save-outputs", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "y.npy"), run_onnxruntime(proto, {"x": x})["y"], rtol=1e-4,
+                               atol=1e-5)
+    proc = mace_cli("run", str(model), "--input", f"x={tmp_path / 'x.npy'}", "--device", "cpu")
+    assert proc.returncode == 0
+    np.save(tmp_path / "big.npy", np.zeros((1, 65, 16), np.float32))
+    proc = mace_cli("run", str(model), "--input", f"x={tmp_path / 'big.npy'}")
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "x" in proc.stderr

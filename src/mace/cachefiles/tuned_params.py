@@ -10,7 +10,7 @@ by tuning key, the newest measurement wins a merge) and their codec. The identit
 exactly one place: ``tuning_key()``. Device identity is ``DeviceFingerprint.id()`` (fingerprint.py), the same as for
 compiled programs.
 
-A stored local size is only a hint: the backend re-checks it against the current kernel's limits
+A stored local size is only a hint: the OpenCL runtime re-checks it against the current kernel's limits
 (``validate_local_size`` in mace.opencl.tuning.local_sizes) before using it, because the file may come from another
 build or be hand-edited.
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from mace.cachefiles import program_cache, tuned_params, xiaomi
-from mace.cachefiles.stores import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME, atomic_write
+from mace.cachefiles import binary_checks, program_cache, stores, tuned_params, xiaomi
+from mace.cachefiles.stores import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME
+from mace.cli.files import check_output_file, os_reason, write_file
 from mace.errors import MaceError
+from mace.fileio import UnreadableFileError, read_bounded, read_head
 
 console = Console()
+CLI_LOCK_TIMEOUT_SECONDS = 30.0  # a command whose job is the file may wait for another writer (an engine: 2 s)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="opencl", help="opencl | opencl:<platform>[:<index>]")
     p.add_argument("-o", "--output", required=True, help="cache file to create or extend")
     p.add_argument("--key", help="sign with HMAC-SHA256 under this key (or MACE_CACHE_KEY)")
+    p.add_argument("--force", action="store_true", help="replace -o even when it is not a mace program cache")
     p.add_argument("--parameter-path", help="a tuned-parameters file (mace tune): build the tuned kernel variants "
                    "that engines using it will look up")
     p.set_defaults(func=cmd_build)
@@ -42,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("merge", help="merge cache files (e.g. of several devices) into one")
     p.add_argument("inputs", nargs="+", metavar="FILE")
     p.add_argument("-o", "--output", required=True)
+    p.add_argument("--key", help="check signed inputs and sign the output with HMAC-SHA256 under this key "
+                   "(or MACE_CACHE_KEY); needed when an input is signed")
+    p.add_argument("--force", action="store_true", help="replace -o even when it is not a mace program cache")
     p.set_defaults(func=cmd_merge)
 
     p = verbs.add_parser("clear", help="delete the writable cache (programs and tuned parameters)")
@@ -50,10 +58,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read(path: str) -> bytes:
+    """The whole file, bounded (MAX_FILE_BYTES) and without blocking (a FIFO is an error, not a wait)."""
     try:
-        return Path(path).read_bytes()
+        return read_bounded(path, stores.MAX_FILE_BYTES, "a mace cache file (mace.cachefiles.stores.MAX_FILE_BYTES)")
     except OSError as exc:
         raise MaceError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _check_replaceable(path: Path, option: str, key: bytes | None, force: bool) -> None:
+    """Before any work: an existing ``path`` is replaced only when it is a mace program cache (never a model, a
+    XiaoMi MACE cache or any other file, unless ``force``), and a signed one only with a key (never downgraded)."""
+    try:
+        data = read_bounded(path, stores.MAX_FILE_BYTES, "a mace cache file (mace.cachefiles.stores.MAX_FILE_BYTES)")
+    except FileNotFoundError:
+        return
+    except UnreadableFileError as exc:
+        if force and "-byte limit" in str(exc):
+            return
+        raise MaceError(f"{option} {exc}; not overwritten") from exc
+    except OSError:
+        return  # a directory, a permission problem: the write names it
+    foreign = stores.foreign_content(data, program_cache.MAGIC, "mace program cache",
+                                     program_cache.ProgramCacheFormat.fmt.header.size)
+    if foreign is not None and not force:
+        raise MaceError(f"{option} {path}: is {foreign}; not overwritten (--force replaces it)")
+    if foreign is None and key is None and stores.is_signed(data, program_cache.MAGIC):
+        raise MaceError(f"{option} {path}: is signed; rewriting it needs its key (--key or MACE_CACHE_KEY), or it "
+                        "would lose its signature")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -68,14 +99,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     builder = GPUContextBuilder().set_device(args.device.partition(":")[2]).disable_storage()
     ctx = builder.finalize()
     key = args.key.encode() if args.key else ctx.cache_key
-    cache = ProgramCache(ctx.context, ctx.device, ctx.fingerprint, FileStore(output), [], key)
+    _check_replaceable(output, "-o", key, args.force)
+    store = FileStore(output, lock_timeout=CLI_LOCK_TIMEOUT_SECONDS)
+    cache = ProgramCache(ctx.context, ctx.device, ctx.fingerprint, store, [], key, replace_foreign=args.force)
     tuned = TunedParamsStore(args.parameter_path, ctx.fingerprint, key) if args.parameter_path else None
     for model in args.model:
-        graph = modelfile.load(model)
+        graph = modelfile.load_graph(model)
         plan = program_plan(graph, ctx.device, tuned)
         cache.build(plan.source, plan.build_options)
     built = cache.stats["programs_from_source"]
-    cache.save()
+    cache.save(strict=True)  # a file that cannot be written is the command's error (StoreError names it)
     console.print(f"{output}: {built} program(s) compiled for {ctx.choice.label}, "
                   f"{cache.stats['programs_from_cache']} already present")
     return 0
@@ -188,29 +221,67 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{args.file}: valid tuned parameters ({len(tuned_params.decode(data).entries)} entries)")
         return 0
     problems = program_cache.validate(data, key=args.key.encode() if args.key else None)
-    if problems:
+    cache = program_cache.decode(data) if not problems else None
+    if cache is not None:
+        problems = _binary_problems(cache)
+    if problems or cache is None:
         print(f"{args.file}: invalid: {problems[0]}")
         for extra in problems[1:]:
             print(f"  also: {extra}")
         return 1
-    cache = program_cache.decode(data)
     print(f"{args.file}: valid ({len(cache.entries)} entries, {len(cache.fingerprints)} device fingerprints)")
     return 0
 
 
+def _binary_problems(cache: program_cache.CacheFile) -> list[str]:
+    """Each entry whose binary is malformed for its device's vendor format (binary_checks): a file whose hashes
+    are right can still hold a binary cut short, which some drivers crash on."""
+    problems = []
+    for i, entry in enumerate(cache.entries):
+        fp = cache.fingerprints[entry.fingerprint_id]
+        reason = binary_checks.check(entry.blob, binary_checks.vendor_of(fp.platform_name, fp.platform_vendor,
+                                                                         fp.device_vendor))
+        if reason is not None:
+            problems.append(f"entry {i} (program {entry.program_key[:12]}, {fp.device_name}): {reason}")
+    return problems
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
+    from mace import settings
+
+    output = Path(args.output)
+    check_output_file(output, "-o")
+    key = args.key.encode() if args.key else settings.cache_key()
+    _check_replaceable(output, "-o", key, args.force)
     merged = program_cache.CacheFile()
     for path in args.inputs:
-        try:
-            merged = merged.merged(program_cache.decode(_read(path)))
+        data = _read(path)
+        signed = stores.is_signed(data, program_cache.MAGIC)
+        if signed and key is None:
+            raise MaceError(f"{path}: is signed; merging it needs its key (--key or MACE_CACHE_KEY), or the output "
+                            "would lose its signature")
+        try:  # a signed input must verify under the key; an unsigned one is vouched for by whoever merges it
+            merged = merged.merged(program_cache.decode(data, key=key if signed else None))
         except program_cache.CacheFormatError as exc:
             raise MaceError(f"{path}: {exc}") from exc
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(output, program_cache.encode(merged))
+    write_file(output, program_cache.encode(merged, key=key), "-o")
     print(f"{output}: {len(merged.entries)} entries from {len(args.inputs)} files, "
           f"{len(merged.fingerprints)} device fingerprints")
     return 0
+
+
+def _not_mace_file(path: Path) -> str | None:
+    """None when ``path`` is mace's own cache file of its name (or empty, or unreadable: the removal says why);
+    else what it is."""
+    magic = program_cache.MAGIC if path.name == PROGRAM_CACHE_NAME else tuned_params.MAGIC
+    title = "mace program cache" if path.name == PROGRAM_CACHE_NAME else "mace tuned-parameters file"
+    try:
+        head = read_head(path, 4096)
+    except UnreadableFileError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    except OSError:
+        return None
+    return stores.foreign_content(head, magic, title)
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
@@ -220,11 +291,27 @@ def cmd_clear(args: argparse.Namespace) -> int:
     if directory is None:
         print("the writable cache is turned off (MACE_STORAGE_PATH); nothing to clear")
         return 0
-    removed = []
-    for name in (PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME):
-        path = directory / name
-        if path.exists():
+    if directory.exists() and not directory.is_dir():
+        raise MaceError(f"--storage-path {directory}: is a file, not a directory")
+    present = [directory / name for name in (PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME)
+               if (directory / name).exists() or (directory / name).is_symlink()]
+    for path in present:  # check all before removing any: never half cleared
+        if path.is_dir() and not path.is_symlink():
+            raise MaceError(f"{path}: is a directory, not a mace cache file; nothing was removed")
+    kept = [(path, why) for path in present if (why := _not_mace_file(path)) is not None]
+    for path, why in kept:  # a XiaoMi MACE cache of the same name, a FIFO, anything else: not mace's to delete
+        print(f"left {path}: {why}")
+    present = [path for path in present if path not in {p for p, _ in kept}]
+    if present and not os.access(directory, os.W_OK | os.X_OK):
+        raise MaceError(f"{directory}: permission denied: cannot remove {present[0].name} from a read-only "
+                        "directory; nothing was removed")
+    removed: list[str] = []
+    for path in present:
+        try:
             path.unlink()
-            removed.append(str(path))
+        except OSError as exc:
+            done = f" (removed {', '.join(removed)})" if removed else "; nothing was removed"
+            raise MaceError(f"{path}: cannot remove: {os_reason(exc)}{done}") from exc
+        removed.append(str(path))
     print("removed " + ", ".join(removed) if removed else f"nothing to clear in {directory}")
     return 0

@@ -9,7 +9,6 @@ message names the file) and ValueError (a value a command could not use). Anythi
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ from typing import NoReturn
 
 from mace import settings
 from mace.cli import cache_cmd, model_cmd, tools_cmd
+from mace.cli.files import describe_os_error
 from mace.errors import MaceError
 
 EXIT_ERROR = 2  # bad input: arguments, files, devices
@@ -48,16 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line(text: str) -> str:
     """A message whose lines (a child process's stderr, a multi-line driver log) are joined into one."""
     return "; ".join(line.strip() for line in str(text).splitlines() if line.strip()) or "(no message)"
-
-
-def describe_os_error(exc: OSError) -> str:
-    """'<file>: <reason>' for the usual cases; the reason alone when the error names no file."""
-    reasons = {errno.ENOENT: "no such file or directory", errno.EISDIR: "is a directory, not a file",
-               errno.ENOTDIR: "a part of the path is not a directory", errno.EACCES: "permission denied",
-               errno.EPERM: "operation not permitted", errno.ENOSPC: "no space left on the device"}
-    reason = reasons.get(exc.errno or -1) or exc.strerror or str(exc)
-    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
-    return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -12,24 +14,47 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from mace.cli.files import check_output_dir, check_output_file, os_reason, write_error, write_file
 from mace.errors import MaceError
 from mace.model import modelfile
-from mace.model.ir import DATA_TYPES, Graph
+from mace.model.dynamic import DynamicModel
+from mace.model.ir import DATA_TYPES
+from mace.model.samples import sample_inputs
+from mace.model.shapes import ShapeSpec
+from mace.runtime.engine import Engine
 
 console = Console()
 
 
 def parse_shape_args(items: list[str] | None) -> dict[str, list[int]]:
+    """``NAME=1,3,224,224`` (or ``1x3x224x224``) per item: fixed shapes."""
     shapes: dict[str, list[int]] = {}
+    for name, spec in parse_shape_specs(items).items():
+        if not spec.fixed:
+            raise MaceError(f"--input-shape {name}={','.join(d.text() for d in spec.dims)}: give fixed dimensions "
+                            "here (ranges are for mace convert)")
+        shapes[name] = list(spec.example())
+    return shapes
+
+
+def parse_shape_specs(items: list[str] | None) -> dict[str, ShapeSpec]:
+    """``NAME=DIMS`` per item, each dimension a number, ``LO..HI``, ``LO..`` or ``?`` (model/shapes.py)."""
+    specs: dict[str, ShapeSpec] = {}
     for item in items or []:
         name, sep, dims = item.rpartition("=")
+        if not sep or not name or not dims.strip():
+            raise MaceError(f"--input-shape {item!r}: expected NAME=1,3,224,224 (or ranges: NAME=1..8,3,32..1280)")
+        text = dims if ".." in dims or "?" in dims else dims.replace("x", ",")
         try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
-        except ValueError:
-            raise MaceError(f"--input-shape {item!r}: expected NAME=1,3,224,224") from None
-    return shapes
+            spec = ShapeSpec.parse(name, ",".join(d for d in text.split(",") if d.strip()))
+        except ValueError as exc:
+            raise MaceError(f"--input-shape {item!r}: {exc}") from None
+        zero = next((d for d in spec.dims if d.fixed and d.lo < 1), None)
+        if zero is not None:
+            raise MaceError(f"--input-shape {item!r}: dimension {zero.lo} is not a positive integer "
+                            "(expected NAME=1,3,224,224)")
+        specs[name] = spec
+    return specs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="output .mace file (default: next to the model)")
     p.add_argument("--config", help="MACE-style deployment .yml file (converts every model it lists)")
     p.add_argument("--output-dir", help="where a deployment file's models are written (default: next to it)")
-    p.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help="fix an input's shape, e.g. "
-                   "input=1,3,224,224 (repeatable)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help="an input's shape: fixed, e.g. "
+                   "input=1,3,224,224, or ranges, e.g. input=1..8,3,32..1280,32..1280 (a dynamic model; "
+                   "repeatable). Without it, the model's own dims are kept (named or unknown ones vary)")
     p.add_argument("--data-type", default="fp32_fp32", choices=DATA_TYPES, help="storage_compute types")
     p.set_defaults(func=cmd_convert)
 
@@ -66,36 +92,80 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from mace.converter import convert
 
     start = time.perf_counter()
-    written = convert(args.model, args.output, config=args.config, input_shapes=parse_shape_args(args.input_shape),
-                      data_type=args.data_type, output_dir=args.output_dir)
+    input_shapes = parse_shape_specs(args.input_shape)
+    if args.config:
+        option, target = "--output-dir", Path(args.output_dir or Path(args.config).parent)
+        check_output_dir(target, option)
+    elif args.output or args.output_dir:
+        option = "-o" if args.output else "--output-dir"
+        target = Path(args.output) if args.output else Path(args.output_dir)
+        if args.output:
+            check_output_file(target, option)
+        else:
+            check_output_dir(target, option)
+    else:
+        option, target = "-o", Path(args.model).with_suffix(".mace") if args.model else Path(".")
+    try:
+        written = convert(args.model, args.output, config=args.config, input_shapes=input_shapes,
+                          data_type=args.data_type, output_dir=args.output_dir)
+    except OSError as exc:  # reading is ConversionError / DeploymentFileError: an OSError here is the write
+        raise write_error(option, target, exc) from exc
     for path in written:
-        graph = modelfile.load(path)
-        console.print(f"wrote [bold]{path}[/bold] ({path.stat().st_size / 1e6:.2f} MB, {len(graph.nodes)} nodes, "
-                      f"{graph.data_type}) in {time.perf_counter() - start:.2f} s")
+        model = modelfile.load(path)
+        if isinstance(model, DynamicModel):
+            shapes = ", ".join(f"{s.input}{s.describe()}" for s in model.specs)
+            what = f"dynamic: {shapes}, converted per shape when it runs"
+        else:
+            what = f"{len(model.nodes)} nodes"
+        console.print(f"wrote [bold]{path}[/bold] ({path.stat().st_size / 1e6:.2f} MB, {what}, "
+                      f"{model.data_type}) in {time.perf_counter() - start:.2f} s")
     return 0
 
 
-def _random_inputs(graph: Graph, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for t in graph.inputs:
-        if np.issubdtype(np.dtype(t.dtype), np.floating):
-            feeds[t.name] = rng.standard_normal(t.shape).astype(t.dtype)
-        else:
-            feeds[t.name] = np.zeros(t.shape, dtype=t.dtype)
-    return feeds
+NPY_MAGIC = b"\x93NUMPY"
 
 
-def _read_inputs(graph: Graph, items: list[str] | None, seed: int) -> dict[str, np.ndarray]:
-    feeds = _random_inputs(graph, seed)
+def _load_npy(name: str, file: str) -> np.ndarray:
+    """One .npy array (never pickled objects); a file that is none is one MaceError naming the input and file."""
+    where = f"--input {name}={file}"
+    try:
+        with open(file, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+            if not magic:
+                raise MaceError(f"{where}: the file is empty (expected a .npy file written by numpy.save)")
+            if magic != NPY_MAGIC:
+                kind = "a .npz archive" if magic.startswith(b"PK") else "not a .npy file"
+                raise MaceError(f"{where}: {kind}: it does not start with the NumPy header (write one array with "
+                                "numpy.save)")
+            f.seek(0)
+            value = np.load(f, allow_pickle=False)
+    except OSError as exc:
+        raise MaceError(f"{where}: cannot read: {os_reason(exc)}") from exc
+    except EOFError as exc:
+        raise MaceError(f"{where}: truncated .npy file ({exc})") from exc
+    except ValueError as exc:
+        reason = ("holds Python objects (dtype object), which mace does not load" if "pickle" in str(exc)
+                  else f"not a readable .npy file: {exc}")
+        raise MaceError(f"{where}: {reason}") from exc
+    if not isinstance(value, np.ndarray):
+        raise MaceError(f"{where}: not a .npy array")
+    return value
+
+
+def _read_inputs(engine: Engine, items: list[str] | None, seed: int) -> dict[str, np.ndarray]:
+    feeds = sample_inputs(engine.inputs, seed)
+    dtypes = {t.name: t.dtype for t in engine.inputs}
+    specs = engine.input_specs
     for item in items or []:
         name, sep, file = item.partition("=")
         if not sep:
             raise MaceError(f"--input {item!r}: expected NAME=FILE.npy")
-        try:
-            feeds[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise MaceError(f"--input {name}: cannot read {file}: {exc}") from exc
+        value = _load_npy(name, file)
+        spec = specs.get(name)  # an unknown name is the engine's error: it lists the model's inputs
+        if spec is not None and (spec.check(value.shape) is not None or value.dtype != np.dtype(dtypes[name])):
+            raise MaceError(f"--input {name}={file}: the array is {value.dtype}{list(value.shape)}, the model's "
+                            f"input {name!r} is {dtypes[name]}{spec.describe()}")
+        feeds[name] = value
     return feeds
 
 
@@ -104,7 +174,7 @@ def make_gpu_context(args: argparse.Namespace) -> Any:
         return None
     from mace.opencl.context import GPUContextBuilder
 
-    builder = GPUContextBuilder()
+    builder = GPUContextBuilder().set_device(args.device.partition(":")[2])  # the engine uses this context's device
     if args.storage_path:
         builder.set_storage_path(args.storage_path)
     if args.binary_path:
@@ -113,12 +183,13 @@ def make_gpu_context(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mace.runtime.engine import Engine
 
+    if args.save_outputs:
+        check_output_dir(Path(args.save_outputs), "--save-outputs")
     t0 = time.perf_counter()
     engine = Engine(args.model, device=args.device, gpu_context=make_gpu_context(args))
     t_init = time.perf_counter() - t0
-    feeds = _read_inputs(engine.graph, args.input, args.seed)
+    feeds = _read_inputs(engine, args.input, args.seed)
     t1 = time.perf_counter()
     outputs = engine.run(feeds)
     t_first = time.perf_counter() - t1
@@ -129,9 +200,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         steady.append(time.perf_counter() - t2)
     if args.save_outputs:
         out_dir = Path(args.save_outputs)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name, value in outputs.items():
-            np.save(out_dir / f"{_file_safe(name)}.npy", value)
+        created = not out_dir.exists()
+        try:
+            for name, value in outputs.items():
+                buffer = io.BytesIO()
+                np.save(buffer, value, allow_pickle=False)
+                write_file(out_dir / f"{_file_safe(name)}.npy", buffer.getvalue(), "--save-outputs")
+        except MaceError:
+            if created:  # a directory this run made and could not fill: leave nothing behind
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
     timings = {"init": t_init, "first_run": t_first, "time_to_first_result": t_init + t_first,
                "steady_median": float(np.median(steady)) if steady else None}
     if args.json:
@@ -143,12 +221,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for name, value in outputs.items():
         console.print(f"output [bold]{name}[/bold]: shape {list(value.shape)} {value.dtype}")
-        flat = value.reshape(-1)
-        if flat.size > 1 and np.issubdtype(flat.dtype, np.floating):
-            top = np.argsort(flat)[::-1][:5]
-            console.print("  top-5: " + ", ".join(f"#{i} {flat[i]:.4f}" for i in top))
+        for label, flat in _per_item(value):
+            if flat.size > 1 and np.issubdtype(flat.dtype, np.floating):
+                top = np.argsort(flat, kind="stable")[::-1][:5]
+                console.print(f"  {label}top-5: " + ", ".join(f"#{i} {flat[i]:.4f}" for i in top))
+        if value.ndim >= 2 and value.shape[0] > MAX_ITEMS_SHOWN:
+            console.print(f"  ({value.shape[0] - MAX_ITEMS_SHOWN} more items; --save-outputs writes them all)")
     console.print(" ".join(f"{k} {v * 1e3:.2f} ms" for k, v in timings.items() if v is not None))
     return 0
+
+
+MAX_ITEMS_SHOWN = 32  # batch items with a top-5 line each
+
+
+def _per_item(value: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """One flattened row per batch item (the first axis) when there are several, else the whole output."""
+    if value.ndim >= 2 and value.shape[0] > 1:
+        return [(f"[{i}] ", value[i].reshape(-1)) for i in range(min(value.shape[0], MAX_ITEMS_SHOWN))]
+    return [("", value.reshape(-1))]
 
 
 def _file_safe(name: str) -> str:
@@ -162,7 +252,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         graph = convert_onnx(path, parse_shape_args(args.input_shape))
     else:
-        graph = modelfile.load(path)
+        loaded = modelfile.load(path)
+        if isinstance(loaded, DynamicModel):
+            return _info_dynamic(path, loaded, args.json)
+        graph = loaded
     info = {
         "name": graph.name, "file": str(path), "file_bytes": path.stat().st_size, "data_type": graph.data_type,
         "inputs": [t.to_json() for t in graph.inputs], "outputs": [t.to_json() for t in graph.outputs],
@@ -192,4 +285,22 @@ def cmd_info(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console.print(table)
     console.print(f"folded nodes: {info['folded_nodes']}; passes: {info['passes']}")
+    return 0
+
+
+def _info_dynamic(path: Path, model: DynamicModel, as_json: bool) -> int:
+    info: dict[str, Any] = {"name": model.name, "file": str(path), "file_bytes": path.stat().st_size, "data_type": model.data_type,
+            "dynamic": True, "inputs": [{"name": s.input, "shape": s.describe(), "dtype": model.dtypes[s.input]}
+                                        for s in model.specs],
+            "outputs": model.outputs, "metadata": model.metadata}
+    if as_json:
+        print(json.dumps(info, default=str))
+        return 0
+    console.print(f"[bold]{model.name}[/bold]  {path} ({info['file_bytes'] / 1e6:.2f} MB)  {model.data_type}  "
+                  "dynamic: converted and compiled per input shape")
+    for t in info["inputs"]:
+        console.print(f"  input  {t['name']}: {t['dtype']}{t['shape']}")
+    for name in model.outputs:
+        console.print(f"  output {name}")
+    console.print("ops and parameters: mace info MODEL.onnx --input-shape NAME=DIMS shows one specialization")
     return 0

@@ -9,33 +9,18 @@ from pathlib import Path
 import onnx
 
 from mace.converter.deployment import ModelSpec, read_deployment
-from mace.converter.onnx_import import SUPPORTED_OPS, import_onnx
-from mace.converter.passes import optimize
+from mace.converter.dynamic import dynamic_model, model_specs, specialize
+from mace.converter.onnx_import import SUPPORTED_OPS, load_onnx
+from mace.converter.pipeline import convert_onnx
 from mace.errors import ConversionError
 from mace.model import modelfile
-from mace.model.ir import DATA_TYPES, Graph
+from mace.model.dynamic import DynamicModel
+from mace.model.ir import Graph
+from mace.model.shapes import ShapeSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUPPORTED_OPS", "convert", "convert_deployment", "convert_onnx"]
-
-
-def convert_onnx(
-    model: str | Path | onnx.ModelProto,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
-    data_type: str = "fp32_fp32",
-    output_names: Sequence[str] | None = None,
-    name: str | None = None,
-) -> Graph:
-    """Convert an ONNX model (path or proto) to an optimized IR graph held in memory."""
-    if data_type not in DATA_TYPES:
-        raise ConversionError(f"data type {data_type!r} is not one of {', '.join(DATA_TYPES)}")
-    graph = import_onnx(model, input_shapes, output_names, name)
-    graph.data_type = data_type
-    graph.metadata["nodes_before_passes"] = len(graph.nodes)
-    graph.metadata["op_histogram_before_passes"] = graph.op_histogram()
-    graph.metadata["passes"] = optimize(graph)
-    return graph
+__all__ = ["SUPPORTED_OPS", "convert", "convert_deployment", "convert_onnx", "dynamic_model", "specialize"]
 
 
 def convert_deployment(config: str | Path, output_dir: str | Path | None = None) -> list[Path]:
@@ -69,11 +54,15 @@ def convert(
     output: str | Path | None = None,
     *,
     config: str | Path | None = None,
-    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    input_shapes: Mapping[str, Sequence[int] | ShapeSpec] | None = None,
     data_type: str = "fp32_fp32",
     output_dir: str | Path | None = None,
 ) -> list[Path]:
     """Convert an ONNX model, or every model of a deployment file, to .mace files. Returns the paths written.
+
+    An input whose shape is not fixed (by the model, or by ``input_shapes`` where a ``ShapeSpec`` gives ranges such
+    as ``1..8,3,32..1280,32..1280``) makes a dynamic model: the engine converts it per concrete shape
+    (docs/model-format.md).
 
     >>> import mace
     >>> mace.convert("mobilenet_v2.onnx", "mobilenet_v2.mace", data_type="fp16_fp32")  # doctest: +SKIP
@@ -86,9 +75,16 @@ def convert(
         return convert_deployment(config, output_dir)
     if model is None:
         raise ConversionError("nothing to convert: give an ONNX model path or a deployment file (config=...)")
-    graph = convert_onnx(model, input_shapes, data_type)
+    proto = load_onnx(model)
+    name = None if isinstance(model, onnx.ModelProto) else Path(model).stem
+    specs = model_specs(proto, input_shapes)
+    converted: Graph | DynamicModel
+    if all(spec.fixed for spec in specs):
+        converted = convert_onnx(proto, {spec.input: spec.example() for spec in specs}, data_type, name=name)
+    else:
+        converted = dynamic_model(proto, specs, data_type, name=name)
     if output is None:
         if isinstance(model, onnx.ModelProto):
             raise ConversionError("an output path is needed when converting an in-memory ONNX model")
         output = Path(output_dir or Path(model).parent) / (Path(model).stem + ".mace")
-    return [modelfile.save(graph, output)]
+    return [modelfile.save(converted, output)]

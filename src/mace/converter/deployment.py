@@ -77,6 +77,10 @@ def _shape_list(value: Any, count: int, where: str) -> list[list[int]]:
             shapes.append([int(d) for d in dims])
         except (TypeError, ValueError) as exc:
             raise DeploymentFileError(f"{where}[{i}]: not a list of integers: {shape!r}") from exc
+        bad = [d for d in shapes[-1] if d < 1]
+        if bad or not shapes[-1]:
+            what = f"dimension {bad[0]} is not a positive integer" if bad else "no dimensions"
+            raise DeploymentFileError(f"{where}[{i}]: {what} in {shape!r}")
     return shapes
 
 
@@ -134,13 +138,19 @@ def _read_model(path: Path, name: str, spec: Any, ignored: list[str]) -> ModelSp
     model_file = (path.parent / file_text).resolve()
     if not model_file.exists():
         raise DeploymentFileError(f"{where}.model_file_path: {model_file} does not exist")
+    if not model_file.is_file():
+        raise DeploymentFileError(f"{where}.model_file_path: {model_file} is a directory, not an ONNX file")
     checksum = spec.get("model_sha256_checksum")
     if checksum is not None:
         if not isinstance(checksum, str) or len(checksum) != 64 or any(c not in "0123456789abcdefABCDEF"
                                                                        for c in checksum):
             raise DeploymentFileError(f"{where}.model_sha256_checksum: {checksum!r} is not 64 hex digits "
                                       "(quote it in YAML if it could read as a number)")
-        actual = sha256_of(model_file)
+        try:
+            actual = sha256_of(model_file)
+        except OSError as exc:
+            raise DeploymentFileError(f"{where}.model_file_path: cannot read {model_file}: "
+                                      f"{exc.strerror or exc}") from exc
         if str(checksum).lower() != actual:
             raise ChecksumMismatchError(f"{where}.model_sha256_checksum ({model_file.name})", str(checksum), actual)
     runtime = str(spec.get("runtime", "gpu")).lower()

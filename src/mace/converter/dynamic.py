@@ -15,6 +15,7 @@ import onnx
 from onnx import helper
 
 from mace.converter.onnx_import import NEVER_FOLD, SUPPORTED_OPS, default_opset, load_onnx
+from mace.converter.pipeline import convert_onnx
 from mace.errors import ConversionError, UnsupportedOpError
 from mace.model.dynamic import DynamicModel, Shapes
 from mace.model.ir import DATA_TYPES, Graph
@@ -24,8 +25,9 @@ ShapeArg = ShapeSpec | Sequence[int]
 
 
 def model_specs(model: onnx.ModelProto, overrides: Mapping[str, ShapeArg] | None = None) -> list[ShapeSpec]:
-    """One spec per graph input: the given one (checked against the model's declared dims), else the model's own
-    dims (a dim_param or an unknown dim is any size from 1)."""
+    """One spec per graph input: the given one (its rank checked against the model's; a given dim overrides a fixed
+    one, as exporters often fix a batch of 1 that the graph does not need), else the model's own dims (a dim_param or
+    an unknown dim is any size from 1)."""
     overrides = dict(overrides or {})
     initializers = {i.name for i in model.graph.initializer}
     inputs = [vi for vi in model.graph.input if vi.name not in initializers]
@@ -47,10 +49,6 @@ def model_specs(model: onnx.ModelProto, overrides: Mapping[str, ShapeArg] | None
         if declared and len(declared) != len(spec.dims):
             raise ConversionError(f"input {vi.name!r}: --input-shape gives {len(spec.dims)} dims {spec.describe()}, "
                                   f"the model declares {len(declared)}")
-        for axis, (want, fixed) in enumerate(zip(spec.dims, declared)):
-            if fixed.fixed and not (want.lo <= fixed.lo and (want.hi is None or fixed.lo <= want.hi)):
-                raise ConversionError(f"input {vi.name!r} dimension {axis}: --input-shape gives {want.text()}, the "
-                                      f"model fixes it to {fixed.lo}")
         names = [d.name for d in declared] if declared else []
         specs.append(ShapeSpec(vi.name, tuple(Dim(d.lo, d.hi, d.name or (names[i] if i < len(names) else ""))
                                               for i, d in enumerate(spec.dims))))
@@ -91,8 +89,6 @@ def dynamic_model(
 
 def specialize(model: DynamicModel, shapes: Shapes) -> Graph:
     """The model converted for these concrete input shapes (every input named; checked against the specs)."""
-    from mace.converter import convert_onnx  # the package imports this module: the converter's front door
-
     missing = [n for n in model.input_names if n not in shapes]
     if missing:
         raise ConversionError(f"no shape given for input(s) {missing} of {model.name!r}")

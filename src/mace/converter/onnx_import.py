@@ -48,10 +48,22 @@ def load_onnx(model: str | Path | onnx.ModelProto) -> onnx.ModelProto:
     path = Path(model)
     if not path.exists():
         raise ConversionError(f"{path}: no such ONNX file")
+    if path.is_dir():
+        raise ConversionError(f"{path}: is a directory, not an ONNX file")
     try:
-        return onnx.load(str(path))
+        if path.stat().st_size == 0:
+            raise ConversionError(f"{path}: the file is empty (0 bytes), not an ONNX model")
+        loaded = onnx.load(str(path))
+    except ConversionError:
+        raise
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise ConversionError(f"{path}: not a readable ONNX model: {exc}") from exc
+    # protobuf reads many byte strings as a message with unknown fields: an ONNX model has a graph and an opset
+    if not loaded.HasField("graph") or not loaded.opset_import or loaded.ir_version <= 0:
+        missing = "graph" if not loaded.HasField("graph") else "opset_import" if not loaded.opset_import \
+            else "ir_version"
+        raise ConversionError(f"{path}: not an ONNX model (it has no {missing}; is it a .onnx file?)")
+    return loaded
 
 
 def default_opset(model: onnx.ModelProto) -> int:

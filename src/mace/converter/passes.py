@@ -3,12 +3,22 @@ and returns how many rewrites it made, so `mace info` can show what changed."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from mace.model.ir import FUSABLE_PRODUCERS, Graph, Node, TensorInfo
-from mace.model.rules import SAME, activation_params, auto_pad_mode, same_pads
+from mace.model.rules import (
+    ACTIVATION_DEFAULTS,
+    GELU_ERF_SCALE,
+    GELU_TANH_COEFF,
+    GELU_TANH_SCALE,
+    SAME,
+    activation_params,
+    auto_pad_mode,
+    same_pads,
+)
 
 
 def remove_identities(graph: Graph) -> int:
@@ -150,17 +160,20 @@ def _activation_of(graph: Graph, node: Node) -> tuple[str, list[float]] | None:
         return node.op, activation_params(node.op, node.attrs)
     if node.op == "Clip":
         inputs = [*node.inputs, "", ""]
-        lo = _constant_scalar(graph, inputs[1], -np.inf)
-        hi = _constant_scalar(graph, inputs[2], np.inf)
+        lo = _constant_scalar(graph, inputs[1], ACTIVATION_DEFAULTS["Clip"]["min"])
+        hi = _constant_scalar(graph, inputs[2], ACTIVATION_DEFAULTS["Clip"]["max"])
         if lo is None or hi is None:
             return None
         return "Clip", [lo, hi]
+    if node.op == "Gelu":
+        approximate = node.attrs.get("approximate", "none")
+        return {"none": ("Gelu", []), "tanh": ("GeluTanh", [])}.get(approximate)
     return None
 
 
 def fuse_activations(graph: Graph) -> int:
-    """An activation whose input comes from Conv/ConvTranspose/Gemm/MatMul (sole consumer) joins its epilogue;
-    x * Sigmoid(x) after such a producer becomes the SiLU epilogue."""
+    """An activation whose input comes from Conv/ConvTranspose/Gemm/MatMul (sole consumer) joins its epilogue (a Gelu
+    node, fuse_gelu's, as Gelu / GeluTanh); x * Sigmoid(x) after such a producer becomes the SiLU epilogue."""
     count = 0
     for node in list(graph.nodes):
         if node not in graph.nodes:
@@ -191,17 +204,220 @@ def fuse_activations(graph: Graph) -> int:
     return count
 
 
-def fuse_residual_add(graph: Graph) -> int:
-    """Add(conv_out, other) of equal shapes joins the conv's epilogue; the conv moves to the Add's place so that
-    `other` is computed before it."""
+# --- transformer patterns: GELU, nn.Linear's bias --------------------------------------------------------------------
+
+
+class _Match:
+    """Lookups for a pattern matcher, valid until the graph changes."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.producers = graph.producers()
+        self.users = graph.consumers()
+        self.outputs = {t.name for t in graph.outputs}
+
+    def sole(self, name: str) -> Node | None:
+        """The only consumer of ``name`` (None if it has several, or is a graph output)."""
+        users = self.users.get(name, [])
+        return users[0] if len(users) == 1 and name not in self.outputs else None
+
+    def made_by(self, name: str, op: str, user: Node) -> Node | None:
+        """The ``op`` node computing ``name`` when ``user`` is its only consumer."""
+        node = self.producers.get(name)
+        return node if node is not None and node.op == op and self.sole(name) is user else None
+
+    def near(self, name: str, value: float) -> bool:
+        """``name`` is a one-element constant equal to ``value`` (to float32 rounding of a printed constant)."""
+        if name not in self.graph.constants or self.graph.constants[name].size != 1:
+            return False
+        got = float(self.graph.float_constant(name).reshape(()))
+        return math.isclose(got, value, rel_tol=1e-5)
+
+    def scalar_other(self, node: Node, value: float) -> str | None:
+        """For a binary ``node`` with a constant operand equal to ``value``: the other operand."""
+        if len(node.inputs) != 2:
+            return None
+        a, b = node.inputs
+        return a if self.near(b, value) else b if self.near(a, value) else None
+
+
+def _other(node: Node, name: str) -> str | None:
+    """The other operand of a binary node that reads ``name`` once."""
+    if len(node.inputs) != 2 or node.inputs.count(name) != 1:
+        return None
+    return node.inputs[1] if node.inputs[0] == name else node.inputs[0]
+
+
+def _halves(m: _Match, node: Node, name: str) -> bool:
+    """``node`` computes name * 0.5, 0.5 * name or name / 2."""
+    if node.op == "Mul":
+        return m.scalar_other(node, 0.5) == name
+    return node.op == "Div" and len(node.inputs) == 2 and node.inputs[0] == name and m.near(node.inputs[1], 2.0)
+
+
+def _gelu_product(m: _Match, one_plus: Node, x: str) -> tuple[Node, list[Node]] | None:
+    """The node that computes x * 0.5 * one_plus (any association and operand order, or x * one_plus / 2), and the
+    other nodes of that product."""
+    name = one_plus.outputs[0]
+    m1 = m.sole(name)
+    if m1 is None or m1.op != "Mul":
+        return None
+    other = _other(m1, name)
+    if other is None:
+        return None
+    m2 = m.sole(m1.outputs[0])
+    if other == x:  # (x * (1 + f)) * 0.5, or / 2
+        return (m2, [m1]) if m2 is not None and _halves(m, m2, m1.outputs[0]) else None
+    if m.near(other, 0.5):  # (0.5 * (1 + f)) * x
+        return (m2, [m1]) if m2 is not None and m2.op == "Mul" and _other(m2, m1.outputs[0]) == x else None
+    half = m.producers.get(other)  # (x * 0.5) * (1 + f), or (x / 2) * (1 + f)
+    if half is not None and m.sole(other) is m1 and _halves(m, half, x):
+        return m1, [half]
+    return None
+
+
+def _one_plus(m: _Match, f: Node) -> Node | None:
+    """The Add(f, 1) (either order) that is the only consumer of ``f``."""
+    add = m.sole(f.outputs[0])
+    return add if add is not None and add.op == "Add" and m.scalar_other(add, 1.0) == f.outputs[0] else None
+
+
+def _erf_gelu(m: _Match, erf: Node) -> tuple[str, list[Node]] | None:
+    """x/2 (1 + erf(x / sqrt 2)), the argument as Div(x, sqrt 2) or Mul(x, 1/sqrt 2): x and the nodes it spans."""
+    scaled = m.producers.get(erf.inputs[0])
+    if scaled is None or m.sole(erf.inputs[0]) is not erf or len(scaled.inputs) != 2:
+        return None
+    if scaled.op == "Div" and m.near(scaled.inputs[1], math.sqrt(2.0)):
+        x: str | None = scaled.inputs[0]
+    elif scaled.op == "Mul":
+        x = m.scalar_other(scaled, GELU_ERF_SCALE)
+    else:
+        return None
+    add = _one_plus(m, erf)
+    product = _gelu_product(m, add, x) if x is not None and add is not None else None
+    if x is None or add is None or product is None:
+        return None
+    return x, [scaled, erf, add, *product[1], product[0]]
+
+
+def _cube_of(m: _Match, name: str, user: Node) -> tuple[str, list[Node]] | None:
+    """x^3 as Pow(x, 3), Mul(x, Mul(x, x)) or Mul(Mul(x, x), x): x and its nodes."""
+    node = m.producers.get(name)
+    if node is None or m.sole(name) is not user or len(node.inputs) != 2:
+        return None
+    if node.op == "Pow":
+        return (node.inputs[0], [node]) if m.near(node.inputs[1], 3.0) else None
+    if node.op != "Mul":
+        return None
+    for x, sq_name in (node.inputs, node.inputs[::-1]):
+        sq = m.made_by(sq_name, "Mul", node)
+        if sq is not None and sq.inputs == [x, x]:
+            return x, [sq, node]
+    return None
+
+
+def _tanh_gelu(m: _Match, tanh: Node) -> tuple[str, list[Node]] | None:
+    """x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): x and the nodes it spans."""
+    inner = m.made_by(tanh.inputs[0], "Mul", tanh)
+    s = m.scalar_other(inner, GELU_TANH_SCALE) if inner is not None else None
+    total = m.made_by(s, "Add", inner) if s is not None and inner is not None else None
+    if total is None or inner is None or len(total.inputs) != 2:
+        return None
+    for x, q_name in (total.inputs, total.inputs[::-1]):
+        q = m.made_by(q_name, "Mul", total)
+        cube_name = m.scalar_other(q, GELU_TANH_COEFF) if q is not None else None
+        cube = _cube_of(m, cube_name, q) if cube_name is not None and q is not None else None
+        if cube is None or cube[0] != x or q is None:
+            continue
+        add = _one_plus(m, tanh)
+        product = _gelu_product(m, add, x) if add is not None else None
+        if add is None or product is None:
+            return None
+        return x, [*cube[1], q, total, inner, tanh, add, *product[1], product[0]]
+    return None
+
+
+def fuse_gelu(graph: Graph) -> int:
+    """The GELU formulas as exported (torch's nn.GELU, HF's gelu / gelu_new; operands in any order) become one ONNX
+    Gelu node: x/2 (1 + erf(x / sqrt 2)) approximate="none", x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    approximate="tanh". fuse_activations then moves it into its producer's epilogue where it can."""
     count = 0
-    for add in [n for n in graph.nodes if n.op == "Add"]:
+    for node in [n for n in graph.nodes if n.op in ("Erf", "Tanh")]:
+        if node not in graph.nodes:
+            continue
+        m = _Match(graph)
+        found = _erf_gelu(m, node) if node.op == "Erf" else _tanh_gelu(m, node)
+        if found is None:
+            continue
+        x, nodes = found
+        final = nodes[-1]
+        info = graph.tensors.get(x)
+        if info is None or info.dtype != "float32" or graph.tensors[final.outputs[0]].shape != info.shape:
+            continue
+        approximate = "none" if node.op == "Erf" else "tanh"
+        gelu = Node("Gelu", final.name, [x], [final.outputs[0]], {"approximate": approximate})
+        graph.nodes[graph.nodes.index(final)] = gelu
+        for gone in nodes[:-1]:
+            graph.nodes.remove(gone)
+            graph.tensors.pop(gone.outputs[0], None)
+        count += 1
+    return count
+
+
+def _last_axis_bias(graph: Graph, name: str, out_shape: tuple[int, ...]) -> np.ndarray | None:
+    """The constant ``name`` as a bias b[N] over the last axis of ``out_shape`` (its shape [N], [1, N], ...)."""
+    if name not in graph.constants:
+        return None
+    value = graph.constants[name]
+    if (value.dtype != np.float32 or not 1 <= value.ndim <= len(out_shape) or value.shape[-1] != out_shape[-1]
+            or any(d != 1 for d in value.shape[:-1])):
+        return None
+    return value.reshape(-1)
+
+
+def fuse_matmul_bias(graph: Graph) -> int:
+    """MatMul(x, W) then Add(., b) with a constant b[N] broadcast over the last axis (nn.Linear as torch exports it)
+    becomes MatMul(x, W, b): the bias of the matrix product's epilogue (ir.py)."""
+    count = 0
+    for add in [n for n in graph.nodes if n.op == "Add" and len(n.inputs) == 2]:
+        producers = graph.producers()
+        for i, name in enumerate(add.inputs):
+            mm, bias_name = producers.get(name), add.inputs[1 - i]
+            if mm is None or mm.op != "MatMul" or len(mm.inputs) != 2 or mm.attrs:
+                continue
+            out_shape = graph.tensors[name].shape
+            bias = _last_axis_bias(graph, bias_name, out_shape)
+            matrices = all(len(graph.tensors[v].shape) >= 2 for v in mm.inputs)  # no 1-D operand (its axis goes)
+            if (bias is None or not matrices or graph.tensors[name].dtype != "float32"
+                    or graph.tensors[add.outputs[0]].shape != out_shape or _single_consumer(graph, name) is not add):
+                continue
+            if graph.constants[bias_name].ndim != 1:
+                flat = f"{mm.name}__bias"
+                graph.constants[flat] = bias
+                graph.tensors[flat] = TensorInfo(flat, bias.shape, "float32")
+                bias_name = flat
+            mm.inputs.append(bias_name)
+            _replace(graph, mm, add)
+            count += 1
+            break
+    return count
+
+
+_RESIDUAL_PRODUCERS = ("Conv", "Gemm", "MatMul")
+
+
+def fuse_residual_add(graph: Graph) -> int:
+    """Add(out, other) of equal shapes, ``out`` of a Conv, Gemm or MatMul (sole consumer), joins the producer's
+    epilogue (after its bias); the producer moves to the Add's place so that `other` is computed before it."""
+    count = 0
+    for add in [n for n in graph.nodes if n.op == "Add" and len(n.inputs) == 2]:
         producers = graph.producers()
         out_shape = graph.tensors[add.outputs[0]].shape
         for i, name in enumerate(add.inputs):
             conv = producers.get(name)
             other = add.inputs[1 - i]
-            if (conv is None or conv.op != "Conv" or "activation" in conv.attrs or conv.attrs.get("residual")
+            if (conv is None or conv.op not in _RESIDUAL_PRODUCERS or "activation" in conv.attrs
+                    or conv.attrs.get("residual")
                     or graph.tensors[other].shape != out_shape or graph.tensors[name].shape != out_shape
                     or other == name or graph.tensors[other].dtype != "float32"
                     or _single_consumer(graph, name) is not add):
@@ -218,7 +434,7 @@ def fuse_residual_add(graph: Graph) -> int:
 
 # (op, input index) slots that hold float parameters: stored as half with data_type fp16_fp32
 _PARAMETER_SLOTS = {
-    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1), "PRelu": (1,),
+    "Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (0, 1, 2), "MatMul": (0, 1, 2), "PRelu": (1,),
     "BatchNormalization": (1, 2, 3, 4), "LayerNormalization": (1, 2), "InstanceNormalization": (1, 2),
     "Add": (0, 1), "Sub": (0, 1), "Mul": (0, 1), "Div": (0, 1), "Concat": tuple(range(64)),
 }
@@ -248,6 +464,8 @@ PASSES: list[tuple[str, Callable[[Graph], int]]] = [
     ("eliminate_dead_code", eliminate_dead_code),
     ("explicit_attributes", explicit_attributes),
     ("fold_batchnorm", fold_batchnorm),
+    ("fuse_gelu", fuse_gelu),
+    ("fuse_matmul_bias", fuse_matmul_bias),
     ("fuse_residual_add", fuse_residual_add),
     ("fuse_activations", fuse_activations),
     ("eliminate_dead_code", eliminate_dead_code),

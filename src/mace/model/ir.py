@@ -10,6 +10,10 @@ Conventions (the contract between converter, model file and runtimes):
     ``activation``: one of ACTIVATIONS, ``activation_params``: list[float] (see ACTIVATIONS for the meaning),
     ``residual``: 1 when the node's last input is a tensor of the output's shape added before the activation.
   The epilogue is: y = op(...) (+ bias) ; y = y + residual ; y = activation(y).
+- MatMul takes an optional third input, ``bias`` (mace's extension, as Gemm's C): a float tensor that broadcasts
+  against the output and is added to the product, y = A @ B + bias. The converter makes it of MatMul(x, W) + Add(b)
+  with a constant b[N] broadcast over the last axis (nn.Linear as torch exports it); absent is "" (a residual then
+  is the fourth input).
 - Every tensor (inputs, outputs, intermediates, constants) has a TensorInfo with a static shape and a dtype.
 """
 
@@ -31,6 +35,8 @@ ACTIVATIONS: dict[str, tuple[str, ...]] = {
     "HardSwish": (),
     "Tanh": (),
     "SiLU": (),  # x * sigmoid(x)
+    "Gelu": (),  # x/2 (1 + erf(x/sqrt 2)), ONNX Gelu(approximate="none")
+    "GeluTanh": (),  # x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), ONNX Gelu(approximate="tanh")
 }
 
 FUSABLE_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

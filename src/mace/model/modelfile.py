@@ -19,11 +19,15 @@ from typing import Any
 import numpy as np
 
 from mace.errors import ModelFormatError
-from mace.fileio import atomic_write
+from mace.fileio import UnreadableFileError, atomic_write, open_regular
+from mace.model.dynamic import DynamicModel
 from mace.model.ir import Graph, Node, TensorInfo
+from mace.model.shapes import ShapeSpec
+from mace.model.validate import graph_problems
 
 MAGIC = b"MACEMDL\0"
 FORMAT_VERSION = 0x00010000  # major.minor in the high/low 16 bits; a reader accepts its own major version
+DYNAMIC_VERSION = 0x00010001  # minor 1 adds dynamic models (kind "dynamic"); static files are still written as 1.0
 HEADER = struct.Struct("<8sIIQQQQQQ")  # magic, version, header size, json off/len, weights off/len, file size, flags
 HEADER_SIZE = 64
 ALIGNMENT = 64
@@ -38,8 +42,11 @@ def _align(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
-def encode(graph: Graph) -> bytes:
-    """Serialize a graph to the bytes of a .mace file."""
+def encode(model: Graph | DynamicModel) -> bytes:
+    """Serialize a graph (or a dynamic model) to the bytes of a .mace file."""
+    if isinstance(model, DynamicModel):
+        return _seal(_dynamic_description(model), model.source, DYNAMIC_VERSION)
+    graph = model
     weights = bytearray()
     table: list[dict[str, Any]] = []
     for name, value in graph.constants.items():
@@ -60,32 +67,64 @@ def encode(graph: Graph) -> bytes:
         "constants": table,
         "metadata": graph.metadata,
     }
+    return _seal(description, bytes(weights), FORMAT_VERSION)
+
+
+def _dynamic_description(model: DynamicModel) -> dict[str, Any]:
+    return {
+        "kind": "dynamic",
+        "name": model.name,
+        "data_type": model.data_type,
+        "inputs": [{"name": s.input, "shape": s.to_json(), "dtype": model.dtypes[s.input]} for s in model.specs],
+        "outputs": list(model.outputs),
+        "output_names": model.output_names,
+        "source": {"format": "onnx", "offset": 0, "nbytes": len(model.source)},
+        "metadata": model.metadata,
+    }
+
+
+def _seal(description: dict[str, Any], weights: bytes, version: int) -> bytes:
+    """Header, JSON description, aligned weights area, sha256 trailer."""
     text = json.dumps(description, separators=(",", ":"), sort_keys=False).encode("utf-8")
     json_offset = HEADER_SIZE
     weights_offset = _align(json_offset + len(text))
     total = weights_offset + len(weights) + TRAILER_SIZE
-    header = HEADER.pack(MAGIC, FORMAT_VERSION, HEADER_SIZE, json_offset, len(text), weights_offset, len(weights),
-                         total, 0)
+    header = HEADER.pack(MAGIC, version, HEADER_SIZE, json_offset, len(text), weights_offset, len(weights), total, 0)
     body = header.ljust(HEADER_SIZE, b"\0") + text
     body = body.ljust(weights_offset, b"\0") + bytes(weights)
     return body + hashlib.sha256(body).digest()
 
 
-def save(graph: Graph, path: str | os.PathLike[str]) -> Path:
+def save(model: Graph | DynamicModel, path: str | os.PathLike[str]) -> Path:
     """Write atomically: a temp file in the same directory, fsync, rename over the target, fsync the directory."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, encode(graph))
+    atomic_write(path, encode(model))
     return path
 
 
-def load(path: str | os.PathLike[str]) -> Graph:
+def load_graph(path: str | os.PathLike[str]) -> Graph:
+    """``load`` for callers that need fixed shapes: a dynamic model is an error saying how to fix them."""
+    model = load(path)
+    if isinstance(model, DynamicModel):
+        specs = ", ".join(f"{s.input}={s.describe()}" for s in model.specs)
+        raise ModelFormatError(str(path), None, f"a dynamic model ({specs}): give concrete shapes with "
+                               "--input-shape NAME=DIMS (or run it through mace.Engine, which specializes per shape)")
+    return model
+
+
+def load(path: str | os.PathLike[str]) -> Graph | DynamicModel:
     """Read and validate a .mace file; weights are views of a read-only memory map of the file."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
+        fd, st = open_regular(path)  # O_NONBLOCK: a FIFO is named at once, not waited on forever
+    except UnreadableFileError as exc:
+        raise ModelFormatError(str(path), None, str(exc).removeprefix(f"{path}: ")) from exc
+    except OSError as exc:
+        raise ModelFormatError(str(path), None, f"cannot read: {exc.strerror or exc}") from exc
+    try:
+        with open(fd, "rb") as f:
+            if st.st_size == 0:
                 raise ModelFormatError(str(path), 0, "the file is empty")
             data: bytes | mmap.mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as exc:
@@ -93,7 +132,7 @@ def load(path: str | os.PathLike[str]) -> Graph:
     return decode(data, str(path))
 
 
-def decode(data: bytes | mmap.mmap, source: str = "<bytes>") -> Graph:
+def decode(data: bytes | mmap.mmap, source: str = "<bytes>") -> Graph | DynamicModel:
     def fail(offset: int | None, reason: str) -> ModelFormatError:
         return ModelFormatError(source, offset, reason)
 
@@ -128,6 +167,8 @@ def decode(data: bytes | mmap.mmap, source: str = "<bytes>") -> Graph:
     except (ValueError, RecursionError) as exc:  # an integer over the digit limit; nesting deeper than the stack
         raise fail(json_off, f"graph description cannot be parsed: {type(exc).__name__}: {exc}") from exc
     try:
+        if isinstance(description, dict) and description.get("kind") == "dynamic":
+            return _dynamic_from_description(description, data, w_off, w_len, fail)
         return _graph_from_description(description, data, w_off, w_len, fail)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity), huge dims
         raise fail(json_off, f"graph description is malformed: {type(exc).__name__}: {exc}") from exc
@@ -159,7 +200,39 @@ def _graph_from_description(d: dict[str, Any], data: bytes | mmap.mmap, w_off: i
         metadata=dict(d.get("metadata", {})),
     )
     _check_references(graph, fail)
+    problems = graph_problems(graph)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise fail(None, problems[0] + more)
     return graph
+
+
+def _dynamic_from_description(d: dict[str, Any], data: bytes | mmap.mmap, w_off: int, w_len: int,
+                              fail: Fail) -> DynamicModel:
+    source = d["source"]
+    offset, nbytes = int(source["offset"]), int(source["nbytes"])
+    if source.get("format") != "onnx":
+        raise fail(None, f"dynamic model source format {source.get('format')!r} is not 'onnx'")
+    if offset < 0 or nbytes < 0 or offset + nbytes > w_len:
+        raise fail(w_off + max(offset, 0), f"source range [{offset}, {offset + nbytes}) is outside the weights")
+    specs, dtypes = [], {}
+    for entry in d["inputs"]:
+        name, dtype = str(entry["name"]), str(entry["dtype"])
+        if dtype not in ALLOWED_DTYPES:
+            raise fail(None, f"input {name!r} has unsupported dtype {dtype!r}")
+        specs.append(ShapeSpec.from_json(name, entry["shape"]))
+        dtypes[name] = dtype
+    output_names = d.get("output_names")
+    return DynamicModel(
+        name=str(d["name"]),
+        data_type=str(d.get("data_type", "fp32_fp32")),
+        specs=specs,
+        dtypes=dtypes,
+        outputs=[str(o) for o in d["outputs"]],
+        source=bytes(data[w_off + offset:w_off + offset + nbytes]),
+        output_names=[str(o) for o in output_names] if output_names is not None else None,
+        metadata=dict(d.get("metadata", {})),
+    )
 
 
 def _check_references(graph: Graph, fail: Fail) -> None:

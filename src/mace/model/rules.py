@@ -178,10 +178,13 @@ HARD_SWISH_ALPHA = 1.0 / 6.0  # HardSwish(x) = x * HardSigmoid(x, 1/6, 0.5)
 HARD_SWISH_BETA = 0.5
 GELU_TANH_COEFF = 0.044715  # Gelu(approximate="tanh"): x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)
+GELU_ERF_SCALE = 1.0 / math.sqrt(2.0)  # Gelu(approximate="none"): x/2 (1 + erf(x / sqrt(2)))
 
-# op -> its float attributes and their ONNX defaults, in the order of a fused activation's activation_params
+# op -> its float attributes and their ONNX defaults, in the order of a fused activation's activation_params. Clip's
+# absent bounds are float32's lowest and max (ONNX's numeric_limits, as onnxruntime): Clip(inf) without max is FLT_MAX.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 ACTIVATION_DEFAULTS: dict[str, dict[str, float]] = {
-    "Clip": {"min": -math.inf, "max": math.inf},
+    "Clip": {"min": -FLOAT32_MAX, "max": FLOAT32_MAX},
     "LeakyRelu": {"alpha": 0.01},
     "HardSigmoid": {"alpha": 0.2, "beta": 0.5},
     "Elu": {"alpha": 1.0},
@@ -361,6 +364,8 @@ def resize_taps(
         t = clamped.astype(np.float64) - low
         idx = np.stack([low, low + 1], axis=1)
         weights = np.stack([1 - t, t], axis=1)
+        # At the last input index both taps read it: half each, as onnxruntime, not 1 and 0 (inf * 0 would be NaN).
+        weights[low + 1 > in_len - 1] = 0.5
     elif mode == "cubic":
         low = np.floor(coords).astype(np.int64)
         weights = cubic_weights(coords.astype(np.float64) - low, float(cubic_coeff_a))

@@ -58,11 +58,24 @@ def _is_pocl(platform: cl.Platform) -> bool:
     return "portable computing language" in platform.name.lower()
 
 
+def parse_spec(spec: str) -> tuple[str, int]:
+    """"<platform substring>[:<index>]" -> (substring, index); an index that is no non-negative integer is a
+    DeviceError naming it (it used to pick device 0 silently)."""
+    name, sep, index_text = spec.partition(":")
+    if not sep:
+        return name, 0
+    text = index_text.strip()
+    if not text.isascii() or not text.isdigit():
+        raise DeviceError(f"device index {index_text!r} in {spec!r} is not a non-negative integer; "
+                          "use opencl:<platform>[:<index>], e.g. opencl:portable:0")
+    return name, int(text)
+
+
 def _fast_choice(spec: str) -> DeviceChoice | None:
     """The common cases without enumerating every platform's devices: asking pocl for its devices initializes it,
     which costs a noticeable part of a warm start. A GPU on a vendor platform, or a platform named by `spec`."""
+    name, index = parse_spec(spec)  # a bad spec is the error, whatever OpenCL lists
     platforms = sorted(_platforms(), key=_is_pocl)  # vendor drivers first
-    name, _, index_text = spec.partition(":")
     for platform in platforms:
         if spec and name.lower() not in platform.name.lower() and name.lower() not in platform.vendor.lower():
             continue
@@ -70,7 +83,6 @@ def _fast_choice(spec: str) -> DeviceChoice | None:
             devices = platform.get_devices() if spec else platform.get_devices(device_type=cl.device_type.GPU)
         except cl.Error:  # CL_DEVICE_NOT_FOUND
             continue
-        index = int(index_text) if index_text.isdigit() else 0
         if spec and index < len(devices):
             return DeviceChoice(platform, devices[index])
         if not spec and devices:
@@ -90,7 +102,7 @@ def select_device(spec: str = "") -> DeviceChoice:
     if not spec:
         gpus = [c for c in choices if is_gpu(c.device)]
         return (gpus or choices)[0]
-    name, _, index_text = spec.partition(":")
+    name, index = parse_spec(spec)
     matching = [
         c
         for c in choices
@@ -103,14 +115,12 @@ def select_device(spec: str = "") -> DeviceChoice:
         raise DeviceError(
             f"no OpenCL platform or device matches {name!r}; available: {available}" + _registration_hint()
         )
-    try:
-        index = int(index_text) if index_text else 0
-        return matching[index]
-    except (ValueError, IndexError):
+    if index >= len(matching):
         raise DeviceError(
-            f"device index {index_text!r} is out of range for {name!r}: {len(matching)} device(s) "
+            f"device index {index} is out of range for {name!r}: {len(matching)} device(s) "
             f"match; available: {available}"
-        ) from None
+        )
+    return matching[index]
 
 
 def fingerprint(choice: DeviceChoice) -> DeviceFingerprint:

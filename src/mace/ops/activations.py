@@ -43,7 +43,12 @@ def leaky_relu(x: np.ndarray, alpha: float = ACTIVATION_DEFAULTS["LeakyRelu"]["a
 
 
 def clip(x: np.ndarray, lo: np.ndarray | float | None = None, hi: np.ndarray | float | None = None) -> np.ndarray:
-    """ONNX Clip: min then max, so min > max gives max everywhere; None is no bound."""
+    """ONNX Clip: min then max, so min > max gives max everywhere; None is the type's lowest / max (ONNX's default, as
+    onnxruntime: a float inf becomes the largest finite float). NaN stays NaN."""
+    if np.issubdtype(x.dtype, np.floating):
+        limits = np.finfo(x.dtype)
+        lo = limits.min if lo is None else lo
+        hi = limits.max if hi is None else hi
     y = x
     if lo is not None:
         y = np.maximum(y, np.asarray(lo).astype(x.dtype))
@@ -117,6 +122,19 @@ def erf(x: np.ndarray) -> np.ndarray:
         y[group] = _erf_series(a[group], tolerance)
         low = high
     return np.copysign(y, x).astype(x.dtype, copy=False)
+
+
+def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    """approximate='none': x/2 (1 + erf(x/sqrt 2)); 'tanh': x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    xf = _f(x)
+    if approximate == "none":
+        y = 0.5 * xf * (1 + erf(xf / math.sqrt(2)))
+    elif approximate == "tanh":
+        with np.errstate(over="ignore"):  # x^3 overflows to inf for |x| > 7e12: tanh(+-inf) = +-1, as the formula
+            y = 0.5 * xf * (1 + np.tanh(GELU_TANH_SCALE * (xf + GELU_TANH_COEFF * xf**3)))
+    else:
+        raise NotImplementedError(f"Gelu: approximate={approximate!r} is not supported")
+    return like(y, x)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -230,16 +248,7 @@ def _erf(inputs: Inputs, attrs: Attrs) -> Outputs:
 @register("Gelu")
 def _gelu(inputs: Inputs, attrs: Attrs) -> Outputs:
     """approximate='none': x/2 (1 + erf(x/sqrt 2)); 'tanh': x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    x = required(inputs, 0)
-    xf = _f(x)
-    approximate = attrs.get("approximate", "none")
-    if approximate == "none":
-        y = 0.5 * xf * (1 + erf(xf / math.sqrt(2)))
-    elif approximate == "tanh":
-        y = 0.5 * xf * (1 + np.tanh(GELU_TANH_SCALE * (xf + GELU_TANH_COEFF * xf**3)))
-    else:
-        raise NotImplementedError(f"Gelu: approximate={approximate!r} is not supported")
-    return [like(y, x)]
+    return [gelu(required(inputs, 0), str(attrs.get("approximate", "none")))]
 
 
 @register("Softmax")
@@ -262,7 +271,7 @@ def _log_softmax(inputs: Inputs, attrs: Attrs) -> Outputs:
 def apply_activation(x: np.ndarray, name: str, params: Sequence[float] = ()) -> np.ndarray:
     """Apply the fused activation ``name`` (a key of mace.model.ir.ACTIVATIONS) with its ``activation_params``.
 
-    Missing params take the ONNX defaults (mace.model.rules.ACTIVATION_DEFAULTS; Clip: unbounded).
+    Missing params take the ONNX defaults (mace.model.rules.ACTIVATION_DEFAULTS; Clip: float32 lowest and max).
 
     >>> apply_activation(np.array([-1.0, 0.5, 9.0], np.float32), "Clip", [0.0, 6.0]).tolist()
     [0.0, 0.5, 6.0]
@@ -285,4 +294,8 @@ def apply_activation(x: np.ndarray, name: str, params: Sequence[float] = ()) -> 
         return tanh(x)
     if name == "SiLU":
         return silu(x)
+    if name == "Gelu":
+        return gelu(x, "none")
+    if name == "GeluTanh":
+        return gelu(x, "tanh")
     raise NotImplementedError(f"activation={name!r} is not supported")

@@ -31,8 +31,12 @@ def gemm(inputs: Inputs, attrs: Attrs) -> Outputs:
 
 @register("MatMul")
 def matmul(inputs: Inputs, attrs: Attrs) -> Outputs:
-    a, b = required(inputs, 0), required(inputs, 1)
-    return [np.asarray(np.matmul(_compute(a), _compute(b))).astype(a.dtype, copy=False)]
+    """ONNX MatMul, and mace's optional third input ``bias`` (mace.model.ir): y = A @ B + bias, bias broadcast."""
+    a, b, bias = required(inputs, 0), required(inputs, 1), arg(inputs, 2)
+    y = np.asarray(np.matmul(_compute(a), _compute(b)))
+    if bias is not None:
+        y = y + _compute(bias)
+    return [y.astype(a.dtype, copy=False)]
 
 
 @register("Einsum")

@@ -71,8 +71,22 @@ for _name, (_fn, _float_math) in _REDUCTIONS.items():
 
 
 def _arg_extreme(x: np.ndarray, attrs: Attrs, fn: Callable[..., np.ndarray]) -> np.ndarray:
-    """select_last_index=1 picks the last of equal extremes (argmax of the reversed axis)."""
+    """select_last_index=1 picks the last of equal extremes (argmax of the reversed axis).
+
+    NaN as onnxruntime (and reduce.cl): the first element is the running best and a NaN never compares better, so
+    NaNs are skipped, and a NaN first element is the answer (index 0); numpy's argmax would pick the first NaN.
+
+    >>> arg_max([np.array([[np.nan, 1, 2], [1, np.nan, 3], [4, np.nan, 3]], np.float32)], {"axis": 1})[0].ravel()
+    array([0, 2, 0])
+    """
     axis = normalize_axis(int(attrs.get("axis", 0)), x.ndim)
+    if np.issubdtype(x.dtype, np.floating) and np.isnan(x).any():
+        nan = np.isnan(x)
+        skipped = np.where(nan, -np.inf if fn is np.argmax else np.inf, x)
+        best = (np.max if fn is np.argmax else np.min)(skipped, axis=axis, keepdims=True)
+        first = np.arange(x.shape[axis]).reshape([-1] + [1] * (x.ndim - axis - 1)) == 0
+        x = np.where(np.take(nan, [0], axis=axis), first, x == best)  # the candidates
+        fn = np.argmax  # the first (or, reversed, the last) candidate
     if int(attrs.get("select_last_index", 0)):
         index = x.shape[axis] - 1 - fn(np.flip(x, axis=axis), axis=axis)
     else:

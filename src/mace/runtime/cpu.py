@@ -7,14 +7,23 @@ from typing import Any
 
 import numpy as np
 
-from mace.model.ir import Graph
-from mace.ops.reference import run_node
+from mace.errors import UnsupportedOpError
+from mace.model.ir import Graph, Node
+from mace.ops.reference import REFERENCE_OPS, SUPPORTED_OPS, run_node
+
+
+def _unsupported(graph: Graph, node: Node, detail: str) -> UnsupportedOpError:
+    opset = graph.metadata.get("opset", 0)
+    return UnsupportedOpError(node.op, node.name, opset if isinstance(opset, int) else 0, detail, list(SUPPORTED_OPS))
 
 
 class CPURuntime:
     name = "cpu"
 
     def __init__(self, graph: Graph) -> None:
+        for node in graph.nodes:  # an op this mace does not know fails here, naming the node, not in the first run
+            if node.op not in REFERENCE_OPS:
+                raise _unsupported(graph, node, "the op is not one of the reference ops")
         self.graph = graph
         # fp16 storage is widened once, here, not per run
         self.constants = {name: graph.float_constant(name) for name in graph.constants}
@@ -32,7 +41,11 @@ class CPURuntime:
         values: dict[str, np.ndarray] = {**self.constants, **{k: self._stored(v) for k, v in feeds.items()}}
         for node in self.graph.nodes:
             inputs = [values[name] if name else None for name in node.inputs]
-            for name, value in zip(node.outputs, run_node(node.op, inputs, node.attrs)):
+            try:
+                results = run_node(node.op, inputs, node.attrs)
+            except NotImplementedError as exc:  # the ops' signal for an attribute value they do not support
+                raise _unsupported(self.graph, node, str(exc)) from exc
+            for name, value in zip(node.outputs, results):
                 if name:
                     values[name] = self._stored(value)
         self.stats["runs"] += 1

@@ -85,16 +85,27 @@
         }                                                      \
     }
 
-// Fused activations (ir.ACTIVATIONS); codegen defines ACTIVATE(v) from these.
+// NaN-propagating max / min (IEEE maximum/minimum, numpy's np.maximum, ONNX Max/Min, MaxPool, ReduceMax): a NaN
+// operand gives NaN. fmax/fmin return the other operand instead (fmax(NaN, 0) = 0), so they never serve ONNX ops.
+// AT_LEAST / AT_MOST bound v by a non-NaN bound and keep a NaN v (Relu, Clip, HardSigmoid).
+#define MAXNAN(a, b) ((a) > (b) || isnan(a) ? (a) : (b))
+#define MINNAN(a, b) ((a) < (b) || isnan(a) ? (a) : (b))
+#define AT_LEAST(v, lo) ((v) < (lo) ? (lo) : (v))
+#define AT_MOST(v, hi) ((v) > (hi) ? (hi) : (v))
+
+// Fused activations (ir.ACTIVATIONS); codegen defines ACTIVATE(v) from these. NaN in, NaN out (as onnxruntime).
 #define ACT_NONE(v) (v)
-#define ACT_RELU(v) fmax((v), 0.0f)
-#define ACT_CLIP(v, lo, hi) fmin(fmax((v), (lo)), (hi))
+#define ACT_RELU(v) AT_LEAST((v), 0.0f)
+#define ACT_CLIP(v, lo, hi) AT_MOST(AT_LEAST((v), (lo)), (hi))
 #define ACT_LEAKY_RELU(v, alpha) ((v) >= 0.0f ? (v) : (v) * (alpha))
 #define ACT_SIGMOID(v) (1.0f / (1.0f + exp(-(v))))
-#define ACT_HARD_SIGMOID(v, alpha, beta) fmin(fmax((alpha) * (v) + (beta), 0.0f), 1.0f)
-#define ACT_HARD_SWISH(v) ((v) * fmin(fmax((v) * (1.0f / 6.0f) + 0.5f, 0.0f), 1.0f))
+#define ACT_HARD_SIGMOID(v, alpha, beta) AT_MOST(AT_LEAST((alpha) * (v) + (beta), 0.0f), 1.0f)
+#define ACT_HARD_SWISH(v) ((v) * AT_MOST(AT_LEAST((v) * (1.0f / 6.0f) + 0.5f, 0.0f), 1.0f))
 #define ACT_TANH(v) tanh(v)
 #define ACT_SILU(v) ((v) / (1.0f + exp(-(v))))
+// Gelu (erf form): s = 1/sqrt(2); GeluTanh: s = sqrt(2/pi), c = 0.044715 (the constants come from model/rules.py).
+#define ACT_GELU(v, s) (0.5f * (v) * (1.0f + erf((v) * (s))))
+#define ACT_GELU_TANH(v, s, c) (0.5f * (v) * (1.0f + tanh((s) * ((v) + (c) * (v) * (v) * (v)))))
 
 // Vectors of n = 1, 2, 4 or 8 floats: vector arithmetic is what CPU drivers (pocl) turn into SIMD; GPUs split it
 // into scalar registers at no cost. VLOADN reads n consecutive float-tensor elements from element i (any alignment).

@@ -30,7 +30,7 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
                 if (!(din && hin && iw >= 0 && iw < IW)) continue;
                 const float v = LOAD(X_T, x, xbase + (id * IH + ih) * IW + iw);
 #if IS_MAX
-                acc = fmax(acc, v);
+                acc = MAXNAN(acc, v);  // a NaN in the window gives NaN
 #else
                 acc += v;
 #endif

@@ -7,7 +7,6 @@ folded into the expression as literals instead of being read. ``elementwise`` is
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +24,12 @@ def _f(attrs: dict[str, Any], op: str, key: str) -> str:
     return c_float(activation_attr(op, attrs, key))
 
 
-_SOFTPLUS = "(fmax($0, 0.0f) + log1p(exp(-fabs($0))))"
+_SOFTPLUS = "(AT_LEAST($0, 0.0f) + log1p(exp(-fabs($0))))"
 
-# Unary ops in float: expressions over $0, given the node's attributes.
+# Unary ops in float: expressions over $0, given the node's attributes. A NaN operand gives NaN, as onnxruntime: no
+# fmax/fmin (they return the other operand), MAXNAN/MINNAN/AT_LEAST/AT_MOST of common.h instead.
 UNARY: dict[str, Callable[[dict[str, Any]], str]] = {
-    "Relu": lambda a: "fmax($0, 0.0f)",
+    "Relu": lambda a: "ACT_RELU($0)",
     "LeakyRelu": lambda a: f"($0 >= 0.0f ? $0 : $0 * {_f(a, 'LeakyRelu', 'alpha')})",
     "Sigmoid": lambda a: "ACT_SIGMOID($0)",
     "HardSigmoid": lambda a: f"ACT_HARD_SIGMOID($0, {_f(a, 'HardSigmoid', 'alpha')}, {_f(a, 'HardSigmoid', 'beta')})",
@@ -38,7 +38,7 @@ UNARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "Elu": lambda a: f"($0 > 0.0f ? $0 : {_f(a, 'Elu', 'alpha')} * expm1($0))",
     "Selu": lambda a: f"({_f(a, 'Selu', 'gamma')} * ($0 > 0.0f ? $0 : {_f(a, 'Selu', 'alpha')} * expm1($0)))",
     "Celu": lambda a: (
-        f"(fmax($0, 0.0f) + fmin(0.0f, {_f(a, 'Celu', 'alpha')} * expm1($0 / {_f(a, 'Celu', 'alpha')})))"
+        f"(AT_LEAST($0, 0.0f) + AT_MOST({_f(a, 'Celu', 'alpha')} * expm1($0 / {_f(a, 'Celu', 'alpha')}), 0.0f))"
     ),
     "ThresholdedRelu": lambda a: f"($0 > {_f(a, 'ThresholdedRelu', 'alpha')} ? $0 : 0.0f)",
     "Softplus": lambda a: _SOFTPLUS,
@@ -59,7 +59,7 @@ UNARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "Floor": lambda a: "floor($0)",
     "Ceil": lambda a: "ceil($0)",
     "Round": lambda a: "rint($0)",  # ONNX Round is round-half-to-even, as rint
-    "Sign": lambda a: "sign($0)",
+    "Sign": lambda a: "(isnan($0) ? $0 : sign($0))",  # OpenCL's sign(NaN) is 0
     "Sin": lambda a: "sin($0)",
     "Cos": lambda a: "cos($0)",
     "Not": lambda a: "($0 == 0)",
@@ -78,8 +78,8 @@ BINARY: dict[str, tuple[str, str | None]] = {
     "Mul": ("($0 * $1)", "($0 * $1)"),
     "Div": ("($0 / $1)", "($0 / $1)"),
     "Pow": ("pow($0, $1)", None),
-    "Max": ("fmax($0, $1)", "max($0, $1)"),
-    "Min": ("fmin($0, $1)", "min($0, $1)"),
+    "Max": ("MAXNAN($0, $1)", "max($0, $1)"),
+    "Min": ("MINNAN($0, $1)", "min($0, $1)"),
     "PRelu": ("($0 >= 0.0f ? $0 : $0 * $1)", None),
     "Equal": ("($0 == $1)", "($0 == $1)"),
     "Less": ("($0 < $1)", "($0 < $1)"),
@@ -163,15 +163,15 @@ def _lower_clip(p: Planner, node: Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     tag = p.tag(x)
     ops = [operand(p, x, allow_literal=False)]
-    for index, key, unbounded in ((1, "min", -math.inf), (2, "max", math.inf)):
+    for index, key in ((1, "min"), (2, "max")):
         name = optional(node.inputs, index)
         if name:  # a constant (folded into the expression) or a run-time tensor
             ops.append(operand(p, name))
         elif tag in FLOAT_TAGS:
-            ops.append(Operand(None, (), tag, c_float(float(node.attrs.get(key, unbounded)))))
+            ops.append(Operand(None, (), tag, _f(node.attrs, "Clip", key)))  # absent: +-FLT_MAX, as ONNX
         else:
             ops.append(Operand(None, (), tag, "LONG_MIN" if index == 1 else "LONG_MAX"))
-    elementwise(p, node, ops, y, "fmin(fmax($0, $1), $2)", "min(max($0, $1), $2)")
+    elementwise(p, node, ops, y, "ACT_CLIP($0, $1, $2)", "min(max($0, $1), $2)")
 
 
 @lowers(*BINARY, "Mod")
@@ -206,7 +206,7 @@ def _lower_variadic(p: Planner, node: Node) -> None:
     def fold(terms: list[str], integer: bool) -> str:
         if node.op in ("Sum", "Mean"):
             return "(" + " + ".join(terms) + ")"
-        fn = {"Max": ("fmax", "max"), "Min": ("fmin", "min")}[node.op][integer]
+        fn = {"Max": ("MAXNAN", "max"), "Min": ("MINNAN", "min")}[node.op][integer]
         out = terms[0]
         for term in terms[1:]:
             out = f"{fn}({out}, {term})"

@@ -263,8 +263,18 @@ class Planner:
         for out in self.graph.outputs:
             self.use(out.name)
         source = "\n\n".join([template("common.h"), *self.chunks]) + "\n"
-        return ProgramPlan(source, BUILD_OPTIONS, self.launches, self.buffers, self.constants, self.aliases,
-                           self.variant_counts, self.variants_used)
+        return ProgramPlan(source, build_options(self.graph), self.launches, self.buffers, self.constants,
+                           self.aliases, self.variant_counts, self.variants_used)
+
+
+def build_options(graph: Graph) -> str:
+    """BUILD_OPTIONS, and for a dynamic model's specialization its input shapes as a define that no kernel reads: the
+    shapes are already in the source (and so in the program key); the define shows them in `mace cache inspect`."""
+    shapes = graph.metadata.get("specialization")
+    if not isinstance(shapes, str) or not shapes:
+        return BUILD_OPTIONS
+    safe = "".join(c if c.isalnum() or c in "_=x;.," else "_" for c in shapes).replace("=", ":").replace(";", ",")
+    return f"{BUILD_OPTIONS} -DMACE_INPUT_SHAPES={safe}"
 
 
 def plan_graph(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mace.errors import DeviceError
-from mace.model.rules import fused_params
+from mace.model.rules import GELU_ERF_SCALE, GELU_TANH_COEFF, GELU_TANH_SCALE, fused_params
 
 KERNEL_DIR = Path(__file__).parent.parent / "kernels"
 
@@ -133,6 +133,10 @@ def activation_macro(attrs: dict[str, Any]) -> str:
         return f"ACT_LEAKY_RELU(v, {c_float(p[0])})"
     if name == "HardSigmoid":
         return f"ACT_HARD_SIGMOID(v, {c_float(p[0])}, {c_float(p[1])})"
+    if name == "Gelu":
+        return f"ACT_GELU(v, {c_float(GELU_ERF_SCALE)})"
+    if name == "GeluTanh":
+        return f"ACT_GELU_TANH(v, {c_float(GELU_TANH_SCALE)}, {c_float(GELU_TANH_COEFF)})"
     raise DeviceError(f"OpenCL runtime has no fused activation {name!r}")
 
 

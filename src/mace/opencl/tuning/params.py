@@ -25,7 +25,7 @@ WORDING = Wording(
     unreadable="{error}; tuned parameters ignored",
     discarded="{where}: tuned parameters discarded ({error}); drivers choose local sizes",
     bad_record="{where}: {error}; that entry is ignored",
-    not_saved="{error}; tuned parameters are not saved (the engine keeps working)",
+    not_saved="{error}; tuned parameters are not saved (the engine keeps working; a later start saves them)",
 )
 
 
@@ -33,7 +33,9 @@ class TunedParamsStore:
     """This device's tuned values from one store (a FileStore path, or any Store), with atomic saving.
 
     Loading never fails the engine: a missing file is empty, an unreadable or invalid file is reported once as a
-    warning and ignored (it is replaced by a valid file at the next save), a bad entry is dropped and reported.
+    warning and ignored (it is replaced by a valid file at the next save: ``has_pending`` says one is due, and the
+    runtime saves after the first run), a bad entry is dropped and reported. ``on_warning`` reports each warning
+    (the runtime passes its own, which logs it); without it they are logged here.
     With ``key`` (an HMAC key), only files signed with it are loaded, and saves are signed.
 
         store = TunedParamsStore(cache_dir / TUNED_PARAMS_NAME, fingerprint)
@@ -54,7 +56,8 @@ class TunedParamsStore:
         self.fingerprint = fingerprint
         self.key = key
         self.warnings: list[str] = []
-        self.warn = Warnings(log, self.warnings, on_warning)
+        # with on_warning (the runtime's own Warnings, which logs), logging here too would print each warning twice
+        self.warn = Warnings(log if on_warning is None else None, self.warnings, on_warning)
         self._records: StoredRecords[TunedEntry, TunedParams] = StoredRecords(
             self.store, TunedParamsFormat, fingerprint, key, self.warn, WORDING
         )
