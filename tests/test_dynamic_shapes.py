@@ -193,7 +193,7 @@ def test_convert_keeps_named_dims_and_the_file_round_trips(tmp_path, monkeypatch
     (fixed,) = mace.convert(onnx_path, tmp_path / "fixed.mace", input_shapes={"x": [1, 3, 16, 16]})
     assert not isinstance(modelfile.load(fixed), DynamicModel)
     assert fixed.read_bytes()[8:12] == (0x00010000).to_bytes(4, "little")  # static files stay version 1.0
-    with pytest.raises(mace.MaceError, match="a dynamic model .*give concrete shapes with --input-shape"):
+    with pytest.raises(mace.MaceError, match=r"a dynamic model .*give concrete shapes with --input-shape"):
         modelfile.load_graph(out)
 
 

@@ -289,10 +289,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _info_dynamic(path: Path, model: DynamicModel, as_json: bool) -> int:
-    info: dict[str, Any] = {"name": model.name, "file": str(path), "file_bytes": path.stat().st_size, "data_type": model.data_type,
-            "dynamic": True, "inputs": [{"name": s.input, "shape": s.describe(), "dtype": model.dtypes[s.input]}
-                                        for s in model.specs],
-            "outputs": model.outputs, "metadata": model.metadata}
+    info: dict[str, Any] = {
+        "name": model.name, "file": str(path), "file_bytes": path.stat().st_size, "data_type": model.data_type,
+        "dynamic": True,
+        "inputs": [{"name": s.input, "shape": s.describe(), "dtype": model.dtypes[s.input]} for s in model.specs],
+        "outputs": model.outputs, "metadata": model.metadata,
+    }
     if as_json:
         print(json.dumps(info, default=str))
         return 0
