@@ -161,7 +161,7 @@ def test_a_hung_lock_holder_costs_one_save_not_the_engine(hung_lock_holder: Path
     started = time.monotonic()
     assert records.save([new_entry()]) is False
     waited = time.monotonic() - started
-    assert waited < LOCK_TIMEOUT_SECONDS + 1.0, f"the save waited {waited:.1f} s"
+    assert LOCK_TIMEOUT_SECONDS <= 2.0 and waited < 3.0, f"the save waited {waited:.1f} s"
     assert len(messages) == 1 and f"{hung_lock_holder}.lock: lock not acquired" in messages[0]
     assert records.save([new_entry(1)]) is False and len(messages) == 1  # warned once
     assert not hung_lock_holder.exists()

@@ -13,8 +13,10 @@ from rich.table import Table
 from mace.cachefiles import binary_checks, program_cache, stores, tuned_params, xiaomi
 from mace.cachefiles.stores import PROGRAM_CACHE_NAME, TUNED_PARAMS_NAME
 from mace.cli.files import check_output_file, os_reason, write_file
+from mace.cli.shape_args import specializations
 from mace.errors import MaceError
 from mace.fileio import UnreadableFileError, read_bounded, read_head
+from mace.model.dynamic import DynamicModel
 
 console = Console()
 CLI_LOCK_TIMEOUT_SECONDS = 30.0  # a command whose job is the file may wait for another writer (an engine: 2 s)
@@ -32,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace -o even when it is not a mace program cache")
     p.add_argument("--parameter-path", help="a tuned-parameters file (mace tune): build the tuned kernel variants "
                    "that engines using it will look up")
+    p.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help="a dynamic model's shape to build "
+                   "(repeatable: naming an input again starts the next specialization)")
+    p.add_argument("--batch-sizes", metavar="N,N,...", help="a dynamic model: build each shape at these batch sizes")
     p.set_defaults(func=cmd_build)
 
     p = verbs.add_parser("inspect", help="header, fingerprints, entries, a hex preview and the verdict")
@@ -103,10 +108,21 @@ def cmd_build(args: argparse.Namespace) -> int:
     store = FileStore(output, lock_timeout=CLI_LOCK_TIMEOUT_SECONDS)
     cache = ProgramCache(ctx.context, ctx.device, ctx.fingerprint, store, [], key, replace_foreign=args.force)
     tuned = TunedParamsStore(args.parameter_path, ctx.fingerprint, key) if args.parameter_path else None
-    for model in args.model:
-        graph = modelfile.load_graph(model)
-        plan = program_plan(graph, ctx.device, tuned)
-        cache.build(plan.source, plan.build_options)
+    for path in args.model:
+        model = modelfile.load(path)
+        if isinstance(model, DynamicModel):
+            from mace.converter import specialize  # onnx: only dynamic models need the converter here
+
+            graphs = [specialize(model, shapes) for shapes in specializations(model, args.input_shape,
+                                                                             args.batch_sizes)]
+        elif args.input_shape or args.batch_sizes:
+            raise MaceError(f"{path}: has fixed input shapes; --input-shape/--batch-sizes are for dynamic models "
+                            "(convert the ONNX model with ranges, docs/model-format.md)")
+        else:
+            graphs = [model]
+        for graph in graphs:
+            plan = program_plan(graph, ctx.device, tuned)
+            cache.build(plan.source, plan.build_options)
     built = cache.stats["programs_from_source"]
     cache.save(strict=True)  # a file that cannot be written is the command's error (StoreError names it)
     console.print(f"{output}: {built} program(s) compiled for {ctx.choice.label}, "

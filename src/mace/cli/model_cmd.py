@@ -15,46 +15,15 @@ from rich.console import Console
 from rich.table import Table
 
 from mace.cli.files import check_output_dir, check_output_file, os_reason, write_error, write_file
+from mace.cli.shape_args import parse_shape_args, parse_shape_specs
 from mace.errors import MaceError
 from mace.model import modelfile
 from mace.model.dynamic import DynamicModel
 from mace.model.ir import DATA_TYPES
 from mace.model.samples import sample_inputs
-from mace.model.shapes import ShapeSpec
 from mace.runtime.engine import Engine
 
 console = Console()
-
-
-def parse_shape_args(items: list[str] | None) -> dict[str, list[int]]:
-    """``NAME=1,3,224,224`` (or ``1x3x224x224``) per item: fixed shapes."""
-    shapes: dict[str, list[int]] = {}
-    for name, spec in parse_shape_specs(items).items():
-        if not spec.fixed:
-            raise MaceError(f"--input-shape {name}={','.join(d.text() for d in spec.dims)}: give fixed dimensions "
-                            "here (ranges are for mace convert)")
-        shapes[name] = list(spec.example())
-    return shapes
-
-
-def parse_shape_specs(items: list[str] | None) -> dict[str, ShapeSpec]:
-    """``NAME=DIMS`` per item, each dimension a number, ``LO..HI``, ``LO..`` or ``?`` (model/shapes.py)."""
-    specs: dict[str, ShapeSpec] = {}
-    for item in items or []:
-        name, sep, dims = item.rpartition("=")
-        if not sep or not name or not dims.strip():
-            raise MaceError(f"--input-shape {item!r}: expected NAME=1,3,224,224 (or ranges: NAME=1..8,3,32..1280)")
-        text = dims if ".." in dims or "?" in dims else dims.replace("x", ",")
-        try:
-            spec = ShapeSpec.parse(name, ",".join(d for d in text.split(",") if d.strip()))
-        except ValueError as exc:
-            raise MaceError(f"--input-shape {item!r}: {exc}") from None
-        zero = next((d for d in spec.dims if d.fixed and d.lo < 1), None)
-        if zero is not None:
-            raise MaceError(f"--input-shape {item!r}: dimension {zero.lo} is not a positive integer "
-                            "(expected NAME=1,3,224,224)")
-        specs[name] = spec
-    return specs
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -8,6 +8,9 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from mace.cli.shape_args import parse_shape_args
+from mace.errors import MaceError
+
 console = Console()
 
 
@@ -24,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parameter-path", help="the tuned-parameters file itself")
     p.add_argument("--repeats", type=int, default=5, help="timed launches per candidate (default 5)")
     p.add_argument("--no-variants", action="store_true", help="tune local sizes only, keep the default tilings")
+    p.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help="a dynamic model: the shape to tune "
+                   "(tuned values are kept per shape)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_tune)
 
@@ -56,7 +61,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
             label = what if isinstance(what, str) else f"local sizes of {getattr(what, 'kernel', '')}"
             progress.update(task, completed=index, total=total, description=f"tuning {label}")
 
-        summary = engine.tune(repeats=args.repeats, progress=step, variants=not args.no_variants)
+        shapes = parse_shape_args(args.input_shape) if args.input_shape else None
+        if engine.dynamic and shapes is None:
+            specs = ", ".join(f"{name}{spec.describe()}" for name, spec in engine.input_specs.items())
+            raise MaceError(f"{args.model} is a dynamic model ({specs}): name the shape to tune with --input-shape")
+        summary = engine.tune(repeats=args.repeats, progress=step, variants=not args.no_variants, shapes=shapes)
     if args.json:
         print(json.dumps(summary))
         return 0
