@@ -227,3 +227,45 @@ def test_cli_convert_with_ranges_info_and_run(tmp_path, monkeypatch: pytest.Monk
     np.save(tmp_path / "big.npy", np.zeros((1, 65, 16), np.float32))
     proc = mace_cli("run", str(model), "--input", f"x={tmp_path / 'big.npy'}")
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "x" in proc.stderr
+
+
+def test_cache_build_fills_listed_shapes_that_a_fresh_process_then_loads(opencl_available: bool, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    if not opencl_available:
+        pytest.skip("no OpenCL device")
+    proto = conv_net()
+    onnx_path = tmp_path / "net.onnx"
+    onnx.save(proto, str(onnx_path))
+    (model,) = mace.convert(onnx_path, tmp_path / "net.mace", input_shapes={"x": ShapeSpec.parse("x", "1..8,3,?,?")})
+    shipped = tmp_path / "shipped.bin"
+
+    def mace_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mace.cli.main", *argv], capture_output=True, text=True)
+
+    proc = mace_cli("cache", "build", str(model), "-o", str(shipped), "--input-shape", "x=1,3,16,16",
+                    "--input-shape", "x=1,3,24,32", "--batch-sizes", "1,2")
+    assert proc.returncode == 0, proc.stderr
+    assert "4 program(s) compiled" in " ".join(proc.stdout.split())  # rich wraps lines
+    report = json.loads(mace_cli("cache", "inspect", str(shipped), "--json").stdout)
+    options = sorted(e["build_options"] for e in report["entries"])
+    assert [o.split("-DMACE_INPUT_SHAPES=")[1] for o in options] == [
+        "x:1x3x16x16", "x:1x3x24x32", "x:2x3x16x16", "x:2x3x24x32"]
+    child = f"""
+import json, numpy as np, mace
+ctx = mace.GPUContextBuilder().disable_storage().set_opencl_binary_paths([{str(shipped)!r}]).finalize()
+engine = mace.Engine({str(model)!r}, device="opencl", gpu_context=ctx)
+for shape in [(2, 3, 24, 32), (1, 3, 16, 16)]:
+    engine.run({{"x": np.zeros(shape, np.float32)}})
+s = engine.stats
+print(json.dumps([s["programs_from_source"], s["programs_from_cache"]]))
+"""
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, 2]
+    proc = mace_cli("cache", "build", str(model), "-o", str(tmp_path / "x.bin"), "--input-shape", "x=9,3,16,16")
+    assert proc.returncode == 2 and "dimension 0 (batch) is 9, expected 1..8" in proc.stderr
+    proc = mace_cli("cache", "build", str(model), "-o", str(tmp_path / "x.bin"))
+    assert proc.returncode == 2 and "name the shapes to build with --input-shape" in proc.stderr

@@ -104,3 +104,12 @@ def test_ceil_mode_drops_a_last_window_that_starts_in_the_padding() -> None:
     assert graph.outputs[0].shape == (1, 1, 1, 1)
     x = np.arange(4, dtype=np.float32).reshape(1, 1, 2, 2)
     assert mace.Engine(graph).run({"x": x})["y"].shape == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("op", ["ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp"])
+def test_opset13_reductions_keep_their_axes(op: str) -> None:
+    """Below opset 18 these take `axes` as an attribute: it must become the input, not be dropped."""
+    model = tiny_model(op, {"x": [2, 3, 4]}, {"y": [2, 1, 4]}, attrs={"axes": [1], "keepdims": 1}, opset=13)
+    x = np.random.default_rng(0).uniform(0.5, 2.0, (2, 3, 4)).astype(np.float32)
+    got = mace.Engine(convert_onnx(model)).run({"x": x})["y"]
+    np.testing.assert_allclose(got, run_onnxruntime(model, {"x": x})["y"], rtol=1e-5)

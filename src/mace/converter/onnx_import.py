@@ -37,6 +37,7 @@ SHAPE_INPUTS = {
     "Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,), "Range": (0, 1, 2),
     "Slice": (1, 2, 3, 4), "Resize": (1, 2, 3), "Pad": (1, 3), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,),
     "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,),
+    "ReduceL1": (1,), "ReduceL2": (1,), "ReduceSumSquare": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,),
     "Upsample": (1,), "OneHot": (1,), "TopK": (1,),
 }
 IR_OPSET = 18  # the opset whose form normalized nodes follow, used for per-node shape inference
