@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 from onnx import helper
+from transformer_layer import GPU_TARGET_ARGS, launch_counts, transformer_layer
 
 import mace
 from mace.converter import convert_onnx
 from mace.model.ir import Graph
 from mace.opencl.plan import DeviceTarget, plan_graph
 from support import onnx_model, random_array, run_onnxruntime
-from transformer_layer import GPU_TARGET_ARGS, launch_counts, transformer_layer
 
 S, K, N = 7, 24, 20  # tokens, features in, features out
 GPU = DeviceTarget(**GPU_TARGET_ARGS)  # type: ignore[arg-type]
@@ -130,7 +130,8 @@ def tanh_gelu(b: Builder, x: str, form: str) -> str:
     raise AssertionError(form)
 
 
-def linear(b: Builder, x: str, k: int, n: int, bias_first: bool = False, bias_shape: tuple[int, ...] | None = None) -> str:
+def linear(b: Builder, x: str, k: int, n: int, bias_first: bool = False,
+           bias_shape: tuple[int, ...] | None = None) -> str:
     mm = b.node("MatMul", x, b.weight(k, n))
     bias = b.const(np.random.default_rng(len(b.nodes)).uniform(-1, 1, bias_shape or (n,)))
     return b.node("Add", bias, mm) if bias_first else b.node("Add", mm, bias)
@@ -341,4 +342,48 @@ def test_encoder_layer_at_vit_size_has_fewer_launches() -> None:
     assert before["nodes"] - after["nodes"] == 13  # 6 bias Adds, 2 residual Adds, 5 GELU nodes
     assert before["portable"] - after["portable"] == 13
     assert before["gpu"] - after["gpu"] == 13
-    assert len(plan_graph(convert_onnx(transformer_layer()), GPU).launches) == after["gpu"]
+    # of the four Transposes only ctx's (read through a Reshape) is a launch: Q, K^T and V are read through strides
+    for target in (None, GPU):
+        launches = plan_graph(convert_onnx(transformer_layer()), target).launches
+        assert [launch.op for launch in launches].count("Transpose") == 1
+
+
+# -- Transposes read through strides (opencl/plan/gemm.py fold_transposes) ------------------------------------------
+
+TRANSPOSED = [  # (A's input shape, A's perm, B's input shape, B's perm)
+    ((3, 6, 5), [0, 2, 1], (6, 4), None),  # A^T, B a broadcast weight
+    ((2, 3, 4, 5), [1, 0, 2, 3], (2, 3, 4, 5), [1, 0, 3, 2]),  # batch dims swapped, B^T
+    ((6, 5), [1, 0], (2, 6, 4), [0, 1, 2]),  # a 2-D A^T against a batched B, an identity perm
+    ((1, 7, 3, 4), [0, 2, 1, 3], (1, 7, 3, 4), [0, 2, 3, 1]),  # attention's Q . K^T
+]
+
+
+@pytest.mark.parametrize(("a_shape", "a_perm", "b_shape", "b_perm"), TRANSPOSED)
+def test_transposes_read_by_matmuls_cost_no_launch(a_shape: tuple[int, ...], a_perm: list[int],
+                                                   b_shape: tuple[int, ...], b_perm: list[int] | None,
+                                                   opencl_check: Any) -> None:
+    b = Builder()
+    a_t = b.node("Transpose", "a", perm=a_perm)
+    b_t = b.node("Transpose", "b", perm=b_perm) if b_perm is not None else "b"
+    b.node("MatMul", a_t, b_t)
+    b.rename_last("y")
+    model = b.model({"a": list(a_shape), "b": list(b_shape)}, {"y": None})
+    graph = convert_onnx(model)
+    for target in (None, GPU):
+        assert [launch.op for launch in plan_graph(graph, target).launches] == ["MatMul"]
+    f = feeds(a=a_shape, b=b_shape)
+    opencl_check(graph, f, check_cpu(model, graph, f))
+
+
+def test_a_transpose_with_another_reader_is_computed(opencl_check: Any) -> None:
+    b = Builder()
+    a_t = b.node("Transpose", "a", perm=[0, 2, 1])
+    b.node("MatMul", a_t, b.weight(6, 4))
+    b.rename_last("y")
+    b.node("Relu", a_t)
+    b.rename_last("z")
+    model = b.model({"a": [3, 6, 5]}, {"y": None, "z": None})
+    graph = convert_onnx(model)
+    assert [launch.op for launch in plan_graph(graph).launches] == ["Transpose", "MatMul", "Relu"]
+    f = feeds(a=(3, 6, 5))
+    opencl_check(graph, f, check_cpu(model, graph, f))

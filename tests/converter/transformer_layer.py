@@ -3,8 +3,8 @@ one: LayerNorm -> 3x Linear (MatMul + Add) -> Reshape/Transpose to heads -> MatM
 -> MatMul .V -> Transpose/Reshape back -> Linear -> residual Add -> LayerNorm -> Linear -> GELU (erf form) -> Linear
 -> residual Add.
 
-``PYTHONPATH=tests python tests/converter/transformer_layer.py`` prints the launches of the layer at ViT-B/16 size (B=1, S=197, D=768,
-12 heads) before and after the passes, for a portable and a GPU-target plan.
+``PYTHONPATH=tests python tests/converter/transformer_layer.py`` prints the launches of the layer at ViT-B/16 size
+(B=1, S=197, D=768, 12 heads) before and after the passes, for a portable and a GPU-target plan.
 """
 
 from __future__ import annotations

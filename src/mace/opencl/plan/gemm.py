@@ -12,8 +12,8 @@ import numpy as np
 from mace.model.ir import Node
 from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.gemm_tiled import gpu_gemm
-from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional
-from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, collapse, prod
+from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional, prepass
+from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, collapse, contiguous_strides, prod
 from mace.opencl.plan.tiling import WORK_ITEM_FLOOR_VARIANTS, gemm_tiling, variant_floor
 
 
@@ -64,6 +64,35 @@ def _lower_gemm(p: Planner, node: Node) -> None:
     gemm(p, node, a, b, bias, residual, y, shape)
 
 
+@prepass
+def fold_transposes(p: Planner) -> None:
+    """A Transpose (not a graph output) that only MatMuls read, as A or B, costs no launch: they read its input
+    through the permuted strides (Planner.views), as K^T in attention's Q.K^T."""
+    for node in p.graph.nodes:
+        out = node.outputs[0] if node.op == "Transpose" and node.outputs else ""
+        users = p.consumers.get(out, [])
+        if not users or out in p.graph_outputs or len(p.shape(out)) < 2:
+            continue
+        if all(u.op == "MatMul" and out in u.inputs[:2] and out not in u.inputs[2:] for u in users):
+            source = node.inputs[0]
+            own = contiguous_strides(p.shape(source))
+            perm = node.attrs.get("perm") or list(range(len(own)))[::-1]
+            p.views[out] = (source, tuple(own[int(d)] for d in perm))
+
+
+def _matrix_operand(
+    p: Planner, value: str, full: list[int], batch: list[int]
+) -> tuple[str, tuple[int, int], list[int]]:
+    """(buffer value, strides over the two matrix dims, strides over ``batch``) of a MatMul operand of shape ``full``
+    (rank >= 2): contiguous, or a view (fold_transposes)."""
+    if value not in p.views:
+        return value, (full[-1], 1), broadcast_strides(full, [*batch, *full[-2:]])[: len(batch)]
+    source, strides = p.views[value]
+    pad = len(batch) - (len(full) - 2)
+    bs = [0] * pad + [0 if dim == 1 else s for dim, s in zip(full[:-2], strides[:-2])]
+    return source, (strides[-2], strides[-1]), bs
+
+
 @lowers("MatMul")
 def _lower_matmul(p: Planner, node: Node) -> None:
     core, residual = epilogue_split(node)
@@ -75,8 +104,8 @@ def _lower_matmul(p: Planner, node: Node) -> None:
     m, k = a_full[-2:]
     n = b_full[-1]
     batch = list(np.broadcast_shapes(tuple(a_full[:-2]), tuple(b_full[:-2])))
-    a_bs = broadcast_strides(a_full, [*batch, m, k])[: len(batch)]
-    b_bs = broadcast_strides(b_full, [*batch, k, n])[: len(batch)]
+    a, a_strides, a_bs = _matrix_operand(p, a, a_full, batch)
+    b, b_strides, b_bs = _matrix_operand(p, b, b_full, batch)
     c_bs, c_strides = [0] * len(batch), (0, 0)
     if bias:
         # Bias broadcasts against the IR output shape; re-insert the dims a 1-D operand removed.
@@ -87,5 +116,5 @@ def _lower_matmul(p: Planner, node: Node) -> None:
         if a_vec:
             bstr.insert(len(bstr) - 1, 0)
         c_bs, c_strides = bstr[: len(batch)], (bstr[-2], bstr[-1])
-    shape = GemmShape(m, n, k, (k, 1), (n, 1), c_strides, tuple(batch), tuple(a_bs), tuple(b_bs), tuple(c_bs))
+    shape = GemmShape(m, n, k, a_strides, b_strides, c_strides, tuple(batch), tuple(a_bs), tuple(b_bs), tuple(c_bs))
     gemm(p, node, a, b, bias, residual, y, shape)

@@ -130,6 +130,9 @@ class Planner:
         # value -> (buffer, element offset, batch stride): values written straight into a slice of another value's
         # buffer (a Concat's inputs, on GPU targets; set by placement.py)
         self.placement: dict[str, tuple[str, int, int]] = {}
+        # value -> (the value it is a view of, element strides of the view): values no launch computes, read through
+        # strides by every consumer (a Transpose that only MatMuls read; set by gemm.fold_transposes)
+        self.views: dict[str, tuple[str, tuple[int, ...]]] = {}
 
     # values and buffers
 
@@ -254,6 +257,8 @@ class Planner:
         return chosen
 
     def lower(self, node: Node) -> None:
+        if node.outputs and all(out in self.views for out in node.outputs):
+            return  # its consumers read its input through strides
         lowering = _LOWERINGS.get(node.op)
         if lowering is None:
             raise DeviceError(f"OpenCL runtime has no kernel for {node.op} (node {node.name})")
