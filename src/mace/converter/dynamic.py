@@ -8,6 +8,7 @@ shape arithmetic (Shape/Gather/Concat/Reshape chains) folds then.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def model_specs(model: onnx.ModelProto, overrides: Mapping[str, ShapeArg] | None
         if given is None:
             specs.append(ShapeSpec(vi.name, tuple(declared)))
             continue
+        if not isinstance(given, ShapeSpec):
+            dims = list(given)
+            bad = [d for d in dims if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1]
+            if bad or not dims:
+                what = f"dimension {bad[0]!r} is not a positive integer" if bad else "no dimensions"
+                raise ConversionError(f"input shape of {vi.name!r}: {what} in {dims}")
         spec = given if isinstance(given, ShapeSpec) else ShapeSpec(vi.name, tuple(Dim(int(v), int(v)) for v in given))
         if declared and len(declared) != len(spec.dims):
             raise ConversionError(f"input {vi.name!r}: --input-shape gives {len(spec.dims)} dims {spec.describe()}, "

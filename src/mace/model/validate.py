@@ -7,8 +7,8 @@ engine is created); here: names defined, shapes non-negative integers, attribute
 range, the Conv/pool window arithmetic consistent with the recorded shapes, fused activations in ir.ACTIVATIONS.
 
 >>> from mace.model.ir import Graph, Node, TensorInfo
->>> x = TensorInfo("x", (1, 2), "float32")
->>> g = Graph("g", [x], [x], [Node("Relu", "r", [], ["x"])], {}, {"x": x})
+>>> x, y = TensorInfo("x", (1, 2), "float32"), TensorInfo("y", (1, 2), "float32")
+>>> g = Graph("g", [x], [y], [Node("Relu", "r", [], ["y"])], {}, {"x": x, "y": y})
 >>> graph_problems(g)[0]
 "node 'r' (Relu): inputs: needs at least 1 input, has 0"
 """
