@@ -269,3 +269,39 @@ print(json.dumps([s["programs_from_source"], s["programs_from_cache"]]))
     assert proc.returncode == 2 and "dimension 0 (batch) is 9, expected 1..8" in proc.stderr
     proc = mace_cli("cache", "build", str(model), "-o", str(tmp_path / "x.bin"))
     assert proc.returncode == 2 and "name the shapes to build with --input-shape" in proc.stderr
+
+
+def test_tuning_is_kept_per_shape(opencl_available: bool, tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from mace.cachefiles import tuned_params
+
+    if not opencl_available:
+        pytest.skip("no OpenCL device")
+    proto = attention_block()
+    onnx_path = tmp_path / "attn.onnx"
+    onnx.save(proto, str(onnx_path))
+    (model,) = mace.convert(onnx_path, tmp_path / "attn.mace")
+    storage = tmp_path / "tuned"
+
+    def tune(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mace.cli.main", "tune", str(model), "--storage-path",
+                               str(storage), "--repeats", "1", "--no-variants", "--json", *argv],
+                              capture_output=True, text=True)
+
+    proc = tune()
+    assert proc.returncode == 2 and "name the shape to tune with --input-shape" in proc.stderr
+    counts, stored = [], []
+    for seq in (8, 40):
+        proc = tune("--input-shape", f"x=1,{seq},16")
+        assert proc.returncode == 0, proc.stderr
+        counts.append(json.loads(proc.stdout.strip().splitlines()[-1])["launches_tuned"])
+        stored.append(len(tuned_params.decode((storage / "mace_cl_tuned_params.bin").read_bytes()).entries))
+    # the second shape adds entries of its own (launches of one kernel at one size share an entry), none replaced
+    assert counts[0] > 0 and stored[0] > 0 and stored[1] == 2 * stored[0]
+    ctx = mace.GPUContextBuilder().set_storage_path(storage).finalize()
+    engine = mace.Engine(model, device="opencl", gpu_context=ctx)
+    engine.run({"x": np.zeros((1, 40, 16), np.float32)})
+    assert engine.stats["tuned_launches"] == counts[1]
