@@ -8,7 +8,6 @@ shape arithmetic (Shape/Gather/Concat/Reshape chains) folds then.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,10 +15,10 @@ import onnx
 from onnx import helper
 
 from mace.converter.onnx_import import NEVER_FOLD, SUPPORTED_OPS, default_opset, load_onnx
-from mace.converter.pipeline import convert_onnx
+from mace.converter.pipeline import check_data_type, check_dims, convert_onnx
 from mace.errors import ConversionError, UnsupportedOpError
 from mace.model.dynamic import DynamicModel, Shapes
-from mace.model.ir import DATA_TYPES, Graph
+from mace.model.ir import Graph
 from mace.model.shapes import Dim, ShapeSpec
 
 ShapeArg = ShapeSpec | Sequence[int]
@@ -47,11 +46,7 @@ def model_specs(model: onnx.ModelProto, overrides: Mapping[str, ShapeArg] | None
             specs.append(ShapeSpec(vi.name, tuple(declared)))
             continue
         if not isinstance(given, ShapeSpec):
-            dims = list(given)
-            bad = [d for d in dims if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1]
-            if bad or not dims:
-                what = f"dimension {bad[0]!r} is not a positive integer" if bad else "no dimensions"
-                raise ConversionError(f"input shape of {vi.name!r}: {what} in {dims}")
+            check_dims(vi.name, list(given))
         spec = given if isinstance(given, ShapeSpec) else ShapeSpec(vi.name, tuple(Dim(int(v), int(v)) for v in given))
         if declared and len(declared) != len(spec.dims):
             raise ConversionError(f"input {vi.name!r}: --input-shape gives {len(spec.dims)} dims {spec.describe()}, "
@@ -70,8 +65,7 @@ def dynamic_model(
     name: str | None = None,
 ) -> DynamicModel:
     """The model kept for per-shape conversion; unsupported ops and bad outputs are errors now, not at first run."""
-    if data_type not in DATA_TYPES:
-        raise ConversionError(f"data type {data_type!r} is not one of {', '.join(DATA_TYPES)}")
+    check_data_type(data_type)
     proto = load_onnx(model)
     opset = default_opset(proto)
     for index, node in enumerate(proto.graph.node):
