@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,16 +23,32 @@ import pyopencl as cl
 
 from mace.converter import convert_onnx
 from mace.opencl.executor import Executor
-from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, TilingPolicy
+from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, GemmTile, TilingPolicy
 from mace.opencl.profiling import profile_launches
 
 P = DEFAULT_POLICY
+SMALL = tuple(t for t in P.gpu_tiles if t.bm * t.bn <= 64 * 64)  # the tiles before the 8x8 register blocks
+BIG = GemmTile(16, 16, 8, 8, bk=8, max_splits=4)
+
+
+def _big(*tiles: GemmTile) -> TilingPolicy:
+    return replace(P, gpu_tiles=(*tiles, *SMALL))
+
+
 SWEEP: dict[str, TilingPolicy] = {
+    "small": replace(P, gpu_tiles=SMALL),  # the policy before the 8x8 register blocks
+    "t128k16": _big(replace(BIG, bk=16)),
+    "t128s2": _big(replace(BIG, max_splits=2)),
+    "t128any": _big(replace(BIG, max_splits=0)),
+    "t128x64": _big(BIG, GemmTile(16, 16, 8, 4, bk=16, max_splits=4)),
+    "t64x128": _big(BIG, GemmTile(16, 16, 4, 8, bk=16, max_splits=4)),
+    "ceil": replace(P, gpu_split_round_up=True),
+    "g4": replace(P, gpu_groups_per_cu=4),
+    "g3": replace(P, gpu_groups_per_cu=3),
     "noplace": replace(P, gpu_concat_in_place=False),
     "kt2": replace(P, gpu_split_min_ktiles=2),
     "kt8": replace(P, gpu_split_min_ktiles=8),
     "g1": replace(P, gpu_groups_per_cu=1),
-    "g4": replace(P, gpu_groups_per_cu=4),
     "scalar": replace(P, gpu_tiles=tuple(replace(t, vlds=False) for t in P.gpu_tiles)),
 }
 KEYS = ("M", "N", "K", "BATCH", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK", "VEC")
@@ -102,6 +117,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--policies", help="sweep only these SWEEP policies (comma-separated; implies --sweep)")
+    ap.add_argument("--sweep-runs", type=int, default=20)
     ap.add_argument("--portable", action="store_true", help="also the portable plan (no target)")
     ap.add_argument("--fp16", action="store_true", help="also the GPU plan with fp16 storage")
     ap.add_argument("--deadline", type=float, default=240.0)
@@ -135,14 +152,19 @@ def main() -> None:
             res["gpu_fp16"] = measure(g16, queue, target, graphs[name][2], expected, args.runs)
             report(name, "gpu_fp16", res["gpu_fp16"])
         dump(args.out, results)
-    if args.sweep:
-        for variant, policy in SWEEP.items():
+    chosen = [s for s in args.policies.split(",") if s] if args.policies else list(SWEEP) if args.sweep else []
+    unknown = [name for name in chosen if name not in SWEEP]
+    if unknown:
+        raise SystemExit(f"unknown policies {unknown}; known: {', '.join(SWEEP)}")
+    if chosen:
+        for variant in chosen:
+            policy = SWEEP[variant]
             for name, (_, graph, feeds, expected) in graphs.items():
                 if time.perf_counter() - start > args.deadline:
                     print("deadline: sweep stopped at", variant, name)
                     dump(args.out, results)
                     return
-                r = measure(graph, queue, replace(target, policy=policy), feeds, expected, 20)
+                r = measure(graph, queue, replace(target, policy=policy), feeds, expected, args.sweep_runs)
                 r["rows"] = [row for row in r["rows"] if row["op"] in ("Conv", "Gemm", "MatMul")]
                 results["models"][name][variant] = r
                 report(name, variant, r)
@@ -164,4 +186,4 @@ def dump(path: str, results: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

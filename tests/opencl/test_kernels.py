@@ -16,7 +16,7 @@ import pytest
 from mace.errors import DeviceError
 from mace.model.ir import Graph, Node, TensorInfo
 from mace.opencl import plan as planning
-from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, TilingPolicy
+from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, GemmTile, TilingPolicy
 from mace.ops.reference import run_node
 from support import onnxruntime_outputs, relative_error, shared_model
 
@@ -426,14 +426,35 @@ def gpu_gemm_graph(data_type: str) -> GraphBuilder:
     b.node("Conv", [x, b.weight((6, 48, 1, 3))], _conv_attrs([1, 3], pads=[0, 1, 0, 1]))
     b.node("Conv", [x, b.input("wk", (5, 48, 3, 1))], _conv_attrs([3, 1], strides=[2, 1]))  # run-time weights
     b.node("Gemm", [b.input("tall", (40, 300)), b.weight((300, 50)), b.weight((50,))])
+    rows = b.input("rows", (7, 1, 20))  # a batch of rows times one matrix: one product, the batch as m
+    b.node("MatMul", [rows, b.weight((20, 12)), b.input("rr", (7, 1, 12))], {"residual": 1, "activation": "Relu"})
+    b.node("MatMul", [rows, b.weight((20, 12))])
     return b
 
 
-@pytest.mark.parametrize(("tile", "vlds"), [(0, True), (1, False), (2, True)])
-def test_gpu_tiles(make_gpu_executor, tile: int, vlds: bool) -> None:
-    """The default policy's tiles (TilingPolicy.gpu_tiles), each alone, with vector or scalar local reads, on convs
-    (edges, strides, dilations, 1D/3D, batch 2) and products."""
-    policy = replace(DEFAULT_POLICY, gpu_tiles=(replace(DEFAULT_POLICY.gpu_tiles[tile], vlds=vlds),))
+# The 8x8 register blocks (gpu_tiles' biggest, and the tuner's other shapes of them), by BK
+BIG_TILES = (
+    GemmTile(16, 16, 8, 8, bk=8, max_splits=4),
+    GemmTile(16, 16, 8, 8, bk=16, max_splits=4),
+    GemmTile(16, 16, 8, 4, bk=16),
+    GemmTile(16, 16, 4, 8, bk=8),
+)
+TILES = (*DEFAULT_POLICY.gpu_tiles, *(t for t in BIG_TILES if t not in DEFAULT_POLICY.gpu_tiles))
+TILE_CASES = [
+    *((t, i != 1) for i, t in enumerate(TILES[:3])),
+    *((t, True) for t in TILES[3:]),
+    (BIG_TILES[0], False),
+]
+
+
+TILE_IDS = [f"{t.bm}x{t.bn}-{t.tm}x{t.tn}-bk{t.bk}-{'v' if v else 's'}" for t, v in TILE_CASES]
+
+
+@pytest.mark.parametrize(("tile", "vlds"), TILE_CASES, ids=TILE_IDS)
+def test_gpu_tiles(make_gpu_executor, tile: GemmTile, vlds: bool) -> None:
+    """The default policy's tiles (TilingPolicy.gpu_tiles) and the big register blocks, each alone, with vector or
+    scalar local reads, on convs (edges, strides, dilations, 1D/3D, batch 2) and products."""
+    policy = replace(DEFAULT_POLICY, gpu_tiles=(replace(tile, vlds=vlds),))
     check(conv_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1, policy)))
     check(gpu_gemm_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1, policy)))
 

@@ -124,11 +124,23 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #endif
     __local float at[BK * AROW] __attribute__((aligned(32)));
     __local float bt[BK * BROW] __attribute__((aligned(32)));
-    // VLDS: a work item owns TM consecutive rows and TN consecutive columns and reads each as one vector from local
-    // memory; otherwise rows ly + i * LM and columns lx + j * LN (scalar reads, consecutive banks across a warp).
+    // VLDS: a work item reads its rows (columns) from local memory as vectors of VM = min(TM, 4) (VN = min(TN, 4)):
+    // TM / VM groups of VM consecutive rows, the groups LM * VM apart (TM <= 4: TM consecutive rows), so a warp's
+    // float4 reads of one group cover consecutive addresses; otherwise rows ly + i * LM and columns lx + j * LN
+    // (scalar reads, consecutive banks across a warp).
 #if VLDS
-#define ROW(i) (ly * TM + (i))
-#define COL(j) (lx * TN + (j))
+#if TM > 4
+#define VM 4
+#else
+#define VM TM
+#endif
+#if TN > 4
+#define VN 4
+#else
+#define VN TN
+#endif
+#define ROW(i) (((i) / VM) * (LM * VM) + ly * VM + (i) % VM)
+#define COL(j) (((j) / VN) * (LN * VN) + lx * VN + (j) % VN)
 #else
 #define ROW(i) (ly + (i) * LM)
 #define COL(j) (lx + (j) * LN)
@@ -150,8 +162,8 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         for (int kk = 0; kk < BK; ++kk) {
             float av[TM], bv[TN];
 #if VLDS
-            VSPILL(TM, *(__local const VTYPE(TM)*)(at + kk * AROW + ly * TM), av);
-            VSPILL(TN, *(__local const VTYPE(TN)*)(bt + kk * BROW + lx * TN), bv);
+            for (int i = 0; i < TM; i += VM) VSPILL(VM, *(__local const VTYPE(VM)*)(at + kk * AROW + ROW(i)), av + i);
+            for (int j = 0; j < TN; j += VN) VSPILL(VN, *(__local const VTYPE(VN)*)(bt + kk * BROW + COL(j)), bv + j);
 #else
             for (int i = 0; i < TM; ++i) av[i] = at[kk * AROW + ROW(i)];
             for (int j = 0; j < TN; ++j) bv[j] = bt[kk * BROW + COL(j)];
@@ -197,6 +209,8 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #undef BROW
 #undef ROW
 #undef COL
+#undef VM
+#undef VN
 #undef BM
 #undef BN
 #undef NT

@@ -14,6 +14,7 @@ Inception-v3 13.2 -> 2.0 ms; the classifier GEMVs 0.7-1.1 ms -> 6-10 us.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from mace.model.ir import Node
@@ -29,6 +30,14 @@ def gpu_gemm(
     """gemm.gemm for GPU targets: the same contract (out[b][m][n], operands addressed as ``g`` says)."""
     bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
     nbatch = prod(bshape)
+    if g.m == 1 and g.n > 1 and len(bshape) == 1 and nbatch > 1 and b_bs[0] == 0 and _rows_out(p, out, g.n):
+        # A batch of rows times one matrix (transformer projections exported as [tokens, 1, features] @ W) is one
+        # product with the batch as m: the tiles, not nbatch GEMVs re-reading the matrix (ViT-B/16's 12 qkv
+        # projections on an H200: 1.85 -> 0.83 ms).
+        g = replace(g, m=nbatch, a_strides=(a_bs[0], g.a_strides[1]), c_strides=(c_bs[0], g.c_strides[1]), batch=())
+        g = replace(g, a_batch=(), b_batch=(), c_batch=())
+        bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
+        nbatch = prod(bshape)
     batch: dict[str, Any] = {"BATCH": nbatch, "BATCH_RANK": len(bshape) if nbatch > 1 else 0}
     if nbatch > 1:
         batch.update({"BATCH_SHAPE": bshape, "A_BSTRIDES": a_bs, "B_BSTRIDES": b_bs, "C_BSTRIDES": c_bs})
@@ -65,6 +74,11 @@ def gpu_conv(
     defines.update({"AS_M": a_strides[0], "AS_K": a_strides[1], "A_MFAST": a_strides[0] == 1, "CONV": 1})
     defines.update(geometry, BATCH=images, BATCH_RANK=0)
     _tiled(p, node, defines, [w_buf, p.use(x)], bias, (1, 0), residual, y, g, images, True)
+
+
+def _rows_out(p: Planner, out: str, n: int) -> bool:
+    """Whether ``out``'s batch items lie n elements apart (not a slice of a Concat's output with another stride)."""
+    return p.placement.get(out, (out, 0, n))[2] == n
 
 
 def _tiled(

@@ -42,7 +42,10 @@ def _ceil_div(a: int, b: int) -> int:
 class GemmTile:
     """gemm_tiled.cl's blocking: an LM x LN work-group computes a BM x BN block of the output, TM x TN per work item,
     stepping k by BK through local memory; ``splits`` work-groups share the k range of one block (KS each) and a
-    second kernel sums their partial results. ``vlds``: each work item reads its TM (TN) operands as one vector."""
+    second kernel sums their partial results. ``vlds``: each work item reads its TM (TN) operands from local memory
+    as vectors (of up to 4). ``max_splits`` (0: any) caps the k splits gpu_gemm_tile may give this tile, so it is
+    only chosen where its blocks, split at most that often, fill the GPU (the big register-blocked tiles: split
+    further, their partial sums cost more than the smaller tiles lose)."""
 
     lm: int
     ln: int
@@ -52,6 +55,7 @@ class GemmTile:
     vlds: bool = True
     splits: int = 1
     ks: int = 0  # k per split (a multiple of bk); 0 means all of K
+    max_splits: int = 0
 
     @property
     def bm(self) -> int:
@@ -60,6 +64,11 @@ class GemmTile:
     @property
     def bn(self) -> int:
         return self.ln * self.tn
+
+    @property
+    def local_bytes(self) -> int:
+        """The most local memory its work-groups take (both tiles, rows padded)."""
+        return 4 * self.bk * (self.bm + self.tm + self.bn + self.tn)
 
     def groups(self, m: int, n: int, batch: int) -> int:
         return _ceil_div(m, self.bm) * _ceil_div(n, self.bn) * batch
@@ -76,19 +85,29 @@ class TilingPolicy:
     The defaults are the measured ones; a sweep or a test plans with ``dataclasses.replace(DEFAULT_POLICY, ...)``.
 
         >>> TilingPolicy(min_work_items=0).gpu_tile_variants
-        4
+        5
     """
 
     # the portable kernels (conv.cl, depthwise.cl, gemm.cl): the biggest block that leaves this many work items
     min_work_items: int = 8192
     # gemm_tiled.cl, biggest first. Each satisfies what its loaders assume: (LM * LN) % BM == 0, (LM * LN) % BN == 0,
     # and BK a multiple of both quotients. Measured on an H200 (132 CUs) over the layers of MobileNet-v2, ResNet-50
-    # and Inception-v3: 64x64 blocks of 4x4 do the most per work item and win wherever they (and k splits) give
-    # enough work-groups; 128x64 blocks lost everywhere; small blocks win on layers with little k (nothing to split).
-    gpu_tiles: tuple[GemmTile, ...] = (GemmTile(16, 16, 4, 4), GemmTile(16, 16, 2, 2), GemmTile(8, 8, 2, 2))
+    # and Inception-v3: 64x64 blocks of 4x4 win wherever they (and k splits) give enough work-groups; small blocks
+    # win on layers with little k (nothing to split). 128x128 blocks of 8x8 (BK 8; at most 4 k splits) only pay on
+    # big layers (ResNet-50 at batch 32: 11.56 -> 10.64 ms of kernels; BK 16, 128x64 and 64x128 lost), so they
+    # are tried first (gpu_gemm_tile goes biggest first) but only where they fill the GPU with at most 4 k splits
+    # (more lost on ViT-B/16's projections). Listed last: tuned variant i means gpu_tiles[i - 1], and files tuned
+    # before it existed keep meaning the same tiles.
+    gpu_tiles: tuple[GemmTile, ...] = (
+        GemmTile(16, 16, 4, 4),
+        GemmTile(16, 16, 2, 2),
+        GemmTile(8, 8, 2, 2),
+        GemmTile(16, 16, 8, 8, bk=8, max_splits=4),
+    )
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit
     gpu_min_fill: float = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
     gpu_split_min_ktiles: int = 4  # a k split gets at least this many BK steps (and a split costs a launch)
+    gpu_split_round_up: bool = False  # split k into ceil (not floor) of wanted / blocks: at least `want` work-groups
     gpu_concat_in_place: bool = True  # convs write straight into their slice of a channel Concat (placement.py)
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
     gemv_k_lanes: int = 64  # gemv.cl with k-contiguous B: work items sharing one output column
@@ -198,11 +217,15 @@ def gpu_gemm_tile(
     per compute unit, splitting k between work-groups where its blocks alone are too few; if none can, the one that
     comes closest. ``only``: that tile (a tuned variant), with k split as for any other."""
     want = policy.gpu_groups_per_cu * target.compute_units
-    fitting = [t for t in policy.gpu_tiles if t.fill(m, n) >= policy.gpu_min_fill]
-    tiles = [only] if only is not None else fitting or list(policy.gpu_tiles[-1:])
+    by_size = sorted(policy.gpu_tiles, key=lambda t: (t.bm * t.bn, t.tm * t.tn), reverse=True)  # stable
+    fitting = [t for t in by_size if t.fill(m, n) >= policy.gpu_min_fill and _fits(t, target)]
+    tiles = [only] if only is not None else fitting or by_size[-1:]
 
     def most_splits(t: GemmTile) -> int:
-        return max(1, _ceil_div(k, t.bk) // policy.gpu_split_min_ktiles) if can_split else 1
+        if not can_split:
+            return 1
+        most = max(1, _ceil_div(k, t.bk) // policy.gpu_split_min_ktiles)
+        return min(most, t.max_splits) if t.max_splits else most
 
     def parallel(t: GemmTile) -> int:
         return t.groups(m, n, batch) * most_splits(t)
@@ -210,11 +233,17 @@ def gpu_gemm_tile(
     tile = next((t for t in tiles if parallel(t) >= want), None)
     if tile is None:
         tile = max(tiles, key=parallel)  # the first of equals: the biggest
-    splits = min(max(1, want // tile.groups(m, n, batch)), most_splits(tile))
+    groups = tile.groups(m, n, batch)
+    wanted = _ceil_div(want, groups) if policy.gpu_split_round_up else want // groups
+    splits = min(max(1, wanted), most_splits(tile))
     if splits <= 1:
         return tile
     ks = _ceil_div(_ceil_div(k, tile.bk), splits) * tile.bk
     return replace(tile, splits=_ceil_div(k, ks), ks=ks)
+
+
+def _fits(tile: GemmTile, target: DeviceTarget) -> bool:
+    return tile.lm * tile.ln <= target.max_work_group_size and tile.local_bytes <= target.local_mem_bytes
 
 
 def gemv_blocking(k_contiguous: bool, k: int, policy: TilingPolicy) -> tuple[int, int, int]:
