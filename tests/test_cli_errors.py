@@ -109,6 +109,12 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         ("unknown option", ["--everything"], "--everything"),
         ("--storage-path a file", ["--storage-path", "{garbage}"], "garbage.bin: is a file"),
     ],
+    ("serve",): [
+        ("missing file", ["{missing}.mace"], "absent.mace"),
+        ("bad --max-batch", ["{model}", "--max-batch", "0"], "--max-batch"),
+        ("bad --batch-sizes", ["{model}", "--batch-sizes", "1,x"], "--batch-sizes"),
+        ("bad --port", ["{model}", "--port", "http"], "--port"),
+    ],
     ("devices",): [
         ("unknown option", ["--gpu-only"], "--gpu-only"),
     ],

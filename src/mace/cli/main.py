@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from mace import settings
-from mace.cli import cache_cmd, model_cmd, tools_cmd
+from mace.cli import cache_cmd, model_cmd, serve_cmd, tools_cmd
 from mace.cli.files import describe_os_error
 from mace.errors import MaceError
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_cmd.register(sub)
     cache_cmd.register(sub)
     tools_cmd.register(sub)
+    serve_cmd.register(sub)
     return parser
 
 
