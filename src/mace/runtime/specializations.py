@@ -91,20 +91,18 @@ class Specializations:
         self.last: Runtime | None = None
         self.graphs = GraphCache(_storage_directory(gpu_context))
 
-    def key_of(self, shapes: Mapping[str, Sequence[int]]) -> str:
-        problem = self.model.check(shapes)
-        if problem is not None:
-            raise InputError(problem)
-        return self.model.specialization_key(shapes)
-
     def get(self, shapes: Mapping[str, Sequence[int]]) -> tuple[Graph, Runtime]:
-        """The graph and runtime for these input shapes: resident, or made now."""
-        key = self.key_of(shapes)
+        """The graph and runtime for these input shapes: resident, or made now (the shapes checked against the specs
+        then: a resident key was checked when it was made)."""
+        key = self.model.specialization_key(shapes)
         found = self.resident.get(key)
         if found is not None:
             self.resident.move_to_end(key)
             self.last = found[1]
             return found
+        problem = self.model.check(shapes)
+        if problem is not None:
+            raise InputError(problem)
         made = self._make(key, shapes)
         self.resident[key] = made
         while len(self.resident) > self.capacity:

@@ -123,6 +123,22 @@
 #define VLOAD_F16_2(p, i) vload_half2(0, (p) + (i))
 #define VLOAD_F16_4(p, i) vload_half4(0, (p) + (i))
 #define VLOAD_F16_8(p, i) vload_half8(0, (p) + (i))
+// Aligned vector k of a row (elements k * n .. k * n + n - 1) starting at p, n = 1, 2 or 4: the row kernels'
+// (norm.cl, softmax.cl) loads and stores, whose rows are vector-aligned (ROW_LEN % VEC == 0).
+#define ROW_VLOAD(t, n, p, k) CAT(CAT(ROW_VLOAD_, t), CAT(_, n))(p, k)
+#define ROW_VLOAD_F32_1(p, k) ((p)[k])
+#define ROW_VLOAD_F32_2(p, k) (((__global const float2*)(p))[k])
+#define ROW_VLOAD_F32_4(p, k) (((__global const float4*)(p))[k])
+#define ROW_VLOAD_F16_1(p, k) vload_half((k), (p))
+#define ROW_VLOAD_F16_2(p, k) vload_half2((k), (p))
+#define ROW_VLOAD_F16_4(p, k) vload_half4((k), (p))
+#define ROW_VSTORE(t, n, p, k, v) CAT(CAT(ROW_VSTORE_, t), CAT(_, n))(p, k, v)
+#define ROW_VSTORE_F32_1(p, k, v) ((p)[k] = (v))
+#define ROW_VSTORE_F32_2(p, k, v) (((__global float2*)(p))[k] = (v))
+#define ROW_VSTORE_F32_4(p, k, v) (((__global float4*)(p))[k] = (v))
+#define ROW_VSTORE_F16_1(p, k, v) vstore_half_rte((v), (k), (p))
+#define ROW_VSTORE_F16_2(p, k, v) vstore_half2_rte((v), (k), (p))
+#define ROW_VSTORE_F16_4(p, k, v) vstore_half4_rte((v), (k), (p))
 // Spills a vector into a private float array t[n] (for per-element epilogues).
 #define VSPILL(n, v, t) CAT(VSPILL_, n)(v, t)
 #define VSPILL_1(v, t) ((t)[0] = (v))

@@ -18,25 +18,6 @@
 // Defines (besides the ones above): LX LY VEC NV PER CACHED; PARAM_BY_ROW (scale and bias are one value per row,
 // at SCALE_INDEX(row, 0), else element j of them). VEC > 1 needs ROW_LEN % VEC == 0 (vectors are aligned).
 // Global size: (LX, ceil(ROWS / LY) * LY), local (LX, LY).
-#ifndef ROWNORM_GROUP_HELPERS
-#define ROWNORM_GROUP_HELPERS
-// Aligned vector k (elements k * n .. k * n + n - 1) of a row starting at p.
-#define RN_VLOAD(t, n, p, k) CAT(CAT(RN_VLOAD_, t), CAT(_, n))(p, k)
-#define RN_VLOAD_F32_1(p, k) ((p)[k])
-#define RN_VLOAD_F32_2(p, k) (((__global const float2*)(p))[k])
-#define RN_VLOAD_F32_4(p, k) (((__global const float4*)(p))[k])
-#define RN_VLOAD_F16_1(p, k) vload_half((k), (p))
-#define RN_VLOAD_F16_2(p, k) vload_half2((k), (p))
-#define RN_VLOAD_F16_4(p, k) vload_half4((k), (p))
-#define RN_VSTORE(t, n, p, k, v) CAT(CAT(RN_VSTORE_, t), CAT(_, n))(p, k, v)
-#define RN_VSTORE_F32_1(p, k, v) ((p)[k] = (v))
-#define RN_VSTORE_F32_2(p, k, v) (((__global float2*)(p))[k] = (v))
-#define RN_VSTORE_F32_4(p, k, v) (((__global float4*)(p))[k] = (v))
-#define RN_VSTORE_F16_1(p, k, v) vstore_half_rte((v), (k), (p))
-#define RN_VSTORE_F16_2(p, k, v) vstore_half2_rte((v), (k), (p))
-#define RN_VSTORE_F16_4(p, k, v) vstore_half4_rte((v), (k), (p))
-#endif
-
 __kernel __attribute__((reqd_work_group_size(LX, LY, 1)))
 void KERNEL_NAME(__global const TYPE(X_T)* x,
 #if HAS_SCALE
@@ -66,7 +47,7 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
         const int k = lx + i * LX;
         xs[i] = 0.0f;
         if (k < NV) {
-            xs[i] = RN_VLOAD(X_T, VEC, xr, k) - shift;
+            xs[i] = ROW_VLOAD(X_T, VEC, xr, k) - shift;
             acc += xs[i];
             ++nvec;
         }
@@ -86,7 +67,7 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
     const float first = LOAD(X_T, xr, lx * VEC) - shift;  // a second shift, by this work item's first value
     VTYPE(VEC) acc2 = 0.0f;
     for (int k = lx; k < NV; k += LX) {
-        const VTYPE(VEC) d = (RN_VLOAD(X_T, VEC, xr, k) - shift) - first;
+        const VTYPE(VEC) d = (ROW_VLOAD(X_T, VEC, xr, k) - shift) - first;
         acc += d;
         acc2 = mad(d, d, acc2);
         ++nvec;
@@ -140,7 +121,7 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
         VTYPE(VEC) v = (xs[i] - mean) * rstd;
 #else
     for (int k = lx; k < NV; k += LX) {
-        VTYPE(VEC) v = ((RN_VLOAD(X_T, VEC, xr, k) - shift) - mean) * rstd;
+        VTYPE(VEC) v = ((ROW_VLOAD(X_T, VEC, xr, k) - shift) - mean) * rstd;
 #endif
 #if PARAM_BY_ROW
 #if HAS_SCALE
@@ -151,13 +132,13 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
 #endif
 #else
 #if HAS_SCALE
-        v *= RN_VLOAD(S_T, VEC, scale, k);
+        v *= ROW_VLOAD(S_T, VEC, scale, k);
 #endif
 #if HAS_BIAS
-        v += RN_VLOAD(B_T, VEC, bias, k);
+        v += ROW_VLOAD(B_T, VEC, bias, k);
 #endif
 #endif
-        RN_VSTORE(Y_T, VEC, yr, k, v);
+        ROW_VSTORE(Y_T, VEC, yr, k, v);
     }
 }
 #else

@@ -14,21 +14,6 @@
 // Global size: (LX, ceil(OUTER / LY) * LY), local (LX, LY).
 #ifndef SOFTMAX_GROUP_HELPERS
 #define SOFTMAX_GROUP_HELPERS
-// Aligned vector k (elements k * n .. k * n + n - 1) of a row starting at p.
-#define SM_VLOAD(t, n, p, k) CAT(CAT(SM_VLOAD_, t), CAT(_, n))(p, k)
-#define SM_VLOAD_F32_1(p, k) ((p)[k])
-#define SM_VLOAD_F32_2(p, k) (((__global const float2*)(p))[k])
-#define SM_VLOAD_F32_4(p, k) (((__global const float4*)(p))[k])
-#define SM_VLOAD_F16_1(p, k) vload_half((k), (p))
-#define SM_VLOAD_F16_2(p, k) vload_half2((k), (p))
-#define SM_VLOAD_F16_4(p, k) vload_half4((k), (p))
-#define SM_VSTORE(t, n, p, k, v) CAT(CAT(SM_VSTORE_, t), CAT(_, n))(p, k, v)
-#define SM_VSTORE_F32_1(p, k, v) ((p)[k] = (v))
-#define SM_VSTORE_F32_2(p, k, v) (((__global float2*)(p))[k] = (v))
-#define SM_VSTORE_F32_4(p, k, v) (((__global float4*)(p))[k] = (v))
-#define SM_VSTORE_F16_1(p, k, v) vstore_half_rte((v), (k), (p))
-#define SM_VSTORE_F16_2(p, k, v) vstore_half2_rte((v), (k), (p))
-#define SM_VSTORE_F16_4(p, k, v) vstore_half4_rte((v), (k), (p))
 // The largest lane of a vector.
 #define SM_VMAX(n, v) CAT(SM_VMAX_, n)(v)
 #define SM_VMAX_1(v) (v)
@@ -52,7 +37,7 @@ void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
         const int k = lx + i * LX;
         xs[i] = -INFINITY;
         if (k < NV) {
-            xs[i] = SM_VLOAD(X_T, VEC, xr, k);
+            xs[i] = ROW_VLOAD(X_T, VEC, xr, k);
             vmax = fmax(vmax, xs[i]);
         }
     }
@@ -73,7 +58,7 @@ void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
 #else
     VTYPE(VEC) vmax = -FLT_MAX, vsum = 0.0f;
     for (int k = lx; k < NV; k += LX) {
-        const VTYPE(VEC) v = SM_VLOAD(X_T, VEC, xr, k);
+        const VTYPE(VEC) v = ROW_VLOAD(X_T, VEC, xr, k);
         const VTYPE(VEC) next = fmax(vmax, v);
         vsum = mad(vsum, exp(vmax - next), exp(v - next));
         vmax = next;
@@ -111,18 +96,18 @@ void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
         const int k = lx + i * LX;
         if (k >= NV) break;
 #if IS_LOG
-        SM_VSTORE(Y_T, VEC, yr, k, (xs[i] - row_max) - log_sum);
+        ROW_VSTORE(Y_T, VEC, yr, k, (xs[i] - row_max) - log_sum);
 #else
-        SM_VSTORE(Y_T, VEC, yr, k, xs[i] * r);
+        ROW_VSTORE(Y_T, VEC, yr, k, xs[i] * r);
 #endif
     }
 #else
     for (int k = lx; k < NV; k += LX) {
-        const VTYPE(VEC) v = SM_VLOAD(X_T, VEC, xr, k);
+        const VTYPE(VEC) v = ROW_VLOAD(X_T, VEC, xr, k);
 #if IS_LOG
-        SM_VSTORE(Y_T, VEC, yr, k, (v - row_max) - log_sum);
+        ROW_VSTORE(Y_T, VEC, yr, k, (v - row_max) - log_sum);
 #else
-        SM_VSTORE(Y_T, VEC, yr, k, exp(v - row_max) * r);
+        ROW_VSTORE(Y_T, VEC, yr, k, exp(v - row_max) * r);
 #endif
     }
 #endif
