@@ -139,16 +139,9 @@ def _read_inputs(engine: Engine, items: list[str] | None, seed: int) -> dict[str
 
 
 def make_gpu_context(args: argparse.Namespace) -> Any:
-    if not (args.device.startswith(("opencl", "gpu"))):
-        return None
-    from mace.opencl.context import GPUContextBuilder
+    from mace.opencl.context import context_for
 
-    builder = GPUContextBuilder().set_device(args.device.partition(":")[2])  # the engine uses this context's device
-    if args.storage_path:
-        builder.set_storage_path(args.storage_path)
-    if args.binary_path:
-        builder.set_opencl_binary_paths(args.binary_path)
-    return builder.finalize()
+    return context_for(args.device, args.storage_path, args.binary_path or ())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

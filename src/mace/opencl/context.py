@@ -115,3 +115,17 @@ class GPUContextBuilder:
             parameter_path = self._storage_dir / TUNED_PARAMS_NAME
         return GPUContext(choice, context, queue, storage, binaries, parameter_path, self._cache_key,
                           self._max_cache_bytes)
+
+
+def context_for(device: str, storage_path: str | os.PathLike[str] | None = None,
+                binary_paths: list[str] | tuple[str, ...] = ()) -> GPUContext | None:
+    """The context for a device string as the CLI and the server take it (``opencl[:platform[:index]]``, ``gpu``);
+    None for ``cpu``, whose engine needs none."""
+    if not device.startswith(("opencl", "gpu")):
+        return None
+    builder = GPUContextBuilder().set_device(device.partition(":")[2])  # the engine uses this context's device
+    if storage_path:
+        builder.set_storage_path(storage_path)
+    if binary_paths:
+        builder.set_opencl_binary_paths(list(binary_paths))
+    return builder.finalize()

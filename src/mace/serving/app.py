@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mace.errors import InputError
 from mace.serving.batcher import BatchSettings, ModelConfig, ModelWorker, QueueFull
@@ -47,6 +49,10 @@ class ServeSettings:
     max_body_bytes: int = 64 << 20
     retry_after_s: int = 1
     process_start: float | None = None  # time.time() when the process started: start-to-ready is measured from it
+    # the app's startup returns only once every model is warm or failed to load: a Ray Serve replica gets requests
+    # only after its startup (and its first health check, check_loaded), so it is warm on its first one
+    warm_before_serving: bool = False
+    replica: str | None = None  # sent as the Mace-Replica header of every response (which replica answered)
 
 
 def _error(message: str, status: int, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -94,6 +100,16 @@ class _Server:
     def stop(self) -> None:
         for worker in self.workers.values():
             worker.stop()
+
+    def wait_loaded(self) -> None:
+        """Block until every model has loaded or failed to (check_loaded tells which)."""
+        for worker in self.workers.values():
+            worker.done.wait()
+
+    def check_loaded(self) -> None:
+        failed = [f"{w.name}: {w.error}" for w in self.workers.values() if w.error]
+        if failed:
+            raise RuntimeError(f"model(s) failed to load: {'; '.join(failed)}")
 
     def worker(self, request: Request) -> ModelWorker:
         name = request.path_params["model"]
@@ -194,6 +210,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(f"internal error: {type(exc).__name__}: {exc}", 500)
 
 
+class _ReplicaHeader:
+    """Adds ``Mace-Replica: <value>`` to every HTTP response (pure ASGI: the body streams through untouched)."""
+
+    def __init__(self, app: ASGIApp, value: str) -> None:
+        self.app = app
+        self.header = (b"mace-replica", value.encode("latin-1", "replace"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
 def create_app(models: Sequence[ModelConfig], settings: ServeSettings | None = None) -> Starlette:
     """The KServe v2 app over ``models``; its lifespan starts and stops the model workers."""
     server = _Server(models, settings or ServeSettings())
@@ -201,6 +237,8 @@ def create_app(models: Sequence[ModelConfig], settings: ServeSettings | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         server.start()
+        if server.settings.warm_before_serving:
+            await asyncio.get_running_loop().run_in_executor(None, server.wait_loaded)
         try:
             yield
         finally:
@@ -218,7 +256,9 @@ def create_app(models: Sequence[ModelConfig], settings: ServeSettings | None = N
         Route("/v2/models/{model}/versions/{version}/infer", server.infer, methods=["POST"]),
         Route("/metrics", server.metrics_endpoint, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan,
+    middleware = [] if server.settings.replica is None else [
+        Middleware(_ReplicaHeader, value=server.settings.replica)]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
                     exception_handlers={ProtocolError: _http_error, HTTPException: _http_error,
                                         Exception: _http_error})
     app.state.server = server
