@@ -347,9 +347,10 @@ def test_the_policy_is_data() -> None:
     assert planning.plan_graph(graph, policy=DEFAULT_POLICY).source == default
     biggest = planning.plan_graph(graph, policy=BLOCKS["biggest_blocks"]).source
     assert biggest != default
-    cpu = DeviceTarget(False, 16, 1 << 20, 4096, policy=BLOCKS["biggest_blocks"])
-    assert planning.plan_graph(graph, cpu).source == biggest
-    assert planning.plan_graph(graph, cpu, policy=DEFAULT_POLICY).source == default  # an explicit policy wins
+    cpu = DeviceTarget(False, 16, 1 << 20, 4096)
+    cpu_rows = replace(cpu, policy=replace(DEFAULT_POLICY, cpu_gemm_rows=4))
+    assert planning.plan_graph(graph, cpu_rows).source != planning.plan_graph(graph, cpu).source
+    assert planning.plan_graph(graph, cpu_rows, policy=DEFAULT_POLICY).source == planning.plan_graph(graph, cpu).source
     gpu = planning.plan_graph(graph, gpu_target(132)).source
     assert planning.plan_graph(graph, gpu_target(132, replace(DEFAULT_POLICY, gpu_split_min_ktiles=1))).source != gpu
 
@@ -511,16 +512,65 @@ def test_gpu_concat_in_place(make_gpu_executor, splits: bool) -> None:
 
 
 def test_gpu_target_plans() -> None:
-    """A CPU target plans exactly as no target; a GPU target's plan is deterministic and fixes its work-groups."""
+    """A GPU target's plan is deterministic and fixes its work-groups."""
     graph = conv_graph("fp32_fp32").graph()
-    cpu = DeviceTarget(is_gpu=False, compute_units=16, local_mem_bytes=1 << 20, max_work_group_size=4096)
-    assert planning.plan_graph(graph, cpu).source == planning.plan_graph(graph).source
     plan, again = planning.plan_graph(graph, gpu_target(132)), planning.plan_graph(graph, gpu_target(132))
     assert plan.source == again.source and plan.source != planning.plan_graph(graph).source
     for launch in plan.launches:
         if launch.kernel.startswith(("tgemm", "gemv")):
             assert launch.local_size is not None
             assert all(g % v == 0 for g, v in zip(launch.global_size, launch.local_size))
+
+
+# --- CPU targets: the *_cpu.cl kernels and a work-group for every launch, run on whatever device the tests have -------
+
+CPU = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 20, max_work_group_size=4096)
+
+
+def cpu_graph() -> GraphBuilder:
+    """What the CPU kernels special-case: column and row tails (shifted last blocks), stride-2 vector loads, padding
+    gathers, M not a multiple of TM, packed and strided operands, batches, bias along m and along n."""
+    b = GraphBuilder("cpu")
+    x = b.input("x", (2, 6, 23, 37))
+    relu6 = {"activation": "Clip", "activation_params": [0.0, 6.0]}
+    b.node("Conv", [x, b.weight((6, 1, 3, 3)), b.weight((6,))], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], group=6))
+    b.node("Conv", [x, b.weight((12, 1, 3, 3))], _conv_attrs([3, 3], pads=[1, 0, 2, 1], group=6, **relu6))
+    b.node("Conv", [x, b.weight((6, 1, 3, 3))], _conv_attrs([3, 3], [3, 1], dilations=[1, 2], group=6))
+    b.node("Conv", [x, b.weight((10, 6, 3, 3)), b.weight((10,))], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], **relu6))
+    b.node("Conv", [x, b.weight((9, 6, 3, 5))], _conv_attrs([3, 5], [1, 3], [2, 1, 0, 2]))
+    res = b.node("Conv", [x, b.weight((13, 6, 1, 1))], _conv_attrs([1, 1]))
+    b.node("Conv", [x, b.weight((13, 6, 1, 1)), b.weight((13,)), res], _conv_attrs([1, 1], residual=1, **relu6))
+    b.node("Conv", [b.input("small", (1, 4, 3, 5)), b.weight((4, 1, 3, 3))], _conv_attrs([3, 3], group=4))
+    b.node("Conv", [b.input("x1", (1, 3, 50)), b.weight((8, 3, 7))], _conv_attrs([7], [2], [3, 3]))
+    b.node("Conv", [x, b.input("w_runtime", (4, 6, 3, 3))], _conv_attrs([3, 3], pads=[1, 1, 1, 1]))
+    a = b.input("a", (7, 40))
+    b.node("Gemm", [a, b.weight((40, 49)), b.weight((49,))])
+    b.node("Gemm", [a, b.weight((21, 40)), b.weight((7, 1))], {"transB": 1, "alpha": 0.5, "beta": 2.0})
+    b.node("Gemm", [b.input("at", (40, 7)), b.weight((40, 19))], {"transA": 1})
+    b.node("MatMul", [b.input("m", (2, 3, 9, 40)), b.weight((40, 20)), b.input("r", (2, 3, 9, 20))], {"residual": 1})
+    b.node("MatMul", [b.input("p", (3, 5, 12)), b.input("q", (3, 12, 33))])
+    return b
+
+
+@pytest.mark.parametrize("graph", ["cpu", "conv", "conv_fp16", "gemm"])
+def test_cpu_target(make_executor, graph: str) -> None:
+    builder = {"cpu": cpu_graph, "conv": lambda: conv_graph("fp32_fp32"), "conv_fp16": lambda: conv_graph("fp16_fp32"),
+               "gemm": lambda: gemm_graph("fp32_fp32")}[graph]()
+    check(builder, lambda g: make_executor(g, target=CPU))
+
+
+def test_cpu_target_plans() -> None:
+    """A CPU target plans the CPU kernels where they apply, and a work-group for every launch, a divisor of its
+    global size; the portable plan (no target) is unchanged."""
+    plan = planning.plan_graph(cpu_graph().graph(), CPU)
+    kernels = {launch.kernel.rsplit("_", 1)[0] for launch in plan.launches}
+    assert {"conv_cpu", "depthwise_cpu", "gemm_cpu"} <= kernels
+    assert "cpu_floatu16" in plan.source
+    for launch in plan.launches:
+        assert launch.local_size is not None
+        assert all(g % v == 0 for g, v in zip(launch.global_size, launch.local_size))
+    portable = planning.plan_graph(cpu_graph().graph())
+    assert "cpu_floatu16" not in portable.source and all(launch.local_size is None for launch in portable.launches)
 
 
 # --- pooling, reductions, normalization -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from mace.cachefiles import program_cache
 from mace.cachefiles.fingerprint import DeviceFingerprint
 from mace.cachefiles.stores import PROGRAM_CACHE_NAME
 from mace.opencl.device import fingerprint, select_device
-from mace.opencl.plan import plan_graph
+from mace.opencl.plan import DeviceTarget, plan_graph
 from mace.opencl.programs import NO_BINARY_WARNING
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -154,8 +154,9 @@ def test_foreign_fingerprint_is_ignored_and_kept_on_save(models, tmp_path: Path)
 
 def test_binary_the_driver_rejects_is_rebuilt(models, tmp_path: Path) -> None:
     graph = mace.Engine(models["a"]).graph
-    plan = plan_graph(graph)
-    fp = fingerprint(select_device(""))
+    device = select_device("")
+    plan = plan_graph(graph, DeviceTarget.from_device(device.device))  # the program the engine builds here
+    fp = fingerprint(device)
     bogus = program_cache.CacheFile({fp.id(): fp}, [
         program_cache.CacheEntry.for_program(plan.source, plan.build_options, fp, b"\x7fELF not a real binary", 1.0)])
     cache_path = tmp_path / PROGRAM_CACHE_NAME

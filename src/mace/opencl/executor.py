@@ -148,7 +148,8 @@ class Executor:
 
     def tunable(self, index: int) -> bool:
         """Launches whose kernel fixes its work-group (local-memory tiles) keep it; the others may be tuned."""
-        return self.plan.launches[index].local_size is None
+        launch = self.plan.launches[index]
+        return launch.local_size is None or launch.tunable_local
 
     def set_local_size(self, index: int, local_size: tuple[int, ...] | None) -> None:
         """Use `local_size` for launch `index` from now on (a tuned value, or None for the driver's choice)."""

@@ -20,7 +20,7 @@ from mace.opencl.executor import Executor
 from mace.opencl.plan import DeviceTarget, ProgramPlan, plan_graph
 from mace.opencl.profiling import profile_launches
 from mace.opencl.programs import ProgramCache
-from mace.opencl.tuning.local_sizes import KernelLimits, tune_kernel
+from mace.opencl.tuning.local_sizes import KernelLimits, candidate_local_sizes, tune_kernel
 from mace.opencl.tuning.params import TunedParamsStore
 from mace.opencl.tuning.variants import (
     VARIANT_TOLERANCE,
@@ -123,8 +123,13 @@ class OpenCLRuntime:
             if not self.executor.tunable(index):
                 continue
             limits = self._limits(kernel)
-            best, best_us, trials = tune_kernel(queue, kernel, launch.global_size, limits, repeats=repeats)
-            default_us = next((t.time_us for t in trials if t.local_size is None), best_us)
+            # the plan's default work-group (CPU targets) is a candidate too, and the baseline
+            default = self.executor.plan.launches[index].local_size
+            candidates = None if default is None else [default, *candidate_local_sizes(
+                launch.global_size, limits.work_group_size, limits.max_work_item_sizes,
+                local_mem_size=limits.local_mem_size, needs_uniform=limits.needs_uniform)]
+            best, best_us, trials = tune_kernel(queue, kernel, launch.global_size, limits, candidates, repeats=repeats)
+            default_us = next((t.time_us for t in trials if t.local_size == default), best_us)
             if best_us == float("inf"):
                 continue
             before += default_us

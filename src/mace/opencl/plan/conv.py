@@ -2,8 +2,10 @@
 
 Conv takes one of three kernels:
 - a 1x1 conv with stride 1 and no padding is a per-image GEMM ([OC x C] . [C x HW]) on gemm.cl (gemm.py);
-- a depthwise conv (group == C, one input channel per group, 1D or 2D) runs on depthwise.cl;
-- anything else runs on conv.cl, each work item computing OCB output channels x PB columns (tiling.py). Constant
+- a depthwise conv (group == C, one input channel per group, 1D or 2D) runs on depthwise.cl (on a CPU target, fp32:
+  depthwise_cpu.cl, VW output columns per work item as one vector);
+- anything else runs on conv.cl (on a CPU target, 1D/2D fp32: conv_cpu.cl, TM channels x VW columns per work
+  item), each work item computing OCB output channels x PB columns (tiling.py). Constant
   weights are re-laid out on the host as [OC/OCB][C/G][K...][OCB], so a work item reads its OCB weights as a vector;
   run-time weights keep OIHW, which is that layout for OCB = 1.
 On a GPU target (Planner.gpu) every group-1 conv is instead an implicit GEMM on gemm_tiled.cl (gemm_tiled.py).
@@ -25,11 +27,15 @@ from mace.opencl.plan.gemm_tiled import gpu_conv
 from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional
 from mace.opencl.plan.templates import FLOAT_TAGS, prod, to3d
 from mace.opencl.plan.tiling import (
+    CPU_ROW_VARIANTS,
     WORK_ITEM_FLOOR_VARIANTS,
     conv_tiling,
+    cpu_conv_blocking,
+    cpu_depthwise_blocking,
     depthwise_tiling,
     gpu_min_work_items,
     variant_floor,
+    variant_rows,
 )
 
 
@@ -91,20 +97,34 @@ def _lower_conv(p: Planner, node: Node) -> None:
     if nsp <= 2 and group == c and cg == 1 and oc % c == 0:
         ih, iw = to3d(in_sp, 1)[1:]
         oh = to3d(out_sp, 1)[1]
-        pb = depthwise_tiling(n, oc, oh, ow, _floor(p, node))
         kh, kw = to3d(k, 1)[1:]
         sh, sw = to3d(s, 1)[1:]
         ph, pw = to3d(lead, 0)[1:]
         dh, dw = to3d(d, 1)[1:]
         defines.update({"N": n, "C": c, "MULT": oc // c, "IH": ih, "IW": iw, "OH": oh, "OW": ow, "KH": kh, "KW": kw})
-        defines.update({"SH": sh, "SW": sw, "PH": ph, "PW": pw, "DH": dh, "DW": dw, "PB": pb, "HAS_BIAS": bool(bias)})
+        defines.update({"SH": sh, "SW": sw, "PH": ph, "PW": pw, "DH": dh, "DW": dw})
+        # CPU targets: depthwise_cpu.cl (fp32), RB x VW outputs per work item
+        rb, vw = cpu_depthwise_blocking(oh, ow, sw, _cpu_rows(p, node, p.policy.cpu_depthwise_rows), p.policy) \
+            if p.cpu else (0, 0)
+        if vw and all(p.tag(v) == "F32" for v in (x, w, y, *(v for v in (bias, residual) if v))):
+            family, block, grid = "depthwise_cpu", {"RB": rb, "VW": vw}, [-(-ow // vw), -(-oh // rb), n * oc]
+        else:
+            pb = depthwise_tiling(n, oc, oh, ow, _floor(p, node))
+            family, block, grid = "depthwise", {"PB": pb}, [-(-ow // pb), oh, n * oc]
+        defines.update({**block, "HAS_BIAS": bool(bias)})
         args: list[Arg] = [p.use(x), p.use(w), *([p.use(bias)] if bias else [])]
         p.epilogue(node, defines, args, residual)
         args.append(p.define(y))
-        p.launch(node, p.kernel("depthwise", defines), [-(-ow // pb), oh, n * oc], args)
+        p.launch(node, p.kernel(family, defines), grid, args)
         return
 
     ocg = oc // group
+    tm, vw = (0, 0)
+    if p.cpu and nsp <= 2:
+        tm, vw = cpu_conv_blocking(ocg, ow, to3d(s, 1)[2], _cpu_rows(p, node, p.policy.cpu_gemm_rows), p.policy)
+    if vw and all(p.tag(v) == "F32" for v in (x, w, y, *(v for v in (bias, residual) if v))):
+        _cpu_conv(p, node, (x, w, bias, residual, y), tm if p.is_const(w) else 1, vw, defines)
+        return
     ocb, pb = conv_tiling(n, ocg, group, out_sp, _floor(p, node))
     if not p.is_const(w):
         ocb = 1  # OIHW is already the [OC/1][C/G][K...][1] layout
@@ -122,6 +142,33 @@ def _lower_conv(p: Planner, node: Node) -> None:
     p.epilogue(node, defines, args, residual)
     args.append(p.define(y))
     p.launch(node, p.kernel("conv", defines), [-(-ow // pb), od * oh, n * oc // ocb], args)
+
+
+def _cpu_conv(
+    p: Planner, node: Node, values: tuple[str, str, str | None, str | None, str], tm: int, vw: int,
+    defines: dict[str, Any],
+) -> None:
+    """A 1D/2D conv on conv_cpu.cl (CPU targets, fp32): TM output channels x VW columns per work item, constant
+    weights relaid as [OC/TM][C/G][KH][KW][TM] (run-time weights: TM = 1, OIHW as it is)."""
+    x, w, bias, residual, y = values
+    xs, ws, ys = p.shape(x), p.shape(w), p.shape(y)
+    n, c, oc, cg = xs[0], xs[1], ws[0], ws[1]
+    k, s, lead, d = _conv_window(node, xs[2:], ws[2:])
+    (_, ih, iw), (_, oh, ow) = to3d(list(xs[2:]), 1), to3d(list(ys[2:]), 1)
+    (_, kh, kw), (_, sh, sw) = to3d(k, 1), to3d(s, 1)
+    (_, ph, pw), (_, dh, dw) = to3d(lead, 0), to3d(d, 1)
+    if tm > 1:
+        wdata = p.graph.float_constant(w).reshape(oc // tm, tm, cg, -1).transpose(0, 2, 3, 1)
+        w_buf = p.derived(f"{w}@oc{tm}", wdata, p.tag(w))
+    else:
+        w_buf = p.use(w)
+    defines.update({"N": n, "C": c, "OC": oc, "G": int(node.attrs.get("group", 1)), "IH": ih, "IW": iw, "OH": oh})
+    defines.update({"OW": ow, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "PH": ph, "PW": pw, "DH": dh, "DW": dw})
+    defines.update({"TM": tm, "VW": vw, "HAS_BIAS": bool(bias)})
+    args: list[Arg] = [p.use(x), w_buf, *([p.use(bias)] if bias else [])]
+    p.epilogue(node, defines, args, residual)
+    args.append(p.define(y))
+    p.launch(node, p.kernel("conv_cpu", defines), [-(-ow // vw), oh, n * oc // tm], args)
 
 
 @lowers("ConvTranspose")
@@ -155,6 +202,12 @@ def _lower_conv_transpose(p: Planner, node: Node) -> None:
     p.epilogue(node, defines, args, residual)
     args.append(p.define(y))
     p.launch(node, p.kernel("deconv", defines), [ow, od * oh, n * oc // ocb], args)
+
+
+def _cpu_rows(p: Planner, node: Node, rows: int) -> int:
+    """Rows per work item of conv_cpu.cl/depthwise_cpu.cl for ``node``: the policy's ``rows``, or the tuned
+    variant's."""
+    return variant_rows(p.variant(node, CPU_ROW_VARIANTS), rows)
 
 
 def _floor(p: Planner, node: Node) -> int:

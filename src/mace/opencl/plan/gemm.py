@@ -1,6 +1,6 @@
 """Gemm and MatMul on gemm.cl: one batched kernel, its operands addressed by strides (gemm_shape.GemmShape), so
 transposes and broadcast batch dims cost no copies. ``gemm`` is also the lowering of 1x1 convolutions (conv.py). GPU
-targets take gemm_tiled.py's kernels instead.
+targets take gemm_tiled.py's kernels instead, CPU targets gemm_cpu.py's where it applies.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from mace.model.ir import Node
+from mace.opencl.plan.gemm_cpu import cpu_gemm
 from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.gemm_tiled import gpu_gemm
 from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional, prepass
@@ -23,6 +24,8 @@ def gemm(
     """out[b][m][n] = act(alpha * A.B + beta * bias + residual), the operands addressed as ``g`` says."""
     if p.gpu:
         gpu_gemm(p, node, a, b, bias, residual, out, g)
+        return
+    if p.cpu and cpu_gemm(p, node, a, b, bias, residual, out, g):
         return
     bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
     nbatch = prod(bshape)

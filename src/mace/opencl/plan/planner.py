@@ -17,7 +17,7 @@ import numpy as np
 from mace.errors import DeviceError
 from mace.model.ir import Graph, Node
 from mace.opencl.plan.templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
-from mace.opencl.plan.tiling import DEFAULT_POLICY, DeviceTarget, TilingPolicy
+from mace.opencl.plan.tiling import DEFAULT_POLICY, DeviceTarget, TilingPolicy, cpu_local_size
 
 # Deterministic, and valid for every OpenCL 1.2+ device: the cached binary is keyed on these.
 BUILD_OPTIONS = "-cl-std=CL1.2 -cl-mad-enable"
@@ -27,7 +27,9 @@ Arg = str | np.int32 | np.float32  # a buffer name (key of ProgramPlan.buffers) 
 
 @dataclass(frozen=True)
 class Launch:
-    """One kernel enqueue. ``local_size`` None lets the driver choose (the tuner may set it later)."""
+    """One kernel enqueue. ``local_size`` None lets the driver choose (the tuner may set it later); a given one is
+    the kernel's own (``reqd_work_group_size``), unless ``tunable_local``: the plan's default, which the tuner may
+    replace (CPU targets, tiling.cpu_local_size)."""
 
     kernel: str
     node: str
@@ -35,6 +37,7 @@ class Launch:
     global_size: tuple[int, ...]
     args: tuple[Arg, ...]
     local_size: tuple[int, ...] | None = None
+    tunable_local: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ class Planner:
         self.variants_used: dict[str, int] = {}
         # GPU targets take the work-group tiled kernels (gemm_tiled.py); everything else plans as with no target
         self.gpu = target is not None and target.tiled
+        # CPU targets take the *_cpu.cl kernels where they apply, and every launch a work-group (tiling.py)
+        self.cpu = target is not None and not target.is_gpu
         self.specializations: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self.family_counts: dict[str, int] = {}
         self.chunks: list[str] = []
@@ -229,13 +234,18 @@ class Planner:
         local_size: Sequence[int] | None = None,
     ) -> None:
         """Appends a launch; a kernel that needs its work-group size (``reqd_work_group_size``) passes it as
-        ``local_size``, and every global size must then be a multiple of it (-cl-std=CL1.2: uniform work-groups)."""
+        ``local_size``, and every global size must then be a multiple of it (-cl-std=CL1.2: uniform work-groups). On
+        a CPU target every other launch gets ``tiling.cpu_local_size``, as a default the tuner may replace."""
         if all(int(g) > 0 for g in global_size):
             local = None if local_size is None else tuple(int(v) for v in local_size)
+            tunable = local is None and self.cpu
+            if tunable:
+                assert self.target is not None
+                local = cpu_local_size(global_size, self.target, self.policy)
             if local is not None and any(g % v for g, v in zip(global_size, local)):
                 raise DeviceError(f"global size {tuple(global_size)} is not a multiple of local size {local}")
             glob = tuple(int(g) for g in global_size)
-            self.launches.append(Launch(kernel, node.name, node.op, glob, tuple(args), local))
+            self.launches.append(Launch(kernel, node.name, node.op, glob, tuple(args), local, tunable))
 
     def epilogue(self, node: Node, defines: dict[str, Any], args: list[Arg], residual: str | None) -> None:
         """The fused residual and activation (ir.py) of Conv, ConvTranspose, Gemm and MatMul."""
@@ -267,7 +277,10 @@ class Planner:
     def finish(self) -> ProgramPlan:
         for out in self.graph.outputs:
             self.use(out.name)
-        source = "\n\n".join([template("common.h"), *self.chunks]) + "\n"
+        # cpu.h only where a CPU kernel (*_cpu.cl) is used: other CPU plans keep the portable source
+        cpu_kernels = any(FAMILIES[family][0].endswith("_cpu.cl") for family in self.family_counts)
+        headers = [template("common.h"), *([template("cpu.h")] if cpu_kernels else [])]
+        source = "\n\n".join([*headers, *self.chunks]) + "\n"
         return ProgramPlan(source, build_options(self.graph), self.launches, self.buffers, self.constants,
                            self.aliases, self.variant_counts, self.variants_used)
 

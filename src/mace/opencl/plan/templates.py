@@ -65,8 +65,11 @@ def storage_tag(dtype: str, data_type: str) -> str:
 FAMILIES: dict[str, tuple[str, str | None]] = {
     "eltwise": ("elementwise.cl", None),
     "conv": ("conv.cl", None),
+    "conv_cpu": ("conv_cpu.cl", None),
     "depthwise": ("depthwise.cl", None),
+    "depthwise_cpu": ("depthwise_cpu.cl", None),
     "gemm": ("gemm.cl", None),
+    "gemm_cpu": ("gemm_cpu.cl", None),
     "tgemm": ("gemm_tiled.cl", "TILED_GEMM"),
     "ksum": ("gemm_tiled.cl", "SPLIT_K_SUM"),
     "gemv": ("gemv.cl", None),

@@ -112,6 +112,13 @@ class TilingPolicy:
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
     gemv_k_lanes: int = 64  # gemv.cl with k-contiguous B: work items sharing one output column
     gemv_n_lanes: tuple[int, int] = (32, 8)  # gemv.cl with n-contiguous B: (columns, k slices) per work-group
+    # CPU targets (pocl): gemm_cpu.cl and depthwise_cpu.cl (cpu.h says what pocl compiles well), and the work-group
+    # of every launch that does not fix its own (cpu_local_size: pocl's own choice is often the whole grid, which
+    # one thread runs). Measured on 2 cores of an AVX-512 Xeon (pocl 3.0): see cpu_gemm_blocking.
+    cpu_vector: int = 16  # floats per vector of a work item's block: columns (gemm_cpu.cl), outputs (depthwise_cpu.cl)
+    cpu_gemm_rows: int = 8  # gemm_cpu.cl: rows per work item, each a vector accumulator
+    cpu_depthwise_rows: int = 4  # depthwise_cpu.cl: output rows per work item, each a vector accumulator
+    cpu_groups_per_core: int = 4  # work-groups wanted per compute unit, for the threads to balance
 
     @property
     def gpu_tile_variants(self) -> int:
@@ -200,6 +207,67 @@ def gpu_min_work_items(target: DeviceTarget, policy: TilingPolicy) -> int:
     return policy.gpu_work_items_per_cu * target.compute_units
 
 
+# --- CPU targets ------------------------------------------------------------------------------------------------------
+
+
+def cpu_vector_width(n: int, policy: TilingPolicy, most: int = 16) -> int:
+    """The widest vector of at most ``policy.cpu_vector`` (and ``most``) floats, of 4, 8 or 16, that fits ``n``
+    elements; 0 where n < 4 (the portable kernels then serve)."""
+    return next((v for v in (16, 8, 4) if v <= min(policy.cpu_vector, most) and v <= n), 0)
+
+
+def cpu_gemm_blocking(m: int, n: int, rows: int, policy: TilingPolicy) -> tuple[int, int]:
+    """(TM, VW) for gemm_cpu.cl: ``rows`` (``policy.cpu_gemm_rows``, or a variant's: variant_rows) rows, fewer
+    where M is smaller, of one vector each. 8 x 16
+    reaches 60-100 GFLOP/s on MobileNet-v2's 1x1 convs on 2 AVX-512 cores; 16 rows are no faster, and 8 columns
+    half as fast. VW is 0 where N < 4."""
+    tm = next(r for r in (16, 8, 4, 2, 1) if r <= rows and (r <= m or r == 1))
+    return tm, cpu_vector_width(n, policy)
+
+
+def cpu_depthwise_blocking(oh: int, ow: int, sw: int, rows: int, policy: TilingPolicy) -> tuple[int, int]:
+    """(RB, VW) for depthwise_cpu.cl: ``rows`` (``policy.cpu_depthwise_rows`` or a variant's) output rows, fewer
+    where OH is smaller, of one vector each, its stride-2 loads 2 * VW <= 16 floats wide. VW is 0 where OW < 4."""
+    rb = next(r for r in (8, 4, 2, 1) if r <= rows and (r <= oh or r == 1))
+    return rb, _cpu_row_width(ow, sw, policy)
+
+
+def cpu_conv_blocking(oc_per_group: int, ow: int, sw: int, rows: int, policy: TilingPolicy) -> tuple[int, int]:
+    """(TM, VW) for conv_cpu.cl: ``rows`` (``policy.cpu_gemm_rows`` or a variant's) output channels, a power of two
+    dividing the group's, of one vector of output columns each, as cpu_depthwise_blocking's. VW is 0 where OW < 4."""
+    tm = next(r for r in (16, 8, 4, 2, 1) if r <= rows and oc_per_group % r == 0)
+    return tm, _cpu_row_width(ow, sw, policy)
+
+
+def _cpu_row_width(ow: int, sw: int, policy: TilingPolicy) -> int:
+    """VW of a kernel that reads its inputs with cpu.h's CPU_ROW, whose stride-2 loads are 2 * VW <= 16 wide."""
+    return cpu_vector_width(ow, policy, 16 // sw if sw <= 2 else 16)
+
+
+def cpu_local_size(global_size: Sequence[int], target: DeviceTarget, policy: TilingPolicy) -> tuple[int, ...]:
+    """The work-group of a launch on a CPU target: at least ``policy.cpu_groups_per_core`` work-groups per compute
+    unit where the grid has them, splitting the outer dims first (pocl vectorizes a work-group's loop along dim 0),
+    each local size a divisor of its global size (-cl-std=CL1.2: uniform work-groups), within the device's limit.
+
+        >>> cpu = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 21, max_work_group_size=4096)
+        >>> cpu_local_size((196, 18, 4), cpu, DEFAULT_POLICY), cpu_local_size((3, 5), cpu, DEFAULT_POLICY)
+        ((196, 9, 1), (1, 1))
+    """
+    dims = [int(g) for g in global_size]
+    local = list(dims)
+    want = policy.cpu_groups_per_core * target.compute_units
+    for d in reversed(range(len(dims))):
+        others = prod([g // v for g, v in zip(dims, local)]) // (dims[d] // local[d])
+        divisors = [v for v in range(dims[d], 0, -1) if dims[d] % v == 0]
+        local[d] = next((v for v in divisors if others * (dims[d] // v) >= want), 1)
+        if others * (dims[d] // local[d]) >= want:
+            break
+    for d in reversed(range(len(dims))):  # within the device's work-group size
+        while prod(local) > target.max_work_group_size and local[d] > 1:
+            local[d] = next(v for v in range(local[d] - 1, 0, -1) if dims[d] % v == 0)
+    return tuple(local)
+
+
 # --- GPU targets ------------------------------------------------------------------------------------------------------
 
 
@@ -266,6 +334,15 @@ WORK_ITEM_FLOOR_VARIANTS: Final = 3
 def variant_floor(variant: int, floor: int) -> int:
     """The work-item floor (``least``) of a direct-kernel variant, ``floor`` being the policy's."""
     return (floor, 0, 4 * floor)[variant]
+
+
+# gemm_cpu.cl, conv_cpu.cl and depthwise_cpu.cl: the policy's rows per work item, twice as many, half as many
+CPU_ROW_VARIANTS: Final = 3
+
+
+def variant_rows(variant: int, rows: int) -> int:
+    """Rows per work item of a CPU-kernel variant, ``rows`` being the policy's (the kernels take up to 16)."""
+    return (rows, min(16, 2 * rows), max(1, rows // 2))[variant]
 
 
 # gemm_tiled.cl: the policy's tile, or one of policy.gpu_tiles (TilingPolicy.gpu_tile_variants in all)
