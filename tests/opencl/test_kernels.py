@@ -522,6 +522,20 @@ def test_gpu_target_plans() -> None:
             assert all(g % v == 0 for g, v in zip(launch.global_size, launch.local_size))
 
 
+def test_half_storage_follows_the_target() -> None:
+    """fp16_fp32 stores float tensors half only on a target where that pays (a GPU with cl_khr_fp16); elsewhere its
+    plan is the fp32 plan: the same source, so the same cached program, the file's half weights widened on upload."""
+    half, full = conv_graph("fp16_fp32").graph(), conv_graph("fp32_fp32").graph()
+    cpu = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 20, max_work_group_size=4096)
+    for target in (replace(gpu_target(132), half_storage=False), replace(cpu, half_storage=False)):
+        plan = planning.plan_graph(half, target)
+        assert plan.source == planning.plan_graph(full, target).source
+        assert not any(b.dtype == np.float16 for b in plan.buffers.values())
+    plan = planning.plan_graph(half, gpu_target(132))
+    assert plan.source != planning.plan_graph(full, gpu_target(132)).source
+    assert any(b.dtype == np.float16 for b in plan.buffers.values())
+
+
 # --- CPU targets: the *_cpu.cl kernels and a work-group for every launch, run on whatever device the tests have -------
 
 CPU = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 20, max_work_group_size=4096)

@@ -27,5 +27,6 @@ def test_shared_model_on_opencl(name: str, data_type: str) -> None:
     if data_type == "fp32_fp32":
         assert relative_error(got, onnxruntime_outputs(onnx_path, {"input": x})["output"]) <= 1e-4
     else:
-        reference = mace.Engine(graph, device="cpu").run({"input": x})["output"]
-        assert relative_error(got, reference) <= 1e-2
+        # half weights (and half activations where the device stores them so) against fp32: the reference runtime's
+        # own fp16_fp32 error here is up to 1.7e-2 (MobileNet-v2); pocl keeps activations float (DeviceTarget)
+        assert relative_error(got, onnxruntime_outputs(onnx_path, {"input": x})["output"]) <= 2e-2

@@ -123,6 +123,9 @@ class Planner:
         self.gpu = target is not None and target.tiled
         # CPU targets take the *_cpu.cl kernels where they apply, and every launch a work-group (tiling.py)
         self.cpu = target is not None and not target.is_gpu
+        # the storage the tensors get: fp16_fp32 keeps float tensors float where the target gains nothing by half
+        half = graph.data_type == "fp16_fp32" and (target is None or target.half_storage)
+        self.data_type = graph.data_type if half or graph.data_type != "fp16_fp32" else "fp32_fp32"
         self.specializations: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self.family_counts: dict[str, int] = {}
         self.chunks: list[str] = []
@@ -155,7 +158,9 @@ class Planner:
             dtype = str(self.graph.constants[value].dtype)
         else:
             raise DeviceError(f"tensor {value!r} has no TensorInfo")
-        return storage_tag(dtype, self.graph.data_type)
+        if dtype == "float16" and self.graph.data_type == "fp16_fp32":
+            dtype = "float32"  # a float tensor the converter made half: its storage follows self.data_type
+        return storage_tag(dtype, self.data_type)
 
     def is_const(self, value: str) -> bool:
         return value in self.graph.constants
