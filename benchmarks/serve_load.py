@@ -280,7 +280,7 @@ def main() -> int:
     }
     results: dict[str, Any] = {"model": Path(args.onnx).name, "device": args.device, "seconds": args.seconds,
                                "max_batch": args.max_batch, "peers": {}}
-    for peer in args.peers.split(","):
+    for peer in [p for p in args.peers.split(",") if p]:
         command = commands[peer]
         if peer == "onnxruntime":
             command = [*command, "--port", str(free_port())]
