@@ -50,6 +50,13 @@ SWEEP: dict[str, TilingPolicy] = {
     "kt8": replace(P, gpu_split_min_ktiles=8),
     "g1": replace(P, gpu_groups_per_cu=1),
     "scalar": replace(P, gpu_tiles=tuple(replace(t, vlds=False) for t in P.gpu_tiles)),
+    # 8x8 register blocks on smaller work-groups: 64x128, 128x64 and 64x64 blocks (transformer layers: M ~ 200)
+    "x64x128": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4))),
+    "x128x64": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(16, 8, 8, 8, bk=8, max_splits=4))),
+    "x64r8": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
+    "x64x128k16": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=16, max_splits=4))),
+    "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
+                                  GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }
 KEYS = ("M", "N", "K", "BATCH", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK", "VEC")
 

@@ -439,6 +439,9 @@ BIG_TILES = (
     GemmTile(16, 16, 8, 8, bk=16, max_splits=4),
     GemmTile(16, 16, 8, 4, bk=16),
     GemmTile(16, 16, 4, 8, bk=8),
+    GemmTile(8, 16, 8, 8, bk=8, max_splits=4),  # work-groups of other shapes: 64x128, 128x64, 64x64 blocks
+    GemmTile(16, 8, 8, 8, bk=8, max_splits=4),
+    GemmTile(8, 8, 8, 8, bk=8, max_splits=4),
 )
 TILES = (*DEFAULT_POLICY.gpu_tiles, *(t for t in BIG_TILES if t not in DEFAULT_POLICY.gpu_tiles))
 TILE_CASES = [

@@ -96,7 +96,8 @@ def _tiled(
 ) -> None:
     assert p.target is not None
     only = variant_tile(p.variant(node, p.policy.gpu_tile_variants), p.policy)
-    tile: GemmTile = gpu_gemm_tile(g.m, g.n, g.k, nbatch, p.target, p.policy, can_split, only)
+    tile: GemmTile = gpu_gemm_tile(g.m, g.n, g.k, nbatch, p.target, p.policy, can_split, only,
+                                   conv=bool(defines["CONV"]))
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})

@@ -56,6 +56,7 @@ class GemmTile:
     splits: int = 1
     ks: int = 0  # k per split (a multiple of bk); 0 means all of K
     max_splits: int = 0
+    products_only: bool = False  # chosen for matrix products, not for convolutions (whose gathered B it slows)
 
     @property
     def bm(self) -> int:
@@ -85,7 +86,7 @@ class TilingPolicy:
     The defaults are the measured ones; a sweep or a test plans with ``dataclasses.replace(DEFAULT_POLICY, ...)``.
 
         >>> TilingPolicy(min_work_items=0).gpu_tile_variants
-        5
+        6
     """
 
     # the portable kernels (conv.cl, depthwise.cl, gemm.cl): the biggest block that leaves this many work items
@@ -96,13 +97,17 @@ class TilingPolicy:
     # win on layers with little k (nothing to split). 128x128 blocks of 8x8 (BK 8; at most 4 k splits) only pay on
     # big layers (ResNet-50 at batch 32: 11.56 -> 10.64 ms of kernels; BK 16, 128x64 and 64x128 lost), so they
     # are tried first (gpu_gemm_tile goes biggest first) but only where they fill the GPU with at most 4 k splits
-    # (more lost on ViT-B/16's projections). Listed last: tuned variant i means gpu_tiles[i - 1], and files tuned
-    # before it existed keep meaning the same tiles.
+    # (more lost on ViT-B/16's projections). 64x128 blocks of 8x8 on 128-item work-groups (BK 16) pay on matrix
+    # products whose 64x64 blocks leave the GPU short (ViT-B/16's qkv projections, M 197 N 2304: 69 -> 52 us, k split
+    # 3; the model's device time 3956 -> 3545 us) but lost on every convolution they were tried on (ResNet-50 at
+    # batch 32: +81 us on each 3x3 layer of M 64), so products_only. Listed in the order they were added: tuned
+    # variant i means gpu_tiles[i - 1], and files tuned before a tile existed keep meaning the same tiles.
     gpu_tiles: tuple[GemmTile, ...] = (
         GemmTile(16, 16, 4, 4),
         GemmTile(16, 16, 2, 2),
         GemmTile(8, 8, 2, 2),
         GemmTile(16, 16, 8, 8, bk=8, max_splits=4),
+        GemmTile(8, 16, 8, 8, bk=16, max_splits=4, products_only=True),
     )
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit
     gpu_min_fill: float = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
@@ -287,12 +292,15 @@ def gpu_gemm_tile(
     policy: TilingPolicy,
     can_split: bool = True,
     only: GemmTile | None = None,
+    conv: bool = False,
 ) -> GemmTile:
-    """The biggest of ``policy.gpu_tiles`` (not mostly padding) that fills ``policy.gpu_groups_per_cu`` work-groups
-    per compute unit, splitting k between work-groups where its blocks alone are too few; if none can, the one that
-    comes closest. ``only``: that tile (a tuned variant), with k split as for any other."""
+    """The biggest of ``policy.gpu_tiles`` (not mostly padding; for a convolution, not ``products_only``) that fills
+    ``policy.gpu_groups_per_cu`` work-groups per compute unit, splitting k between work-groups where its blocks alone
+    are too few; if none can, the one that comes closest. ``only``: that tile (a tuned variant), with k split as for
+    any other."""
     want = policy.gpu_groups_per_cu * target.compute_units
-    by_size = sorted(policy.gpu_tiles, key=lambda t: (t.bm * t.bn, t.tm * t.tn), reverse=True)  # stable
+    allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
+    by_size = sorted(allowed, key=lambda t: (t.bm * t.bn, t.tm * t.tn), reverse=True)  # stable
     fitting = [t for t in by_size if t.fill(m, n) >= policy.gpu_min_fill and _fits(t, target)]
     tiles = [only] if only is not None else fitting or by_size[-1:]
 

@@ -49,10 +49,13 @@ def _specialization(graph: Graph, node: Node, target: DeviceTarget | None) -> st
             return [list(data.shape), str(data.dtype)]
         return None
 
+    identity = _target_identity(target)
+    if identity is not None and target is not None and graph.data_type == "fp16_fp32":
+        identity["half_storage"] = target.half_storage  # what fp16_fp32 plans as on this target
     return json.dumps({
         "op": node.op, "attrs": node.attrs, "inputs": [describe(v) for v in node.inputs],
         "outputs": [describe(v) for v in node.outputs], "data_type": graph.data_type,
-        "target": _target_identity(target),
+        "target": identity,
     }, sort_keys=True, default=str)
 
 
@@ -61,7 +64,8 @@ def _target_identity(target: DeviceTarget | None) -> dict[str, Any] | None:
     (variant i means policy.gpu_tiles[i - 1]), so files tuned under the default policy keep their keys."""
     if target is None:
         return None
-    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target) if f.name != "policy"}
+    fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
+              if f.name not in ("policy", "half_storage")}  # (half_storage: only fp16_fp32 keys, _specialization)
     if target.policy != DEFAULT_POLICY:
         fields["policy"] = dataclasses.asdict(target.policy)
     return fields
