@@ -569,10 +569,40 @@ def cpu_graph() -> GraphBuilder:
     return b
 
 
-@pytest.mark.parametrize("graph", ["cpu", "conv", "conv_fp16", "gemm"])
+def cpu_rows_graph() -> GraphBuilder:
+    """What pool_cpu.cl, copy_cpu.cl and softmax_cpu.cl special-case: windows across the padding and the tensor's
+    first and last rows (masked vector loads), ceil-mode windows past the input, strides 1, 2 and 3, dilation, both
+    average divisors, column and row tails; copies contiguous or strided on either side, rows shorter than a vector,
+    integer elements; softmax rows with and without a tail; a run-time B made n-contiguous by a copy (Q.K^T)."""
+    b = GraphBuilder("cpu_rows")
+    x = b.input("x", (2, 3, 29, 37))
+    b.node("MaxPool", [x], _conv_attrs([3, 3], [2, 2], [0, 0, 0, 0], ceil_mode=1))
+    b.node("MaxPool", [x], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1]))
+    b.node("MaxPool", [x], _conv_attrs([3, 3], [1, 1], [2, 1, 0, 2], dilations=[2, 2]))
+    b.node("MaxPool", [x], _conv_attrs([2, 3], [3, 3], [1, 1, 1, 1], ceil_mode=1))
+    b.node("AveragePool", [x], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], ceil_mode=1, count_include_pad=1))
+    b.node("AveragePool", [x], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], ceil_mode=1, count_include_pad=0))
+    b.node("AveragePool", [x], _conv_attrs([5, 4], [1, 1], [2, 0, 1, 3], count_include_pad=1))
+    b.node("AveragePool", [b.input("x1", (2, 3, 41))], _conv_attrs([3], [2], [1, 1]))
+    b.node("Transpose", [x], {"perm": [0, 2, 3, 1]})  # strided source, rows of 3
+    shuffled = b.node("Reshape", [x, b.const([2, 3, 1, 29, 37], np.int64)], output=False)
+    b.node("Transpose", [shuffled], {"perm": [0, 2, 1, 3, 4]})
+    b.node("Transpose", [b.input("xi", (3, 5, 17), -100, 100, np.int32)], {"perm": [2, 0, 1]})
+    b.node("Concat", [b.input("c1", (2, 3, 1)), b.input("c2", (2, 3, 20))], {"axis": 2})  # strided destination
+    b.node("Concat", [x, b.input("y", (2, 2, 29, 37))], {"axis": 1})
+    b.node("Split", [x], {"axis": 3, "num_outputs": 2}, outputs=2)
+    b.node("Softmax", [b.input("s", (2, 3, 197), -8.0, 8.0)], {"axis": -1})
+    b.node("Softmax", [b.input("s16", (5, 16))], {"axis": -1})
+    b.node("LogSoftmax", [b.input("s7", (3, 7))], {"axis": -1})
+    q, k = b.input("q", (1, 3, 21, 8)), b.input("k", (1, 21, 3, 8))
+    b.node("MatMul", [q, b.node("Transpose", [k], {"perm": [0, 2, 3, 1]}, output=False)])
+    return b
+
+
+@pytest.mark.parametrize("graph", ["cpu", "cpu_rows", "conv", "conv_fp16", "gemm"])
 def test_cpu_target(make_executor, graph: str) -> None:
-    builder = {"cpu": cpu_graph, "conv": lambda: conv_graph("fp32_fp32"), "conv_fp16": lambda: conv_graph("fp16_fp32"),
-               "gemm": lambda: gemm_graph("fp32_fp32")}[graph]()
+    builder = {"cpu": cpu_graph, "cpu_rows": cpu_rows_graph, "conv": lambda: conv_graph("fp32_fp32"),
+               "conv_fp16": lambda: conv_graph("fp16_fp32"), "gemm": lambda: gemm_graph("fp32_fp32")}[graph]()
     check(builder, lambda g: make_executor(g, target=CPU))
 
 
@@ -582,6 +612,9 @@ def test_cpu_target_plans() -> None:
     plan = planning.plan_graph(cpu_graph().graph(), CPU)
     kernels = {launch.kernel.rsplit("_", 1)[0] for launch in plan.launches}
     assert {"conv_cpu", "depthwise_cpu", "gemm_cpu"} <= kernels
+    rows = planning.plan_graph(cpu_rows_graph().graph(), CPU)
+    kernels = {launch.kernel.rsplit("_", 1)[0] for launch in rows.launches}
+    assert {"pool_cpu", "copy_cpu", "softmax_cpu", "gemm_cpu"} <= kernels and "gemm" not in kernels
     assert "cpu_floatu16" in plan.source
     for launch in plan.launches:
         assert launch.local_size is not None
@@ -607,11 +640,13 @@ def pool_graph(data_type: str) -> GraphBuilder:
     return b
 
 
-def test_pooling(make_executor) -> None:
-    check(pool_graph("fp32_fp32"), make_executor)
+@pytest.mark.parametrize("target", [None, CPU], ids=["portable", "cpu"])
+def test_pooling(make_executor, target: DeviceTarget | None) -> None:
+    check(pool_graph("fp32_fp32"), lambda g: make_executor(g, target=target))
 
 
-def test_reduce_softmax(make_executor) -> None:
+@pytest.mark.parametrize("target", [None, CPU], ids=["portable", "cpu"])
+def test_reduce_softmax(make_executor, target: DeviceTarget | None) -> None:
     b = GraphBuilder("reduce")
     x = b.input("x", (2, 3, 4, 5))
     axes = b.const
@@ -632,7 +667,7 @@ def test_reduce_softmax(make_executor) -> None:
     b.node("Softmax", [x], {"axis": 1})
     b.node("Softmax", [x], {"axis": -1})
     b.node("LogSoftmax", [x], {"axis": 2})
-    check(b, make_executor)
+    check(b, lambda g: make_executor(g, target=target))
 
 
 def norm_graph(data_type: str) -> GraphBuilder:
@@ -660,7 +695,8 @@ def test_normalization(make_executor) -> None:
 # --- data movement ----------------------------------------------------------------------------------------------------
 
 
-def test_indexing(make_executor) -> None:
+@pytest.mark.parametrize("target", [None, CPU], ids=["portable", "cpu"])
+def test_indexing(make_executor, target: DeviceTarget | None) -> None:
     b = GraphBuilder("indexing")
     x = b.input("x", (2, 6, 4, 5))
     i64 = np.int64
@@ -692,7 +728,7 @@ def test_indexing(make_executor) -> None:
     squeezed = b.node("Squeeze", [b.node("Reshape", [x, b.const([2, 1, 120], i64)]), b.const([1], i64)])
     b.node("Unsqueeze", [squeezed, b.const([0], i64)])
     b.node("Identity", [first])
-    check(b, make_executor)
+    check(b, lambda g: make_executor(g, target=target))
 
 
 def resize_graph(data_type: str) -> GraphBuilder:

@@ -182,7 +182,7 @@ def _defines(source: str, kernel: str) -> dict[str, str]:
 
 def test_row_launches() -> None:
     """GPU targets fix the work-group of every row kernel (so the tuner leaves it), a multiple of the global size;
-    a CPU target plans as no target, with one work item per row."""
+    a CPU target plans the portable kernels (softmax_cpu.cl for a last-axis Softmax), one work item per row."""
     graph = row_graph("fp32_fp32").graph()
     plan = planning.plan_graph(graph, GPU)
     for launch in plan.launches:
@@ -194,8 +194,14 @@ def test_row_launches() -> None:
         assert all(g % v == 0 for g, v in zip(launch.global_size, launch.local_size))
         assert int(defines["LX"]) * int(defines["LY"]) <= 256
         assert "reqd_work_group_size(LX, LY, 1)" in plan.source
-    assert planning.plan_graph(graph, CPU).source == planning.plan_graph(graph).source
-    assert all(launch.local_size is None for launch in planning.plan_graph(graph).launches)
+    portable = planning.plan_graph(graph)
+    assert all(launch.local_size is None for launch in portable.launches)
+    # a CPU target: the row norms as no target; a last-axis fp32 Softmax on softmax_cpu.cl, still a row per work item
+    cpu = planning.plan_graph(graph, CPU)
+    families = [(c.kernel.rsplit("_", 1)[0], q.kernel.rsplit("_", 1)[0])
+                for c, q in zip(cpu.launches, portable.launches)]
+    assert ("softmax_cpu", "softmax") in families
+    assert all(c == q or (c, q) == ("softmax_cpu", "softmax") for c, q in families)
 
 
 def test_row_launches_not_tunable(make_executor: Callable[..., Any]) -> None:

@@ -21,7 +21,7 @@ __kernel void KERNEL_NAME(__global const float* x,
     const int ow0 = owb < OW - VW ? owb : OW - VW;
     const int n = nob / (OC / TM), ob = nob % (OC / TM), oc0 = ob * TM;
     const int cg = C / G, g = oc0 / (OC / G);
-    __global const float* xg = x + (n * C + g * cg) * (IH * IW);
+    const int xg = (n * C + g * cg) * (IH * IW);
     __global const float* wb = w + ob * (cg * KH * KW * TM);
     const int ih0 = oh * SH - PH, iw0 = ow0 * SW - PW;
 
@@ -31,10 +31,10 @@ __kernel void KERNEL_NAME(__global const float* x,
         for (int kh = 0; kh < KH; ++kh) {
             const int ih = ih0 + kh * DH;
             if (ih < 0 || ih >= IH) continue;
-            __global const float* xrow = xg + (c * IH + ih) * IW;
+            const int xrow = xg + (c * IH + ih) * IW;
             __global const float* wt = wb + ((c * KH + kh) * KW) * TM;
             for (int kw = 0; kw < KW; ++kw) {
-                const CPU_VTYPE(VW) xv = CPU_ROW(VW, xrow, iw0 + kw * DW, SW, IW);
+                const CPU_VTYPE(VW) xv = CPU_ROW(VW, x, xrow, iw0 + kw * DW, SW, IW, N * C * IH * IW);
 #define CONV_CPU_FMA(i) acc##i += wt[kw * TM + (i)] * xv;
                 CPU_ROWS(TM, CONV_CPU_FMA)
             }

@@ -20,7 +20,7 @@ __kernel void KERNEL_NAME(__global const float* x,
     const int owb = get_global_id(0) * VW, ohb = get_global_id(1) * RB, noc = get_global_id(2);
     const int ow0 = owb < OW - VW ? owb : OW - VW, oh0 = ohb < OH - RB ? ohb : OH - RB;
     const int oc = noc % (C * MULT), n = noc / (C * MULT);
-    __global const float* xc = x + (n * C + oc / MULT) * (IH * IW);
+    const int xc = (n * C + oc / MULT) * (IH * IW);
     __global const float* wc = w + oc * (KH * KW);
     const int iw0 = ow0 * SW - PW;
 
@@ -34,8 +34,8 @@ __kernel void KERNEL_NAME(__global const float* x,
             {                                                          \
                 const int ih = (oh0 + (r)) * SH - PH + kh * DH;        \
                 if (ih >= 0 && ih < IH) {                              \
-                    __global const float* xrow = xc + ih * IW;         \
-                    acc##r += wv * CPU_ROW(VW, xrow, iw, SW, IW);      \
+                    const int xrow = xc + ih * IW;                     \
+                    acc##r += wv * CPU_ROW(VW, x, xrow, iw, SW, IW, N * C * IH * IW); \
                 }                                                      \
             }
             CPU_ROWS(RB, DW_CPU_TAP)

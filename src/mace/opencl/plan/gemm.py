@@ -70,7 +70,7 @@ def _lower_gemm(p: Planner, node: Node) -> None:
 @prepass
 def fold_transposes(p: Planner) -> None:
     """A Transpose (not a graph output) that only MatMuls read, as A or B, costs no launch: they read its input
-    through the permuted strides (Planner.views), as K^T in attention's Q.K^T."""
+    through the permuted strides (Planner.views), as K^T in attention's Q.K^T (on GPU and portable targets)."""
     for node in p.graph.nodes:
         out = node.outputs[0] if node.op == "Transpose" and node.outputs else ""
         users = p.consumers.get(out, [])
@@ -80,7 +80,13 @@ def fold_transposes(p: Planner) -> None:
             source = node.inputs[0]
             own = contiguous_strides(p.shape(source))
             perm = node.attrs.get("perm") or list(range(len(own)))[::-1]
-            p.views[out] = (source, tuple(own[int(d)] for d in perm))
+            strides = tuple(own[int(d)] for d in perm)
+            # gemm_cpu.cl loads B in vectors along n: on a CPU target one copy (copy_cpu.cl) that makes a run-time B
+            # n-contiguous beats gemm.cl on a strided one (K^T in attention: 11.5 -> ~1 ms of a ViT layer on 2 cores)
+            as_b = any(u.inputs[1] == out for u in users)
+            if p.cpu and as_b and strides[-1] != 1 and p.tag(out) == "F32":
+                continue
+            p.views[out] = (source, strides)
 
 
 def _matrix_operand(

@@ -18,7 +18,7 @@ from mace.model.ir import Node
 from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.planner import Arg, Planner
 from mace.opencl.plan.templates import collapse, prod
-from mace.opencl.plan.tiling import CPU_ROW_VARIANTS, cpu_gemm_blocking, variant_rows
+from mace.opencl.plan.tiling import CPU_ROW_VARIANTS, cpu_gemm_blocking, cpu_gemm_local_size, variant_rows
 
 
 def cpu_gemm(
@@ -58,7 +58,9 @@ def cpu_gemm(
     p.epilogue(node, defines, args, residual)
     args.append(p.define(out))
     grid = [-(-g.n // vw), -(-g.m // tm), nbatch]
-    p.launch(node, p.kernel("gemm_cpu", defines), grid, args)
+    assert p.target is not None
+    local = cpu_gemm_local_size(grid, g.k, vw, p.target, p.policy)
+    p.launch(node, p.kernel("gemm_cpu", defines), grid, args, cpu_local=local)
     return True
 
 

@@ -1,6 +1,6 @@
 """Data movement on indexing.cl: Transpose, Slice, Expand, Tile, DepthToSpace/SpaceToDepth, Concat and Split are
-all one strided copy (STRIDED_COPY) each (Concat and Split one per operand); Gather, GatherElements and Pad have
-kernels of their own.
+all one strided copy (STRIDED_COPY) each (Concat and Split one per operand; on a CPU target, 4-byte elements:
+copy_cpu.cl, a vector of a row per work item); Gather, GatherElements and Pad have kernels of their own.
 
 These kernels move raw bits (BITS(T) in common.h), never numbers, so Pad's fill value is a bit pattern.
 Rearrangements are expressed as a view: the output's index space in row-major order, read from the input through
@@ -10,6 +10,7 @@ permuted (or zero, for broadcasts and repeats) strides.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from mace.errors import DeviceError
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
 from mace.opencl.plan.templates import broadcast_strides, collapse, contiguous_strides, prod
+from mace.opencl.plan.tiling import cpu_vector_width
 
 # --- the shared lowerings ------------------------------------------------------------------------------------------
 
@@ -35,9 +37,33 @@ def strided_copy(
 ) -> None:
     view, (ss, ds) = collapse(shape, src_strides, dst_strides)
     size = prod(shape)
+    if p.cpu and tag in ("F32", "I32", "U32"):
+        inner, rows = view[-1], prod(view[:-1])
+        vw = cpu_vector_width(inner, p.policy) or 1
+        cpu: dict[str, Any] = {"ROWS": rows, "INNER": inner, "VW": vw}
+        cpu.update({"SRC_BASE": src_base, "SRC_IS": ss[-1], "SRC_ROW(r)": _row_offset(view[:-1], ss[:-1])})
+        cpu.update({"DST_BASE": dst_base, "DST_IS": ds[-1], "DST_ROW(r)": _row_offset(view[:-1], ds[:-1])})
+        p.launch(node, p.kernel("copy_cpu", cpu), [-(-inner // vw), rows], [src, dst])
+        return
     defines = {"T": tag, "SIZE": size, "RANK": len(view), "SHAPE": view}
     defines.update({"SRC_BASE": src_base, "SRC_STRIDES": ss, "DST_BASE": dst_base, "DST_STRIDES": ds})
     p.launch(node, p.kernel("copy", defines), [size], [src, dst])
+
+
+def _row_offset(dims: Sequence[int], strides: Sequence[int]) -> str:
+    """The C expression of the element offset of row ``r`` (row-major over ``dims``) through ``strides``.
+
+    >>> _row_offset([2, 58], [784, 1568]), _row_offset([], [])
+    ('(r) / 58 * 784 + (r) % 58 * 1568', '0')
+    """
+    terms, inner = [], 1
+    for d in reversed(range(len(dims))):
+        index = "(r)" if inner == 1 else f"(r) / {inner}"
+        index = index if d == 0 else f"{index} % {dims[d]}"
+        if strides[d]:
+            terms.append(f"{index} * {strides[d]}")
+        inner *= dims[d]
+    return " + ".join(reversed(terms)) or "0"
 
 
 def copy_view(p: Planner, node: Node, shape: Sequence[int], src_strides: Sequence[int], src_base: int = 0) -> None:

@@ -237,16 +237,19 @@ class Planner:
         global_size: Sequence[int],
         args: Sequence[Arg],
         local_size: Sequence[int] | None = None,
+        cpu_local: Sequence[int] | None = None,
     ) -> None:
         """Appends a launch; a kernel that needs its work-group size (``reqd_work_group_size``) passes it as
         ``local_size``, and every global size must then be a multiple of it (-cl-std=CL1.2: uniform work-groups). On
-        a CPU target every other launch gets ``tiling.cpu_local_size``, as a default the tuner may replace."""
+        a CPU target every other launch gets ``cpu_local`` (a CPU kernel's own choice) or else
+        ``tiling.cpu_local_size``, as a default the tuner may replace."""
         if all(int(g) > 0 for g in global_size):
             local = None if local_size is None else tuple(int(v) for v in local_size)
             tunable = local is None and self.cpu
             if tunable:
                 assert self.target is not None
-                local = cpu_local_size(global_size, self.target, self.policy)
+                local = tuple(int(v) for v in cpu_local) if cpu_local is not None else cpu_local_size(
+                    global_size, self.target, self.policy)
             if local is not None and any(g % v for g, v in zip(global_size, local)):
                 raise DeviceError(f"global size {tuple(global_size)} is not a multiple of local size {local}")
             glob = tuple(int(g) for g in global_size)

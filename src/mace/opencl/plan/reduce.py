@@ -7,8 +7,9 @@ Softmax over the last axis on GPU targets, and the row normalizations of norm.py
 (``row_blocking``): the portable kernels give each row one work item, so a [197, 768] LayerNorm is 197 work items
 each looping over 768 values three times, 11.7 ms of a 17.4 ms ViT-B/16 on an H200; as a work-group per row it
 takes 7 us (472 -> 7.2 us; Softmax [12, 197, 197] 27 -> 7.9 us; benchmarks/norm_kernels.py). The portable plan keeps
-the one-item-per-row kernels (a CPU target plans as no target): on pocl (2 cores) the work-group form is no clear win
-(LayerNorm 1.1-1.3x faster, 5-6x with fp16 storage; Softmax 0.6-1.6x).
+the one-item-per-row kernels: on pocl (2 cores) the work-group form is no clear win (LayerNorm 1.1-1.3x faster, 5-6x
+with fp16 storage; Softmax 0.6-1.6x). A CPU target runs a last-axis fp32 Softmax on softmax_cpu.cl: still a row per
+work item, but in vectors, one exp builtin per vector instead of two per element.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
 from mace.opencl.plan.templates import collapse, contiguous_strides, prod
+from mace.opencl.plan.tiling import cpu_vector_width
 
 ROW_LANES_MAX = 256  # work items sharing one row, at most
 ROW_LANES_MIN = 64  # a shorter row is not split below this many lanes just to fill them evenly
@@ -158,5 +160,10 @@ def _lower_softmax(p: Planner, node: Node) -> None:
         blocking = row_blocking(outer, dim, p.target.max_work_group_size)
         kernel = p.kernel("softmax", {**defines, **blocking.defines()})
         p.launch(node, kernel, blocking.global_size, args, blocking.local_size)
+        return
+    vw = cpu_vector_width(dim, p.policy) if p.cpu and inner == 1 else 0
+    if vw and p.tag(x) == p.tag(y) == "F32":  # a CPU target: a row per work item, in vectors (softmax_cpu.cl)
+        kernel = p.kernel("softmax_cpu", {"OUTER": outer, "D": dim, "VW": vw, "IS_LOG": defines["IS_LOG"]})
+        p.launch(node, kernel, [outer], args)
         return
     p.launch(node, p.kernel("softmax", defines), [inner, outer], args)
