@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -32,6 +33,23 @@ def tiny_onnx() -> onnx.ModelProto:
              helper.make_node("Relu", ["a"], ["y"]), helper.make_node("Mul", ["x", "two"], ["z"])]
     graph = helper.make_graph(nodes, "tiny", [x], [y, z], [w, b, two])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def follow_stderr(proc: Any, until: Any) -> list[str]:
+    """The lines of ``proc``'s stderr up to the first for which ``until(line)`` holds (all, if none does); a thread
+    keeps appending the rest to the same list."""
+    lines: list[str] = []
+    for line in proc.stderr:
+        lines.append(line)
+        if until(line):
+            break
+    threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
+    return lines
+
+
+def listening_url(lines: list[str]) -> str:
+    found = re.search(r"listening on (http://\S+)", "".join(lines))
+    return found.group(1) if found else ""
 
 
 class ThreadServer:

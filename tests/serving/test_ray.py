@@ -4,16 +4,15 @@ correctly; SIGTERM stops it with exit 0. Skipped (with Ray's reason) only where 
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from serving_support import follow_stderr, listening_url
 
 import mace
 from mace.cli.main import main
@@ -32,16 +31,8 @@ def _ray_cannot_start() -> str | None:
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], str, list[str]]:
     proc = subprocess.Popen([*MACE, "serve", *args], stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     assert proc.stderr is not None
-    lines: list[str] = []
-    url = ""
-    for line in proc.stderr:
-        lines.append(line)
-        found = re.search(r"listening on (http://\S+)", line)
-        if found:
-            url = found.group(1)
-        if "ready" in line and url:
-            break
-    threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
+    lines = follow_stderr(proc, lambda line: "ready" in line and "listening on" not in line)
+    url = listening_url(lines)
     if not url or proc.poll() is not None:
         proc.wait(60)
         reason = _ray_cannot_start()

@@ -8,12 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from serving_support import follow_stderr, listening_url
 
 from mace.cli.main import main
 
@@ -24,16 +24,9 @@ def start(args: list[str], env: dict[str, str] | None = None) -> tuple[subproces
     proc = subprocess.Popen([*MACE, "serve", *args, "--port", "0"], stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     assert proc.stderr is not None
-    lines: list[str] = []
-    url = ""
-    for line in proc.stderr:
-        lines.append(line)
-        found = re.search(r"listening on (http://\S+)", line)
-        if found:
-            url = found.group(1)
-            break
+    lines = follow_stderr(proc, lambda line: "listening on" in line)
+    url = listening_url(lines)
     assert url, "".join(lines)
-    threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
     deadline = time.monotonic() + 120
     try:
         while True:
