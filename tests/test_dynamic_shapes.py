@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -12,6 +15,11 @@ from mace.converter.dynamic import dynamic_model, model_specs
 from mace.errors import ConversionError, InputError
 from mace.model.shapes import ShapeSpec
 from support import run_onnxruntime
+
+
+def mace_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The mace CLI in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "mace.cli.main", *argv], capture_output=True, text=True)
 
 RNG = np.random.default_rng(0)
 
@@ -199,17 +207,12 @@ def test_convert_keeps_named_dims_and_the_file_round_trips(tmp_path, monkeypatch
 
 def test_cli_convert_with_ranges_info_and_run(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
-    import subprocess
-    import sys
 
     monkeypatch.setenv("MACE_STORAGE_PATH", str(tmp_path / "cache"))
     proto = attention_block()
     onnx_path = tmp_path / "attn.onnx"
     onnx.save(proto, str(onnx_path))
     model = tmp_path / "attn.mace"
-
-    def mace_cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mace.cli.main", *argv], capture_output=True, text=True)
 
     proc = mace_cli("convert", str(onnx_path), "-o", str(model), "--input-shape", "x=1,1..64,16")
     assert proc.returncode == 0, proc.stderr
@@ -231,8 +234,6 @@ def test_cli_convert_with_ranges_info_and_run(tmp_path, monkeypatch: pytest.Monk
 
 def test_cache_build_fills_listed_shapes_that_a_fresh_process_then_loads(opencl_available: bool, tmp_path) -> None:
     import json
-    import subprocess
-    import sys
 
     if not opencl_available:
         pytest.skip("no OpenCL device")
@@ -241,9 +242,6 @@ def test_cache_build_fills_listed_shapes_that_a_fresh_process_then_loads(opencl_
     onnx.save(proto, str(onnx_path))
     (model,) = mace.convert(onnx_path, tmp_path / "net.mace", input_shapes={"x": ShapeSpec.parse("x", "1..8,3,?,?")})
     shipped = tmp_path / "shipped.bin"
-
-    def mace_cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mace.cli.main", *argv], capture_output=True, text=True)
 
     proc = mace_cli("cache", "build", str(model), "-o", str(shipped), "--input-shape", "x=1,3,16,16",
                     "--input-shape", "x=1,3,24,32", "--batch-sizes", "1,2")
@@ -273,8 +271,6 @@ print(json.dumps([s["programs_from_source"], s["programs_from_cache"]]))
 
 def test_tuning_is_kept_per_shape(opencl_available: bool, tmp_path) -> None:
     import json
-    import subprocess
-    import sys
 
     from mace.cachefiles import tuned_params
 
@@ -287,9 +283,8 @@ def test_tuning_is_kept_per_shape(opencl_available: bool, tmp_path) -> None:
     storage = tmp_path / "tuned"
 
     def tune(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "mace.cli.main", "tune", str(model), "--storage-path",
-                               str(storage), "--repeats", "1", "--no-variants", "--json", *argv],
-                              capture_output=True, text=True)
+        return mace_cli("tune", str(model), "--storage-path", str(storage), "--repeats", "1", "--no-variants",
+                        "--json", *argv)
 
     proc = tune()
     assert proc.returncode == 2 and "name the shape to tune with --input-shape" in proc.stderr
