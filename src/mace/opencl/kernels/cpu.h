@@ -43,34 +43,26 @@ typedef float cpu_floatu16 __attribute__((ext_vector_type(16), aligned(4)));
         const CAT(int, n) at = (CAT(int, n))(CPU_LANES(n, CPU_ROW_INDEX)) * sw + iw;        \
         return ((at >= 0) & (at < width)) ? (v) : (CPU_VTYPE(n))(fill);                     \
     }
-static inline float4 cpu_row4(__global const float* x, int row, int iw, int sw, int width, int size, float fill)
-{
-    __global const float* r = x + row;
-    const bool inside = iw >= 0 && iw + sw * 4 <= width, held = row + iw >= 0 && row + iw + sw * 4 <= size;
-    if (sw == 1 && (inside || held)) {
-        if (inside) return CPU_VLOAD(4, r, iw);
-        CPU_ROW_EDGE(4, CPU_VLOAD(4, r, iw))
+// cpu_row4 and cpu_row8: stride 1 is one vector load, stride 2 the even lanes of one twice as wide
+#define CPU_ROW_FN(n, n2)                                                                                 \
+    static inline CAT(float, n) CAT(cpu_row, n)(__global const float* x, int row, int iw, int sw, int width, \
+                                                int size, float fill)                                     \
+    {                                                                                                     \
+        __global const float* r = x + row;                                                                \
+        const bool inside = iw >= 0 && iw + sw * n <= width, held = row + iw >= 0 && row + iw + sw * n <= size; \
+        if (sw == 1 && (inside || held)) {                                                                \
+            if (inside) return CPU_VLOAD(n, r, iw);                                                       \
+            CPU_ROW_EDGE(n, CPU_VLOAD(n, r, iw))                                                          \
+        }                                                                                                 \
+        if (sw == 2 && (inside || held)) {                                                                \
+            if (inside) return CPU_VLOAD(n2, r, iw).even;                                                 \
+            CPU_ROW_EDGE(n, CPU_VLOAD(n2, r, iw).even)                                                    \
+        }                                                                                                 \
+        return (CAT(float, n))(CPU_LANES(n, CPU_ROW_LANE));                                               \
     }
-    if (sw == 2 && (inside || held)) {
-        if (inside) return CPU_VLOAD(8, r, iw).even;
-        CPU_ROW_EDGE(4, CPU_VLOAD(8, r, iw).even)
-    }
-    return (float4)(CPU_LANES(4, CPU_ROW_LANE));
-}
-static inline float8 cpu_row8(__global const float* x, int row, int iw, int sw, int width, int size, float fill)
-{
-    __global const float* r = x + row;
-    const bool inside = iw >= 0 && iw + sw * 8 <= width, held = row + iw >= 0 && row + iw + sw * 8 <= size;
-    if (sw == 1 && (inside || held)) {
-        if (inside) return CPU_VLOAD(8, r, iw);
-        CPU_ROW_EDGE(8, CPU_VLOAD(8, r, iw))
-    }
-    if (sw == 2 && (inside || held)) {
-        if (inside) return CPU_VLOAD(16, r, iw).even;
-        CPU_ROW_EDGE(8, CPU_VLOAD(16, r, iw).even)
-    }
-    return (float8)(CPU_LANES(8, CPU_ROW_LANE));
-}
+CPU_ROW_FN(4, 8)
+CPU_ROW_FN(8, 16)
+#undef CPU_ROW_FN
 static inline float16 cpu_row16(__global const float* x, int row, int iw, int sw, int width, int size, float fill)
 {
     __global const float* r = x + row;
