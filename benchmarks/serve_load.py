@@ -216,6 +216,11 @@ def batch_sizes_seen(before: dict[str, float], after: dict[str, float]) -> dict[
 
 
 # -- the benchmark ------------------------------------------------------------------------------------------------
+def batch_sizes(max_batch: int) -> tuple[int, ...]:
+    """The batch sizes mace-batch precompiles and pads to: the powers of two up to max_batch, and max_batch."""
+    return tuple(sorted({2 ** i for i in range(max_batch.bit_length())} | {max_batch}))
+
+
 def prepare(onnx_path: Path, device: str, max_batch: int, work: Path) -> tuple[Path, Path, Path, str, tuple[int, ...]]:
     import onnx
 
@@ -230,7 +235,7 @@ def prepare(onnx_path: Path, device: str, max_batch: int, work: Path) -> tuple[P
     model = work / "model.mace"
     subprocess.run([*MACE, "convert", str(dynamic), "-o", str(model), "--input-shape", f"{first.name}={shape}"],
                    check=True, capture_output=True)
-    sizes = tuple(sorted({1, *[2 ** i for i in range(max_batch.bit_length()) if 2 ** i <= max_batch], max_batch}))
+    sizes = batch_sizes(max_batch)
     shipped = work / "shipped.bin"
     if device != "cpu":
         subprocess.run([*MACE, "cache", "build", str(model), "--device", device, "-o", str(shipped),
@@ -263,8 +268,7 @@ def main() -> int:
     levels = [int(v) for v in args.concurrency.split(",")]
     work = Path(tempfile.mkdtemp(prefix="mace-serve-load-"))
     dynamic, model, shipped, input_name, item_shape = prepare(Path(args.onnx), args.device, args.max_batch, work)
-    sizes = ",".join(str(s) for s in sorted({1, *[2 ** i for i in range(8) if 2 ** i <= args.max_batch],
-                                             args.max_batch}))
+    sizes = ",".join(map(str, batch_sizes(args.max_batch)))
     x = np.random.default_rng(0).standard_normal((1, *item_shape)).astype(np.float32)
     body, headers = binary_request(input_name, x)
     base = [*MACE, "serve", f"{model}:model", "--device", args.device, "--storage-path", str(work / "store"),

@@ -82,11 +82,11 @@ class _Server:
         threading.Thread(target=self._watch_ready, name="mace-serve-ready", daemon=True).start()
 
     def _watch_ready(self) -> None:
-        for worker in self.workers.values():
-            worker.done.wait()
-        if not self.ready:
-            failed = [f"{w.name} ({w.error})" for w in self.workers.values() if w.error]
-            log.error("not ready: model(s) failed to load: %s", "; ".join(failed))
+        self.wait_loaded()
+        try:
+            self.check_loaded()
+        except RuntimeError as exc:
+            log.error("not ready: %s", exc)
             return
         start = self.settings.process_start
         self.ready_seconds = time.time() - start if start is not None else None

@@ -51,9 +51,10 @@ class ModelSource:
         """The engine, warm-up left to the worker. Imports the runtime here: a Ray driver that only binds a
         deployment needs none of it."""
         from mace.runtime.engine import Engine
+        from mace.runtime.registry import device_kind
 
         context = None
-        if self.device != "cpu":
+        if device_kind(self.device) == "opencl":  # (only then pyopencl is imported)
             from mace.opencl.context import context_for
 
             context = context_for(self.device, self.storage_path, self.binary_paths)

@@ -124,8 +124,8 @@ class Planner:
         # CPU targets take the *_cpu.cl kernels where they apply, and every launch a work-group (tiling.py)
         self.cpu = target is not None and not target.is_gpu
         # the storage the tensors get: fp16_fp32 keeps float tensors float where the target gains nothing by half
-        half = graph.data_type == "fp16_fp32" and (target is None or target.half_storage)
-        self.data_type = graph.data_type if half or graph.data_type != "fp16_fp32" else "fp32_fp32"
+        float_storage = graph.data_type == "fp16_fp32" and target is not None and not target.half_storage
+        self.data_type = "fp32_fp32" if float_storage else graph.data_type
         self.specializations: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
         self.family_counts: dict[str, int] = {}
         self.chunks: list[str] = []
