@@ -39,7 +39,21 @@ def _vision(arch: str, size: int) -> ModelSpec:
     return ModelSpec(build, inputs, calibrate=not arch.startswith("vit"))
 
 
-def _bert(seq: int) -> ModelSpec:
+def _vit_small(size: int, **config: int) -> ModelSpec:
+    """torchvision's VisionTransformer at a small configuration: the same exported graph as ViT-B/16, a test's size."""
+
+    def build() -> Any:
+        import torchvision
+
+        return torchvision.models.VisionTransformer(image_size=size, **config)
+
+    def inputs(batch: int) -> list[tuple[str, np.ndarray]]:
+        return [("input", np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32))]
+
+    return ModelSpec(build, inputs, calibrate=False)
+
+
+def _bert(seq: int, **config: int) -> ModelSpec:
     def build() -> Any:
         import torch
         import transformers
@@ -47,7 +61,7 @@ def _bert(seq: int) -> ModelSpec:
         class FirstOutput(torch.nn.Module):  # the last hidden state: one tensor for every peer
             def __init__(self) -> None:
                 super().__init__()
-                self.bert = transformers.BertModel(transformers.BertConfig())
+                self.bert = transformers.BertModel(transformers.BertConfig(**config))
 
             def forward(self, input_ids: Any) -> Any:
                 return self.bert(input_ids, return_dict=False)[0]
@@ -55,7 +69,8 @@ def _bert(seq: int) -> ModelSpec:
         return FirstOutput()
 
     def inputs(batch: int) -> list[tuple[str, np.ndarray]]:
-        return [("input_ids", np.random.default_rng(0).integers(0, 30522, (batch, seq)).astype(np.int64))]
+        vocab = config.get("vocab_size", 30522)
+        return [("input_ids", np.random.default_rng(0).integers(0, vocab, (batch, seq)).astype(np.int64))]
 
     return ModelSpec(build, inputs, calibrate=False)
 
@@ -68,6 +83,10 @@ MODELS = {
     "shufflenet_v2_x1_0": _vision("shufflenet_v2_x1_0", 224),
     "vit_b_16": _vision("vit_b_16", 224),
     "bert_base": _bert(128),
+    # the same architectures at a test's size (tests/converter/data holds their exports)
+    "vit_tiny": _vit_small(32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128),
+    "bert_tiny": _bert(24, vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=128, max_position_embeddings=64),
 }
 
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from mace.converter.attention import fuse_attention, transposes_as_reshapes
+from mace.converter.matching import Match, constant_scalar, other_operand, replace, single_consumer
 from mace.model.ir import FUSABLE_PRODUCERS, Graph, Node, TensorInfo
 from mace.model.rules import (
     ACTIVATION_DEFAULTS,
@@ -89,21 +91,6 @@ def explicit_attributes(graph: Graph) -> int:
     return count
 
 
-def _single_consumer(graph: Graph, name: str) -> Node | None:
-    users = graph.consumers().get(name, [])
-    outputs = {t.name for t in graph.outputs}
-    return users[0] if len(users) == 1 and name not in outputs else None
-
-
-def _replace(graph: Graph, producer: Node, consumer: Node) -> None:
-    """The producer takes over the consumer's output (and position), the consumer disappears."""
-    old = producer.outputs[0]
-    producer.outputs = [consumer.outputs[0]]
-    graph.nodes.remove(producer)
-    graph.nodes[graph.nodes.index(consumer)] = producer
-    graph.tensors.pop(old, None)
-
-
 def fold_batchnorm(graph: Graph) -> int:
     """Conv/Gemm followed by BatchNormalization with constant statistics: scale the weights, shift the bias."""
     count = 0
@@ -114,7 +101,7 @@ def fold_batchnorm(graph: Graph) -> int:
         if (producer is None or producer.op not in ("Conv", "Gemm") or producer.attrs.get("activation")
                 or producer.attrs.get("residual") or not all(p in graph.constants for p in params)
                 or producer.inputs[1] not in graph.constants
-                or _single_consumer(graph, producer.outputs[0]) is not bn):
+                or single_consumer(graph, producer.outputs[0]) is not bn):
             continue
         scale, bias, mean, var = (graph.float_constant(p).astype(np.float64) for p in params)
         factor = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
@@ -140,17 +127,9 @@ def fold_batchnorm(graph: Graph) -> int:
         graph.tensors[w_name] = TensorInfo(w_name, weight.shape, "float32")
         graph.tensors[b_name] = TensorInfo(b_name, factor.shape, "float32")
         producer.inputs = [producer.inputs[0], w_name, b_name]
-        _replace(graph, producer, bn)
+        replace(graph, producer, bn)
         count += 1
     return count
-
-
-def _constant_scalar(graph: Graph, name: str, default: float) -> float | None:
-    if not name:
-        return default
-    if name not in graph.constants or graph.constants[name].size != 1:
-        return None
-    return float(graph.constants[name].reshape(()))
 
 
 def _activation_of(graph: Graph, node: Node) -> tuple[str, list[float]] | None:
@@ -160,8 +139,8 @@ def _activation_of(graph: Graph, node: Node) -> tuple[str, list[float]] | None:
         return node.op, activation_params(node.op, node.attrs)
     if node.op == "Clip":
         inputs = [*node.inputs, "", ""]
-        lo = _constant_scalar(graph, inputs[1], ACTIVATION_DEFAULTS["Clip"]["min"])
-        hi = _constant_scalar(graph, inputs[2], ACTIVATION_DEFAULTS["Clip"]["max"])
+        lo = constant_scalar(graph, inputs[1], ACTIVATION_DEFAULTS["Clip"]["min"])
+        hi = constant_scalar(graph, inputs[2], ACTIVATION_DEFAULTS["Clip"]["max"])
         if lo is None or hi is None:
             return None
         return "Clip", [lo, hi]
@@ -184,13 +163,13 @@ def fuse_activations(graph: Graph) -> int:
         if graph.tensors[producer.outputs[0]].dtype != "float32":
             continue
         activation = _activation_of(graph, node)
-        if activation is not None and _single_consumer(graph, producer.outputs[0]) is node:
+        if activation is not None and single_consumer(graph, producer.outputs[0]) is node:
             producer.attrs["activation"], producer.attrs["activation_params"] = activation[0], activation[1]
-            _replace(graph, producer, node)
+            replace(graph, producer, node)
             count += 1
             continue
         if node.op == "Sigmoid":
-            mul = _single_consumer(graph, node.outputs[0])
+            mul = single_consumer(graph, node.outputs[0])
             users = graph.consumers().get(producer.outputs[0], [])
             if (mul is not None and mul.op == "Mul" and sorted(mul.inputs) == sorted([producer.outputs[0],
                                                                                      node.outputs[0]])
@@ -199,7 +178,7 @@ def fuse_activations(graph: Graph) -> int:
                 producer.attrs["activation"], producer.attrs["activation_params"] = "SiLU", []
                 graph.nodes.remove(node)
                 graph.tensors.pop(node.outputs[0], None)
-                _replace(graph, producer, mul)
+                replace(graph, producer, mul)
                 count += 1
     return count
 
@@ -207,82 +186,41 @@ def fuse_activations(graph: Graph) -> int:
 # --- transformer patterns: GELU, nn.Linear's bias --------------------------------------------------------------------
 
 
-class _Match:
-    """Lookups for a pattern matcher, valid until the graph changes."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self.producers = graph.producers()
-        self.users = graph.consumers()
-        self.outputs = {t.name for t in graph.outputs}
-
-    def sole(self, name: str) -> Node | None:
-        """The only consumer of ``name`` (None if it has several, or is a graph output)."""
-        users = self.users.get(name, [])
-        return users[0] if len(users) == 1 and name not in self.outputs else None
-
-    def made_by(self, name: str, op: str, user: Node) -> Node | None:
-        """The ``op`` node computing ``name`` when ``user`` is its only consumer."""
-        node = self.producers.get(name)
-        return node if node is not None and node.op == op and self.sole(name) is user else None
-
-    def near(self, name: str, value: float) -> bool:
-        """``name`` is a one-element constant equal to ``value`` (to float32 rounding of a printed constant)."""
-        if name not in self.graph.constants or self.graph.constants[name].size != 1:
-            return False
-        got = float(self.graph.float_constant(name).reshape(()))
-        return math.isclose(got, value, rel_tol=1e-5)
-
-    def scalar_other(self, node: Node, value: float) -> str | None:
-        """For a binary ``node`` with a constant operand equal to ``value``: the other operand."""
-        if len(node.inputs) != 2:
-            return None
-        a, b = node.inputs
-        return a if self.near(b, value) else b if self.near(a, value) else None
-
-
-def _other(node: Node, name: str) -> str | None:
-    """The other operand of a binary node that reads ``name`` once."""
-    if len(node.inputs) != 2 or node.inputs.count(name) != 1:
-        return None
-    return node.inputs[1] if node.inputs[0] == name else node.inputs[0]
-
-
-def _halves(m: _Match, node: Node, name: str) -> bool:
+def _halves(m: Match, node: Node, name: str) -> bool:
     """``node`` computes name * 0.5, 0.5 * name or name / 2."""
     if node.op == "Mul":
         return m.scalar_other(node, 0.5) == name
     return node.op == "Div" and len(node.inputs) == 2 and node.inputs[0] == name and m.near(node.inputs[1], 2.0)
 
 
-def _gelu_product(m: _Match, one_plus: Node, x: str) -> tuple[Node, list[Node]] | None:
+def _gelu_product(m: Match, one_plus: Node, x: str) -> tuple[Node, list[Node]] | None:
     """The node that computes x * 0.5 * one_plus (any association and operand order, or x * one_plus / 2), and the
     other nodes of that product."""
     name = one_plus.outputs[0]
     m1 = m.sole(name)
     if m1 is None or m1.op != "Mul":
         return None
-    other = _other(m1, name)
+    other = other_operand(m1, name)
     if other is None:
         return None
     m2 = m.sole(m1.outputs[0])
     if other == x:  # (x * (1 + f)) * 0.5, or / 2
         return (m2, [m1]) if m2 is not None and _halves(m, m2, m1.outputs[0]) else None
     if m.near(other, 0.5):  # (0.5 * (1 + f)) * x
-        return (m2, [m1]) if m2 is not None and m2.op == "Mul" and _other(m2, m1.outputs[0]) == x else None
+        return (m2, [m1]) if m2 is not None and m2.op == "Mul" and other_operand(m2, m1.outputs[0]) == x else None
     half = m.producers.get(other)  # (x * 0.5) * (1 + f), or (x / 2) * (1 + f)
     if half is not None and m.sole(other) is m1 and _halves(m, half, x):
         return m1, [half]
     return None
 
 
-def _one_plus(m: _Match, f: Node) -> Node | None:
+def _one_plus(m: Match, f: Node) -> Node | None:
     """The Add(f, 1) (either order) that is the only consumer of ``f``."""
     add = m.sole(f.outputs[0])
     return add if add is not None and add.op == "Add" and m.scalar_other(add, 1.0) == f.outputs[0] else None
 
 
-def _erf_gelu(m: _Match, erf: Node) -> tuple[str, list[Node]] | None:
+def _erf_gelu(m: Match, erf: Node) -> tuple[str, list[Node]] | None:
     """x/2 (1 + erf(x / sqrt 2)), the argument as Div(x, sqrt 2) or Mul(x, 1/sqrt 2): x and the nodes it spans."""
     scaled = m.producers.get(erf.inputs[0])
     if scaled is None or m.sole(erf.inputs[0]) is not erf or len(scaled.inputs) != 2:
@@ -300,7 +238,7 @@ def _erf_gelu(m: _Match, erf: Node) -> tuple[str, list[Node]] | None:
     return x, [scaled, erf, add, *product[1], product[0]]
 
 
-def _cube_of(m: _Match, name: str, user: Node) -> tuple[str, list[Node]] | None:
+def _cube_of(m: Match, name: str, user: Node) -> tuple[str, list[Node]] | None:
     """x^3 as Pow(x, 3), Mul(x, Mul(x, x)) or Mul(Mul(x, x), x): x and its nodes."""
     node = m.producers.get(name)
     if node is None or m.sole(name) is not user or len(node.inputs) != 2:
@@ -316,7 +254,7 @@ def _cube_of(m: _Match, name: str, user: Node) -> tuple[str, list[Node]] | None:
     return None
 
 
-def _tanh_gelu(m: _Match, tanh: Node) -> tuple[str, list[Node]] | None:
+def _tanh_gelu(m: Match, tanh: Node) -> tuple[str, list[Node]] | None:
     """x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))): x and the nodes it spans."""
     inner = m.made_by(tanh.inputs[0], "Mul", tanh)
     s = m.scalar_other(inner, GELU_TANH_SCALE) if inner is not None else None
@@ -345,7 +283,7 @@ def fuse_gelu(graph: Graph) -> int:
     for node in [n for n in graph.nodes if n.op in ("Erf", "Tanh")]:
         if node not in graph.nodes:
             continue
-        m = _Match(graph)
+        m = Match(graph)
         found = _erf_gelu(m, node) if node.op == "Erf" else _tanh_gelu(m, node)
         if found is None:
             continue
@@ -389,7 +327,7 @@ def fuse_matmul_bias(graph: Graph) -> int:
             bias = _last_axis_bias(graph, bias_name, out_shape)
             matrices = all(len(graph.tensors[v].shape) >= 2 for v in mm.inputs)  # no 1-D operand (its axis goes)
             if (bias is None or not matrices or graph.tensors[name].dtype != "float32"
-                    or graph.tensors[add.outputs[0]].shape != out_shape or _single_consumer(graph, name) is not add):
+                    or graph.tensors[add.outputs[0]].shape != out_shape or single_consumer(graph, name) is not add):
                 continue
             if graph.constants[bias_name].ndim != 1:
                 flat = f"{mm.name}__bias"
@@ -397,36 +335,64 @@ def fuse_matmul_bias(graph: Graph) -> int:
                 graph.tensors[flat] = TensorInfo(flat, bias.shape, "float32")
                 bias_name = flat
             mm.inputs.append(bias_name)
-            _replace(graph, mm, add)
+            replace(graph, mm, add)
             count += 1
             break
     return count
 
 
 _RESIDUAL_PRODUCERS = ("Conv", "Gemm", "MatMul")
+_RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+def _before_reshapes(graph: Graph, name: str, user: Node) -> tuple[str, list[Node]]:
+    """(the value a chain of reshapes that only ``user`` reads starts from, the chain in order); (name, [])."""
+    producers, chain = graph.producers(), []
+    while (node := producers.get(name)) is not None and node.op in _RESHAPES and single_consumer(graph, name) is user:
+        chain.insert(0, node)
+        name, user = node.inputs[0], node
+    return name, chain
 
 
 def fuse_residual_add(graph: Graph) -> int:
     """Add(out, other) of equal shapes, ``out`` of a Conv, Gemm or MatMul (sole consumer), joins the producer's
-    epilogue (after its bias); the producer moves to the Add's place so that `other` is computed before it."""
+    epilogue (after its bias); the producer moves to the Add's place so that `other` is computed before it. Reshapes
+    between the product and the Add (ViT's [S*B, D] -> [S, B, D] -> [B, S, D]) stay after it, and the residual is
+    reshaped to the product's shape (the same elements in the same order)."""
     count = 0
     for add in [n for n in graph.nodes if n.op == "Add" and len(n.inputs) == 2]:
         producers = graph.producers()
         out_shape = graph.tensors[add.outputs[0]].shape
         for i, name in enumerate(add.inputs):
-            conv = producers.get(name)
-            other = add.inputs[1 - i]
+            value, chain = _before_reshapes(graph, name, add)
+            conv, other = producers.get(value), add.inputs[1 - i]
             if (conv is None or conv.op not in _RESIDUAL_PRODUCERS or "activation" in conv.attrs
                     or conv.attrs.get("residual")
                     or graph.tensors[other].shape != out_shape or graph.tensors[name].shape != out_shape
-                    or other == name or graph.tensors[other].dtype != "float32"
-                    or _single_consumer(graph, name) is not add):
+                    or other in (name, value) or graph.tensors[other].dtype != "float32"
+                    or single_consumer(graph, value) is not (chain[0] if chain else add)):
                 continue
             while len(conv.inputs) < 3:
                 conv.inputs.append("")
-            conv.inputs.append(other)
+            if not chain:
+                conv.inputs.append(other)
+                conv.attrs["residual"] = 1
+                replace(graph, conv, add)
+                count += 1
+                break
+            shape = graph.tensors[value].shape
+            target, shaped = f"{add.name}__residual_shape", f"{add.name}__residual"
+            graph.constants[target] = np.asarray(shape, np.int64)
+            graph.tensors[target] = TensorInfo(target, (len(shape),), "int64")
+            graph.tensors[shaped] = TensorInfo(shaped, shape, "float32")
+            conv.inputs.append(shaped)
             conv.attrs["residual"] = 1
-            _replace(graph, conv, add)
+            for node in (conv, *chain):
+                graph.nodes.remove(node)
+            graph.tensors.pop(chain[-1].outputs[0], None)
+            chain[-1].outputs = [add.outputs[0]]
+            at = graph.nodes.index(add)
+            graph.nodes[at:at + 1] = [Node("Reshape", f"{add.name}__reshape", [other, target], [shaped]), conv, *chain]
             count += 1
             break
     return count
@@ -464,6 +430,8 @@ PASSES: list[tuple[str, Callable[[Graph], int]]] = [
     ("eliminate_dead_code", eliminate_dead_code),
     ("explicit_attributes", explicit_attributes),
     ("fold_batchnorm", fold_batchnorm),
+    ("transposes_as_reshapes", transposes_as_reshapes),
+    ("fuse_attention", fuse_attention),
     ("fuse_gelu", fuse_gelu),
     ("fuse_matmul_bias", fuse_matmul_bias),
     ("fuse_residual_add", fuse_residual_add),

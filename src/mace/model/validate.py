@@ -31,14 +31,14 @@ REQUIRED_INPUTS = {
     "Max": 1, "Min": 1, "Sum": 1, "Mean": 1, "PRelu": 2, "Where": 3, "Equal": 2, "Greater": 2, "Less": 2,
     "GreaterOrEqual": 2, "LessOrEqual": 2, "And": 2, "Or": 2, "Xor": 2, "Mod": 2, "Reshape": 2, "Expand": 2,
     "Tile": 2, "Gather": 2, "GatherElements": 2, "GatherND": 2, "Range": 3, "Slice": 3,
-    "BatchNormalization": 5, "InstanceNormalization": 3, "LayerNormalization": 2,
+    "BatchNormalization": 5, "InstanceNormalization": 3, "LayerNormalization": 2, "ScaledDotProductAttention": 3,
 }
 WINDOW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}
 INT_ATTRS = {"group", "axis", "ceil_mode", "count_include_pad", "keepdims", "residual", "transA", "transB",
              "storage_order", "select_last_index", "noop_with_empty_axes", "exclusive", "reverse", "largest",
-             "sorted", "p", "blocksize", "exclude_outside"}
+             "sorted", "p", "blocksize", "exclude_outside", "nan_to_zero"}
 FLOAT_ATTRS = {"alpha", "beta", "gamma", "epsilon", "momentum", "bias", "lambd", "cubic_coeff_a",
-               "extrapolation_value"}
+               "extrapolation_value", "scale"}
 # unary ops whose output has the input's shape
 SAME_SHAPE_OPS = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Celu", "Selu",
                   "Softplus", "Softsign", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round",

@@ -1,9 +1,11 @@
-"""Gemm, MatMul (numpy matmul semantics: batched, broadcast, 1-D promotion, as ONNX) and Einsum."""
+"""Gemm, MatMul (numpy matmul semantics: batched, broadcast, 1-D promotion, as ONNX), Einsum, and mace's fused
+ScaledDotProductAttention (mace.model.ir)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from mace.ops.activations import softmax
 from mace.ops.common import Attrs, Inputs, OpFn, Outputs, arg, compute_dtype, registrar, required
 
 OPS: dict[str, OpFn] = {}
@@ -37,6 +39,21 @@ def matmul(inputs: Inputs, attrs: Attrs) -> Outputs:
     if bias is not None:
         y = y + _compute(bias)
     return [y.astype(a.dtype, copy=False)]
+
+
+@register("ScaledDotProductAttention")
+def scaled_dot_product_attention(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """softmax(scale * Q @ K^T + mask) @ V over the last axis, the second input being K^T; with ``nan_to_zero``
+    the probabilities that are NaN (a row of -inf scores) count as 0, as transformers' guard does."""
+    q, kt, v, mask = required(inputs, 0), required(inputs, 1), required(inputs, 2), arg(inputs, 3)
+    scores = np.matmul(_compute(q), _compute(kt)) * np.float32(attrs.get("scale", 1.0))
+    if mask is not None:
+        scores = scores + _compute(mask)
+    with np.errstate(invalid="ignore"):
+        probs = softmax(scores, -1)
+    if int(attrs.get("nan_to_zero", 0)):
+        probs = np.where(np.isnan(probs), np.float32(0.0), probs)
+    return [np.matmul(probs, _compute(v)).astype(q.dtype, copy=False)]
 
 
 @register("Einsum")

@@ -29,6 +29,7 @@ conv <- placement; elementwise <- norm, shape; reduce <- pooling); no module her
 
 # The family modules register their lowerings on import.
 from mace.opencl.plan import (  # noqa: F401
+    attention,
     conv,
     elementwise,
     gemm,

@@ -13,7 +13,7 @@ from mace.model.ir import Node
 from mace.opencl.plan.gemm_cpu import cpu_gemm
 from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.gemm_tiled import gpu_gemm
-from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional, prepass
+from mace.opencl.plan.planner import Arg, Planner, View, epilogue_split, lowers, optional, prepass
 from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, collapse, contiguous_strides, prod
 from mace.opencl.plan.tiling import WORK_ITEM_FLOOR_VARIANTS, gemm_tiling, variant_floor
 
@@ -86,7 +86,7 @@ def fold_transposes(p: Planner) -> None:
             as_b = any(u.inputs[1] == out for u in users)
             if p.cpu and as_b and strides[-1] != 1 and p.tag(out) == "F32":
                 continue
-            p.views[out] = (source, strides)
+            p.views[out] = View(source, strides)
 
 
 def _matrix_operand(
@@ -96,7 +96,9 @@ def _matrix_operand(
     (rank >= 2): contiguous, or a view (fold_transposes)."""
     if value not in p.views:
         return value, (full[-1], 1), broadcast_strides(full, [*batch, *full[-2:]])[: len(batch)]
-    source, strides = p.views[value]
+    view = p.views[value]
+    source, strides = view.source, view.strides
+    assert view.offset == 0, "MatMul operands are views without an offset (fold_transposes)"
     pad = len(batch) - (len(full) - 2)
     bs = [0] * pad + [0 if dim == 1 else s for dim, s in zip(full[:-2], strides[:-2])]
     return source, (strides[-2], strides[-1]), bs

@@ -17,7 +17,7 @@ import numpy as np
 from mace.errors import DeviceError
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
-from mace.opencl.plan.templates import broadcast_strides, collapse, contiguous_strides, prod
+from mace.opencl.plan.templates import broadcast_strides, collapse, contiguous_strides, prod, row_offset
 from mace.opencl.plan.tiling import cpu_vector_width
 
 # --- the shared lowerings ------------------------------------------------------------------------------------------
@@ -41,29 +41,13 @@ def strided_copy(
         inner, rows = view[-1], prod(view[:-1])
         vw = cpu_vector_width(inner, p.policy) or 1
         cpu: dict[str, Any] = {"ROWS": rows, "INNER": inner, "VW": vw}
-        cpu.update({"SRC_BASE": src_base, "SRC_IS": ss[-1], "SRC_ROW(r)": _row_offset(view[:-1], ss[:-1])})
-        cpu.update({"DST_BASE": dst_base, "DST_IS": ds[-1], "DST_ROW(r)": _row_offset(view[:-1], ds[:-1])})
+        cpu.update({"SRC_BASE": src_base, "SRC_IS": ss[-1], "SRC_ROW(r)": row_offset(view[:-1], ss[:-1])})
+        cpu.update({"DST_BASE": dst_base, "DST_IS": ds[-1], "DST_ROW(r)": row_offset(view[:-1], ds[:-1])})
         p.launch(node, p.kernel("copy_cpu", cpu), [-(-inner // vw), rows], [src, dst])
         return
     defines = {"T": tag, "SIZE": size, "RANK": len(view), "SHAPE": view}
     defines.update({"SRC_BASE": src_base, "SRC_STRIDES": ss, "DST_BASE": dst_base, "DST_STRIDES": ds})
     p.launch(node, p.kernel("copy", defines), [size], [src, dst])
-
-
-def _row_offset(dims: Sequence[int], strides: Sequence[int]) -> str:
-    """The C expression of the element offset of row ``r`` (row-major over ``dims``) through ``strides``.
-
-    >>> _row_offset([2, 58], [784, 1568]), _row_offset([], [])
-    ('(r) / 58 * 784 + (r) % 58 * 1568', '0')
-    """
-    terms, inner = [], 1
-    for d in reversed(range(len(dims))):
-        index = "(r)" if inner == 1 else f"(r) / {inner}"
-        index = index if d == 0 else f"{index} % {dims[d]}"
-        if strides[d]:
-            terms.append(f"{index} * {strides[d]}")
-        inner *= dims[d]
-    return " + ".join(reversed(terms)) or "0"
 
 
 def copy_view(p: Planner, node: Node, shape: Sequence[int], src_strides: Sequence[int], src_base: int = 0) -> None:
@@ -89,7 +73,7 @@ def _lower_transpose(p: Planner, node: Node) -> None:
     copy_view(p, node, [shape[d] for d in perm], [strides[d] for d in perm])
 
 
-def _slice_params(p: Planner, node: Node) -> tuple[list[int], list[int]]:
+def slice_params(p: Planner, node: Node) -> tuple[list[int], list[int]]:
     """(start, step) per input dim of a Slice."""
     shape = p.shape(node.inputs[0])
     rank = len(shape)
@@ -118,7 +102,7 @@ def _slice_params(p: Planner, node: Node) -> tuple[list[int], list[int]]:
 @lowers("Slice")
 def _lower_slice(p: Planner, node: Node) -> None:
     shape = p.shape(node.inputs[0])
-    begin, step = _slice_params(p, node)
+    begin, step = slice_params(p, node)
     strides = contiguous_strides(shape)
     base = sum(b * s for b, s in zip(begin, strides))
     copy_view(p, node, p.shape(node.outputs[0]), [s * st for s, st in zip(strides, step)], base)

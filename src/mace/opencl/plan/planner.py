@@ -53,6 +53,16 @@ class Buffer:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
+@dataclass(frozen=True)
+class View:
+    """A value no launch computes: element ``i`` (row-major over the value's shape) is element ``offset + sum(i_d *
+    strides[d])`` of ``source``'s buffer, ``source`` being a value with a buffer (or an alias of one)."""
+
+    source: str
+    strides: tuple[int, ...]
+    offset: int = 0
+
+
 @dataclass
 class ProgramPlan:
     source: str
@@ -138,9 +148,11 @@ class Planner:
         # value -> (buffer, element offset, batch stride): values written straight into a slice of another value's
         # buffer (a Concat's inputs, on GPU targets; set by placement.py)
         self.placement: dict[str, tuple[str, int, int]] = {}
-        # value -> (the value it is a view of, element strides of the view): values no launch computes, read through
-        # strides by every consumer (a Transpose that only MatMuls read; set by gemm.fold_transposes)
-        self.views: dict[str, tuple[str, tuple[int, ...]]] = {}
+        # values no launch computes, read through strides by every consumer (a Transpose that only MatMuls read, set
+        # by gemm.fold_transposes; the operands of attention, set by attention.view_attention_operands)
+        self.views: dict[str, View] = {}
+        # nodes whose output another node's launch writes (the Transpose after an attention), lowered to nothing
+        self.absorbed: set[str] = set()
 
     # values and buffers
 
@@ -275,8 +287,8 @@ class Planner:
         return chosen
 
     def lower(self, node: Node) -> None:
-        if node.outputs and all(out in self.views for out in node.outputs):
-            return  # its consumers read its input through strides
+        if (node.outputs and all(out in self.views for out in node.outputs)) or node.name in self.absorbed:
+            return  # its consumers read its input through strides, or its producer writes its output
         lowering = _LOWERINGS.get(node.op)
         if lowering is None:
             raise DeviceError(f"OpenCL runtime has no kernel for {node.op} (node {node.name})")

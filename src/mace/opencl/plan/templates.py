@@ -64,6 +64,7 @@ def storage_tag(dtype: str, data_type: str) -> str:
 # family -> (template file, selector macro for files holding several kernels)
 FAMILIES: dict[str, tuple[str, str | None]] = {
     "eltwise": ("elementwise.cl", None),
+    "attention": ("attention.cl", None),
     "conv": ("conv.cl", None),
     "conv_cpu": ("conv_cpu.cl", None),
     "depthwise": ("depthwise.cl", None),
@@ -194,3 +195,19 @@ def collapse(shape: Sequence[int], *strides: Sequence[int]) -> tuple[list[int], 
     if not merged:
         merged = [(1, [0] * len(strides))]
     return [n for n, _ in merged], [[ss[i] for _, ss in merged] for i in range(len(strides))]
+
+
+def row_offset(dims: Sequence[int], strides: Sequence[int]) -> str:
+    """The C expression of the element offset of row ``r`` (row-major over ``dims``) through ``strides``.
+
+    >>> row_offset([2, 58], [784, 1568]), row_offset([], [])
+    ('(r) / 58 * 784 + (r) % 58 * 1568', '0')
+    """
+    terms, inner = [], 1
+    for d in reversed(range(len(dims))):
+        index = "(r)" if inner == 1 else f"(r) / {inner}"
+        index = index if d == 0 else f"{index} % {dims[d]}"
+        if strides[d]:
+            terms.append(f"{index} * {strides[d]}")
+        inner *= dims[d]
+    return " + ".join(reversed(terms)) or "0"

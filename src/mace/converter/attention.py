@@ -1,0 +1,166 @@
+"""Attention as exporters write it, fused into one ScaledDotProductAttention node (ir.py), and the layout moves around
+it that are no moves at all.
+
+``fuse_attention`` matches, per head group, the chain torch.onnx writes for softmax(Q.K^T / sqrt(d)) . V:
+
+    MatMul(Q [* a], K^T [* b]) [* c or / c] [+ mask] -> Softmax(last axis) [-> Where(IsNaN(p), 0, p)] -> MatMul(., V)
+
+with a, b, c one-element constants (nn.MultiheadAttention scales Q and K^T by sqrt(scale) each, BERT divides the
+scores, scaled_dot_product_attention multiplies them), the mask any float tensor that broadcasts to the scores, and
+transformers' NaN guard on the probabilities. Every intermediate must have the chain as its only reader; Q, K^T and V
+keep whatever layout their producers give them (the OpenCL planner reads them through strides).
+
+``transposes_as_reshapes``: a Transpose that only moves dimensions of size 1 keeps the element order, so it is a
+Reshape (an alias on every runtime): ViT's [S, 1, D] -> [1, S, D] after the attention block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mace.converter.matching import Match, constant_scalar, other_operand
+from mace.model.ir import Graph, Node, TensorInfo
+
+
+def _scalar_factor(m: Match, node: Node, name: str) -> float | None:
+    """The factor a Mul or Div ``node`` applies to ``name`` when the other operand is a one-element constant."""
+    other = other_operand(node, name)
+    if other is None or node.op not in ("Mul", "Div") or (node.op == "Div" and node.inputs[0] != name):
+        return None
+    value = constant_scalar(m.graph, other, 1.0)
+    if value is None or not np.isfinite(value) or (node.op == "Div" and value == 0.0):
+        return None
+    return value if node.op == "Mul" else 1.0 / value
+
+
+def _scaled_input(m: Match, name: str, user: Node) -> tuple[str, float, list[Node]]:
+    """(the value before a scalar Mul/Div that only ``user`` reads, its factor, that node) or (name, 1, [])."""
+    node = m.producers.get(name)
+    if node is not None and m.sole(name) is user and len(node.inputs) == 2:
+        for operand in node.inputs:
+            factor = _scalar_factor(m, node, operand)
+            if factor is not None and operand not in m.graph.constants:
+                return operand, factor, [node]
+    return name, 1.0, []
+
+
+def _nan_guard(m: Match, probs: str) -> Node | None:
+    """Where(IsNaN(p), 0, p), when those two nodes are the only readers of ``probs``: the Where node."""
+    users = m.users.get(probs, [])
+    if len(users) != 2 or probs in m.outputs:
+        return None
+    isnan = next((u for u in users if u.op == "IsNaN"), None)
+    where = next((u for u in users if u.op == "Where"), None)
+    if isnan is None or where is None or m.sole(isnan.outputs[0]) is not where:
+        return None
+    if where.inputs[0] != isnan.outputs[0] or where.inputs[2] != probs or constant_scalar(m.graph, where.inputs[1],
+                                                                                         1.0) != 0.0:
+        return None
+    return where
+
+
+def _float32(graph: Graph, *names: str) -> bool:
+    return all(graph.tensors[n].dtype == "float32" for n in names)
+
+
+def _match(m: Match, softmax: Node) -> tuple[Node, list[str], dict[str, float | int], list[Node]] | None:
+    """(the final MatMul, the fused node's inputs, its attributes, the nodes it replaces) for one Softmax."""
+    graph = m.graph
+    x = softmax.inputs[0]
+    rank = len(graph.tensors[x].shape)
+    if rank < 2 or int(softmax.attrs.get("axis", -1)) not in (-1, rank - 1):
+        return None
+    gone: list[Node] = [softmax]
+    mask = ""
+    node = m.producers.get(x)
+    if node is not None and node.op == "Add" and m.sole(x) is softmax and len(node.inputs) == 2:
+        for scores, other in (node.inputs, node.inputs[::-1]):
+            producer = m.producers.get(scores)
+            if producer is not None and producer.op in ("MatMul", "Mul", "Div") and other != scores:
+                mask, x = other, scores
+                gone.append(node)
+                break
+    scale = 1.0
+    user = gone[-1]
+    node = m.producers.get(x)
+    while node is not None and node.op in ("Mul", "Div") and m.sole(x) is user:
+        before, factor, scaled = _scaled_input(m, x, user)
+        if not scaled:
+            break
+        scale, x, user = scale * factor, before, node
+        gone.append(node)
+        node = m.producers.get(x)
+    qk = node
+    if qk is None or qk.op != "MatMul" or len(qk.inputs) != 2 or qk.attrs or m.sole(x) is not user:
+        return None
+    gone.append(qk)
+    q, qs, qn = _scaled_input(m, qk.inputs[0], qk)
+    kt, ks, kn = _scaled_input(m, qk.inputs[1], qk)
+    scale *= qs * ks
+    gone += qn + kn
+    probs = softmax.outputs[0]
+    guard = _nan_guard(m, probs)
+    if guard is not None:
+        gone += [m.producers.get(n) for n in guard.inputs[:1]]  # type: ignore[list-item]
+        gone.append(guard)
+        probs = guard.outputs[0]
+    pv = m.sole(probs)
+    if pv is None or pv.op != "MatMul" or len(pv.inputs) != 2 or pv.attrs or pv.inputs[0] != probs:
+        return None
+    v = pv.inputs[1]
+    if not _float32(graph, q, kt, v, x, pv.outputs[0]) or (mask and not _float32(graph, mask)):
+        return None
+    qshape, kshape, vshape = (graph.tensors[n].shape for n in (q, kt, v))
+    if not (len(qshape) == len(kshape) == len(vshape) >= 2 and qshape[:-2] == kshape[:-2] == vshape[:-2]
+            and qshape[-1] == kshape[-2] and kshape[-1] == vshape[-2]):
+        return None
+    scores_shape = (*qshape[:-1], kshape[-1])
+    if mask:
+        mshape = graph.tensors[mask].shape
+        if len(mshape) > len(scores_shape) or np.broadcast_shapes(mshape, scores_shape) != scores_shape:
+            return None
+        if mask in graph.constants and not np.any(graph.float_constant(mask)):
+            mask = ""  # an all-zero mask (no attention_mask given) adds nothing
+    attrs: dict[str, float | int] = {"scale": float(np.float32(scale))}
+    if guard is not None:
+        attrs["nan_to_zero"] = 1
+    return pv, [q, kt, v, *([mask] if mask else [])], attrs, gone
+
+
+def fuse_attention(graph: Graph) -> int:
+    """Each attention chain (module docstring) becomes one ScaledDotProductAttention at the final MatMul's place."""
+    count = 0
+    for softmax in [n for n in graph.nodes if n.op == "Softmax"]:
+        if softmax not in graph.nodes:
+            continue
+        found = _match(Match(graph), softmax)
+        if found is None:
+            continue
+        pv, inputs, attrs, gone = found
+        fused = Node("ScaledDotProductAttention", pv.name, inputs, list(pv.outputs), attrs)
+        graph.nodes[graph.nodes.index(pv)] = fused
+        for node in gone:
+            graph.nodes.remove(node)
+            graph.tensors.pop(node.outputs[0], None)
+        count += 1
+    return count
+
+
+def transposes_as_reshapes(graph: Graph) -> int:
+    """A Transpose whose dimensions longer than 1 keep their order becomes a Reshape to its output shape."""
+    count = 0
+    for i, node in enumerate(graph.nodes):
+        if node.op != "Transpose" or len(node.inputs) != 1:
+            continue
+        shape = graph.tensors[node.inputs[0]].shape
+        perm = [int(d) for d in node.attrs.get("perm", list(range(len(shape)))[::-1])]
+        moved = [d for d in perm if shape[d] != 1]
+        if moved != sorted(moved):
+            continue
+        out_shape = graph.tensors[node.outputs[0]].shape
+        target = f"{node.name}__shape"
+        graph.constants[target] = np.asarray(out_shape, np.int64)
+        graph.tensors[target] = TensorInfo(target, (len(out_shape),), "int64")
+        graph.nodes[i] = Node("Reshape", node.name, [node.inputs[0], target], list(node.outputs), {})
+        count += 1
+    return count

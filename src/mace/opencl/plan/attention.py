@@ -1,0 +1,144 @@
+"""ScaledDotProductAttention (the converter's fusion, converter/attention.py) on attention.cl: one launch per
+attention, its operands read where their producers wrote them.
+
+``view_attention_operands`` (a prepass) turns the data-movement chains that feed an attention (views.VIEW_OPS) into
+views: no launch computes them when every reader of every value on the chain is the chain or an attention. It also
+lets an attention write its output through the Transpose that is its only reader (the heads back to tokens), so that
+Transpose is lowered to nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mace.model.ir import Node
+from mace.opencl.plan.planner import Arg, Planner, View, lowers, optional, prepass
+from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, contiguous_strides, prod, row_offset
+from mace.opencl.plan.tiling import ATTENTION_VARIANTS, attention_tiling
+from mace.opencl.plan.views import VIEW_OPS, compose, view_of
+
+OP = "ScaledDotProductAttention"
+
+
+def _chain_nodes(p: Planner) -> dict[str, Node]:
+    """The view-op nodes on the chains that end in an attention's operands (name -> node)."""
+    producers = p.graph.producers()
+    found: dict[str, Node] = {}
+    for node in p.graph.nodes:
+        if node.op != OP:
+            continue
+        for value in node.inputs[:4]:
+            while value and (producer := producers.get(value)) is not None and producer.op in VIEW_OPS:
+                found[producer.name] = producer
+                value = producer.inputs[0]
+    return found
+
+
+def _readers_allow(p: Planner, node: Node, chain: dict[str, Node]) -> bool:
+    out = node.outputs[0]
+    if out in p.graph_outputs:
+        return False
+    return all(u.name in chain or u.op == OP for u in p.consumers.get(out, []))
+
+
+@prepass
+def view_attention_operands(p: Planner) -> None:
+    chain = _chain_nodes(p)
+    while True:
+        shrunk = True
+        while shrunk:  # a node that must be computed needs its input computed too
+            kept = {name: node for name, node in chain.items() if _readers_allow(p, node, chain)}
+            shrunk, chain = len(kept) < len(chain), kept
+        views: dict[str, View] = {}
+        failed = None
+        for node in p.graph.nodes:
+            if node.name in chain:
+                source = views.get(node.inputs[0]) or view_of(p, node.inputs[0])
+                view = compose(p, node, source)
+                if view is None:
+                    failed = node.name
+                    break
+                views[node.outputs[0]] = view
+        if failed is None:
+            break
+        del chain[failed]
+    p.views.update(views)
+    for node in p.graph.nodes:
+        if node.op == OP:
+            writer = _output_transpose(p, node)
+            if writer is not None and writer.name not in chain:
+                p.absorbed.add(writer.name)
+
+
+def _output_transpose(p: Planner, node: Node) -> Node | None:
+    """The Transpose that is the only reader of an attention's output (not itself a graph output)."""
+    out = node.outputs[0]
+    users = p.consumers.get(out, [])
+    if out in p.graph_outputs or len(users) != 1 or users[0].op != "Transpose":
+        return None
+    return users[0]
+
+
+def _addressing(prefix: str, lead_shape: list[int], view: View, names: tuple[str, str]) -> dict[str, Any]:
+    """The defines that address one operand: its offset, batch-head offset expression and the two inner strides."""
+    lead = len(lead_shape)
+    return {f"{prefix}_OFF": view.offset, f"{prefix}_BH(r)": f"({row_offset(lead_shape, view.strides[:lead])})",
+            f"{prefix}S_{names[0]}": view.strides[lead], f"{prefix}S_{names[1]}": view.strides[lead + 1]}
+
+
+def _vector_rows(view: View, lead_shape: list[int], along: int, length: int) -> int:
+    """4 where the operand's rows are contiguous along dim ``along`` (one of its two inner dims, ``length`` long) and
+    each starts at a multiple of 4 elements (aligned float4 loads), else 1."""
+    lead = len(lead_shape)
+    across = 2 * lead + 1 - along  # the other inner dim
+    starts = [s for s, n in zip(view.strides[:lead], lead_shape) if n > 1] + [view.strides[across], view.offset]
+    return 4 if view.strides[along] == 1 and length % 4 == 0 and all(s % 4 == 0 for s in starts) else 1
+
+
+@lowers(OP)
+def _lower_attention(p: Planner, node: Node) -> None:
+    q, kt, v, mask = node.inputs[0], node.inputs[1], node.inputs[2], optional(node.inputs, 3)
+    qshape = list(p.shape(q))
+    lead_shape, (sq, d) = qshape[:-2], qshape[-2:]
+    sk, dv = p.shape(kt)[-1], p.shape(v)[-1]
+    lead = len(lead_shape)
+    qv, kv, vv = (view_of(p, x) for x in (q, kt, v))
+    defines: dict[str, Any] = {"Q_T": p.tag(q), "K_T": p.tag(kt), "V_T": p.tag(v)}
+    defines.update({"SQ": sq, "SK": sk, "D": d, "DV": dv, "SCALE": float(node.attrs.get("scale", 1.0))})
+    defines.update({"HAS_MASK": bool(mask), "NAN_TO_ZERO": bool(node.attrs.get("nan_to_zero", 0))})
+    defines.update(_addressing("Q", lead_shape, qv, ("I", "D")))
+    defines.update(_addressing("K", lead_shape, kv, ("D", "J")))
+    defines.update(_addressing("V", lead_shape, vv, ("J", "E")))
+    floats = all(p.tag(x) in FLOAT_TAGS for x in (q, kt, v))
+    defines["KVEC"] = _vector_rows(kv, lead_shape, lead, d) if floats else 1
+    defines["VVEC"] = _vector_rows(vv, lead_shape, lead + 1, dv) if floats else 1
+    args: list[Arg] = [p.use(view.source) for view in (qv, kv, vv)]
+    if mask:
+        mview = view_of(p, mask)
+        scores = [*lead_shape, sq, sk]
+        # broadcast the mask's own strides (its view's) to the scores' dims
+        own = broadcast_strides(p.shape(mask), scores)
+        pad = len(scores) - len(p.shape(mask))
+        strides = tuple(0 if o == 0 else mview.strides[i - pad] for i, o in enumerate(own))
+        defines["M_T"] = p.tag(mask)
+        defines.update(_addressing("M", lead_shape, View(mview.source, strides, mview.offset), ("I", "J")))
+        args.append(p.use(mview.source))
+    writer = _output_transpose(p, node)
+    if writer is not None and writer.name in p.absorbed:
+        out = writer.outputs[0]
+        perm = [int(x) for x in writer.attrs.get("perm", list(range(lead + 2))[::-1])]
+        final = contiguous_strides(p.shape(out))
+        ystrides = [0] * (lead + 2)
+        for j, dim in enumerate(perm):
+            ystrides[dim] = final[j]
+    else:
+        out = node.outputs[0]
+        ystrides = contiguous_strides(p.shape(out))
+    defines["Y_T"] = p.tag(out)
+    defines.update(_addressing("Y", lead_shape, View(out, tuple(ystrides)), ("I", "E")))
+    args.append(p.define(out))
+    variant = p.variant(node, ATTENTION_VARIANTS) if p.gpu else 0
+    splits, rows = attention_tiling(sk, dv, p.target, p.policy, variant) if p.gpu and p.target else (1, 1)
+    defines.update({"SPLITS": splits, "ROWS": rows, "KB": 8 if p.gpu else 4})
+    grid = [splits, -(-sq // rows) * rows, prod(lead_shape)]
+    p.launch(node, p.kernel("attention", defines), grid, args, local_size=[splits, rows, 1] if splits > 1 else None)

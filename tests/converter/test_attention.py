@@ -1,0 +1,255 @@
+"""Attention fused into one ScaledDotProductAttention (converter/attention.py) and run as one launch that reads its
+operands through strides (opencl/plan/attention.py, views.py): real exports of torchvision's VisionTransformer and
+transformers' BertModel at a test's size (benchmarks/torch_models.py vit_tiny, bert_tiny; tests/converter/data), and
+the variants of the pattern built here (scale before or after the product, masks with fully masked rows, the NaN
+guard, rank 3), each against onnxruntime on the CPU reference and on OpenCL (portable and GPU-target plans, every
+kernel variant). The near misses stay unfused."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import mace
+from conftest import GPU, OpenCLCheck
+from mace.converter import convert_onnx
+from mace.model.ir import Graph
+from mace.opencl.plan import plan_graph
+from mace.opencl.plan.tiling import ATTENTION_VARIANTS
+from support import onnx_model, random_array, run_onnxruntime
+
+DATA = Path(__file__).parent / "data"
+SDPA = "ScaledDotProductAttention"
+
+
+def every_variant(graph: Graph) -> tuple[dict[str, int], ...]:
+    """One variant choice per attention variant, for all attention nodes at once."""
+    names = [n.name for n in graph.nodes if n.op == SDPA]
+    return tuple({name: v for name in names} for v in range(ATTENTION_VARIANTS))
+
+
+def check_cpu(model: Any, graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    expected = run_onnxruntime(model, feeds)
+    got = mace.Engine(graph, device="cpu").run(feeds)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=2e-5, equal_nan=True, err_msg=name)
+    return expected
+
+
+def load_export(name: str) -> Any:
+    """An export with its all-zero weight matrices made random (torchvision zero-inits ViT's head: the output would
+    be 0 whatever the encoder computed)."""
+    model = onnx.load(DATA / f"{name}.onnx")
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        value = numpy_helper.to_array(init)
+        if value.dtype == np.float32 and value.ndim >= 2 and not value.any():
+            init.CopyFrom(numpy_helper.from_array(rng.standard_normal(value.shape).astype(np.float32) * 0.1,
+                                                  init.name))
+    return model
+
+
+def launch_ops(graph: Graph, target: Any = GPU) -> Counter[str]:
+    return Counter(launch.op for launch in plan_graph(graph, target).launches)
+
+
+# -- real exports -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_b1", "bert_tiny_b1"])
+def test_exports_fuse_one_attention_per_layer_and_match(name: str, opencl_check: OpenCLCheck) -> None:
+    model = load_export(name)
+    graph = convert_onnx(model)
+    ops = Counter(n.op for n in graph.nodes)
+    assert ops[SDPA] == 2 and not ops["Softmax"] and not ops["IsNaN"] and not ops["Where"]
+    launches = launch_ops(graph)
+    assert launches[SDPA] == 2
+    if name.startswith("vit"):
+        # per layer: ln_1, the qkv product, the attention, out_proj (+ the residual), ln_2, fc1 (+ GELU), fc2 (+ the
+        # residual, a k split's sum); the qkv split (a Transpose, 3 Gathers) and 8 head moves are no launches
+        assert launches["Gather"] == 1 and launches["Transpose"] == 1  # the class token, the patch embedding
+        assert sum(launches.values()) == 25 and launches["Add"] == 1
+    else:
+        assert launches["Transpose"] == 0 and sum(launches.values()) == 24
+    first = graph.inputs[0]
+    rng = np.random.default_rng(1)
+    if first.dtype == "float32":
+        x = rng.standard_normal(first.shape).astype(np.float32)
+    else:
+        x = rng.integers(0, 512, first.shape).astype(np.int64)
+    feeds = {first.name: x}
+    expected = check_cpu(model, graph, feeds)
+    assert np.abs(expected[graph.outputs[0].name]).max() > 1e-2  # the check compares something
+    opencl_check(graph, feeds, expected, every_variant(graph))
+
+
+# -- the pattern's forms ----------------------------------------------------------------------------------------------
+
+
+class Attention:
+    """softmax(scale Q.K^T + mask) . V built from graph inputs q [.., S, D], k [.., T, D], v [.., T, E]."""
+
+    def __init__(self, lead: tuple[int, ...] = (2, 3), s: int = 9, t: int = 11, d: int = 8, e: int = 8) -> None:
+        self.lead, self.s, self.t, self.d, self.e = lead, s, t, d, e
+        self.nodes: list[Any] = []
+        self.inits: dict[str, np.ndarray] = {}
+        self.inputs: dict[str, Any] = {"q": [*lead, s, d], "k": [*lead, t, d], "v": [*lead, t, e]}
+        rank = len(lead) + 2
+        self.kt = self.node("Transpose", "k", perm=[*range(rank - 2), rank - 1, rank - 2])
+
+    def const(self, value: Any) -> str:
+        name = f"c{len(self.inits)}"
+        self.inits[name] = np.asarray(value, np.float32)
+        return name
+
+    def node(self, op: str, *inputs: str, **attrs: Any) -> str:
+        out = f"t{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=f"{op}_{len(self.nodes)}", **attrs))
+        return out
+
+    def model(self, probs: str) -> Any:
+        """The model whose output y is ``probs`` . V."""
+        self.node("MatMul", probs, "v")
+        self.nodes[-1].output[0] = "y"
+        return onnx_model(self.nodes, self.inputs, {"y": None}, self.inits, opset=17)
+
+    def feeds(self, mask: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+        f = {name: random_array(*shape, seed=seed + i) for i, (name, shape) in enumerate(self.inputs.items())
+             if name != "mask"}
+        if mask is not None:
+            f["mask"] = mask
+        return f
+
+
+def _fused(model: Any) -> Graph:
+    graph = convert_onnx(model)
+    assert [n.op for n in graph.nodes].count(SDPA) == 1, [n.op for n in graph.nodes]
+    return graph
+
+
+@pytest.mark.parametrize("form", ["div_after", "mul_after", "mul_both", "mul_q_first"])
+def test_scale_forms_fold_into_one_scale(form: str, opencl_check: OpenCLCheck) -> None:
+    a = Attention()
+    c = 1 / math.sqrt(a.d)
+    if form == "div_after":  # BERT, the synthetic encoder layer
+        scores = a.node("Div", a.node("MatMul", "q", a.kt), a.const(math.sqrt(a.d)))
+    elif form == "mul_after":  # scaled_dot_product_attention's decomposition
+        scores = a.node("Mul", a.const(c), a.node("MatMul", "q", a.kt))
+    elif form == "mul_both":  # nn.MultiheadAttention: Q and K^T by sqrt(scale) each
+        s = a.const(math.sqrt(c))
+        scores = a.node("MatMul", a.node("Mul", "q", s), a.node("Mul", s, a.kt))
+    else:  # one of them scaled, then the product scaled again
+        scores = a.node("Mul", a.node("MatMul", a.node("Mul", "q", a.const(2.0)), a.kt), a.const(c / 2))
+    model = a.model(a.node("Softmax", scores, axis=-1))
+    graph = _fused(model)
+    node = next(n for n in graph.nodes if n.op == SDPA)
+    assert node.attrs["scale"] == pytest.approx(c, rel=1e-6) and len(node.inputs) == 3
+    f = a.feeds()
+    opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
+
+
+@pytest.mark.parametrize("guard", [False, True])
+@pytest.mark.parametrize("mask_shape", [(1, 1, 9, 11), (9, 11), (2, 1, 1, 11)])
+def test_masks_with_fully_masked_rows(guard: bool, mask_shape: tuple[int, ...], opencl_check: OpenCLCheck) -> None:
+    """An additive run-time mask of -inf and finite entries, broadcast; rows with every key masked are NaN as in
+    onnxruntime, or 0 under transformers' Where(IsNaN(p), 0, p)."""
+    a = Attention()
+    a.inputs["mask"] = list(mask_shape)
+    scores = a.node("Add", a.node("Div", a.node("MatMul", "q", a.kt), a.const(math.sqrt(a.d))), "mask")
+    probs = a.node("Softmax", scores, axis=-1)
+    if guard:
+        probs = a.node("Where", a.node("IsNaN", probs), a.const(0.0), probs)
+    model = a.model(probs)
+    graph = _fused(model)
+    node = next(n for n in graph.nodes if n.op == SDPA)
+    assert node.attrs.get("nan_to_zero", 0) == int(guard) and node.inputs[3] == "mask"
+    mask = np.where(np.random.default_rng(3).random(mask_shape) < 0.3, -np.inf, 0.5).astype(np.float32)
+    mask[..., 0, :] = -np.inf if len(mask_shape) == 2 or mask_shape[-2] > 1 else mask[..., 0, :]
+    mask.reshape(-1, mask_shape[-1])[-1, :] = -np.inf  # at least one row of every shape fully masked
+    f = a.feeds(mask)
+    expected = check_cpu(model, graph, f)
+    assert np.isnan(expected["y"]).any() != guard
+    opencl_check(graph, f, expected, every_variant(graph))
+
+
+def test_rank3_long_sequence_and_uneven_head_size(opencl_check: OpenCLCheck) -> None:
+    """No head dim, 70 queries over 100 keys (several key splits per row on a GPU target), D 6 and E 5 (scalar
+    loads, no float4 rows)."""
+    a = Attention(lead=(2,), s=70, t=100, d=6, e=5)
+    model = a.model(a.node("Softmax", a.node("Mul", a.node("MatMul", "q", a.kt), a.const(0.4)), axis=-1))
+    graph = _fused(model)
+    f = a.feeds()
+    opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
+
+
+def test_near_misses_stay_unfused() -> None:
+    a = Attention()
+    other_axis = a.model(a.node("Softmax", a.node("MatMul", "q", a.kt), axis=-2))
+    assert SDPA not in [n.op for n in convert_onnx(other_axis).nodes]
+
+    b = Attention()
+    vector_scale = b.node("Mul", b.node("MatMul", "q", b.kt), b.const(np.full(11, 0.3)))  # not one scalar
+    model = b.model(b.node("Softmax", vector_scale, axis=-1))
+    assert SDPA not in [n.op for n in convert_onnx(model).nodes]
+
+    c = Attention()
+    scores = c.node("MatMul", "q", c.kt)
+    probs = c.node("Softmax", scores, axis=-1)
+    c.node("MatMul", probs, "v")
+    c.nodes[-1].output[0] = "y"
+    c.nodes.append(helper.make_node("Identity", [scores], ["scores_out"]))  # the scores are also an output
+    model = onnx_model(c.nodes, c.inputs, {"y": None, "scores_out": None}, c.inits, opset=17)
+    graph = convert_onnx(model)
+    assert SDPA not in [n.op for n in graph.nodes]
+
+
+# -- operands through views -------------------------------------------------------------------------------------------
+
+
+def _qkv_model(scrambled_v: bool) -> Any:
+    """x [S, 12] . w -> Q, K, V of 2 heads by Slices of the product, moved to heads by Reshape and Transpose;
+    ``scrambled_v`` reads a transposed V in another shape, which no strides can say (it must be copied, and still be
+    right)."""
+    s, h, d = 10, 2, 4
+    nodes: list[Any] = []
+    inits = {"w": random_array(12, 3 * h * d, seed=5), "heads": np.asarray([s, h, d], np.int64),
+             "heads_first": np.asarray([h, s, d], np.int64)}
+    nodes.append(helper.make_node("MatMul", ["x", "w"], ["qkv"]))
+    for i, part in enumerate("qkv"):
+        inits[f"{part}0"] = np.asarray([i * h * d], np.int64)
+        inits[f"{part}1"] = np.asarray([(i + 1) * h * d], np.int64)
+        inits["axis"] = np.asarray([1], np.int64)
+        nodes.append(helper.make_node("Slice", ["qkv", f"{part}0", f"{part}1", "axis"], [f"{part}_flat"]))
+        nodes.append(helper.make_node("Reshape", [f"{part}_flat", "heads"], [f"{part}_r"]))
+    nodes.append(helper.make_node("Transpose", ["q_r"], ["q"], perm=[1, 0, 2]))
+    if scrambled_v:  # [S, H, D] -> [D, S, H] read row-major as [H, S, D]: no strides say that (a copy)
+        nodes.append(helper.make_node("Transpose", ["v_r"], ["v_t"], perm=[2, 0, 1]))
+        nodes.append(helper.make_node("Reshape", ["v_t", "heads_first"], ["v"]))
+    else:
+        nodes.append(helper.make_node("Transpose", ["v_r"], ["v"], perm=[1, 0, 2]))
+    nodes.append(helper.make_node("Transpose", ["k_r"], ["kt"], perm=[1, 2, 0]))
+    nodes.append(helper.make_node("MatMul", ["q", "kt"], ["scores"]))
+    nodes.append(helper.make_node("Softmax", ["scores"], ["probs"], axis=-1))
+    nodes.append(helper.make_node("MatMul", ["probs", "v"], ["ctx"]))
+    nodes.append(helper.make_node("Transpose", ["ctx"], ["y"], perm=[1, 0, 2]))
+    return onnx_model(nodes, {"x": [s, 12]}, {"y": None}, inits, opset=17)
+
+
+@pytest.mark.parametrize("scrambled_v", [False, True])
+def test_sliced_operands_are_views_and_unviewable_chains_are_copied(scrambled_v: bool,
+                                                                     opencl_check: OpenCLCheck) -> None:
+    model = _qkv_model(scrambled_v)
+    graph = _fused(model)
+    launches = launch_ops(graph)
+    # one product and one attention; the Slices, Reshapes and Transposes are views, the output Transpose is written
+    # by the attention; the scrambled V is copied (its Slice and its Transpose), Q and K^T are still views
+    assert launches == Counter({"MatMul": 1, SDPA: 1, **({"Slice": 1, "Transpose": 1} if scrambled_v else {})})
+    f = {"x": random_array(10, 12, seed=2)}
+    opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
