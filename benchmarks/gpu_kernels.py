@@ -55,6 +55,9 @@ SWEEP: dict[str, TilingPolicy] = {
     "x128x64": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(16, 8, 8, 8, bk=8, max_splits=4))),
     "x64r8": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
     "x64x128k16": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=16, max_splits=4))),
+    # attention.cl: 32 query rows per work-group wherever there are this many work-groups per CU (else 16)
+    "a0": replace(P, gpu_attention_groups_per_cu=0),
+    "a4": replace(P, gpu_attention_groups_per_cu=4),
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }
@@ -146,7 +149,9 @@ def main() -> None:
         name = Path(path).stem
         graph = convert_onnx(path)
         info = graph.inputs[0]
-        image = np.random.default_rng(0).standard_normal(info.shape).astype(np.float32)
+        rng = np.random.default_rng(0)
+        image = (rng.integers(0, 1000, info.shape).astype(info.dtype) if info.dtype.startswith("int")
+                 else rng.standard_normal(info.shape).astype(np.float32))
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         expected = session.run(None, {info.name: image})[0]
         graphs[name] = (path, graph, {info.name: image}, expected)
@@ -172,7 +177,8 @@ def main() -> None:
                     dump(args.out, results)
                     return
                 r = measure(graph, queue, replace(target, policy=policy), feeds, expected, args.sweep_runs)
-                r["rows"] = [row for row in r["rows"] if row["op"] in ("Conv", "Gemm", "MatMul")]
+                r["rows"] = [row for row in r["rows"]
+                             if row["op"] in ("Conv", "Gemm", "MatMul", "ScaledDotProductAttention")]
                 results["models"][name][variant] = r
                 report(name, variant, r)
             dump(args.out, results)
@@ -186,6 +192,11 @@ def report(name: str, variant: str, r: dict) -> None:
         f"build {r['build_s']:.1f} s  {' '.join(r['fences'])}",
         flush=True,
     )
+    per_op: dict[str, list[float]] = {}
+    for row in r["rows"]:
+        per_op.setdefault(row["op"], []).append(row["us"])
+    top = sorted(per_op.items(), key=lambda kv: -sum(kv[1]))[:8]
+    print("    " + "  ".join(f"{op} {sum(us):.0f} us/{len(us)}" for op, us in top), flush=True)
 
 
 def dump(path: str, results: dict) -> None:

@@ -96,7 +96,7 @@ def test_exports_fuse_one_attention_per_layer_and_match(name: str, opencl_check:
 class Attention:
     """softmax(scale Q.K^T + mask) . V built from graph inputs q [.., S, D], k [.., T, D], v [.., T, E]."""
 
-    def __init__(self, lead: tuple[int, ...] = (2, 3), s: int = 9, t: int = 11, d: int = 8, e: int = 8) -> None:
+    def __init__(self, lead: tuple[int, ...] = (2, 3), s: int = 9, t: int = 11, d: int = 16, e: int = 32) -> None:
         self.lead, self.s, self.t, self.d, self.e = lead, s, t, d, e
         self.nodes: list[Any] = []
         self.inits: dict[str, np.ndarray] = {}
@@ -179,10 +179,11 @@ def test_masks_with_fully_masked_rows(guard: bool, mask_shape: tuple[int, ...], 
     opencl_check(graph, f, expected, every_variant(graph))
 
 
-def test_rank3_long_sequence_and_uneven_head_size(opencl_check: OpenCLCheck) -> None:
-    """No head dim, 70 queries over 100 keys (several key splits per row on a GPU target), D 6 and E 5 (scalar
-    loads, no float4 rows)."""
-    a = Attention(lead=(2,), s=70, t=100, d=6, e=5)
+@pytest.mark.parametrize("d,e", [(8, 64), (6, 5)])
+def test_rank3_long_sequences_and_head_sizes(d: int, e: int, opencl_check: OpenCLCheck) -> None:
+    """No head dim, 70 queries over 100 keys (several row and key blocks of the tiled form); D 6 and E 5 take the
+    per-row form with scalar loads."""
+    a = Attention(lead=(2,), s=70, t=100, d=d, e=e)
     model = a.model(a.node("Softmax", a.node("Mul", a.node("MatMul", "q", a.kt), a.const(0.4)), axis=-1))
     graph = _fused(model)
     f = a.feeds()

@@ -3,30 +3,181 @@
 // scores are never stored. Every operand is read through strides (plan/views.py: ViT's qkv split and head moves cost
 // no copies): element (bh, i, d) of q is q[Q_OFF + Q_BH(bh) + i * QS_I + d * QS_D], likewise kt (bh, d, j), v (bh,
 // j, e), mask (bh, i, j; zero strides where it broadcasts) and y (bh, i, e).
-// SPLITS work items share a query row, each taking every SPLITS-th block of KB keys; a work-group holds ROWS rows and
-// merges each row's SPLITS partial (max, sum, accumulator) in local memory (SPLITS 1: no merge, any work-group).
 // The running max starts at -FLT_MAX, not -inf, so masked (-inf) keys weigh exp(-inf) = 0, never exp(-inf - -inf).
 // As the unfused Softmax: a row of only -inf scores gives 0 / 0, a NaN or +inf score makes its row NaN; with
 // NAN_TO_ZERO (transformers' Where(IsNaN(p), 0, p)) such rows are 0.
-// KVEC / VVEC 4: kt rows contiguous along d (v along e), read as aligned vectors; else 1.
-// Defines: KERNEL_NAME; Q_T K_T V_T Y_T (M_T); SQ SK D DV; SCALE; HAS_MASK NAN_TO_ZERO; SPLITS ROWS KB KVEC VVEC;
+// Defines: KERNEL_NAME; Q_T K_T V_T Y_T (M_T); SQ SK D DV; SCALE; HAS_MASK NAN_TO_ZERO;
 // Q_OFF Q_BH(r) QS_I QS_D; K_OFF K_BH(r) KS_D KS_J; V_OFF V_BH(r) VS_J VS_E; M_OFF M_BH(r) MS_I MS_J;
-// Y_OFF Y_BH(r) YS_I YS_E.
-// Global size (SPLITS, ceil(SQ / ROWS) * ROWS, batch-heads); local (SPLITS, ROWS, 1) when SPLITS > 1.
+// Y_OFF Y_BH(r) YS_I YS_E; and BQ for the tiled form, KB KVEC VVEC for the per-row one.
 
-#if SPLITS > 1
-__kernel __attribute__((reqd_work_group_size(SPLITS, ROWS, 1)))
+#if NAN_TO_ZERO
+#define ATT_OUT(a, l) ((l) > 0.0f ? (a) / (l) : 0.0f)
 #else
-__kernel
+#define ATT_OUT(a, l) ((a) / (l))
 #endif
+
+#ifdef BQ
+// The tiled form, for GPUs: a work-group of 64 work items (8 x 8) takes BQ query rows of one batch-head and walks
+// the keys in blocks of ATT_BK, the block's K and V in local memory. Work item (ty, tx) computes the scores of its
+// TR = BQ / 8 rows (ty * TR + a) and 4 keys (tx + 8 b) from float4s of Q and K, BQ work items take the online
+// softmax of a row each, then every work item adds P.V to its TR rows x DV / 8 columns (tx * 4 + 32 h + w) of the
+// output, kept in registers. Local rows of Q and K are D + 4 floats apart, so the float4 rows that 8 work items
+// read at once start on different banks. Needs D % 4 == 0 and DV % 32 == 0.
+// Global size (64, ceil(SQ / BQ), batch-heads); local (64, 1, 1).
+#define ATT_BK 32
+#define TR (BQ / 8)
+#define DP (D + 4)
+#define SP (ATT_BK + 1)
+#define NH (DV / 32)
+
+__kernel __attribute__((reqd_work_group_size(64, 1, 1)))
 void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __global const TYPE(V_T)* v,
 #if HAS_MASK
                  __global const TYPE(M_T)* mask,
 #endif
                  __global TYPE(Y_T)* y)
 {
-    const int split = get_local_id(0), gi = get_global_id(1), bh = get_global_id(2);
-    const int i = min(gi, SQ - 1);  // surplus rows of the last work-group redo the last row, storing nothing
+    const int tid = get_local_id(0), ty = tid / 8, tx = tid % 8;
+    const int i0 = get_group_id(1) * BQ, bh = get_group_id(2);
+    __local float4 qs4[BQ * DP / 4], ks4[ATT_BK * DP / 4], vs4[ATT_BK * DV / 4];
+    __local float* qs = (__local float*)qs4;
+    __local float* ks = (__local float*)ks4;
+    __local float* vs = (__local float*)vs4;
+    __local float ss[BQ * SP], row_max[BQ], row_sum[BQ], row_corr[BQ];
+
+    const int qo = Q_OFF + (Q_BH(bh)), ko = K_OFF + (K_BH(bh)), vo = V_OFF + (V_BH(bh));
+    for (int e = tid; e < BQ * D; e += 64) {
+        const int r = e / D, d = e % D, i = i0 + r;
+        qs[r * DP + d] = i < SQ ? LOAD(Q_T, q, qo + i * QS_I + d * QS_D) * SCALE : 0.0f;
+    }
+    if (tid < BQ) {
+        row_max[tid] = -FLT_MAX;
+        row_sum[tid] = 0.0f;
+    }
+    float4 o[TR][NH];
+#pragma unroll
+    for (int a = 0; a < TR; ++a)
+#pragma unroll
+        for (int h = 0; h < NH; ++h) o[a][h] = 0.0f;
+
+    for (int j0 = 0; j0 < SK; j0 += ATT_BK) {
+        barrier(CLK_LOCAL_MEM_FENCE);  // the previous block's readers are done with ks and vs
+        for (int e = tid; e < ATT_BK * D; e += 64) {
+            const int c = e / D, d = e % D, j = j0 + c;
+            ks[c * DP + d] = j < SK ? LOAD(K_T, kt, ko + d * KS_D + j * KS_J) : 0.0f;
+        }
+        for (int e = tid; e < ATT_BK * DV; e += 64) {
+            const int c = e / DV, x = e % DV, j = j0 + c;
+            vs[c * DV + x] = j < SK ? LOAD(V_T, v, vo + j * VS_J + x * VS_E) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        float s[TR][4];
+#pragma unroll
+        for (int a = 0; a < TR; ++a)
+#pragma unroll
+            for (int b = 0; b < 4; ++b) s[a][b] = 0.0f;
+#pragma unroll 4
+        for (int d4 = 0; d4 < D / 4; ++d4) {
+            float4 qv[TR], kv[4];
+#pragma unroll
+            for (int a = 0; a < TR; ++a) qv[a] = qs4[((ty * TR + a) * DP) / 4 + d4];
+#pragma unroll
+            for (int b = 0; b < 4; ++b) kv[b] = ks4[((tx + 8 * b) * DP) / 4 + d4];
+#pragma unroll
+            for (int a = 0; a < TR; ++a)
+#pragma unroll
+                for (int b = 0; b < 4; ++b) {
+                    s[a][b] = mad(qv[a].s0, kv[b].s0, s[a][b]);
+                    s[a][b] = mad(qv[a].s1, kv[b].s1, s[a][b]);
+                    s[a][b] = mad(qv[a].s2, kv[b].s2, s[a][b]);
+                    s[a][b] = mad(qv[a].s3, kv[b].s3, s[a][b]);
+                }
+        }
+#pragma unroll
+        for (int a = 0; a < TR; ++a)
+#pragma unroll
+            for (int b = 0; b < 4; ++b) {
+                const int r = ty * TR + a, c = tx + 8 * b, j = j0 + c;
+                float score = s[a][b];
+#if HAS_MASK
+                if (i0 + r < SQ && j < SK) score += LOAD(M_T, mask, M_OFF + (M_BH(bh)) + (i0 + r) * MS_I + j * MS_J);
+#endif
+                ss[r * SP + c] = j < SK ? score : -INFINITY;
+            }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        if (tid < BQ) {  // the online softmax of row tid over this block: scores become weights in place
+            const float m0 = row_max[tid];
+            float m1 = m0, sum = 0.0f;
+            for (int c = 0; c < ATT_BK; ++c) m1 = fmax(m1, ss[tid * SP + c]);
+            for (int c = 0; c < ATT_BK; ++c) {
+                const float p = exp(ss[tid * SP + c] - m1);
+                ss[tid * SP + c] = p;
+                sum += p;
+            }
+            const float corr = exp(m0 - m1);
+            row_corr[tid] = corr;
+            row_max[tid] = m1;
+            row_sum[tid] = mad(row_sum[tid], corr, sum);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+#pragma unroll
+        for (int a = 0; a < TR; ++a) {
+            const float corr = row_corr[ty * TR + a];
+#pragma unroll
+            for (int h = 0; h < NH; ++h) o[a][h] *= corr;
+        }
+#pragma unroll 4
+        for (int c = 0; c < ATT_BK; ++c) {
+            float p[TR];
+#pragma unroll
+            for (int a = 0; a < TR; ++a) p[a] = ss[(ty * TR + a) * SP + c];
+#pragma unroll
+            for (int h = 0; h < NH; ++h) {
+                const float4 vv = vs4[(c * DV) / 4 + tx + 8 * h];
+#pragma unroll
+                for (int a = 0; a < TR; ++a) o[a][h] = mad((float4)(p[a]), vv, o[a][h]);
+            }
+        }
+    }
+
+    const int yo = Y_OFF + (Y_BH(bh));
+#pragma unroll
+    for (int a = 0; a < TR; ++a) {
+        const int r = ty * TR + a, i = i0 + r;
+        if (i >= SQ) continue;
+        const float l = row_sum[r];
+#pragma unroll
+        for (int h = 0; h < NH; ++h) {
+            const int e = tx * 4 + 32 * h;
+            STORE(Y_T, y, yo + i * YS_I + e * YS_E, ATT_OUT(o[a][h].s0, l));
+            STORE(Y_T, y, yo + i * YS_I + (e + 1) * YS_E, ATT_OUT(o[a][h].s1, l));
+            STORE(Y_T, y, yo + i * YS_I + (e + 2) * YS_E, ATT_OUT(o[a][h].s2, l));
+            STORE(Y_T, y, yo + i * YS_I + (e + 3) * YS_E, ATT_OUT(o[a][h].s3, l));
+        }
+    }
+}
+#undef ATT_BK
+#undef TR
+#undef DP
+#undef SP
+#undef NH
+
+#else
+// The per-row form (CPUs, the portable plan, shapes the tiled form does not take): one work item per query row,
+// keys in blocks of KB: KB scores, one rescale, KB accumulations. KVEC / VVEC 4: kt rows contiguous along d (v
+// along e), read as aligned vectors; else 1.
+// Global size (SQ, batch-heads).
+__kernel void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __global const TYPE(V_T)* v,
+#if HAS_MASK
+                 __global const TYPE(M_T)* mask,
+#endif
+                 __global TYPE(Y_T)* y)
+{
+    const int i = get_global_id(0), bh = get_global_id(1);
+    if (i >= SQ) return;
 
     float qr[D];
     const int qo = Q_OFF + (Q_BH(bh)) + i * QS_I;
@@ -41,7 +192,7 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
     const int mo = M_OFF + (M_BH(bh)) + i * MS_I;
 #endif
 
-    for (int j0 = split * KB; j0 < SK; j0 += SPLITS * KB) {
+    for (int j0 = 0; j0 < SK; j0 += KB) {
         float s[KB];
         float bm = m;
 #pragma unroll
@@ -101,41 +252,8 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
     }
 
     const int yo = Y_OFF + (Y_BH(bh)) + i * YS_I;
-#if SPLITS > 1
-    // the row's SPLITS partials, each rescaled to the row's max; the accumulators padded by one float per slot so
-    // the work items of a warp write different banks
-    __local float lmax[ROWS * SPLITS], lsum[ROWS * SPLITS], lacc[ROWS * SPLITS * (DV + 1)];
-    const int row0 = get_local_id(1) * SPLITS, slot = row0 + split;
-    lmax[slot] = m;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    float mx = -FLT_MAX;
-    for (int t = 0; t < SPLITS; ++t) mx = fmax(mx, lmax[row0 + t]);
-    const float f = exp(m - mx);
-    lsum[slot] = l * f;
 #pragma unroll
-    for (int e = 0; e < DV; ++e) lacc[slot * (DV + 1) + e] = acc[e] * f;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (gi >= SQ) return;
-    float total = 0.0f;
-    for (int t = 0; t < SPLITS; ++t) total += lsum[row0 + t];
-    for (int e = split; e < DV; e += SPLITS) {
-        float a = 0.0f;
-        for (int t = 0; t < SPLITS; ++t) a += lacc[(row0 + t) * (DV + 1) + e];
-#if NAN_TO_ZERO
-        STORE(Y_T, y, yo + e * YS_E, total > 0.0f ? a / total : 0.0f);
-#else
-        STORE(Y_T, y, yo + e * YS_E, a / total);
-#endif
-    }
-#else
-    if (gi >= SQ) return;
-#pragma unroll
-    for (int e = 0; e < DV; ++e) {
-#if NAN_TO_ZERO
-        STORE(Y_T, y, yo + e * YS_E, l > 0.0f ? acc[e] / l : 0.0f);
-#else
-        STORE(Y_T, y, yo + e * YS_E, acc[e] / l);
-#endif
-    }
-#endif
+    for (int e = 0; e < DV; ++e) STORE(Y_T, y, yo + e * YS_E, ATT_OUT(acc[e], l));
 }
+#endif
+#undef ATT_OUT

@@ -14,7 +14,7 @@ from typing import Any
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Arg, Planner, View, lowers, optional, prepass
 from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, contiguous_strides, prod, row_offset
-from mace.opencl.plan.tiling import ATTENTION_VARIANTS, attention_tiling
+from mace.opencl.plan.tiling import ATTENTION_VARIANTS, attention_rows
 from mace.opencl.plan.views import VIEW_OPS, compose, view_of
 
 OP = "ScaledDotProductAttention"
@@ -109,9 +109,6 @@ def _lower_attention(p: Planner, node: Node) -> None:
     defines.update(_addressing("Q", lead_shape, qv, ("I", "D")))
     defines.update(_addressing("K", lead_shape, kv, ("D", "J")))
     defines.update(_addressing("V", lead_shape, vv, ("J", "E")))
-    floats = all(p.tag(x) in FLOAT_TAGS for x in (q, kt, v))
-    defines["KVEC"] = _vector_rows(kv, lead_shape, lead, d) if floats else 1
-    defines["VVEC"] = _vector_rows(vv, lead_shape, lead + 1, dv) if floats else 1
     args: list[Arg] = [p.use(view.source) for view in (qv, kv, vv)]
     if mask:
         mview = view_of(p, mask)
@@ -137,8 +134,15 @@ def _lower_attention(p: Planner, node: Node) -> None:
     defines["Y_T"] = p.tag(out)
     defines.update(_addressing("Y", lead_shape, View(out, tuple(ystrides)), ("I", "E")))
     args.append(p.define(out))
+    heads = prod(lead_shape)
     variant = p.variant(node, ATTENTION_VARIANTS) if p.gpu else 0
-    splits, rows = attention_tiling(sk, dv, p.target, p.policy, variant) if p.gpu and p.target else (1, 1)
-    defines.update({"SPLITS": splits, "ROWS": rows, "KB": 8 if p.gpu else 4})
-    grid = [splits, -(-sq // rows) * rows, prod(lead_shape)]
-    p.launch(node, p.kernel("attention", defines), grid, args, local_size=[splits, rows, 1] if splits > 1 else None)
+    rows = attention_rows(sq, heads, d, dv, p.target, p.policy, variant) if p.gpu and p.target else 0
+    if rows:
+        defines["BQ"] = rows
+        p.launch(node, p.kernel("attention", defines), [64, -(-sq // rows), heads], args, local_size=[64, 1, 1])
+    else:
+        floats = all(p.tag(x) in FLOAT_TAGS for x in (q, kt, v))
+        defines["KVEC"] = _vector_rows(kv, lead_shape, lead, d) if floats else 1
+        defines["VVEC"] = _vector_rows(vv, lead_shape, lead + 1, dv) if floats else 1
+        defines["KB"] = 8 if p.gpu else 4
+        p.launch(node, p.kernel("attention", defines), [sq, heads], args)

@@ -118,11 +118,9 @@ class TilingPolicy:
     gpu_split_round_up: bool = False  # split k into ceil (not floor) of wanted / blocks: at least `want` work-groups
     gpu_concat_in_place: bool = True  # convs write straight into their slice of a channel Concat (placement.py)
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
-    # attention.cl on a GPU: query rows per work-group, and key splits per row (work items sharing it): the most
-    # splits, a power of two up to gpu_attention_max_splits, that leave each at least this many keys
-    gpu_attention_rows: int = 8
-    gpu_attention_keys_per_split: int = 24
-    gpu_attention_max_splits: int = 8
+    # attention.cl on a GPU: 32 query rows per work-group where that makes this many work-groups per compute unit,
+    # else 16
+    gpu_attention_groups_per_cu: int = 1
     gemv_k_lanes: int = 64  # gemv.cl with k-contiguous B: work items sharing one output column
     gemv_n_lanes: tuple[int, int] = (32, 8)  # gemv.cl with n-contiguous B: (columns, k slices) per work-group
     # CPU targets (pocl): gemm_cpu.cl and depthwise_cpu.cl (cpu.h says what pocl compiles well), and the work-group
@@ -224,33 +222,35 @@ def depthwise_tiling(n: int, oc: int, oh: int, ow: int, least: int) -> int:
     return _biggest(widths, lambda v: n * oc * oh * _ceil_div(ow, v), least)
 
 
-ATTENTION_VARIANTS = 3  # attention.cl: the policy's key splits, half of them, twice them
+ATTENTION_VARIANTS = 3  # attention.cl on a GPU: the policy's rows per work-group, the other ones, the per-row form
 
 
-def attention_tiling(keys: int, dv: int, target: DeviceTarget, policy: TilingPolicy, variant: int) -> tuple[int, int]:
-    """(SPLITS, ROWS) for attention.cl on a GPU target: ``variant`` 0 the policy's splits, 1 half, 2 twice; the
-    work-group within the device's size and its partials (rows x splits x (dv + 2) floats) within local memory.
+def attention_rows(sq: int, batch_heads: int, d: int, dv: int, target: DeviceTarget, policy: TilingPolicy,
+                   variant: int) -> int:
+    """BQ, the query rows per work-group of attention.cl's tiled form (0: its per-row form): 32 where that gives
+    every compute unit a work-group, else 16 (``variant`` 1 swaps them, 2 asks for the per-row form); 0 where the
+    shapes do not suit the tiled form (D % 4, DV % 32) or its local memory does not fit.
 
         >>> h200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
-        >>> attention_tiling(197, 64, h200, DEFAULT_POLICY, 0), attention_tiling(128, 64, h200, DEFAULT_POLICY, 0)
-        ((8, 8), (4, 8))
-        >>> attention_tiling(17, 64, h200, DEFAULT_POLICY, 0), attention_tiling(17, 64, h200, DEFAULT_POLICY, 2)
-        ((1, 8), (2, 8))
+        >>> attention_rows(197, 12, 64, 64, h200, DEFAULT_POLICY, 0), attention_rows(197, 96, 64, 64, h200,
+        ...                                                                         DEFAULT_POLICY, 0)
+        (16, 32)
+        >>> attention_rows(197, 12, 64, 48, h200, DEFAULT_POLICY, 0), attention_rows(197, 12, 64, 64, h200,
+        ...                                                                         DEFAULT_POLICY, 2)
+        (0, 0)
     """
-    splits = 1
-    while splits * 2 <= policy.gpu_attention_max_splits and keys // (splits * 2) >= policy.gpu_attention_keys_per_split:
-        splits *= 2
-    splits = max(1, splits // 2) if variant == 1 else splits * 2 if variant == 2 else splits
-    rows = policy.gpu_attention_rows
+    if variant == 2 or d % 4 or dv % 32:
+        return 0
+    big = -(-sq // 32) * batch_heads >= policy.gpu_attention_groups_per_cu * target.compute_units
+    rows = 32 if big != (variant == 1) else 16
 
-    def fits(s: int, r: int) -> bool:
-        return s * r <= target.max_work_group_size and s * r * (dv + 3) * 4 <= target.local_mem_bytes
+    def local_bytes(bq: int) -> int:  # Q, K, V blocks, the scores and three row statistics (attention.cl)
+        return 4 * (bq * (d + 4) + 32 * (d + 4) + 32 * dv + bq * 33 + 3 * bq)
 
-    while rows > 1 and not fits(splits, rows):
-        rows //= 2
-    while splits > 1 and not fits(splits, rows):
-        splits //= 2
-    return splits, rows
+    for bq in (rows, 16):
+        if local_bytes(bq) <= target.local_mem_bytes:
+            return bq
+    return 0
 
 
 def gpu_min_work_items(target: DeviceTarget, policy: TilingPolicy) -> int:
