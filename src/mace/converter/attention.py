@@ -10,6 +10,10 @@ scores, scaled_dot_product_attention multiplies them), the mask any float tensor
 transformers' NaN guard on the probabilities. Every intermediate must have the chain as its only reader; Q, K^T and V
 keep whatever layout their producers give them (the OpenCL planner reads them through strides).
 
+``fuse_qkv_projections``: the three products that make one attention's Q, K and V from the same input (BERT's
+query, key and value Linears) become one product with the weights side by side, sliced: one launch instead of three,
+and the slices are views where they only feed the attention (the OpenCL planner).
+
 ``transposes_as_reshapes``: a Transpose that only moves dimensions of size 1 keeps the element order, so it is a
 Reshape (an alias on every runtime): ViT's [S, 1, D] -> [1, S, D] after the attention block.
 """
@@ -162,5 +166,70 @@ def transposes_as_reshapes(graph: Graph) -> int:
         graph.constants[target] = np.asarray(out_shape, np.int64)
         graph.tensors[target] = TensorInfo(target, (len(out_shape),), "int64")
         graph.nodes[i] = Node("Reshape", node.name, [node.inputs[0], target], list(node.outputs), {})
+        count += 1
+    return count
+
+
+_MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+
+
+def _projection(m: Match, value: str) -> Node | None:
+    """The MatMul(x, W[, b]) (W a constant matrix, b a constant vector) whose output reaches ``value`` through
+    data moves that nothing else reads."""
+    node = m.producers.get(value)
+    while node is not None and node.op in _MOVES and m.sole(node.inputs[0]) is node:
+        node = m.producers.get(node.inputs[0])
+    if node is None or node.op != "MatMul" or set(node.attrs) or len(node.inputs) not in (2, 3):
+        return None
+    weight, bias = node.inputs[1], node.inputs[2] if len(node.inputs) == 3 else ""
+    if weight not in m.graph.constants or m.graph.constants[weight].ndim != 2 or node.inputs[0] in m.graph.constants:
+        return None
+    if bias and (bias not in m.graph.constants or m.graph.constants[bias].ndim != 1):
+        return None
+    users = m.users.get(node.outputs[0], [])
+    return node if len(users) == 1 and node.outputs[0] not in m.outputs else None
+
+
+def fuse_qkv_projections(graph: Graph) -> int:
+    """Q, K and V of one attention made by three MatMuls of one input (module docstring) become one MatMul and three
+    Slices of its last axis."""
+    count = 0
+    for attention in [n for n in graph.nodes if n.op == "ScaledDotProductAttention"]:
+        m = Match(graph)
+        products = [_projection(m, value) for value in attention.inputs[:3]]
+        if any(p is None for p in products) or len({id(p) for p in products}) != 3:
+            continue
+        nodes: list[Node] = products  # type: ignore[assignment]
+        weights = [graph.constants[n.inputs[1]] for n in nodes]
+        if (len({n.inputs[0] for n in nodes}) != 1 or len({w.shape[0] for w in weights}) != 1
+                or len({len(n.inputs) for n in nodes}) != 1 or any(w.dtype != np.float32 for w in weights)):
+            continue
+        first = min(nodes, key=graph.nodes.index)
+        name = f"{first.name}__qkv"
+        fused = np.concatenate(weights, axis=1)
+        graph.constants[f"{name}.weight"] = fused
+        graph.tensors[f"{name}.weight"] = TensorInfo(f"{name}.weight", fused.shape, "float32")
+        inputs = [first.inputs[0], f"{name}.weight"]
+        if len(first.inputs) == 3:
+            bias = np.concatenate([graph.float_constant(n.inputs[2]) for n in nodes]).astype(np.float32)
+            graph.constants[f"{name}.bias"] = bias
+            graph.tensors[f"{name}.bias"] = TensorInfo(f"{name}.bias", bias.shape, "float32")
+            inputs.append(f"{name}.bias")
+        out_shape = (*graph.tensors[first.outputs[0]].shape[:-1], fused.shape[1])
+        graph.tensors[name] = TensorInfo(name, out_shape, "float32")
+        replacement = [Node("MatMul", name, inputs, [name])]
+        start = 0
+        for i, node in enumerate(nodes):
+            stop = start + weights[i].shape[1]
+            for suffix, value in (("starts", start), ("ends", stop), ("axes", -1)):
+                graph.constants[f"{name}.{i}.{suffix}"] = np.asarray([value], np.int64)
+                graph.tensors[f"{name}.{i}.{suffix}"] = TensorInfo(f"{name}.{i}.{suffix}", (1,), "int64")
+            slice_inputs = [name, *(f"{name}.{i}.{suffix}" for suffix in ("starts", "ends", "axes"))]
+            replacement.append(Node("Slice", f"{node.name}__slice", slice_inputs, list(node.outputs)))
+            start = stop
+        at = graph.nodes.index(first)
+        for node in nodes:
+            graph.nodes.remove(node)
+        graph.nodes[at:at] = replacement
         count += 1
     return count

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from mace.converter.attention import fuse_attention, transposes_as_reshapes
+from mace.converter.attention import fuse_attention, fuse_qkv_projections, transposes_as_reshapes
 from mace.converter.matching import Match, constant_scalar, other_operand, replace, single_consumer
 from mace.model.ir import FUSABLE_PRODUCERS, Graph, Node, TensorInfo
 from mace.model.rules import (
@@ -435,6 +435,7 @@ PASSES: list[tuple[str, Callable[[Graph], int]]] = [
     ("fuse_gelu", fuse_gelu),
     ("fuse_matmul_bias", fuse_matmul_bias),
     ("fuse_residual_add", fuse_residual_add),
+    ("fuse_qkv_projections", fuse_qkv_projections),
     ("fuse_activations", fuse_activations),
     ("eliminate_dead_code", eliminate_dead_code),
     ("store_half_weights", store_half_weights),

@@ -8,7 +8,7 @@
 // NAN_TO_ZERO (transformers' Where(IsNaN(p), 0, p)) such rows are 0.
 // Defines: KERNEL_NAME; Q_T K_T V_T Y_T (M_T); SQ SK D DV; SCALE; HAS_MASK NAN_TO_ZERO;
 // Q_OFF Q_BH(r) QS_I QS_D; K_OFF K_BH(r) KS_D KS_J; V_OFF V_BH(r) VS_J VS_E; M_OFF M_BH(r) MS_I MS_J;
-// Y_OFF Y_BH(r) YS_I YS_E; and BQ for the tiled form, KB KVEC VVEC for the per-row one.
+// Y_OFF Y_BH(r) YS_I YS_E; KVEC VVEC; and BQ for the tiled form, KB for the per-row one.
 
 #if NAN_TO_ZERO
 #define ATT_OUT(a, l) ((l) > 0.0f ? (a) / (l) : 0.0f)
@@ -17,17 +17,19 @@
 #endif
 
 #ifdef BQ
-// The tiled form, for GPUs: a work-group of 64 work items (8 x 8) takes BQ query rows of one batch-head and walks
-// the keys in blocks of ATT_BK, the block's K and V in local memory. Work item (ty, tx) computes the scores of its
-// TR = BQ / 8 rows (ty * TR + a) and 4 keys (tx + 8 b) from float4s of Q and K, BQ work items take the online
-// softmax of a row each, then every work item adds P.V to its TR rows x DV / 8 columns (tx * 4 + 32 h + w) of the
-// output, kept in registers. Local rows of Q and K are D + 4 floats apart, so the float4 rows that 8 work items
-// read at once start on different banks. Needs D % 4 == 0 and DV % 32 == 0.
+// The tiled form, for GPUs: a work-group of 64 work items takes BQ query rows of one batch-head and walks the keys
+// in blocks of 32, the block's K and V in local memory. For the scores, 4 work items share a row (tid / 4, and + 16
+// for BQ 32), each taking 8 of the block's keys (tid % 4 + 4 k) from float4s of Q and K; the row's max is merged
+// through local memory, and each of the 4 keeps its own running sum (rescaled alike), summed at the end. For the
+// output, work item (ty, tx) = (tid / 8, tid % 8) adds P.V to its BQ / 8 rows x DV / 8 columns (tx * 4 + 32 h + w),
+// kept in registers. Local rows of Q and K are D + 4 floats apart, so float4 rows read at once start on different
+// banks. KVEC / VVEC 4: the blocks are read from global memory as aligned float4s. Needs D % 4 == 0, DV % 32 == 0.
 // Global size (64, ceil(SQ / BQ), batch-heads); local (64, 1, 1).
 #define ATT_BK 32
-#define TR (BQ / 8)
+#define SR (BQ / 16)
+#define OR (BQ / 8)
 #define DP (D + 4)
-#define SP (ATT_BK + 1)
+#define SP (ATT_BK + 4)  // the rows of 4 work items' scores, written at once, on different banks
 #define NH (DV / 32)
 
 __kernel __attribute__((reqd_work_group_size(64, 1, 1)))
@@ -37,130 +39,159 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
 #endif
                  __global TYPE(Y_T)* y)
 {
-    const int tid = get_local_id(0), ty = tid / 8, tx = tid % 8;
+    const int tid = get_local_id(0), sr = tid / 4, sub = tid % 4, ty = tid / 8, tx = tid % 8;
     const int i0 = get_group_id(1) * BQ, bh = get_group_id(2);
     __local float4 qs4[BQ * DP / 4], ks4[ATT_BK * DP / 4], vs4[ATT_BK * DV / 4];
     __local float* qs = (__local float*)qs4;
     __local float* ks = (__local float*)ks4;
     __local float* vs = (__local float*)vs4;
-    __local float ss[BQ * SP], row_max[BQ], row_sum[BQ], row_corr[BQ];
+    __local float ss[BQ * SP], part[BQ * 4], row_corr[BQ];
 
     const int qo = Q_OFF + (Q_BH(bh)), ko = K_OFF + (K_BH(bh)), vo = V_OFF + (V_BH(bh));
     for (int e = tid; e < BQ * D; e += 64) {
         const int r = e / D, d = e % D, i = i0 + r;
         qs[r * DP + d] = i < SQ ? LOAD(Q_T, q, qo + i * QS_I + d * QS_D) * SCALE : 0.0f;
     }
-    if (tid < BQ) {
-        row_max[tid] = -FLT_MAX;
-        row_sum[tid] = 0.0f;
-    }
-    float4 o[TR][NH];
+    float m[SR], l[SR];
 #pragma unroll
-    for (int a = 0; a < TR; ++a)
+    for (int a = 0; a < SR; ++a) {
+        m[a] = -FLT_MAX;
+        l[a] = 0.0f;
+    }
+    float4 o[OR][NH];
+#pragma unroll
+    for (int a = 0; a < OR; ++a)
 #pragma unroll
         for (int h = 0; h < NH; ++h) o[a][h] = 0.0f;
 
     for (int j0 = 0; j0 < SK; j0 += ATT_BK) {
-        barrier(CLK_LOCAL_MEM_FENCE);  // the previous block's readers are done with ks and vs
+        barrier(CLK_LOCAL_MEM_FENCE);  // the previous block's readers are done with ks, vs and ss
+#if KVEC == 4
+        for (int e = tid; e < ATT_BK * D / 4; e += 64) {
+            const int c = e / (D / 4), d4 = e % (D / 4), j = j0 + c;
+            ks4[c * (DP / 4) + d4] = j < SK ? ROW_VLOAD(K_T, 4, kt + ko + j * KS_J, d4) : (float4)(0.0f);
+        }
+#else
         for (int e = tid; e < ATT_BK * D; e += 64) {
             const int c = e / D, d = e % D, j = j0 + c;
             ks[c * DP + d] = j < SK ? LOAD(K_T, kt, ko + d * KS_D + j * KS_J) : 0.0f;
         }
+#endif
+#if VVEC == 4
+        for (int e = tid; e < ATT_BK * DV / 4; e += 64) {
+            const int c = e / (DV / 4), x4 = e % (DV / 4), j = j0 + c;
+            vs4[c * (DV / 4) + x4] = j < SK ? ROW_VLOAD(V_T, 4, v + vo + j * VS_J, x4) : (float4)(0.0f);
+        }
+#else
         for (int e = tid; e < ATT_BK * DV; e += 64) {
             const int c = e / DV, x = e % DV, j = j0 + c;
             vs[c * DV + x] = j < SK ? LOAD(V_T, v, vo + j * VS_J + x * VS_E) : 0.0f;
         }
+#endif
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        float s[TR][4];
+        // scores of rows sr + 16 a, keys sub + 4 b
+        float s[SR][8];
 #pragma unroll
-        for (int a = 0; a < TR; ++a)
+        for (int a = 0; a < SR; ++a)
 #pragma unroll
-            for (int b = 0; b < 4; ++b) s[a][b] = 0.0f;
+            for (int b = 0; b < 8; ++b) s[a][b] = 0.0f;
 #pragma unroll 4
         for (int d4 = 0; d4 < D / 4; ++d4) {
-            float4 qv[TR], kv[4];
+            float4 qv[SR];
 #pragma unroll
-            for (int a = 0; a < TR; ++a) qv[a] = qs4[((ty * TR + a) * DP) / 4 + d4];
+            for (int a = 0; a < SR; ++a) qv[a] = qs4[(sr + 16 * a) * (DP / 4) + d4];
 #pragma unroll
-            for (int b = 0; b < 4; ++b) kv[b] = ks4[((tx + 8 * b) * DP) / 4 + d4];
+            for (int b = 0; b < 8; ++b) {
+                const float4 kv = ks4[(sub + 4 * b) * (DP / 4) + d4];
 #pragma unroll
-            for (int a = 0; a < TR; ++a)
-#pragma unroll
-                for (int b = 0; b < 4; ++b) {
-                    s[a][b] = mad(qv[a].s0, kv[b].s0, s[a][b]);
-                    s[a][b] = mad(qv[a].s1, kv[b].s1, s[a][b]);
-                    s[a][b] = mad(qv[a].s2, kv[b].s2, s[a][b]);
-                    s[a][b] = mad(qv[a].s3, kv[b].s3, s[a][b]);
+                for (int a = 0; a < SR; ++a) {
+                    s[a][b] = mad(qv[a].s0, kv.s0, s[a][b]);
+                    s[a][b] = mad(qv[a].s1, kv.s1, s[a][b]);
+                    s[a][b] = mad(qv[a].s2, kv.s2, s[a][b]);
+                    s[a][b] = mad(qv[a].s3, kv.s3, s[a][b]);
                 }
-        }
-#pragma unroll
-        for (int a = 0; a < TR; ++a)
-#pragma unroll
-            for (int b = 0; b < 4; ++b) {
-                const int r = ty * TR + a, c = tx + 8 * b, j = j0 + c;
-                float score = s[a][b];
-#if HAS_MASK
-                if (i0 + r < SQ && j < SK) score += LOAD(M_T, mask, M_OFF + (M_BH(bh)) + (i0 + r) * MS_I + j * MS_J);
-#endif
-                ss[r * SP + c] = j < SK ? score : -INFINITY;
             }
+        }
+        float bm[SR];
+#pragma unroll
+        for (int a = 0; a < SR; ++a) {
+            bm[a] = m[a];
+#pragma unroll
+            for (int b = 0; b < 8; ++b) {
+                const int i = i0 + sr + 16 * a, j = j0 + sub + 4 * b;
+#if HAS_MASK
+                if (i < SQ && j < SK) s[a][b] += LOAD(M_T, mask, M_OFF + (M_BH(bh)) + i * MS_I + j * MS_J);
+#endif
+                s[a][b] = j < SK ? s[a][b] : -INFINITY;
+                bm[a] = fmax(bm[a], s[a][b]);
+            }
+            part[(sr + 16 * a) * 4 + sub] = bm[a];
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        if (tid < BQ) {  // the online softmax of row tid over this block: scores become weights in place
-            const float m0 = row_max[tid];
-            float m1 = m0, sum = 0.0f;
-            for (int c = 0; c < ATT_BK; ++c) m1 = fmax(m1, ss[tid * SP + c]);
-            for (int c = 0; c < ATT_BK; ++c) {
-                const float p = exp(ss[tid * SP + c] - m1);
-                ss[tid * SP + c] = p;
+        // the row's new max, the weights of this block (into ss), the running sums rescaled
+#pragma unroll
+        for (int a = 0; a < SR; ++a) {
+            const int r = sr + 16 * a;
+            const float m1 = fmax(fmax(part[r * 4], part[r * 4 + 1]), fmax(part[r * 4 + 2], part[r * 4 + 3]));
+            const float corr = exp(m[a] - m1);
+            float sum = 0.0f;
+#pragma unroll
+            for (int b = 0; b < 8; ++b) {
+                const float p = exp(s[a][b] - m1);
+                ss[r * SP + sub + 4 * b] = p;
                 sum += p;
             }
-            const float corr = exp(m0 - m1);
-            row_corr[tid] = corr;
-            row_max[tid] = m1;
-            row_sum[tid] = mad(row_sum[tid], corr, sum);
+            l[a] = mad(l[a], corr, sum);
+            m[a] = m1;
+            if (sub == 0) row_corr[r] = corr;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
 #pragma unroll
-        for (int a = 0; a < TR; ++a) {
-            const float corr = row_corr[ty * TR + a];
+        for (int a = 0; a < OR; ++a) {
+            const float corr = row_corr[ty * OR + a];
 #pragma unroll
             for (int h = 0; h < NH; ++h) o[a][h] *= corr;
         }
 #pragma unroll 4
         for (int c = 0; c < ATT_BK; ++c) {
-            float p[TR];
+            float p[OR];
 #pragma unroll
-            for (int a = 0; a < TR; ++a) p[a] = ss[(ty * TR + a) * SP + c];
+            for (int a = 0; a < OR; ++a) p[a] = ss[(ty * OR + a) * SP + c];
 #pragma unroll
             for (int h = 0; h < NH; ++h) {
-                const float4 vv = vs4[(c * DV) / 4 + tx + 8 * h];
+                const float4 vv = vs4[c * (DV / 4) + tx + 8 * h];
 #pragma unroll
-                for (int a = 0; a < TR; ++a) o[a][h] = mad((float4)(p[a]), vv, o[a][h]);
+                for (int a = 0; a < OR; ++a) o[a][h] = mad((float4)(p[a]), vv, o[a][h]);
             }
         }
     }
 
+    barrier(CLK_LOCAL_MEM_FENCE);  // the last block's readers of part are done
+#pragma unroll
+    for (int a = 0; a < SR; ++a) part[(sr + 16 * a) * 4 + sub] = l[a];
+    barrier(CLK_LOCAL_MEM_FENCE);
     const int yo = Y_OFF + (Y_BH(bh));
 #pragma unroll
-    for (int a = 0; a < TR; ++a) {
-        const int r = ty * TR + a, i = i0 + r;
+    for (int a = 0; a < OR; ++a) {
+        const int r = ty * OR + a, i = i0 + r;
         if (i >= SQ) continue;
-        const float l = row_sum[r];
+        const float total = (part[r * 4] + part[r * 4 + 1]) + (part[r * 4 + 2] + part[r * 4 + 3]);
 #pragma unroll
         for (int h = 0; h < NH; ++h) {
             const int e = tx * 4 + 32 * h;
-            STORE(Y_T, y, yo + i * YS_I + e * YS_E, ATT_OUT(o[a][h].s0, l));
-            STORE(Y_T, y, yo + i * YS_I + (e + 1) * YS_E, ATT_OUT(o[a][h].s1, l));
-            STORE(Y_T, y, yo + i * YS_I + (e + 2) * YS_E, ATT_OUT(o[a][h].s2, l));
-            STORE(Y_T, y, yo + i * YS_I + (e + 3) * YS_E, ATT_OUT(o[a][h].s3, l));
+            STORE(Y_T, y, yo + i * YS_I + e * YS_E, ATT_OUT(o[a][h].s0, total));
+            STORE(Y_T, y, yo + i * YS_I + (e + 1) * YS_E, ATT_OUT(o[a][h].s1, total));
+            STORE(Y_T, y, yo + i * YS_I + (e + 2) * YS_E, ATT_OUT(o[a][h].s2, total));
+            STORE(Y_T, y, yo + i * YS_I + (e + 3) * YS_E, ATT_OUT(o[a][h].s3, total));
         }
     }
 }
 #undef ATT_BK
-#undef TR
+#undef SR
+#undef OR
 #undef DP
 #undef SP
 #undef NH
@@ -168,7 +199,7 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
 #else
 // The per-row form (CPUs, the portable plan, shapes the tiled form does not take): one work item per query row,
 // keys in blocks of KB: KB scores, one rescale, KB accumulations. KVEC / VVEC 4: kt rows contiguous along d (v
-// along e), read as aligned vectors; else 1.
+// along e), read as aligned float4s; else 1.
 // Global size (SQ, batch-heads).
 __kernel void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __global const TYPE(V_T)* v,
 #if HAS_MASK

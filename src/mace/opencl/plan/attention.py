@@ -134,6 +134,9 @@ def _lower_attention(p: Planner, node: Node) -> None:
     defines["Y_T"] = p.tag(out)
     defines.update(_addressing("Y", lead_shape, View(out, tuple(ystrides)), ("I", "E")))
     args.append(p.define(out))
+    floats = all(p.tag(x) in FLOAT_TAGS for x in (q, kt, v))
+    defines["KVEC"] = _vector_rows(kv, lead_shape, lead, d) if floats else 1
+    defines["VVEC"] = _vector_rows(vv, lead_shape, lead + 1, dv) if floats else 1
     heads = prod(lead_shape)
     variant = p.variant(node, ATTENTION_VARIANTS) if p.gpu else 0
     rows = attention_rows(sq, heads, d, dv, p.target, p.policy, variant) if p.gpu and p.target else 0
@@ -141,8 +144,5 @@ def _lower_attention(p: Planner, node: Node) -> None:
         defines["BQ"] = rows
         p.launch(node, p.kernel("attention", defines), [64, -(-sq // rows), heads], args, local_size=[64, 1, 1])
     else:
-        floats = all(p.tag(x) in FLOAT_TAGS for x in (q, kt, v))
-        defines["KVEC"] = _vector_rows(kv, lead_shape, lead, d) if floats else 1
-        defines["VVEC"] = _vector_rows(vv, lead_shape, lead + 1, dv) if floats else 1
         defines["KB"] = 8 if p.gpu else 4
         p.launch(node, p.kernel("attention", defines), [sq, heads], args)

@@ -244,8 +244,8 @@ def attention_rows(sq: int, batch_heads: int, d: int, dv: int, target: DeviceTar
     big = -(-sq // 32) * batch_heads >= policy.gpu_attention_groups_per_cu * target.compute_units
     rows = 32 if big != (variant == 1) else 16
 
-    def local_bytes(bq: int) -> int:  # Q, K, V blocks, the scores and three row statistics (attention.cl)
-        return 4 * (bq * (d + 4) + 32 * (d + 4) + 32 * dv + bq * 33 + 3 * bq)
+    def local_bytes(bq: int) -> int:  # Q, K, V blocks, the weights, the row partials (attention.cl)
+        return 4 * (bq * (d + 4) + 32 * (d + 4) + 32 * dv + bq * 36 + 5 * bq)
 
     for bq in (rows, 16):
         if local_bytes(bq) <= target.local_mem_bytes:
