@@ -14,14 +14,15 @@ from mace.model.ir import Graph
 from mace.opencl.plan import DeviceTarget
 
 GPU = DeviceTarget(**GPU_TARGET_ARGS)  # type: ignore[arg-type]
+CPU = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 21, max_work_group_size=4096)
 OpenCLCheck = Callable[..., None]
 
 
 @pytest.fixture(scope="module")
 def opencl_check() -> OpenCLCheck:
-    """check(graph, feeds, expected, variants=({},), rtol=1e-4, atol=1e-4): runs ``graph`` with the portable plan and
-    the GPU-target plan (each of ``variants``: node name -> kernel variant) and compares every output, NaNs at the
-    same places."""
+    """check(graph, feeds, expected, variants=({},), rtol=1e-4, atol=1e-4): runs ``graph`` with the portable plan, a
+    CPU-target plan and the GPU-target plan (each of ``variants``: node name -> kernel variant) and compares every
+    output, NaNs at the same places."""
     cl = pytest.importorskip("pyopencl")
     try:
         devices = [d for platform in cl.get_platforms() for d in platform.get_devices()]
@@ -39,7 +40,7 @@ def opencl_check() -> OpenCLCheck:
 
     def check(graph: Graph, feeds: dict[str, np.ndarray], expected: dict[str, np.ndarray],
               variants: tuple[Mapping[str, int], ...] = ({},), rtol: float = 1e-4, atol: float = 1e-4) -> None:
-        runs = [(None, {}), *((GPU, v) for v in variants)]
+        runs = [(None, {}), (CPU, {}), *((GPU, v) for v in variants)]
         for target, chosen in runs:
             got = Executor(graph, context, queue, build, target=target, variants=chosen).run(feeds)
             for name, value in expected.items():

@@ -1,5 +1,8 @@
 // Softmax / LogSoftmax along one axis of a tensor viewed as [OUTER][D][INNER].
-// Defines: KERNEL_NAME; X_T Y_T; OUTER D INNER; IS_LOG.
+// NAN_TO_ZERO (Softmax only; an attention's decomposition on CPU targets, plan/attention.py): a row whose sum is not
+// positive (a NaN, a +inf or only -inf in it) is 0 wherever the softmax is NaN, which is then everywhere: the
+// transformers guard Where(IsNaN(p), 0, p).
+// Defines: KERNEL_NAME; X_T Y_T; OUTER D INNER; IS_LOG; NAN_TO_ZERO.
 
 #ifdef LX
 // The work-group form, for GPUs, on the last axis (INNER == 1: OUTER rows of D): LX work items share each row, LY
@@ -83,6 +86,12 @@ void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
     const float row_max = lmax[ly][0], row_sum = lsum[ly][0];
     if (grow >= OUTER) return;
     __global TYPE(Y_T)* yr = y + row * D;
+#if NAN_TO_ZERO
+    if (!(row_sum > 0.0f)) {
+        for (int k = lx; k < NV; k += LX) ROW_VSTORE(Y_T, VEC, yr, k, (VTYPE(VEC))(0.0f));
+        return;
+    }
+#endif
 #if IS_LOG
     const float log_sum = log(row_sum);
 #elif CACHED
@@ -130,6 +139,12 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
     const float log_sum = log(s);
     for (int i = 0; i < D; ++i) STORE(Y_T, y, base + i * INNER, (LOAD(X_T, x, base + i * INNER) - m) - log_sum);
 #else
+#if NAN_TO_ZERO
+    if (!(s > 0.0f)) {
+        for (int i = 0; i < D; ++i) STORE(Y_T, y, base + i * INNER, 0.0f);
+        return;
+    }
+#endif
     const float r = 1.0f / s;
     for (int i = 0; i < D; ++i) STORE(Y_T, y, base + i * INNER, exp(LOAD(X_T, x, base + i * INNER) - m) * r);
 #endif

@@ -3,7 +3,8 @@
 // scalar): the max, exp(x - max) (stored, for a Softmax) and their sum, then the output; one exp per element, the
 // builtin on a whole vector. The max skips NaNs as fmax does and starts at -INFINITY, as the portable form: a NaN
 // in a row makes the sum, and so the whole row, NaN.
-// Defines: KERNEL_NAME; OUTER D VW; IS_LOG.
+// NAN_TO_ZERO as softmax.cl's.
+// Defines: KERNEL_NAME; OUTER D VW; IS_LOG; NAN_TO_ZERO.
 // Global size: (OUTER).
 
 __kernel void KERNEL_NAME(__global const float* x, __global float* y)
@@ -43,6 +44,13 @@ __kernel void KERNEL_NAME(__global const float* x, __global float* y)
     for (int k = 0; k < full; k += VW) CPU_VSTORE(VW, yr, k, CPU_VLOAD(VW, xr, k) - shift);
     for (int k = full; k < D; ++k) yr[k] = xr[k] - shift;
 #else
+#if NAN_TO_ZERO
+    if (!(s > 0.0f)) {
+        for (int k = 0; k < full; k += VW) CPU_VSTORE(VW, yr, k, (CPU_VTYPE(VW))(0.0f));
+        for (int k = full; k < D; ++k) yr[k] = 0.0f;
+        return;
+    }
+#endif
     const float r = 1.0f / s;
     for (int k = 0; k < full; k += VW) CPU_VSTORE(VW, yr, k, CPU_VLOAD(VW, yr, k) * r);
     for (int k = full; k < D; ++k) yr[k] *= r;

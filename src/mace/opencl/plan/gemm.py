@@ -70,23 +70,41 @@ def _lower_gemm(p: Planner, node: Node) -> None:
 @prepass
 def fold_transposes(p: Planner) -> None:
     """A Transpose (not a graph output) that only MatMuls read, as A or B, costs no launch: they read its input
-    through the permuted strides (Planner.views), as K^T in attention's Q.K^T (on GPU and portable targets)."""
+    through the permuted strides (Planner.views), as K^T in attention's Q.K^T (on GPU and portable targets; on CPU
+    targets an attention's Q, K^T and V count as MatMul operands)."""
     for node in p.graph.nodes:
         out = node.outputs[0] if node.op == "Transpose" and node.outputs else ""
         users = p.consumers.get(out, [])
         if not users or out in p.graph_outputs or len(p.shape(out)) < 2:
             continue
-        if all(u.op == "MatMul" and out in u.inputs[:2] and out not in u.inputs[2:] for u in users):
+        slots = [_product_slots(p, u) for u in users]
+        if all(out in a + b and out not in _other_inputs(u, a + b) for u, (a, b) in zip(users, slots)):
             source = node.inputs[0]
             own = contiguous_strides(p.shape(source))
             perm = node.attrs.get("perm") or list(range(len(own)))[::-1]
             strides = tuple(own[int(d)] for d in perm)
             # gemm_cpu.cl loads B in vectors along n: on a CPU target one copy (copy_cpu.cl) that makes a run-time B
             # n-contiguous beats gemm.cl on a strided one (K^T in attention: 11.5 -> ~1 ms of a ViT layer on 2 cores)
-            as_b = any(u.inputs[1] == out for u in users)
+            as_b = any(out in b for _, b in slots)
             if p.cpu and as_b and strides[-1] != 1 and p.tag(out) == "F32":
                 continue
             p.views[out] = View(source, strides)
+
+
+def _product_slots(p: Planner, user: Node) -> tuple[list[str], list[str]]:
+    """(A operands, B operands) that ``user`` reads as matrix products: a MatMul's first two inputs; on a CPU target
+    an attention's Q (A), K^T and V (B), which it computes as two MatMuls there (attention.py)."""
+    if user.op == "MatMul":
+        return [user.inputs[0]], [user.inputs[1]]
+    if user.op == "ScaledDotProductAttention" and p.cpu:
+        return [user.inputs[0]], list(user.inputs[1:3])
+    return [], []
+
+
+def _other_inputs(user: Node, operands: list[str]) -> list[str]:
+    """The inputs of ``user`` in slots other than the first ``len(...)`` product operand slots."""
+    count = 2 if user.op == "MatMul" else 3
+    return list(user.inputs[count:]) if operands else list(user.inputs)
 
 
 def _matrix_operand(
@@ -108,6 +126,15 @@ def _matrix_operand(
 def _lower_matmul(p: Planner, node: Node) -> None:
     core, residual = epilogue_split(node)
     a, b, bias, y = core[0], core[1], optional(core, 2), node.outputs[0]
+    a, b, shape = matmul_operands(p, a, b, bias, y)
+    gemm(p, node, a, b, bias, residual, y, shape)
+
+
+def matmul_operands(
+    p: Planner, a: str, b: str, bias: str | None, y: str, alpha: float = 1.0
+) -> tuple[str, str, GemmShape]:
+    """(A's buffer value, B's, how gemm addresses them and the bias) for y = alpha * MatMul(a, b) + bias (numpy's
+    matmul: batched, broadcast, 1-D operands promoted), the operands contiguous or views (fold_transposes)."""
     a_shape, b_shape = list(p.shape(a)), list(p.shape(b))
     a_vec, b_vec = len(a_shape) == 1, len(b_shape) == 1
     a_full = [1, *a_shape] if a_vec else a_shape
@@ -127,5 +154,6 @@ def _lower_matmul(p: Planner, node: Node) -> None:
         if a_vec:
             bstr.insert(len(bstr) - 1, 0)
         c_bs, c_strides = bstr[: len(batch)], (bstr[-2], bstr[-1])
-    shape = GemmShape(m, n, k, a_strides, b_strides, c_strides, tuple(batch), tuple(a_bs), tuple(b_bs), tuple(c_bs))
-    gemm(p, node, a, b, bias, residual, y, shape)
+    shape = GemmShape(m, n, k, a_strides, b_strides, c_strides, tuple(batch), tuple(a_bs), tuple(b_bs), tuple(c_bs),
+                      alpha=alpha)
+    return a, b, shape

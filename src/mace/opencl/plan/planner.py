@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mace.errors import DeviceError
-from mace.model.ir import Graph, Node
+from mace.model.ir import Graph, Node, TensorInfo
 from mace.opencl.plan.templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
 from mace.opencl.plan.tiling import DEFAULT_POLICY, DeviceTarget, TilingPolicy, cpu_local_size
 
@@ -151,12 +151,21 @@ class Planner:
         # values no launch computes, read through strides by every consumer (a Transpose that only MatMuls read, set
         # by gemm.fold_transposes; the operands of attention, set by attention.view_attention_operands)
         self.views: dict[str, View] = {}
+        self.extra_tensors: dict[str, TensorInfo] = {}  # see intermediate()
         # nodes whose output another node's launch writes (the Transpose after an attention), lowered to nothing
         self.absorbed: set[str] = set()
 
     # values and buffers
 
+    def intermediate(self, name: str, shape: Sequence[int], dtype: str = "float32") -> str:
+        """A value no graph node names, that one lowering computes and reads (an attention's scores on a CPU
+        target): it has a shape and a dtype like the graph's values, and its buffer is planned like theirs."""
+        self.extra_tensors[name] = TensorInfo(name, tuple(int(d) for d in shape), dtype)
+        return name
+
     def shape(self, value: str) -> tuple[int, ...]:
+        if value in self.extra_tensors:
+            return self.extra_tensors[value].shape
         if value in self.graph.tensors:
             return tuple(self.graph.tensors[value].shape)
         if value in self.graph.constants:
@@ -164,7 +173,9 @@ class Planner:
         raise DeviceError(f"tensor {value!r} has no TensorInfo")
 
     def tag(self, value: str) -> str:
-        if value in self.graph.tensors:
+        if value in self.extra_tensors:
+            dtype = self.extra_tensors[value].dtype
+        elif value in self.graph.tensors:
             dtype = self.graph.tensors[value].dtype
         elif value in self.graph.constants:
             dtype = str(self.graph.constants[value].dtype)

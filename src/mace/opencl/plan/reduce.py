@@ -149,12 +149,19 @@ def _lower_arg_reduce(p: Planner, node: Node) -> None:
 
 @lowers("Softmax", "LogSoftmax")
 def _lower_softmax(p: Planner, node: Node) -> None:
-    x, y = node.inputs[0], node.outputs[0]
+    x = node.inputs[0]
+    axis = positive_axis(int(node.attrs.get("axis", -1)), len(p.shape(x)))
+    softmax(p, node, x, node.outputs[0], axis, node.op == "LogSoftmax")
+
+
+def softmax(p: Planner, node: Node, x: str, y: str, axis: int, log: bool, nan_to_zero: bool = False) -> None:
+    """y = Softmax (LogSoftmax where ``log``) of x along ``axis``; ``nan_to_zero`` as softmax.cl says."""
     shape = p.shape(x)
-    axis = positive_axis(int(node.attrs.get("axis", -1)), len(shape))
     outer, dim, inner = prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
     defines: dict[str, Any] = {"X_T": p.tag(x), "Y_T": p.tag(y), "OUTER": outer, "D": dim, "INNER": inner}
-    defines["IS_LOG"] = node.op == "LogSoftmax"
+    defines["IS_LOG"] = log
+    if nan_to_zero:
+        defines["NAN_TO_ZERO"] = 1
     args = [p.use(x), p.define(y)]
     if p.gpu and p.target is not None and inner == 1:  # a work-group per row (softmax.cl, LX)
         blocking = row_blocking(outer, dim, p.target.max_work_group_size)
@@ -163,7 +170,7 @@ def _lower_softmax(p: Planner, node: Node) -> None:
         return
     vw = cpu_vector_width(dim, p.policy) if p.cpu and inner == 1 else 0
     if vw and p.tag(x) == p.tag(y) == "F32":  # a CPU target: a row per work item, in vectors (softmax_cpu.cl)
-        kernel = p.kernel("softmax_cpu", {"OUTER": outer, "D": dim, "VW": vw, "IS_LOG": defines["IS_LOG"]})
-        p.launch(node, kernel, [outer], args)
+        cpu = {"OUTER": outer, "D": dim, "VW": vw, "IS_LOG": log, **({"NAN_TO_ZERO": 1} if nan_to_zero else {})}
+        p.launch(node, p.kernel("softmax_cpu", cpu), [outer], args)
         return
     p.launch(node, p.kernel("softmax", defines), [inner, outer], args)
