@@ -6,7 +6,9 @@
 Peers (each skipped with the reason when not installed or no device): mace on the GPU (opencl, a GPU platform),
 mace on pocl (CPU OpenCL), the mace numpy reference (only with --with-reference: it is slow), onnxruntime CPU,
 PyTorch eager on CUDA and PyTorch with the model captured once in a CUDA graph (torch-graph:
-cudnn.benchmark on, one replay per run, pinned host input copied in, output copied out) — the same architecture
+cudnn.benchmark on, one replay per run, pinned host input copied in, output copied out; torch-graph-fp32: the same
+with TF32 off, so its convolutions and products round as mace's fp32 do: by default cuDNN convolves in TF32, 10
+mantissa bits) — the same architecture
 from torch_models.py with random weights (timing only) — and tinygrad (its ONNX runner under TinyJit). For mace:
 cold start (no cache file, POCL_KERNEL_CACHE=0, CUDA_CACHE_DISABLE=1) and warm start (cache file present), both
 fresh processes; its launches per run. The last lines give mace-gpu ÷ each peer.
@@ -53,7 +55,7 @@ elif peer == "onnxruntime":
     s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     fn = lambda: s.run(None, feeds)
     getstats = lambda: {"threads": "default"}
-elif peer in ("torch", "torch-graph"):
+elif peer in ("torch", "torch-graph", "torch-graph-fp32"):
     import torch
     sys.path.insert(0, extra["bench_dir"])
     import torch_models
@@ -66,6 +68,9 @@ elif peer in ("torch", "torch-graph"):
     else:
         # captured once in a CUDA graph: one replay per run; pinned host input copied in, output copied out
         torch.backends.cudnn.benchmark = True
+        if peer == "torch-graph-fp32":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         pinned = [torch.from_numpy(a).pin_memory() for a in arrays]
         static = [p.cuda() for p in pinned]
         with torch.inference_mode():
@@ -189,7 +194,7 @@ def main() -> int:
                 results[peer].pop("skipped")
         elif peer == "mace-reference":
             results[peer] = run_child(peer, str(mace_model), 5, {**base, "device": "cpu"})
-        elif peer in ("torch", "torch-graph"):
+        elif peer in ("torch", "torch-graph", "torch-graph-fp32"):
             if arch not in MODELS:
                 results[peer] = {"skipped": f"no PyTorch definition of {arch!r} in torch_models.py"}
                 continue

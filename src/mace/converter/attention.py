@@ -105,7 +105,8 @@ def _match(m: Match, softmax: Node) -> tuple[Node, list[str], dict[str, float | 
     probs = softmax.outputs[0]
     guard = _nan_guard(m, probs)
     if guard is not None:
-        gone += [m.producers.get(n) for n in guard.inputs[:1]]  # type: ignore[list-item]
+        isnan = m.producers[guard.inputs[0]]
+        gone.append(isnan)
         gone.append(guard)
         probs = guard.outputs[0]
     pv = m.sole(probs)

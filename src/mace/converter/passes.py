@@ -347,7 +347,8 @@ _RESHAPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 def _before_reshapes(graph: Graph, name: str, user: Node) -> tuple[str, list[Node]]:
     """(the value a chain of reshapes that only ``user`` reads starts from, the chain in order); (name, [])."""
-    producers, chain = graph.producers(), []
+    producers = graph.producers()
+    chain: list[Node] = []
     while (node := producers.get(name)) is not None and node.op in _RESHAPES and single_consumer(graph, name) is user:
         chain.insert(0, node)
         name, user = node.inputs[0], node
