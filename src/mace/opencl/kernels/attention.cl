@@ -32,6 +32,21 @@
 #define SP (ATT_BK + 4)  // the rows of 4 work items' scores, written at once, on different banks
 #define NH (DV / 32)
 
+// The block of keys j0 .. j0 + ATT_BK - 1 of K or V (element (j, x) of src at off + j * JS + x * XS, x < W) into
+// local rows PITCH floats apart, zero past SK; with VEC 4 (XS == 1) as aligned float4s.
+#define ATT_BLOCK(VEC, T, dst4, dst, PITCH, src, off, JS, XS, W)                                         \
+    if (VEC == 4) {                                                                                      \
+        for (int e = tid; e < ATT_BK * (W) / 4; e += 64) {                                               \
+            const int c = e / ((W) / 4), x4 = e % ((W) / 4), j = j0 + c;                                 \
+            dst4[c * ((PITCH) / 4) + x4] = j < SK ? ROW_VLOAD(T, 4, src + (off) + j * (JS), x4) : (float4)(0.0f); \
+        }                                                                                                \
+    } else {                                                                                             \
+        for (int e = tid; e < ATT_BK * (W); e += 64) {                                                   \
+            const int c = e / (W), x = e % (W), j = j0 + c;                                              \
+            dst[c * (PITCH) + x] = j < SK ? LOAD(T, src, (off) + j * (JS) + x * (XS)) : 0.0f;            \
+        }                                                                                                \
+    }
+
 __kernel __attribute__((reqd_work_group_size(64, 1, 1)))
 void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __global const TYPE(V_T)* v,
 #if HAS_MASK
@@ -66,28 +81,8 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
 
     for (int j0 = 0; j0 < SK; j0 += ATT_BK) {
         barrier(CLK_LOCAL_MEM_FENCE);  // the previous block's readers are done with ks, vs and ss
-#if KVEC == 4
-        for (int e = tid; e < ATT_BK * D / 4; e += 64) {
-            const int c = e / (D / 4), d4 = e % (D / 4), j = j0 + c;
-            ks4[c * (DP / 4) + d4] = j < SK ? ROW_VLOAD(K_T, 4, kt + ko + j * KS_J, d4) : (float4)(0.0f);
-        }
-#else
-        for (int e = tid; e < ATT_BK * D; e += 64) {
-            const int c = e / D, d = e % D, j = j0 + c;
-            ks[c * DP + d] = j < SK ? LOAD(K_T, kt, ko + d * KS_D + j * KS_J) : 0.0f;
-        }
-#endif
-#if VVEC == 4
-        for (int e = tid; e < ATT_BK * DV / 4; e += 64) {
-            const int c = e / (DV / 4), x4 = e % (DV / 4), j = j0 + c;
-            vs4[c * (DV / 4) + x4] = j < SK ? ROW_VLOAD(V_T, 4, v + vo + j * VS_J, x4) : (float4)(0.0f);
-        }
-#else
-        for (int e = tid; e < ATT_BK * DV; e += 64) {
-            const int c = e / DV, x = e % DV, j = j0 + c;
-            vs[c * DV + x] = j < SK ? LOAD(V_T, v, vo + j * VS_J + x * VS_E) : 0.0f;
-        }
-#endif
+        ATT_BLOCK(KVEC, K_T, ks4, ks, DP, kt, ko, KS_J, KS_D, D);
+        ATT_BLOCK(VVEC, V_T, vs4, vs, DV, v, vo, VS_J, VS_E, DV);
         barrier(CLK_LOCAL_MEM_FENCE);
 
         // scores of rows sr + 16 a, keys sub + 4 b
@@ -189,6 +184,7 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
         }
     }
 }
+#undef ATT_BLOCK
 #undef ATT_BK
 #undef SR
 #undef OR
