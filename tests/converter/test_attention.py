@@ -183,6 +183,54 @@ def test_masks_with_fully_masked_rows(guard: bool, mask_shape: tuple[int, ...], 
     opencl_check(graph, f, expected, every_variant(graph))
 
 
+CAUSAL = np.tril(np.ones((9, 11), bool), 2)  # query i keeps keys j <= i + 2
+
+
+@pytest.mark.parametrize("form", ["where", "where_then_add", "add_then_where", "masked_first_inf"])
+def test_where_masks_become_additive(form: str, opencl_check: OpenCLCheck) -> None:
+    """GPT-2's Where(causal, scores, finfo.min), alone or with an additive run-time mask in either order, and the
+    Where(masked, -inf, scores) form: one attention whose mask is the sum (a constant, or an Add of the two)."""
+    a = Attention()
+    scores = a.node("Div", a.node("MatMul", "q", a.kt), a.const(math.sqrt(a.d)))
+    fill = a.const(-np.inf if form == "masked_first_inf" else np.finfo(np.float32).min)
+    a.inits["causal"] = CAUSAL
+    if form == "add_then_where":
+        a.inputs["mask"] = [2, 1, 1, 11]
+        scores = a.node("Where", "causal", a.node("Add", scores, "mask"), fill)
+    elif form == "masked_first_inf":
+        a.inits["masked"] = ~CAUSAL
+        scores = a.node("Where", "masked", fill, scores)
+    else:
+        scores = a.node("Where", "causal", scores, fill)
+        if form == "where_then_add":
+            a.inputs["mask"] = [2, 1, 1, 11]
+            scores = a.node("Add", "mask", scores)
+    model = a.model(a.node("Softmax", scores, axis=-1))
+    graph = _fused(model)
+    node = next(n for n in graph.nodes if n.op == SDPA)
+    assert len(node.inputs) == 4 and not any(n.op == "Where" for n in graph.nodes)
+    assert [n.op for n in graph.nodes].count("Add") == (1 if "mask" in a.inputs else 0)
+    mask = np.where(np.random.default_rng(4).random((2, 1, 1, 11)) < 0.2, -1e4, 0.0).astype(np.float32)
+    f = a.feeds(mask if "mask" in a.inputs else None)
+    opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
+
+
+def test_where_near_misses_stay_unfused() -> None:
+    for fill_value, runtime_condition in ((-1.0, False), (np.finfo(np.float32).min, True)):
+        a = Attention()
+        fill = a.const(fill_value)  # -1 is a value, not a mask
+        if runtime_condition:
+            a.inputs["keep"] = [9, 11]
+            a.nodes.append(helper.make_node("Cast", ["keep"], ["keep_b"], to=onnx.TensorProto.BOOL))
+            cond = "keep_b"
+        else:
+            a.inits["causal"] = CAUSAL
+            cond = "causal"
+        scores = a.node("Where", cond, a.node("MatMul", "q", a.kt), fill)
+        model = a.model(a.node("Softmax", scores, axis=-1))
+        assert SDPA not in [n.op for n in convert_onnx(model).nodes]
+
+
 @pytest.mark.parametrize("d,e", [(8, 64), (6, 5)])
 def test_rank3_long_sequences_and_head_sizes(d: int, e: int, opencl_check: OpenCLCheck) -> None:
     """No head dim, 70 queries over 100 keys (several row and key blocks of the tiled form); D 6 and E 5 take the

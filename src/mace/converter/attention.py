@@ -3,12 +3,15 @@ it that are no moves at all.
 
 ``fuse_attention`` matches, per head group, the chain torch.onnx writes for softmax(Q.K^T / sqrt(d)) . V:
 
-    MatMul(Q [* a], K^T [* b]) [* c or / c] [+ mask] -> Softmax(last axis) [-> Where(IsNaN(p), 0, p)] -> MatMul(., V)
+    MatMul(Q [* a], K^T [* b]) [* c or / c] [+ mask] [Where(keep, ., fill)] -> Softmax(last axis)
+        [-> Where(IsNaN(p), 0, p)] -> MatMul(., V)
 
 with a, b, c one-element constants (nn.MultiheadAttention scales Q and K^T by sqrt(scale) each, BERT divides the
-scores, scaled_dot_product_attention multiplies them), the mask any float tensor that broadcasts to the scores, and
-transformers' NaN guard on the probabilities. Every intermediate must have the chain as its only reader; Q, K^T and V
-keep whatever layout their producers give them (the OpenCL planner reads them through strides).
+scores, scaled_dot_product_attention multiplies them), the mask any float tensor that broadcasts to the scores, a
+Where of a constant condition and a very negative fill (GPT-2's causal mask; the mask Add and the Where in either
+order) taken as the additive mask it equals, and transformers' NaN guard on the probabilities. Every intermediate
+must have the chain as its only reader; Q, K^T and V keep whatever layout their producers give them (the OpenCL
+planner reads them through strides).
 
 ``fuse_qkv_projections``: the three products that make one attention's Q, K and V from the same input (BERT's
 query, key and value Linears) become one product with the weights side by side, sliced: one launch instead of three,
@@ -63,6 +66,40 @@ def _nan_guard(m: Match, probs: str) -> Node | None:
     return where
 
 
+WHERE_FILL_MAX = -1e30  # a Where's fill at or below this is "masked": s + fill rounds to fill for any |s| < 1e31
+
+
+def _where_mask(m: Match, where: Node) -> tuple[str, np.ndarray] | None:
+    """(the scores, the additive mask: 0 where kept, the fill elsewhere) of Where(keep, scores, fill) or
+    Where(masked, fill, scores), the condition a constant and the fill one very negative constant (GPT-2's causal
+    mask, a finfo.min fill)."""
+    if len(where.inputs) != 3 or where.inputs[0] not in m.graph.constants:
+        return None
+    cond = np.asarray(m.graph.constants[where.inputs[0]]).astype(bool)
+    forms = ((where.inputs[1], where.inputs[2], cond), (where.inputs[2], where.inputs[1], ~cond))
+    for scores, fill_name, keep in forms:
+        fill = constant_scalar(m.graph, fill_name, 0.0) if fill_name in m.graph.constants else None
+        if fill is not None and fill <= WHERE_FILL_MAX and scores not in m.graph.constants:
+            return scores, np.where(keep, np.float32(0.0), np.float32(fill)).astype(np.float32)
+    return None
+
+
+def _with_constant_mask(graph: Graph, name: str, mask: str, constant: np.ndarray) -> tuple[str, list[Node]]:
+    """The mask that adds ``constant`` to ``mask`` (none: ""): a new constant, or an Add node to insert."""
+    if mask and mask in graph.constants:
+        constant = (graph.float_constant(mask) + constant).astype(np.float32)
+        mask = ""
+    cname = f"{name}__mask"
+    graph.constants[cname] = constant
+    graph.tensors[cname] = TensorInfo(cname, constant.shape, "float32")
+    if not mask:
+        return cname, []
+    total = f"{name}__masks"
+    shape = np.broadcast_shapes(constant.shape, graph.tensors[mask].shape)
+    graph.tensors[total] = TensorInfo(total, shape, "float32")
+    return total, [Node("Add", f"{name}__mask_add", [mask, cname], [total])]
+
+
 def _float32(graph: Graph, *names: str) -> bool:
     return all(graph.tensors[n].dtype == "float32" for n in names)
 
@@ -75,15 +112,25 @@ def _match(m: Match, softmax: Node) -> tuple[Node, list[str], dict[str, float | 
     if rank < 2 or int(softmax.attrs.get("axis", -1)) not in (-1, rank - 1):
         return None
     gone: list[Node] = [softmax]
-    mask = ""
-    node = m.producers.get(x)
-    if node is not None and node.op == "Add" and m.sole(x) is softmax and len(node.inputs) == 2:
-        for scores, other in (node.inputs, node.inputs[::-1]):
-            producer = m.producers.get(scores)
-            if producer is not None and producer.op in ("MatMul", "Mul", "Div") and other != scores:
-                mask, x = other, scores
-                gone.append(node)
+    mask, where_mask = "", None
+    for _ in range(2):  # an additive mask and a Where's constant one, in either order
+        node = m.producers.get(x)
+        if node is None or m.sole(x) is not gone[-1]:
+            break
+        if node.op == "Add" and not mask and len(node.inputs) == 2:
+            out_shape = graph.tensors[node.outputs[0]].shape
+            pairs = [(a, b) for a, b in (node.inputs, node.inputs[::-1]) if a != b and
+                     getattr(m.producers.get(a), "op", "") in ("MatMul", "Mul", "Div", "Where")]
+            # the scores have the full shape; of two, a Mul is rather the mask ((1 - mask) * min)
+            pairs.sort(key=lambda ab: (graph.tensors[ab[0]].shape != out_shape, m.producers[ab[0]].op == "Mul"))
+            if not pairs:
                 break
+            x, mask = pairs[0]
+        elif node.op == "Where" and where_mask is None and (found := _where_mask(m, node)) is not None:
+            x, where_mask = found
+        else:
+            break
+        gone.append(node)
     scale = 1.0
     user = gone[-1]
     node = m.producers.get(x)
@@ -120,12 +167,15 @@ def _match(m: Match, softmax: Node) -> tuple[Node, list[str], dict[str, float | 
             and qshape[-1] == kshape[-2] and kshape[-1] == vshape[-2]):
         return None
     scores_shape = (*qshape[:-1], kshape[-1])
-    if mask:
-        mshape = graph.tensors[mask].shape
-        if len(mshape) > len(scores_shape) or np.broadcast_shapes(mshape, scores_shape) != scores_shape:
+    for shape in ([graph.tensors[mask].shape] if mask else []) + ([where_mask.shape] if where_mask is not None else []):
+        if len(shape) > len(scores_shape) or np.broadcast_shapes(shape, scores_shape) != scores_shape:
             return None
-        if mask in graph.constants and not np.any(graph.float_constant(mask)):
-            mask = ""  # an all-zero mask (no attention_mask given) adds nothing
+    if where_mask is not None:  # matched: now the graph may change
+        mask, extra = _with_constant_mask(graph, softmax.name, mask, where_mask)
+        for node in extra:  # the masks' sum, computed where the fused node goes (its inputs all before it)
+            graph.nodes.insert(graph.nodes.index(pv), node)
+    if mask and mask in graph.constants and not np.any(graph.float_constant(mask)):
+        mask = ""  # an all-zero mask (no attention_mask given) adds nothing
     attrs: dict[str, float | int] = {"scale": float(np.float32(scale))}
     if guard is not None:
         attrs["nan_to_zero"] = 1
