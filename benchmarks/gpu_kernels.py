@@ -55,6 +55,8 @@ SWEEP: dict[str, TilingPolicy] = {
     "x128x64": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(16, 8, 8, 8, bk=8, max_splits=4))),
     "x64r8": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
     "x64x128k16": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=16, max_splits=4))),
+    # the tensor cores off (DeviceTarget.tensor_cores targets: the SIMT tiles only)
+    "nomma": replace(P, gpu_mma_tiles=()),
     # attention.cl: 32 query rows per work-group wherever there are this many work-groups per CU (else 16)
     "a0": replace(P, gpu_attention_groups_per_cu=0),
     "a4": replace(P, gpu_attention_groups_per_cu=4),

@@ -3,19 +3,14 @@ GPU-target plans, against expected outputs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pytest
-from transformer_layer import GPU_TARGET_ARGS
+from targets import CPU, GPU, OpenCLCheck
 
 from mace.model.ir import Graph
-from mace.opencl.plan import DeviceTarget
-
-GPU = DeviceTarget(**GPU_TARGET_ARGS)  # type: ignore[arg-type]
-CPU = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 21, max_work_group_size=4096)
-OpenCLCheck = Callable[..., None]
 
 
 @pytest.fixture(scope="module")

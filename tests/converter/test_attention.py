@@ -16,9 +16,9 @@ import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
+from targets import GPU, OpenCLCheck
 
 import mace
-from conftest import GPU, OpenCLCheck
 from mace.converter import convert_onnx
 from mace.model.ir import Graph
 from mace.opencl.plan import plan_graph

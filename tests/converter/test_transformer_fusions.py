@@ -11,16 +11,16 @@ from typing import Any
 import numpy as np
 import pytest
 from onnx import helper
-from transformer_layer import GPU_TARGET_ARGS, launch_counts, transformer_layer
+from targets import GPU
+from transformer_layer import launch_counts, transformer_layer
 
 import mace
 from mace.converter import convert_onnx
 from mace.model.ir import Graph
-from mace.opencl.plan import DeviceTarget, plan_graph
+from mace.opencl.plan import plan_graph
 from support import onnx_model, random_array, run_onnxruntime
 
 S, K, N = 7, 24, 20  # tokens, features in, features out
-GPU = DeviceTarget(**GPU_TARGET_ARGS)  # type: ignore[arg-type]
 
 
 def ops(graph: Graph) -> list[str]:

@@ -22,11 +22,33 @@
 // HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
 //
+// MMA (targets with tensor cores, DeviceTarget.tensor_cores: NVIDIA, sm_80 on): the products run on the tensor cores
+// through inline PTX, mma.sync m16n8k8 on TF32 operands, at fp32 accuracy: each operand is split into a high and a
+// low TF32 part, x = x_hi + x_lo, and a_lo b_hi + a_hi b_lo + a_hi b_hi summed (3xTF32; the dropped a_lo b_lo is
+// below fp32 rounding). The tensor cores' accumulation truncates, so each k step's sums go into the fp32
+// accumulators with a rounded add. Warp w of the NT / 32 computes a 32 x 32 piece of the block (2 x 4 tiles of 16 x 8,
+// the PTX fragment layout); TM, TN only size the loaders. Needs BM, BN multiples of 32, BK of 8.
+//
 // SPLIT_K_SUM: y = epilogue(sum over splits of part), one work item per output element.
 // Defines: SPLIT_K_SUM; KERNEL_NAME; C_T R_T Y_T; M N BATCH SPLITS; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M
 // CS_N; HAS_RESIDUAL; ACTIVATE(v). Global size: (BATCH * M * N).
 
 #if TILED_GEMM
+#if MMA && !defined(MMA_HELPERS)
+#define MMA_HELPERS
+static inline uint mma_tf32(float x)
+{
+    uint r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+// d += a . b for one 16 x 8 x 8 tile (fragments: a 4, b 2, d 4 registers a lane)
+#define MMA_TF32(d, a, b)                                                                                     \
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, " \
+                 "{%0,%1,%2,%3};"                                                                            \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                            \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]))
+#endif
 #define BM (LM * TM)
 #define BN (LN * TN)
 #define NT (LM * LN)
@@ -112,12 +134,16 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 
     // Local tiles: a row of k. Rows that a loader pass writes along k (not m/n) get padded against bank conflicts,
     // by a whole vector where VLDS reads them as vectors.
-#if A_MFAST
+#if MMA  // the fragment reads (rows k + t, columns g, t < 4, g < 8) fall on 32 banks with 8 floats of padding
+#define AROW (BM + 8)
+#define BROW (BN + 8)
+#elif A_MFAST
 #define AROW BM
 #else
 #define AROW (BM + (VLDS ? TM : 1))
 #endif
-#if CONV || B_NFAST
+#if MMA
+#elif CONV || B_NFAST
 #define BROW BN
 #else
 #define BROW (BN + (VLDS ? TN : 1))
@@ -145,9 +171,19 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #define ROW(i) (ly + (i) * LM)
 #define COL(j) (lx + (j) * LN)
 #endif
+#if MMA
+    // this lane's place in the PTX fragments (group mg, thread mt) and its warp's 32 x 32 piece of the block
+    const int warp = tid / 32, lane = tid % 32, mg = lane / 4, mt = lane % 4;
+    const int wm = (warp / (BN / 32)) * 32, wn = (warp % (BN / 32)) * 32;
+    float acc[2][4][4];
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 4; ++j)
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.0f;
+#else
     float acc[TM][TN];
     for (int i = 0; i < TM; ++i)
         for (int j = 0; j < TN; ++j) acc[i][j] = 0.0f;
+#endif
 
     // A software pipeline over the k steps: the global loads of the next tile go to registers (ra, rb) while the
     // work-group computes on the current one in local memory. (Barriers stay unconditional: pocl replicates the code
@@ -159,6 +195,48 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         for (int r = 0; r < BK * BN / NT; ++r) bt[B_KK(tid + r * NT) * BROW + B_NN(tid + r * NT)] = rb[r];
         barrier(CLK_LOCAL_MEM_FENCE);
         if (k0 + BK < kend) LOAD_TILES(k0 + BK);
+#if MMA
+        float step[2][4][4];
+        for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 4; ++j)
+                for (int r = 0; r < 4; ++r) step[i][j][r] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 8) {
+            uint ah[2][4], al[2][4], bh[4][2], bl[4][2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const int r = wm + 16 * i + mg;
+                const float x[4] = {at[(kk + mt) * AROW + r], at[(kk + mt) * AROW + r + 8], at[(kk + mt + 4) * AROW + r],
+                                    at[(kk + mt + 4) * AROW + r + 8]};
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    ah[i][q] = mma_tf32(x[q]);
+                    al[i][q] = mma_tf32(x[q] - as_float(ah[i][q]));
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int c = wn + 8 * j + mg;
+                const float x[2] = {bt[(kk + mt) * BROW + c], bt[(kk + mt + 4) * BROW + c]};
+#pragma unroll
+                for (int q = 0; q < 2; ++q) {
+                    bh[j][q] = mma_tf32(x[q]);
+                    bl[j][q] = mma_tf32(x[q] - as_float(bh[j][q]));
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    MMA_TF32(step[i][j], al[i], bh[j]);
+                    MMA_TF32(step[i][j], ah[i], bl[j]);
+                    MMA_TF32(step[i][j], ah[i], bh[j]);
+                }
+        }
+        for (int i = 0; i < 2; ++i)
+            for (int j = 0; j < 4; ++j)
+                for (int r = 0; r < 4; ++r) acc[i][j][r] += step[i][j][r];
+#else
         for (int kk = 0; kk < BK; ++kk) {
             float av[TM], bv[TN];
 #if VLDS
@@ -171,40 +249,53 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
             for (int i = 0; i < TM; ++i)
                 for (int j = 0; j < TN; ++j) acc[i][j] = mad(av[i], bv[j], acc[i][j]);
         }
+#endif
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
+    // the outputs: raw partial sums with k split, else the epilogue (bias, residual, activation)
 #if SPLITS > 1
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ROW(i);
-        if (m >= M) break;
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + COL(j);
-            if (n >= N) break;
-            part[split * (BATCH * M * N) + (batch * M + m) * N + n] = acc[i][j];
-        }
-    }
-#endif
-#if SPLITS == 1
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ROW(i);
-        if (m >= M) break;
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + COL(j);
-            if (n >= N) break;
-            float v = ALPHA * acc[i][j];
+#define OUT(m, n, sum) part[split * (BATCH * M * N) + (batch * M + (m)) * N + (n)] = (sum)
+#else
 #if HAS_BIAS
-            v += BETA * LOAD(C_T, c, coff + m * CS_M + n * CS_N);
+#define OUT_BIAS(m, n) (BETA * LOAD(C_T, c, coff + (m) * CS_M + (n) * CS_N))
+#else
+#define OUT_BIAS(m, n) 0.0f
 #endif
 #if HAS_RESIDUAL
-            v += LOAD(R_T, res, (batch * M + m) * N + n);
+#define OUT_RES(m, n) LOAD(R_T, res, (batch * M + (m)) * N + (n))
+#else
+#define OUT_RES(m, n) 0.0f
 #endif
-            STORE(Y_T, y, batch * Y_BSTRIDE + Y_OFFSET + m * N + n, ACTIVATE(v));
+#define OUT(m, n, sum)                                                                                     \
+    {                                                                                                      \
+        const float v = ALPHA * (sum) + OUT_BIAS(m, n) + OUT_RES(m, n);                                    \
+        STORE(Y_T, y, batch * Y_BSTRIDE + Y_OFFSET + (m) * N + (n), ACTIVATE(v));                          \
+    }
+#endif
+#if MMA
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 4; ++j)
+            for (int r = 0; r < 4; ++r) {
+                const int m = m0 + wm + 16 * i + mg + 8 * (r / 2), n = n0 + wn + 8 * j + 2 * mt + r % 2;
+                if (m < M && n < N) OUT(m, n, acc[i][j][r]);
+            }
+#else
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + ROW(i);
+        if (m >= M) break;
+        for (int j = 0; j < TN; ++j) {
+            const int n = n0 + COL(j);
+            if (n >= N) break;
+            OUT(m, n, acc[i][j]);
         }
     }
 #endif
 }
 
+#undef OUT
+#undef OUT_BIAS
+#undef OUT_RES
 #undef AROW
 #undef BROW
 #undef ROW

@@ -57,6 +57,7 @@ class GemmTile:
     ks: int = 0  # k per split (a multiple of bk); 0 means all of K
     max_splits: int = 0
     products_only: bool = False  # chosen for matrix products, not for convolutions (whose gathered B it slows)
+    mma: bool = False  # the tensor cores (3xTF32 mma.sync; gemm_tiled.cl MMA): only on DeviceTarget.tensor_cores
 
     @property
     def bm(self) -> int:
@@ -69,6 +70,8 @@ class GemmTile:
     @property
     def local_bytes(self) -> int:
         """The most local memory its work-groups take (both tiles, rows padded)."""
+        if self.mma:
+            return 4 * self.bk * (self.bm + 8 + self.bn + 8)
         return 4 * self.bk * (self.bm + self.tm + self.bn + self.tn)
 
     def groups(self, m: int, n: int, batch: int) -> int:
@@ -109,6 +112,10 @@ class TilingPolicy:
         GemmTile(16, 16, 8, 8, bk=8, max_splits=4),
         GemmTile(8, 16, 8, 8, bk=16, max_splits=4, products_only=True),
     )
+    # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles: 64 x 64 blocks on
+    # 4 warps, 32 x 32 each. A first 3xTF32 kernel of this shape (benchmarks/mma_probe.py) ran 28-32 TFLOP/s on an
+    # H200 at fp32-level error, against ~18.6 for the SIMT tiles on ResNet-50's convolutions at batch 32.
+    gpu_mma_tiles: tuple[GemmTile, ...] = (GemmTile(8, 16, 8, 4, bk=32, max_splits=4, mma=True),)
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit, convolutions
     # ... and matrix products: ViT-B/16 device time 3599 -> 3378 us with 4 (more k splits), where 4 for the
     # convolutions too lost (ResNet-50 at batch 32: 10630 -> 11316 us; Inception-v3 1875 -> 1945)
@@ -166,6 +173,9 @@ class DeviceTarget:
     # host's float16 conversions of inputs and outputs), and on pocl the CPU kernels are float only: there
     # fp16_fp32 plans as fp32 (the .mace file keeps its half weights; they widen on upload).
     half_storage: bool = True
+    # mma.sync on TF32 through inline PTX (gemm_tiled.cl MMA): NVIDIA's OpenCL compiler takes PTX, sm_80 and later
+    # have the instruction
+    tensor_cores: bool = False
 
     @classmethod
     def from_device(cls, device: Any, policy: TilingPolicy = DEFAULT_POLICY) -> DeviceTarget:
@@ -179,12 +189,23 @@ class DeviceTarget:
             max_work_group_size=int(device.max_work_group_size),
             policy=policy,
             half_storage=bool(int(device.type) & int(cl.device_type.GPU)) and "cl_khr_fp16" in device.extensions,
+            tensor_cores=_nvidia_sm80(device),
         )
 
     @property
     def tiled(self) -> bool:
         """Whether the tiled GPU kernels apply: a GPU with room for their work-groups and local tiles."""
         return self.is_gpu and self.max_work_group_size >= 256 and self.local_mem_bytes >= 16 * 1024
+
+
+def _nvidia_sm80(device: Any) -> bool:
+    """An NVIDIA device of compute capability 8.0 or later (cl_nv_device_attribute_query says which)."""
+    if "cl_nv_device_attribute_query" not in str(device.extensions):
+        return False
+    try:
+        return int(device.compute_capability_major_nv) >= 8
+    except Exception:  # an ICD that lists the extension but answers no query: no tensor cores, the SIMT tiles
+        return False
 
 
 # --- the portable kernels ---------------------------------------------------------------------------------------------
@@ -365,7 +386,10 @@ def gpu_gemm_tile(
     ``only``: that tile (a tuned variant), with k split as for any other."""
     want = (policy.gpu_groups_per_cu if conv else policy.gpu_product_groups_per_cu) * target.compute_units
     allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
-    by_size = sorted(allowed, key=lambda t: (t.bm * t.bn, t.tm * t.tn), reverse=True)  # stable
+    if target.tensor_cores:
+        allowed = [*policy.gpu_mma_tiles, *allowed]
+    # tensor-core tiles first, then the biggest (a stable sort: equals keep the policy's order)
+    by_size = sorted(allowed, key=lambda t: (t.mma, t.bm * t.bn, t.tm * t.tn), reverse=True)
     fitting = [t for t in by_size if t.fill(m, n) >= policy.gpu_min_fill and _fits(t, target)]
     tiles = [only] if only is not None else fitting or by_size[-1:]
 

@@ -1,0 +1,90 @@
+"""gemm_tiled.cl's tensor-core form (MMA: 3xTF32 mma.sync through inline PTX) for DeviceTarget.tensor_cores.
+
+What is planned is checked everywhere: convolutions and products take the MMA tiles on a tensor-core target and
+nothing else changes on any other (the same sources, the same variant keys). The numbers need an NVIDIA device of
+compute capability 8.0 or later, the only one that compiles the PTX: they are checked there, at fp32 accuracy
+against onnxruntime, and skipped elsewhere (pocl in CI)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from mace.converter import convert_onnx
+from mace.model.ir import Graph
+from mace.opencl.plan import DeviceTarget, plan_graph
+from mace.opencl.plan.tiling import DEFAULT_POLICY, gpu_gemm_tile
+from mace.opencl.tuning.variants import variant_key
+from support import onnx_model, random_array, run_onnxruntime
+
+H200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
+H200_TC = dataclasses.replace(H200, tensor_cores=True)
+# every product on the first tile that fits, however few blocks it makes: the MMA tiles here, on these small layers
+FIRST_FIT = dataclasses.replace(DEFAULT_POLICY, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0, gpu_min_fill=0.0)
+
+
+def conv_and_product_model() -> Any:
+    """A 3x3 conv with bias and ReLU, a strided 1x1 conv with a residual-free output, then a MatMul with odd sizes:
+    shapes that are not multiples of the 64 x 64 blocks, so every edge of the fragments is exercised."""
+    init = {"w1": random_array(70, 13, 3, 3, seed=1, low=-0.3, high=0.3), "b1": random_array(70, seed=2),
+            "w2": random_array(96, 70, 1, 1, seed=3, low=-0.2, high=0.2),
+            "w3": random_array(21, 75, seed=4, low=-0.3, high=0.3), "shape": np.asarray([96, 21], np.int64)}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[2, 2]),
+             helper.make_node("Reshape", ["c2", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w3"], ["y"])]
+    return onnx_model(nodes, {"x": [1, 13, 41, 41]}, {"y": None}, init)
+
+
+def test_tensor_core_targets_plan_mma_tiles_and_others_do_not_change() -> None:
+    graph = convert_onnx(conv_and_product_model())
+    plain, tc = plan_graph(graph, H200, policy=FIRST_FIT), plan_graph(graph, H200_TC, policy=FIRST_FIT)
+    assert "#define MMA 1" not in plain.source
+    assert tc.source.count("#define MMA 1") == 3  # both convolutions and the product
+    for node in graph.nodes:  # keys without the field: tuned files keep their meaning on every other target
+        assert variant_key(graph, node, H200) != variant_key(graph, node, H200_TC)
+        assert variant_key(graph, node, H200) == variant_key(graph, node, dataclasses.replace(H200))
+    # a tensor-core target still takes the SIMT tiles where an MMA block would be mostly padding (M 16)
+    assert not gpu_gemm_tile(16, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma
+    assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma
+    no_mma = dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=())
+    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, no_mma, conv=True).mma
+
+
+@pytest.fixture(scope="module")
+def nvidia_sm80() -> Any:
+    cl = pytest.importorskip("pyopencl")
+    try:
+        devices = [d for p in cl.get_platforms() for d in p.get_devices()]
+    except cl.Error:
+        devices = []
+    for device in devices:
+        target = DeviceTarget.from_device(device)
+        if target.tensor_cores and target.tiled:
+            return cl.CommandQueue(cl.Context([device])), target
+    pytest.skip("no NVIDIA OpenCL device of compute capability 8.0 or later (tensor cores)")
+
+
+def run(graph: Graph, queue: Any, target: DeviceTarget, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import pyopencl as cl
+
+    from mace.opencl.executor import Executor
+
+    ctx = queue.context
+    return Executor(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o), target=target).run(feeds)
+
+
+def test_mma_tiles_compute_at_fp32_accuracy(nvidia_sm80: Any) -> None:
+    queue, target = nvidia_sm80
+    model = conv_and_product_model()
+    graph = convert_onnx(model)
+    feeds = {"x": random_array(1, 13, 41, 41, seed=7)}
+    expected = run_onnxruntime(model, feeds)["y"]
+    for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), target.policy):
+        got = run(graph, queue, dataclasses.replace(target, policy=policy), feeds)["y"]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
