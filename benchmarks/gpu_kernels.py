@@ -24,6 +24,7 @@ import pyopencl as cl
 from mace.converter import convert_onnx
 from mace.opencl.executor import Executor
 from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, GemmTile, TilingPolicy
+from mace.opencl.plan.tiling import MMA_TILES
 from mace.opencl.profiling import profile_launches
 
 P = DEFAULT_POLICY
@@ -55,8 +56,8 @@ SWEEP: dict[str, TilingPolicy] = {
     "x128x64": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(16, 8, 8, 8, bk=8, max_splits=4))),
     "x64r8": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
     "x64x128k16": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=16, max_splits=4))),
-    # the tensor cores off (DeviceTarget.tensor_cores targets: the SIMT tiles only)
-    "nomma": replace(P, gpu_mma_tiles=()),
+    # the tensor cores (DeviceTarget.tensor_cores targets: gemm_tiled.cl's MMA form, 3xTF32) where blocks allow
+    "mma": replace(P, gpu_mma_tiles=MMA_TILES),
     # attention.cl: 32 query rows per work-group wherever there are this many work-groups per CU (else 16)
     "a0": replace(P, gpu_attention_groups_per_cu=0),
     "a4": replace(P, gpu_attention_groups_per_cu=4),

@@ -1,4 +1,5 @@
-"""gemm_tiled.cl's tensor-core form (MMA: 3xTF32 mma.sync through inline PTX) for DeviceTarget.tensor_cores.
+"""gemm_tiled.cl's tensor-core form (MMA: 3xTF32 mma.sync through inline PTX) for DeviceTarget.tensor_cores, with
+TilingPolicy.gpu_mma_tiles on (MMA_TILES; off by default until it has run on hardware).
 
 What is planned is checked everywhere: convolutions and products take the MMA tiles on a tensor-core target and
 nothing else changes on any other (the same sources, the same variant keys). The numbers need an NVIDIA device of
@@ -17,14 +18,16 @@ from onnx import helper
 from mace.converter import convert_onnx
 from mace.model.ir import Graph
 from mace.opencl.plan import DeviceTarget, plan_graph
-from mace.opencl.plan.tiling import DEFAULT_POLICY, gpu_gemm_tile
+from mace.opencl.plan.tiling import DEFAULT_POLICY, MMA_TILES, gpu_gemm_tile
 from mace.opencl.tuning.variants import variant_key
 from support import onnx_model, random_array, run_onnxruntime
 
 H200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
 H200_TC = dataclasses.replace(H200, tensor_cores=True)
-# every product on the first tile that fits, however few blocks it makes: the MMA tiles here, on these small layers
-FIRST_FIT = dataclasses.replace(DEFAULT_POLICY, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0, gpu_min_fill=0.0)
+# the tensor-core tiles on (off by default until measured on hardware), and every product on the first tile that
+# fits however few blocks it makes: the MMA tiles, on these small layers
+WITH_MMA = dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=MMA_TILES)
+FIRST_FIT = dataclasses.replace(WITH_MMA, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0, gpu_min_fill=0.0)
 
 
 def conv_and_product_model() -> Any:
@@ -50,10 +53,9 @@ def test_tensor_core_targets_plan_mma_tiles_and_others_do_not_change() -> None:
         assert variant_key(graph, node, H200) != variant_key(graph, node, H200_TC)
         assert variant_key(graph, node, H200) == variant_key(graph, node, dataclasses.replace(H200))
     # a tensor-core target still takes the SIMT tiles where an MMA block would be mostly padding (M 16)
-    assert not gpu_gemm_tile(16, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma
-    assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma
-    no_mma = dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=())
-    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, no_mma, conv=True).mma
+    assert not gpu_gemm_tile(16, 4096, 512, 1, H200_TC, WITH_MMA, conv=True).mma
+    assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, WITH_MMA, conv=True).mma
+    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma  # off by default
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,6 @@ def test_mma_tiles_compute_at_fp32_accuracy(nvidia_sm80: Any) -> None:
     graph = convert_onnx(model)
     feeds = {"x": random_array(1, 13, 41, 41, seed=7)}
     expected = run_onnxruntime(model, feeds)["y"]
-    for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), target.policy):
+    for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), WITH_MMA):
         got = run(graph, queue, dataclasses.replace(target, policy=policy), feeds)["y"]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

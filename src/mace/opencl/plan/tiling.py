@@ -112,10 +112,11 @@ class TilingPolicy:
         GemmTile(16, 16, 8, 8, bk=8, max_splits=4),
         GemmTile(8, 16, 8, 8, bk=16, max_splits=4, products_only=True),
     )
-    # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles: 64 x 64 blocks on
-    # 4 warps, 32 x 32 each. A first 3xTF32 kernel of this shape (benchmarks/mma_probe.py) ran 28-32 TFLOP/s on an
-    # H200 at fp32-level error, against ~18.6 for the SIMT tiles on ResNet-50's convolutions at batch 32.
-    gpu_mma_tiles: tuple[GemmTile, ...] = (GemmTile(8, 16, 8, 4, bk=32, max_splits=4, mma=True),)
+    # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles. Off by default
+    # (empty) until the kernel has run on hardware: its instruction, fragment layout and 3xTF32 accuracy were checked
+    # on an H200 by benchmarks/mma_probe.py (28-32 TFLOP/s at fp32-level error, against ~18.6 for the SIMT tiles on
+    # ResNet-50's convolutions at batch 32), gemm_tiled.cl's MMA form only by planning; MMA_TILES turns it on.
+    gpu_mma_tiles: tuple[GemmTile, ...] = ()
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit, convolutions
     # ... and matrix products: ViT-B/16 device time 3599 -> 3378 us with 4 (more k splits), where 4 for the
     # convolutions too lost (ResNet-50 at batch 32: 10630 -> 11316 us; Inception-v3 1875 -> 1945)
@@ -148,6 +149,8 @@ class TilingPolicy:
 
 
 DEFAULT_POLICY: Final = TilingPolicy()
+# gemm_tiled.cl's tensor-core tiles (TilingPolicy.gpu_mma_tiles): 64 x 64 blocks on 4 warps, 32 x 32 each
+MMA_TILES: Final = (GemmTile(8, 16, 8, 4, bk=32, max_splits=4, mma=True),)
 
 
 @dataclass(frozen=True)
