@@ -19,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 
 from mace.converter.normalize import normalize_node
+from mace.converter.onnx_attention import AttentionUnsupported, expand_attention
 from mace.errors import ConversionError, UnsupportedOpError
 from mace.model.ir import Graph, Node, TensorInfo
 from mace.ops.reference import REFERENCE_OPS
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # Ops the converter accepts. Some exist only to be folded (Constant) or rewired (Identity), the rest run.
 FOLD_ONLY_OPS = ("Constant",)
-SUPPORTED_OPS = tuple(sorted(set(REFERENCE_OPS) | set(FOLD_ONLY_OPS) | {"Upsample"}))
+SUPPORTED_OPS = tuple(sorted(set(REFERENCE_OPS) | set(FOLD_ONLY_OPS) | {"Upsample", "Attention"}))
 # Random or stateful ops are never folded even when their inputs are constant.
 NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 # Shape-like constants are passed to ONNX's shape inference by value; large weights only by shape.
@@ -189,6 +190,9 @@ class _Importer:
             raise unsupported("training_mode=1 is not supported (inference only)")
 
     def _import_node(self, node: Node) -> None:
+        if node.op == "Attention":
+            self._attention(node)
+            return
         if node.op == "Constant":
             self._add_constant(node.outputs[0], self._constant_value(node))
             return
@@ -215,6 +219,17 @@ class _Importer:
             if out:
                 self.tensors[out] = TensorInfo(out, info[0], info[1])
         self.nodes.append(node)
+
+    def _attention(self, node: Node) -> None:
+        """ONNX Attention: the IR nodes of onnx_attention.expand_attention, each imported (folded, shapes inferred)."""
+        shapes = {n: self.tensors[n].shape for n in node.inputs if n}
+        dtypes = {n: self.tensors[n].dtype for n in node.inputs if n}
+        try:
+            nodes = expand_attention(node, shapes, dtypes, self._add_constant)
+        except AttentionUnsupported as exc:
+            raise UnsupportedOpError(node.op, node.name, self.opset, str(exc), list(SUPPORTED_OPS)) from exc
+        for part in nodes:
+            self._import_node(part)
 
     def _constant_value(self, node: Node) -> np.ndarray:
         for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
