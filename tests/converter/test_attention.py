@@ -186,18 +186,15 @@ def test_masks_with_fully_masked_rows(guard: bool, mask_shape: tuple[int, ...], 
 CAUSAL = np.tril(np.ones((9, 11), bool), 2)  # query i keeps keys j <= i + 2
 
 
-@pytest.mark.parametrize("form", ["where", "where_then_add", "add_then_where", "masked_first_inf"])
+@pytest.mark.parametrize("form", ["where", "where_then_add", "masked_first_inf"])
 def test_where_masks_become_additive(form: str, opencl_check: OpenCLCheck) -> None:
-    """GPT-2's Where(causal, scores, finfo.min), alone or with an additive run-time mask in either order, and the
-    Where(masked, -inf, scores) form: one attention whose mask is the sum (a constant, or an Add of the two)."""
+    """GPT-2's Where(causal, scores, finfo.min), alone or inside an additive run-time mask, and the Where(masked,
+    -inf, scores) form: one attention whose mask is the sum (a constant, or an Add of the two)."""
     a = Attention()
     scores = a.node("Div", a.node("MatMul", "q", a.kt), a.const(math.sqrt(a.d)))
     fill = a.const(-np.inf if form == "masked_first_inf" else np.finfo(np.float32).min)
     a.inits["causal"] = CAUSAL
-    if form == "add_then_where":
-        a.inputs["mask"] = [2, 1, 1, 11]
-        scores = a.node("Where", "causal", a.node("Add", scores, "mask"), fill)
-    elif form == "masked_first_inf":
+    if form == "masked_first_inf":
         a.inits["masked"] = ~CAUSAL
         scores = a.node("Where", "masked", fill, scores)
     else:
@@ -212,6 +209,50 @@ def test_where_masks_become_additive(form: str, opencl_check: OpenCLCheck) -> No
     assert [n.op for n in graph.nodes].count("Add") == (1 if "mask" in a.inputs else 0)
     mask = np.where(np.random.default_rng(4).random((2, 1, 1, 11)) < 0.2, -1e4, 0.0).astype(np.float32)
     f = a.feeds(mask if "mask" in a.inputs else None)
+    opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
+
+
+def test_a_where_around_the_mask_add_stays_unfused_and_right(opencl_check: OpenCLCheck) -> None:
+    """Where(causal, scores + mask, finfo.min) is not scores + mask + (0 | finfo.min): where the mask is -inf at a
+    causally masked place (a fully padded sequence) the sum is -inf and the Where's is finfo.min."""
+    a = Attention()
+    a.inputs["mask"] = [2, 1, 1, 11]
+    a.inits["causal"] = CAUSAL
+    scores = a.node("Add", a.node("MatMul", "q", a.kt), "mask")
+    model = a.model(a.node("Softmax", a.node("Where", "causal", scores, a.const(np.finfo(np.float32).min)), axis=-1))
+    graph = convert_onnx(model)
+    assert SDPA not in [n.op for n in graph.nodes]
+    mask = np.zeros((2, 1, 1, 11), np.float32)
+    mask[1] = -np.inf  # the second sequence all padding
+    f = a.feeds(mask)
+    expected = check_cpu(model, graph, f)
+    opencl_check(graph, f, expected)
+
+
+def test_a_scale_constant_of_higher_rank_is_not_a_scale(opencl_check: OpenCLCheck) -> None:
+    """Mul(scores [2, 9, 11], c [1, 1, 1, 1]) broadcasts the scores up a rank: folding c into the attention's scale
+    would drop that dim (and write past the output's buffer)."""
+    a = Attention(lead=(2,))
+    scaled = a.node("Mul", a.node("MatMul", "q", a.kt), a.const(np.full((1, 1, 1, 1), 0.25)))
+    model = a.model(a.node("Softmax", scaled, axis=-1))
+    graph = convert_onnx(model)
+    assert SDPA not in [n.op for n in graph.nodes] and graph.outputs[0].shape == (1, 2, 9, 32)
+    f = a.feeds()
+    opencl_check(graph, f, check_cpu(model, graph, f))
+
+
+def test_an_attention_whose_output_transpose_feeds_a_matmul(opencl_check: OpenCLCheck) -> None:
+    """The Transpose after the attention read only by a MatMul: the MatMul reads it through strides, so the attention
+    writes its own output (not the Transpose's)."""
+    a = Attention(lead=(2,))
+    probs = a.node("Softmax", a.node("MatMul", "q", a.kt), axis=-1)
+    ctx = a.node("MatMul", probs, "v")
+    moved = a.node("Transpose", ctx, perm=[1, 0, 2])
+    a.node("MatMul", moved, a.const(random_array(32, 8, seed=4)))
+    a.nodes[-1].output[0] = "y"
+    model = onnx_model(a.nodes, a.inputs, {"y": None}, a.inits, opset=17)
+    graph = _fused(model)
+    f = a.feeds()
     opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
 
 

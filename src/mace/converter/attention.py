@@ -8,8 +8,8 @@ it that are no moves at all.
 
 with a, b, c one-element constants (nn.MultiheadAttention scales Q and K^T by sqrt(scale) each, BERT divides the
 scores, scaled_dot_product_attention multiplies them), the mask any float tensor that broadcasts to the scores, a
-Where of a constant condition and a very negative fill (GPT-2's causal mask; the mask Add and the Where in either
-order) taken as the additive mask it equals, and transformers' NaN guard on the probabilities. Every intermediate
+Where of a constant condition and a very negative fill (GPT-2's causal mask, inside the mask Add if there is one)
+taken as the additive mask it equals, and transformers' NaN guard on the probabilities. Every intermediate
 must have the chain as its only reader; Q, K^T and V keep whatever layout their producers give them (the OpenCL
 planner reads them through strides).
 
@@ -43,12 +43,20 @@ def _scalar_factor(m: Match, node: Node, name: str) -> float | None:
 def _scaled_input(m: Match, name: str, user: Node) -> tuple[str, float, list[Node]]:
     """(the value before a scalar Mul/Div that only ``user`` reads, its factor, that node) or (name, 1, [])."""
     node = m.producers.get(name)
-    if node is not None and m.sole(name) is user and len(node.inputs) == 2:
+    if node is not None and m.sole(name) is user and len(node.inputs) == 2 and _same_shape(m.graph, node):
         for operand in node.inputs:
             factor = _scalar_factor(m, node, operand)
             if factor is not None and operand not in m.graph.constants:
                 return operand, factor, [node]
     return name, 1.0, []
+
+
+def _same_shape(graph: Graph, node: Node, operand: str = "") -> bool:
+    """``node``'s output has the shape of ``operand`` (of every non-constant input when none is named): a one-element
+    constant of a higher rank would broadcast it up, which a fused scale or mask cannot."""
+    out = graph.tensors[node.outputs[0]].shape
+    names = [operand] if operand else [n for n in node.inputs if n and n not in graph.constants]
+    return all(graph.tensors[n].shape == out for n in names)
 
 
 def _nan_guard(m: Match, probs: str) -> Node | None:
@@ -63,10 +71,12 @@ def _nan_guard(m: Match, probs: str) -> Node | None:
     if where.inputs[0] != isnan.outputs[0] or where.inputs[2] != probs or constant_scalar(m.graph, where.inputs[1],
                                                                                          1.0) != 0.0:
         return None
-    return where
+    return where if _same_shape(m.graph, where, probs) else None
 
 
-WHERE_FILL_MAX = -1e30  # a Where's fill at or below this is "masked": s + fill rounds to fill for any |s| < 1e31
+# A Where's fill at or below this is "masked": in float32, s + fill is fill for any |s| below half the spacing of
+# floats there (about 5e29 at -1e37; finfo.min's spacing is 2e31), so the fill equals an additive mask of it.
+WHERE_FILL_MAX = -1e37
 
 
 def _where_mask(m: Match, where: Node) -> tuple[str, np.ndarray] | None:
@@ -79,7 +89,8 @@ def _where_mask(m: Match, where: Node) -> tuple[str, np.ndarray] | None:
     forms = ((where.inputs[1], where.inputs[2], cond), (where.inputs[2], where.inputs[1], ~cond))
     for scores, fill_name, keep in forms:
         fill = constant_scalar(m.graph, fill_name, 0.0) if fill_name in m.graph.constants else None
-        if fill is not None and fill <= WHERE_FILL_MAX and scores not in m.graph.constants:
+        if (fill is not None and fill <= WHERE_FILL_MAX and scores not in m.graph.constants
+                and _same_shape(m.graph, where, scores)):
             return scores, np.where(keep, np.float32(0.0), np.float32(fill)).astype(np.float32)
     return None
 
@@ -117,7 +128,9 @@ def _match(m: Match, softmax: Node) -> tuple[Node, list[str], dict[str, float | 
         node = m.producers.get(x)
         if node is None or m.sole(x) is not gone[-1]:
             break
-        if node.op == "Add" and not mask and len(node.inputs) == 2:
+        # Where(keep, scores + mask, fill) is not scores + mask + where-mask: a very negative mask at a masked place
+        # would add to the fill (-inf) where the Where gives the fill itself; only the Where inside the Add is fused
+        if node.op == "Add" and not mask and where_mask is None and len(node.inputs) == 2:
             out_shape = graph.tensors[node.outputs[0]].shape
             pairs = [(a, b) for a, b in (node.inputs, node.inputs[::-1]) if a != b and
                      getattr(m.producers.get(a), "op", "") in ("MatMul", "Mul", "Div", "Where")]

@@ -139,14 +139,16 @@ def gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     xf = _f(x)
-    e = np.exp(xf - np.max(xf, axis=axis, keepdims=True))
-    return like(e / np.sum(e, axis=axis, keepdims=True), x)
+    with np.errstate(invalid="ignore"):  # a row of only -inf is NaN (-inf - -inf), as in onnxruntime: no warning
+        e = np.exp(xf - np.max(xf, axis=axis, keepdims=True))
+        return like(e / np.sum(e, axis=axis, keepdims=True), x)
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     xf = _f(x)
-    shifted = xf - np.max(xf, axis=axis, keepdims=True)
-    return like(shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True)), x)
+    with np.errstate(invalid="ignore"):  # as softmax
+        shifted = xf - np.max(xf, axis=axis, keepdims=True)
+        return like(shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True)), x)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -49,8 +49,7 @@ def scaled_dot_product_attention(inputs: Inputs, attrs: Attrs) -> Outputs:
     scores = np.matmul(_compute(q), _compute(kt)) * np.float32(attrs.get("scale", 1.0))
     if mask is not None:
         scores = scores + _compute(mask)
-    with np.errstate(invalid="ignore"):
-        probs = softmax(scores, -1)
+    probs = softmax(scores, -1)
     if int(attrs.get("nan_to_zero", 0)):
         probs = np.where(np.isnan(probs), np.float32(0.0), probs)
     return [np.matmul(probs, _compute(v)).astype(q.dtype, copy=False)]

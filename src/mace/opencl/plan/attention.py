@@ -70,7 +70,9 @@ def view_attention_operands(p: Planner) -> None:
     for node in p.graph.nodes:
         if node.op == OP:
             writer = _output_transpose(p, node)
-            if writer is not None and writer.name not in chain:
+            # not one that MatMuls already read through strides (gemm.fold_transposes): the attention's own output
+            # must then be written
+            if writer is not None and writer.name not in chain and writer.outputs[0] not in p.views:
                 p.absorbed.add(writer.name)
 
 
