@@ -272,9 +272,10 @@ def test_where_near_misses_stay_unfused() -> None:
         assert SDPA not in [n.op for n in convert_onnx(model).nodes]
 
 
-@pytest.mark.parametrize("d,e", [(8, 64), (6, 5)])
+@pytest.mark.parametrize("d,e", [(8, 64), (40, 40), (12, 80), (6, 5)])
 def test_rank3_long_sequences_and_head_sizes(d: int, e: int, opencl_check: OpenCLCheck) -> None:
-    """No head dim, 70 queries over 100 keys (several row and key blocks of the tiled form); D 6 and E 5 take the
+    """No head dim, 70 queries over 100 keys (several row and key blocks of the tiled form); E 40 and 80 leave the
+    tiled form's last group of 32 output columns part empty (Stable Diffusion's head sizes); D 6 and E 5 take the
     per-row form with scalar loads."""
     a = Attention(lead=(2,), s=70, t=100, d=d, e=e)
     model = a.model(a.node("Softmax", a.node("Mul", a.node("MatMul", "q", a.kt), a.const(0.4)), axis=-1))

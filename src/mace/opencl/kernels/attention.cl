@@ -23,14 +23,15 @@
 // through local memory, and each of the 4 keeps its own running sum (rescaled alike), summed at the end. For the
 // output, work item (ty, tx) = (tid / 8, tid % 8) adds P.V to its BQ / 8 rows x DV / 8 columns (tx * 4 + 32 h + w),
 // kept in registers. Local rows of Q and K are D + 4 floats apart, so float4 rows read at once start on different
-// banks. KVEC / VVEC 4: the blocks are read from global memory as aligned float4s. Needs D % 4 == 0, DV % 32 == 0.
+// banks. KVEC / VVEC 4: the blocks are read from global memory as aligned float4s. Needs D % 4 == 0, DV % 4 == 0.
 // Global size (64, ceil(SQ / BQ), batch-heads); local (64, 1, 1).
 #define ATT_BK 32
 #define SR (BQ / 16)
 #define OR (BQ / 8)
 #define DP (D + 4)
 #define SP (ATT_BK + 4)  // the rows of 4 work items' scores, written at once, on different banks
-#define NH (DV / 32)
+#define NH ((DV + 31) / 32)
+#define VP (NH * 32)  // V's local rows: whole groups of 32 columns (past DV: never stored)
 
 // The block of keys j0 .. j0 + ATT_BK - 1 of K or V (element (j, x) of src at off + j * JS + x * XS, x < W) into
 // local rows PITCH floats apart, zero past SK; with VEC 4 (XS == 1) as aligned float4s.
@@ -56,7 +57,7 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
 {
     const int tid = get_local_id(0), sr = tid / 4, sub = tid % 4, ty = tid / 8, tx = tid % 8;
     const int i0 = get_group_id(1) * BQ, bh = get_group_id(2);
-    __local float4 qs4[BQ * DP / 4], ks4[ATT_BK * DP / 4], vs4[ATT_BK * DV / 4];
+    __local float4 qs4[BQ * DP / 4], ks4[ATT_BK * DP / 4], vs4[ATT_BK * VP / 4];
     __local float* qs = (__local float*)qs4;
     __local float* ks = (__local float*)ks4;
     __local float* vs = (__local float*)vs4;
@@ -82,7 +83,7 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
     for (int j0 = 0; j0 < SK; j0 += ATT_BK) {
         barrier(CLK_LOCAL_MEM_FENCE);  // the previous block's readers are done with ks, vs and ss
         ATT_BLOCK(KVEC, K_T, ks4, ks, DP, kt, ko, KS_J, KS_D, D);
-        ATT_BLOCK(VVEC, V_T, vs4, vs, DV, v, vo, VS_J, VS_E, DV);
+        ATT_BLOCK(VVEC, V_T, vs4, vs, VP, v, vo, VS_J, VS_E, DV);
         barrier(CLK_LOCAL_MEM_FENCE);
 
         // scores of rows sr + 16 a, keys sub + 4 b
@@ -157,7 +158,7 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
             for (int a = 0; a < OR; ++a) p[a] = ss[(ty * OR + a) * SP + c];
 #pragma unroll
             for (int h = 0; h < NH; ++h) {
-                const float4 vv = vs4[c * (DV / 4) + tx + 8 * h];
+                const float4 vv = vs4[c * (VP / 4) + tx + 8 * h];
 #pragma unroll
                 for (int a = 0; a < OR; ++a) o[a][h] = mad((float4)(p[a]), vv, o[a][h]);
             }
@@ -177,6 +178,7 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
 #pragma unroll
         for (int h = 0; h < NH; ++h) {
             const int e = tx * 4 + 32 * h;
+            if (e >= DV) break;
             STORE(Y_T, y, yo + i * YS_I + e * YS_E, ATT_OUT(o[a][h].s0, total));
             STORE(Y_T, y, yo + i * YS_I + (e + 1) * YS_E, ATT_OUT(o[a][h].s1, total));
             STORE(Y_T, y, yo + i * YS_I + (e + 2) * YS_E, ATT_OUT(o[a][h].s2, total));
@@ -191,6 +193,7 @@ void KERNEL_NAME(__global const TYPE(Q_T)* q, __global const TYPE(K_T)* kt, __gl
 #undef DP
 #undef SP
 #undef NH
+#undef VP
 
 #else
 // The per-row form (CPUs, the portable plan, shapes the tiled form does not take): one work item per query row,

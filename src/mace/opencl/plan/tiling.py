@@ -253,23 +253,23 @@ def attention_rows(sq: int, batch_heads: int, d: int, dv: int, target: DeviceTar
                    variant: int) -> int:
     """BQ, the query rows per work-group of attention.cl's tiled form (0: its per-row form): 32 where that gives
     every compute unit a work-group, else 16 (``variant`` 1 swaps them, 2 asks for the per-row form); 0 where the
-    shapes do not suit the tiled form (D % 4, DV % 32) or its local memory does not fit.
+    shapes do not suit the tiled form (D or DV not a multiple of 4) or its local memory does not fit.
 
         >>> h200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
         >>> attention_rows(197, 12, 64, 64, h200, DEFAULT_POLICY, 0), attention_rows(197, 96, 64, 64, h200,
         ...                                                                         DEFAULT_POLICY, 0)
         (16, 32)
-        >>> attention_rows(197, 12, 64, 48, h200, DEFAULT_POLICY, 0), attention_rows(197, 12, 64, 64, h200,
+        >>> attention_rows(197, 12, 64, 50, h200, DEFAULT_POLICY, 0), attention_rows(197, 12, 64, 64, h200,
         ...                                                                         DEFAULT_POLICY, 2)
         (0, 0)
     """
-    if variant == 2 or d % 4 or dv % 32:
+    if variant == 2 or d % 4 or dv % 4:
         return 0
     big = -(-sq // 32) * batch_heads >= policy.gpu_attention_groups_per_cu * target.compute_units
     rows = 32 if big != (variant == 1) else 16
 
     def local_bytes(bq: int) -> int:  # Q, K, V blocks, the weights, the row partials (attention.cl)
-        return 4 * (bq * (d + 4) + 32 * (d + 4) + 32 * dv + bq * 36 + 5 * bq)
+        return 4 * (bq * (d + 4) + 32 * (d + 4) + 32 * (-(-dv // 32) * 32) + bq * 36 + 5 * bq)
 
     for bq in (rows, 16):
         if local_bytes(bq) <= target.local_mem_bytes:
