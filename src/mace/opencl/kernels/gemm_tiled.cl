@@ -196,10 +196,10 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         barrier(CLK_LOCAL_MEM_FENCE);
         if (k0 + BK < kend) LOAD_TILES(k0 + BK);
 #if MMA
-        float step[2][4][4];
+        float kacc[2][4][4];
         for (int i = 0; i < 2; ++i)
             for (int j = 0; j < 4; ++j)
-                for (int r = 0; r < 4; ++r) step[i][j][r] = 0.0f;
+                for (int r = 0; r < 4; ++r) kacc[i][j][r] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < BK; kk += 8) {
             uint ah[2][4], al[2][4], bh[4][2], bl[4][2];
@@ -228,14 +228,14 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
             for (int i = 0; i < 2; ++i)
 #pragma unroll
                 for (int j = 0; j < 4; ++j) {
-                    MMA_TF32(step[i][j], al[i], bh[j]);
-                    MMA_TF32(step[i][j], ah[i], bl[j]);
-                    MMA_TF32(step[i][j], ah[i], bh[j]);
+                    MMA_TF32(kacc[i][j], al[i], bh[j]);
+                    MMA_TF32(kacc[i][j], ah[i], bl[j]);
+                    MMA_TF32(kacc[i][j], ah[i], bh[j]);
                 }
         }
         for (int i = 0; i < 2; ++i)
             for (int j = 0; j < 4; ++j)
-                for (int r = 0; r < 4; ++r) acc[i][j][r] += step[i][j][r];
+                for (int r = 0; r < 4; ++r) acc[i][j][r] += kacc[i][j][r];
 #else
         for (int kk = 0; kk < BK; ++kk) {
             float av[TM], bv[TN];
@@ -260,16 +260,19 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #if HAS_BIAS
 #define OUT_BIAS(m, n) (BETA * LOAD(C_T, c, coff + (m) * CS_M + (n) * CS_N))
 #else
-#define OUT_BIAS(m, n) 0.0f
+#define OUT_BIAS(m, n) -0.0f  // x + -0 is x, -0 included: nothing added
 #endif
 #if HAS_RESIDUAL
 #define OUT_RES(m, n) LOAD(R_T, res, (batch * M + (m)) * N + (n))
 #else
-#define OUT_RES(m, n) 0.0f
+#define OUT_RES(m, n) -0.0f
 #endif
+// (three statements, as before MMA: one expression could contract differently under -cl-mad-enable)
 #define OUT(m, n, sum)                                                                                     \
     {                                                                                                      \
-        const float v = ALPHA * (sum) + OUT_BIAS(m, n) + OUT_RES(m, n);                                    \
+        float v = ALPHA * (sum);                                                                           \
+        v += OUT_BIAS(m, n);                                                                               \
+        v += OUT_RES(m, n);                                                                                \
         STORE(Y_T, y, batch * Y_BSTRIDE + Y_OFFSET + (m) * N + (n), ACTIVATE(v));                          \
     }
 #endif

@@ -59,6 +59,11 @@ class GemmTile:
     products_only: bool = False  # chosen for matrix products, not for convolutions (whose gathered B it slows)
     mma: bool = False  # the tensor cores (3xTF32 mma.sync; gemm_tiled.cl MMA): only on DeviceTarget.tensor_cores
 
+    def __post_init__(self) -> None:
+        # gemm_tiled.cl's MMA form: one warp per 32 x 32 piece of the block, k in steps of 8
+        if self.mma and (self.bm % 32 or self.bn % 32 or self.bk % 8 or self.lm * self.ln * 32 != self.bm * self.bn):
+            raise ValueError(f"{self} cannot take the MMA form: BM, BN multiples of 32, BK of 8, one warp per 32 x 32")
+
     @property
     def bm(self) -> int:
         return self.lm * self.tm
