@@ -5,6 +5,10 @@ attention, its operands read where their producers wrote them.
 views: no launch computes them when every reader of every value on the chain is the chain or an attention. It also
 lets an attention write its output through the Transpose that is its only reader (the heads back to tokens), so that
 Transpose is lowered to nothing.
+
+Which kernel: GPU targets take attention.cl's tiled form where D and DV are multiples of 4 (tiling.attention_rows),
+else its per-row form, as the portable plan does; CPU targets compute the attention as two products and a softmax
+on their own kernels (_decomposed), from plain operands.
 """
 
 from __future__ import annotations
