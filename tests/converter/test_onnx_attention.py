@@ -1,7 +1,8 @@
 """ONNX's Attention operator (opset 23) imported as IR nodes around one ScaledDotProductAttention
 (converter/onnx_attention.py): 4-D and 3-D inputs, grouped-query heads, causal, boolean and float masks with fully
-masked rows, an explicit scale, each against onnxruntime on the CPU reference and on OpenCL (portable, CPU-target and
-GPU-target plans); what it refuses fails conversion with one error naming the node and the reason."""
+masked rows, an explicit scale, a KV cache and the present outputs, each against onnxruntime on the CPU reference and
+on OpenCL (portable, CPU-target and GPU-target plans); what it refuses fails conversion with one error naming the
+node and the reason."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ CASES = {
                                   mask_type=TensorProto.BOOL), "bool"),
     "float_mask_causal": (attention_model([1, 2, 6, 8], [1, 2, 6, 8], [1, 2, 6, 8], mask=[1, 2, 6, 6], is_causal=1),
                           "float"),
+    # a KV cache of 2 positions: causal from the cached length on, the presents asked for
+    "cache_causal": (attention_model([1, 2, 3, 8], [1, 2, 3, 8], [1, 2, 3, 8], extra_inputs=2, outputs=3,
+                                     is_causal=1), None),
+    "presents_without_cache": (attention_model([1, 2, 3, 8], [1, 2, 4, 8], [1, 2, 4, 8], outputs=3), None),
 }
 
 
@@ -68,14 +73,15 @@ def test_attention_operator_matches_onnxruntime(case: str, opencl_check: OpenCLC
     expected = run_onnxruntime(model, feeds)
     assert not np.isnan(expected["y"]).any()
     got = mace.Engine(graph, device="cpu").run(feeds)
-    np.testing.assert_allclose(got["y"], expected["y"], rtol=1e-4, atol=1e-5)
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
     opencl_check(graph, feeds, expected)
 
 
 @pytest.mark.parametrize("model,reason", [
-    (attention_model([1, 2, 5, 8], [1, 2, 6, 8], [1, 2, 6, 8], extra_inputs=2), "past_key"),
+    (attention_model([1, 2, 5, 8], [1, 2, 6, 8], [1, 2, 6, 8], extra_inputs=1), "past_value"),
     (attention_model([1, 2, 5, 8], [1, 2, 6, 8], [1, 2, 6, 8], softcap=30.0), "softcap"),
-    (attention_model([1, 2, 5, 8], [1, 2, 6, 8], [1, 2, 6, 8], outputs=2), "present_key"),
+    (attention_model([1, 2, 5, 8], [1, 2, 6, 8], [1, 2, 6, 8], outputs=4), "qk_matmul_output"),
     (attention_model([1, 5, 16], [1, 6, 16], [1, 6, 16]), "q_num_heads"),
     (attention_model([1, 6, 5, 8], [1, 4, 6, 8], [1, 4, 6, 8]), "not a multiple"),
 ])

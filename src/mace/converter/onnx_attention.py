@@ -2,11 +2,13 @@
 for grouped-query attention, K transposed, the masks made one additive float mask, then one
 ScaledDotProductAttention (mace.model.ir), the same node the converter fuses exported attention into.
 
-Taken: 3-D inputs (``q_num_heads``, ``kv_num_heads``) and 4-D ones, ``scale`` (default 1/sqrt(head size)),
-``is_causal`` (upper-left aligned: query i sees keys j <= i), a boolean (True: attend) or float (added) ``attn_mask``
-broadcast to [batch, heads, queries, keys], ``softmax_precision`` (mace computes in float32 anyway). A query row with
-every key masked gives 0, as the operator defines (``nan_to_zero``). Refused, each with its reason: a KV cache
-(``past_key``, ``past_value``, ``nonpad_kv_seqlen``), ``softcap``, and the outputs beyond Y.
+Taken: 3-D inputs (``q_num_heads``, ``kv_num_heads``) and 4-D ones, ``scale`` (default 1/sqrt(head size)), a KV
+cache (``past_key``, ``past_value``: concatenated in front of K and V, which are then ``present_key`` and
+``present_value``), ``is_causal`` (bottom-right aligned: query i sees keys j <= i + the cached length), a boolean
+(True: attend) or float (added) ``attn_mask`` broadcast to [batch, heads, queries, keys], ``softmax_precision`` (mace
+computes in float32 anyway). A query row with every key masked gives 0, as the operator defines (``nan_to_zero``).
+Refused, each with its reason: ``nonpad_kv_seqlen``, only one of the two caches, ``softcap``, and
+``qk_matmul_output``.
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ def expand_attention(node: Node, shapes: Mapping[str, tuple[int, ...]], dtypes: 
     """The IR nodes that compute ``node`` (an ONNX Attention), in order; constants they need go to
     ``add_constant(name, value)``. Raises AttentionUnsupported for what the module docstring refuses."""
     attrs: dict[str, Any] = node.attrs
-    for index, what in ((4, "past_key"), (5, "past_value"), (6, "nonpad_kv_seqlen")):
-        if _optional(node, index):
-            raise AttentionUnsupported(f"input {what} (a KV cache) is not supported")
-    for index, what in ((1, "present_key"), (2, "present_value"), (3, "qk_matmul_output")):
-        if len(node.outputs) > index and node.outputs[index]:
-            raise AttentionUnsupported(f"output {what} is not supported (only Y)")
+    if _optional(node, 6):
+        raise AttentionUnsupported("input nonpad_kv_seqlen (a padded static cache) is not supported")
+    past_key, past_value = _optional(node, 4), _optional(node, 5)
+    if bool(past_key) != bool(past_value):
+        raise AttentionUnsupported("past_key and past_value come together (one of them is missing)")
+    if len(node.outputs) > 3 and node.outputs[3]:
+        raise AttentionUnsupported("output qk_matmul_output is not supported")
+    presents = [node.outputs[i] if len(node.outputs) > i else "" for i in (1, 2)]
     if float(attrs.get("softcap", 0.0)) != 0.0:
         raise AttentionUnsupported("softcap is not supported")
     name, (q, k, v) = node.name, node.inputs[:3]
@@ -75,6 +79,18 @@ def expand_attention(node: Node, shapes: Mapping[str, tuple[int, ...]], dtypes: 
         q4, k4, v4 = q, k, v
     else:
         raise AttentionUnsupported(f"Q of rank {len(qs)} (3 or 4 are)")
+    cached = shapes[past_key][2] if past_key else 0
+    if past_key:  # the cache first along the sequence; the result is what present_key / present_value name
+        for i, (past, what) in enumerate(((past_key, "k"), (past_value, "v"))):
+            whole = presents[i] or f"{name}__{what}_present"
+            nodes.append(Node("Concat", f"{name}__{what}_cache", [past, k4 if what == "k" else v4], [whole],
+                              {"axis": 2}))
+            k4, v4 = (whole, v4) if what == "k" else (k4, whole)
+        keys += cached
+    elif any(presents):
+        for i, (x, what) in enumerate(((k4, "k"), (v4, "v"))):
+            if presents[i]:  # no cache: the present is K (V) itself, in [batch, heads, keys, size]
+                nodes.append(Node("Identity", f"{name}__{what}_present", [x], [presents[i]]))
     if hkv < 1 or hq % hkv:
         raise AttentionUnsupported(f"{hq} query heads are not a multiple of {hkv} key/value heads")
     if hq != hkv:  # grouped-query attention: query head h reads key/value head h // (hq / hkv)
@@ -91,7 +107,7 @@ def expand_attention(node: Node, shapes: Mapping[str, tuple[int, ...]], dtypes: 
     if mask and dtypes[mask] == "bool":
         mask = add("Where", [mask, const("attend", 0.0, np.float32), const("masked", -np.inf, np.float32)], "mask")
     if int(attrs.get("is_causal", 0)):
-        causal = np.where(np.tril(np.ones((queries, keys), bool)), np.float32(0.0), np.float32(-np.inf))
+        causal = np.where(np.tril(np.ones((queries, keys), bool), cached), np.float32(0.0), np.float32(-np.inf))
         causal_name = const("causal", causal, np.float32)
         mask = add("Add", [mask, causal_name], "masks") if mask else causal_name
     scale = float(attrs["scale"]) if "scale" in attrs else 1.0 / math.sqrt(d)
