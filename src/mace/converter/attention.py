@@ -100,9 +100,7 @@ def _with_constant_mask(graph: Graph, name: str, mask: str, constant: np.ndarray
     if mask and mask in graph.constants:
         constant = (graph.float_constant(mask) + constant).astype(np.float32)
         mask = ""
-    cname = f"{name}__mask"
-    graph.constants[cname] = constant
-    graph.tensors[cname] = TensorInfo(cname, constant.shape, "float32")
+    cname = graph.add_constant(f"{name}__mask", constant)
     if not mask:
         return cname, []
     total = f"{name}__masks"
@@ -124,7 +122,7 @@ def _match(m: Match, softmax: Node) -> tuple[Node, list[str], dict[str, float | 
         return None
     gone: list[Node] = [softmax]
     mask, where_mask = "", None
-    for _ in range(2):  # an additive mask and a Where's constant one, in either order
+    for _ in range(2):  # an additive mask, a Where's constant one, or the Where inside the mask's Add
         node = m.producers.get(x)
         if node is None or m.sole(x) is not gone[-1]:
             break
@@ -146,15 +144,13 @@ def _match(m: Match, softmax: Node) -> tuple[Node, list[str], dict[str, float | 
         gone.append(node)
     scale = 1.0
     user = gone[-1]
-    node = m.producers.get(x)
-    while node is not None and node.op in ("Mul", "Div") and m.sole(x) is user:
+    while True:  # scalar Muls and Divs of the scores
         before, factor, scaled = _scaled_input(m, x, user)
         if not scaled:
             break
-        scale, x, user = scale * factor, before, node
-        gone.append(node)
-        node = m.producers.get(x)
-    qk = node
+        scale, x, user = scale * factor, before, scaled[0]
+        gone += scaled
+    qk = m.producers.get(x)
     if qk is None or qk.op != "MatMul" or len(qk.inputs) != 2 or qk.attrs or m.sole(x) is not user:
         return None
     gone.append(qk)
@@ -226,9 +222,7 @@ def transposes_as_reshapes(graph: Graph) -> int:
         if moved != sorted(moved):
             continue
         out_shape = graph.tensors[node.outputs[0]].shape
-        target = f"{node.name}__shape"
-        graph.constants[target] = np.asarray(out_shape, np.int64)
-        graph.tensors[target] = TensorInfo(target, (len(out_shape),), "int64")
+        target = graph.add_constant(f"{node.name}__shape", np.asarray(out_shape, np.int64))
         graph.nodes[i] = Node("Reshape", node.name, [node.inputs[0], target], list(node.outputs), {})
         count += 1
     return count
@@ -271,24 +265,18 @@ def fuse_qkv_projections(graph: Graph) -> int:
         first = min(nodes, key=graph.nodes.index)
         name = f"{first.name}__qkv"
         fused = np.concatenate(weights, axis=1)
-        graph.constants[f"{name}.weight"] = fused
-        graph.tensors[f"{name}.weight"] = TensorInfo(f"{name}.weight", fused.shape, "float32")
-        inputs = [first.inputs[0], f"{name}.weight"]
+        inputs = [first.inputs[0], graph.add_constant(f"{name}.weight", fused)]
         if len(first.inputs) == 3:
             bias = np.concatenate([graph.float_constant(n.inputs[2]) for n in nodes]).astype(np.float32)
-            graph.constants[f"{name}.bias"] = bias
-            graph.tensors[f"{name}.bias"] = TensorInfo(f"{name}.bias", bias.shape, "float32")
-            inputs.append(f"{name}.bias")
+            inputs.append(graph.add_constant(f"{name}.bias", bias))
         out_shape = (*graph.tensors[first.outputs[0]].shape[:-1], fused.shape[1])
         graph.tensors[name] = TensorInfo(name, out_shape, "float32")
         replacement = [Node("MatMul", name, inputs, [name])]
         start = 0
         for i, node in enumerate(nodes):
             stop = start + weights[i].shape[1]
-            for suffix, value in (("starts", start), ("ends", stop), ("axes", -1)):
-                graph.constants[f"{name}.{i}.{suffix}"] = np.asarray([value], np.int64)
-                graph.tensors[f"{name}.{i}.{suffix}"] = TensorInfo(f"{name}.{i}.{suffix}", (1,), "int64")
-            slice_inputs = [name, *(f"{name}.{i}.{suffix}" for suffix in ("starts", "ends", "axes"))]
+            slice_inputs = [name, *(graph.add_constant(f"{name}.{i}.{suffix}", np.asarray([value], np.int64))
+                                    for suffix, value in (("starts", start), ("ends", stop), ("axes", -1)))]
             replacement.append(Node("Slice", f"{node.name}__slice", slice_inputs, list(node.outputs)))
             start = stop
         at = graph.nodes.index(first)

@@ -122,10 +122,8 @@ def fold_batchnorm(graph: Graph) -> int:
             producer.attrs["beta"] = 1.0
         new_bias = (b - mean) * factor + bias
         w_name, b_name = f"{producer.name}__bn_weight", f"{producer.name}__bn_bias"
-        graph.constants[w_name] = weight.astype(np.float32)
-        graph.constants[b_name] = np.broadcast_to(new_bias, factor.shape).astype(np.float32)
-        graph.tensors[w_name] = TensorInfo(w_name, weight.shape, "float32")
-        graph.tensors[b_name] = TensorInfo(b_name, factor.shape, "float32")
+        graph.add_constant(w_name, weight.astype(np.float32))
+        graph.add_constant(b_name, np.broadcast_to(new_bias, factor.shape).astype(np.float32))
         producer.inputs = [producer.inputs[0], w_name, b_name]
         replace(graph, producer, bn)
         count += 1
@@ -330,10 +328,7 @@ def fuse_matmul_bias(graph: Graph) -> int:
                     or graph.tensors[add.outputs[0]].shape != out_shape or single_consumer(graph, name) is not add):
                 continue
             if graph.constants[bias_name].ndim != 1:
-                flat = f"{mm.name}__bias"
-                graph.constants[flat] = bias
-                graph.tensors[flat] = TensorInfo(flat, bias.shape, "float32")
-                bias_name = flat
+                bias_name = graph.add_constant(f"{mm.name}__bias", bias)
             mm.inputs.append(bias_name)
             replace(graph, mm, add)
             count += 1
@@ -383,8 +378,7 @@ def fuse_residual_add(graph: Graph) -> int:
                 break
             shape = graph.tensors[value].shape
             target, shaped = f"{add.name}__residual_shape", f"{add.name}__residual"
-            graph.constants[target] = np.asarray(shape, np.int64)
-            graph.tensors[target] = TensorInfo(target, (len(shape),), "int64")
+            graph.add_constant(target, np.asarray(shape, np.int64))
             graph.tensors[shaped] = TensorInfo(shaped, shape, "float32")
             conv.inputs.append(shaped)
             conv.attrs["residual"] = 1
@@ -420,8 +414,7 @@ def store_half_weights(graph: Graph) -> int:
     count = 0
     for name, uses in slots.items():
         if uses == {True} and graph.constants[name].dtype == np.float32:
-            graph.constants[name] = graph.constants[name].astype(np.float16)
-            graph.tensors[name] = TensorInfo(name, graph.tensors[name].shape, "float16")
+            graph.add_constant(name, graph.constants[name].astype(np.float16))
             count += 1
     return count
 

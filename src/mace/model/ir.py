@@ -123,6 +123,12 @@ class Graph:
         for node in self.nodes:
             yield from (o for o in node.outputs if o)
 
+    def add_constant(self, name: str, value: np.ndarray) -> str:
+        """Sets constant ``name`` (new or replaced) and its TensorInfo from ``value``; returns the name."""
+        self.constants[name] = value
+        self.tensors[name] = TensorInfo(name, tuple(int(d) for d in value.shape), value.dtype.name)
+        return name
+
     def float_constant(self, name: str) -> np.ndarray:
         """A constant as the runtimes compute with it: fp16 storage is widened to float32."""
         value = self.constants[name]

@@ -78,33 +78,28 @@ def fold_transposes(p: Planner) -> None:
         if not users or out in p.graph_outputs or len(p.shape(out)) < 2:
             continue
         slots = [_product_slots(p, u) for u in users]
-        if all(out in a + b and out not in _other_inputs(u, a + b) for u, (a, b) in zip(users, slots)):
+        if all(out in a + b and out not in rest for a, b, rest in slots):
             source = node.inputs[0]
             own = contiguous_strides(p.shape(source))
             perm = node.attrs.get("perm") or list(range(len(own)))[::-1]
             strides = tuple(own[int(d)] for d in perm)
             # gemm_cpu.cl loads B in vectors along n: on a CPU target one copy (copy_cpu.cl) that makes a run-time B
             # n-contiguous beats gemm.cl on a strided one (K^T in attention: 11.5 -> ~1 ms of a ViT layer on 2 cores)
-            as_b = any(out in b for _, b in slots)
+            as_b = any(out in b for _, b, _ in slots)
             if p.cpu and as_b and strides[-1] != 1 and p.tag(out) == "F32":
                 continue
             p.views[out] = View(source, strides)
 
 
-def _product_slots(p: Planner, user: Node) -> tuple[list[str], list[str]]:
-    """(A operands, B operands) that ``user`` reads as matrix products: a MatMul's first two inputs; on a CPU target
-    an attention's Q (A), K^T and V (B), which it computes as two MatMuls there (attention.py)."""
+def _product_slots(p: Planner, user: Node) -> tuple[list[str], list[str], list[str]]:
+    """(A operands, B operands, its other inputs) of ``user`` as matrix products read them: a MatMul's first two
+    inputs; on a CPU target an attention's Q (A), K^T and V (B), which it computes as two MatMuls there
+    (attention.py); any other node reads all its inputs otherwise."""
     if user.op == "MatMul":
-        return [user.inputs[0]], [user.inputs[1]]
+        return [user.inputs[0]], [user.inputs[1]], list(user.inputs[2:])
     if user.op == "ScaledDotProductAttention" and p.cpu:
-        return [user.inputs[0]], list(user.inputs[1:3])
-    return [], []
-
-
-def _other_inputs(user: Node, operands: list[str]) -> list[str]:
-    """The inputs of ``user`` in slots other than the first ``len(...)`` product operand slots."""
-    count = 2 if user.op == "MatMul" else 3
-    return list(user.inputs[count:]) if operands else list(user.inputs)
+        return [user.inputs[0]], list(user.inputs[1:3]), list(user.inputs[3:])
+    return [], [], list(user.inputs)
 
 
 def _matrix_operand(

@@ -160,8 +160,8 @@ def softmax(p: Planner, node: Node, x: str, y: str, axis: int, log: bool, nan_to
     outer, dim, inner = prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
     defines: dict[str, Any] = {"X_T": p.tag(x), "Y_T": p.tag(y), "OUTER": outer, "D": dim, "INNER": inner}
     defines["IS_LOG"] = log
-    if nan_to_zero:
-        defines["NAN_TO_ZERO"] = 1
+    guard = {"NAN_TO_ZERO": 1} if nan_to_zero else {}  # only where asked: other sources stay byte for byte
+    defines.update(guard)
     args = [p.use(x), p.define(y)]
     if p.gpu and p.target is not None and inner == 1:  # a work-group per row (softmax.cl, LX)
         blocking = row_blocking(outer, dim, p.target.max_work_group_size)
@@ -170,7 +170,7 @@ def softmax(p: Planner, node: Node, x: str, y: str, axis: int, log: bool, nan_to
         return
     vw = cpu_vector_width(dim, p.policy) if p.cpu and inner == 1 else 0
     if vw and p.tag(x) == p.tag(y) == "F32":  # a CPU target: a row per work item, in vectors (softmax_cpu.cl)
-        cpu = {"OUTER": outer, "D": dim, "VW": vw, "IS_LOG": log, **({"NAN_TO_ZERO": 1} if nan_to_zero else {})}
+        cpu = {"OUTER": outer, "D": dim, "VW": vw, "IS_LOG": log, **guard}
         p.launch(node, p.kernel("softmax_cpu", cpu), [outer], args)
         return
     p.launch(node, p.kernel("softmax", defines), [inner, outer], args)
