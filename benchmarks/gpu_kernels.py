@@ -61,6 +61,13 @@ SWEEP: dict[str, TilingPolicy] = {
     # attention.cl: 32 query rows per work-group wherever there are this many work-groups per CU (else 16)
     "a0": replace(P, gpu_attention_groups_per_cu=0),
     "a4": replace(P, gpu_attention_groups_per_cu=4),
+    # k splits summed by a second launch (not the last work-group: gemm_tiled.cl SPLIT_SUM, NVIDIA), depthwise convs
+    # launched (not computed in their 1x1 reader's loader), and both: the policy before either
+    "ksum": replace(P, gpu_split_sum_most=0),
+    "sumall": replace(P, gpu_split_sum_most=1 << 30),
+    "nodw": replace(P, gpu_fuse_depthwise=False),
+    "dwall": replace(P, gpu_fuse_depthwise_items_per_cu=0),
+    "before": replace(P, gpu_split_sum_most=0, gpu_fuse_depthwise=False),
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }

@@ -6,6 +6,7 @@ checks every node's output: fp32 to max|diff|/max|ref| <= 1e-4, fp16 storage (fp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -512,6 +513,129 @@ def test_gpu_concat_in_place(make_gpu_executor, splits: bool) -> None:
     copies = [launch for launch in executors[0].plan.launches if launch.kernel.startswith("copy")]
     assert len(copies) == 3  # the pool into the outer Concat; both operands of the last one
     assert splits == any(launch.kernel.startswith("ksum") for launch in executors[0].plan.launches)
+
+
+def depthwise_pointwise_graph(data_type: str) -> GraphBuilder:
+    """Depthwise convs read only by a 1x1 conv (inverted-residual blocks: fused into its loader on GPU targets):
+    strides, asymmetric pads, dilation, with and without biases and activations, the 1x1's residual and activation,
+    1D, batch 2; and ones that stay launches (also a graph output, a channel multiplier, a residual of their own)."""
+    b = GraphBuilder("depthwise_pointwise", data_type)
+    x = b.input("x", (2, 24, 13, 11))
+    clip = {"activation": "Clip", "activation_params": [0.0, 1.5]}
+    d1 = b.node("Conv", [x, b.weight((24, 1, 3, 3)), b.weight((24,))],
+                _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1], group=24, **clip), output=False)
+    b.node("Conv", [d1, b.weight((40, 24, 1, 1)), b.weight((40,))], _conv_attrs([1, 1]))
+    d2 = b.node("Conv", [x, b.weight((24, 1, 5, 3))],
+                _conv_attrs([5, 3], pads=[2, 0, 3, 1], dilations=[1, 2], group=24), output=False)
+    res = b.input("res", (2, 7, 14, 8))
+    b.node("Conv", [d2, b.weight((7, 24, 1, 1)), b.weight((7,)), res],
+           _conv_attrs([1, 1], residual=1, activation="HardSwish"))
+    x1 = b.input("x1", (2, 16, 30))
+    d3 = b.node("Conv", [x1, b.weight((16, 1, 3)), b.weight((16,))],
+                _conv_attrs([3], pads=[1, 1], group=16, activation="Relu"), output=False)
+    b.node("Conv", [d3, b.weight((70, 16, 1))], _conv_attrs([1], activation="Relu"))
+    kept = b.node("Conv", [x, b.weight((24, 1, 3, 3))], _conv_attrs([3, 3], pads=[1, 1, 1, 1], group=24))
+    b.node("Conv", [kept, b.weight((8, 24, 1, 1))], _conv_attrs([1, 1]))  # its input is an output too
+    mult = b.node("Conv", [x, b.weight((48, 1, 3, 3))], _conv_attrs([3, 3], group=24), output=False)
+    b.node("Conv", [mult, b.weight((8, 48, 1, 1))], _conv_attrs([1, 1]))
+    return b
+
+
+FUSE_ANY = replace(SPLIT_ANY_K, gpu_fuse_depthwise_items_per_cu=0)  # however few work items the product has
+
+
+@pytest.mark.parametrize("splits", [False, True])
+def test_gpu_depthwise_in_pointwise_loader(make_gpu_executor, splits: bool) -> None:
+    """On GPU targets a depthwise conv that only a 1x1 conv reads is computed by that GEMM's loader (gemm_tiled.cl
+    CONV 2), k split or not: three of the five depthwise convs here are no launch of their own."""
+    executors = []
+    units = 100_000 if splits else 1
+
+    def make(graph: Graph) -> Any:
+        executors.append(make_gpu_executor(graph, gpu_target(units, FUSE_ANY)))
+        return executors[0]
+
+    check(depthwise_pointwise_graph("fp32_fp32"), make)
+    plan, graph = executors[0].plan, executors[0].graph
+    assert sum(launch.kernel.startswith("depthwise") for launch in plan.launches) == 2
+    assert plan.source.count("#define CONV 2") == 3
+    assert splits == any(launch.kernel.startswith("ksum") for launch in plan.launches)
+    for policy in (replace(FUSE_ANY, gpu_fuse_depthwise=False), SPLIT_ANY_K):  # off; too few work items per CU
+        plain = planning.plan_graph(graph, gpu_target(100_000, policy))
+        assert sum(launch.kernel.startswith("depthwise") for launch in plain.launches) == 5
+        assert "#define CONV 2" not in plain.source
+
+
+def _defines(source: str, kernel: str) -> dict[str, str]:
+    chunk = source.split(f"#define KERNEL_NAME {kernel}\n", 1)[1].split("// ---- ", 1)[0]
+    return dict(re.findall(r"^#define (\w+) (.*)$", chunk, re.M))
+
+
+SUM_ANY = replace(SPLIT_ANY_K, gpu_split_sum_most=1 << 30)  # however many partial sums a work item adds
+
+
+def nvidia_target(policy: TilingPolicy) -> DeviceTarget:
+    return replace(gpu_target(100_000, policy), nvidia_ptx=True)
+
+
+def test_split_sum_in_kernel_on_nvidia_targets() -> None:
+    """On NVIDIA targets (inline PTX: a device-scope fence) the last work-group of a block sums the k splits: one
+    launch per product, counting in a shared zeroed buffer that the executor uploads writable; a second launch
+    (SPLIT_K_SUM) elsewhere, and where a work item would add more than policy.gpu_split_sum_most partial sums."""
+    graph = gpu_gemm_graph("fp32_fp32").graph()
+    elsewhere = planning.plan_graph(graph, gpu_target(100_000, SUM_ANY))
+    nvidia = planning.plan_graph(graph, nvidia_target(SUM_ANY))
+    sums = sum(launch.kernel.startswith("ksum") for launch in elsewhere.launches)
+    assert sums > 0 and not any(launch.kernel.startswith("ksum") for launch in nvidia.launches)
+    assert len(nvidia.launches) == len(elsewhere.launches) - sums
+    assert "#define SPLIT_SUM" not in elsewhere.source and nvidia.source.count("#define SPLIT_SUM 1") > 0
+    assert nvidia.writable == {"@counters"} and not elsewhere.writable
+    counted = [launch for launch in nvidia.launches if "@counters" in launch.args]
+    assert len(counted) == sums
+    # the counters cover the blocks of each of those launches: its work-groups over its k splits
+    for launch in counted:
+        splits = int(_defines(nvidia.source, launch.kernel)["SPLITS"])
+        assert launch.local_size is not None and splits > 1
+        groups = [g // v for g, v in zip(launch.global_size, launch.local_size)]
+        assert nvidia.buffers["@counters"].shape[0] >= groups[0] * groups[1] * groups[2] // splits
+    assert nvidia.constants["@counters"].dtype == np.uint32 and not nvidia.constants["@counters"].any()
+    # the default bound: the products whose work items would add more partial sums keep the second launch
+    bounded = planning.plan_graph(graph, nvidia_target(SPLIT_ANY_K))
+    most = SPLIT_ANY_K.gpu_split_sum_most
+    for launch in bounded.launches:
+        d = _defines(bounded.source, launch.kernel)
+        if launch.kernel.startswith("tgemm") and int(d["SPLITS"]) > 1:
+            summed = int(d["SPLITS"]) * int(d["TM"]) * int(d["TN"])
+            assert ("SPLIT_SUM" in d) == (summed <= most), (launch.kernel, summed)
+    kept = sum(launch.kernel.startswith("ksum") for launch in bounded.launches)
+    assert 0 < kept < sums
+    off = planning.plan_graph(graph, nvidia_target(replace(SPLIT_ANY_K, gpu_split_sum_most=0)))
+    assert sum(launch.kernel.startswith("ksum") for launch in off.launches) == sums
+
+
+@pytest.mark.parametrize("make_graph", [gpu_gemm_graph, depthwise_pointwise_graph])
+def test_split_sum_in_kernel_runs(opencl_queue: Any, make_graph: Callable[[str], GraphBuilder]) -> None:
+    """The in-kernel split sum computed, on whatever device the tests have: pocl's CPU memory is coherent, so its
+    fence (membar.gl, PTX that only NVIDIA compiles) is replaced by mem_fence here. Three runs: every launch must
+    leave its counters zero for the next."""
+    import pyopencl as cl
+
+    from mace.opencl.executor import Executor
+
+    fence = 'asm volatile("membar.gl;" ::: "memory");'
+
+    def build(source: str, options: str) -> Any:
+        assert fence in source
+        return cl.Program(opencl_queue.context, source.replace(fence, "mem_fence(CLK_GLOBAL_MEM_FENCE);")).build(
+            options=options)
+
+    builder = make_graph("fp32_fp32")
+    target = nvidia_target(replace(SUM_ANY, gpu_fuse_depthwise_items_per_cu=0))
+    executor = Executor(builder.graph(), opencl_queue.context, opencl_queue, build, target=target)
+    assert executor.plan.source.count("#define SPLIT_SUM 1") > 0
+    assert not any(launch.kernel.startswith("ksum") for launch in executor.plan.launches)
+    for _ in range(3):
+        check(builder, lambda graph: executor)
 
 
 def test_gpu_target_plans() -> None:

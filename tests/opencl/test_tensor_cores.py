@@ -35,7 +35,7 @@ def conv_and_product_model() -> Any:
     shapes that are not multiples of the 64 x 64 blocks, so every edge of the fragments is exercised."""
     init = {"w1": random_array(70, 13, 3, 3, seed=1, low=-0.3, high=0.3), "b1": random_array(70, seed=2),
             "w2": random_array(96, 70, 1, 1, seed=3, low=-0.2, high=0.2),
-            "w3": random_array(21, 75, seed=4, low=-0.3, high=0.3), "shape": np.asarray([96, 21], np.int64)}
+            "w3": random_array(21, 75, seed=4, low=-0.3, high=0.3), "shape": np.asarray([96 * 21, 21], np.int64)}
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[2, 2]),

@@ -53,7 +53,8 @@ def upload_constants(context: cl.Context, queue: cl.CommandQueue, plan: ProgramP
     buffers = {}
     for name, data in plan.constants.items():
         with device_step(f"uploading weights ({data.nbytes / 1e6:.1f} MB for tensor {name})"):
-            buffers[name] = cl.Buffer(context, cl.mem_flags.READ_ONLY, max(data.nbytes, 4))
+            flags = cl.mem_flags.READ_WRITE if name in plan.writable else cl.mem_flags.READ_ONLY
+            buffers[name] = cl.Buffer(context, flags, max(data.nbytes, 4))
             if data.nbytes:
                 cl.enqueue_copy(queue, buffers[name], data, is_blocking=False)
     with device_step("uploading weights"):

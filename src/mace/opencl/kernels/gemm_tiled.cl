@@ -7,19 +7,24 @@
 // A is addressed by strides (AS_M, AS_K); a pass of the loader walks m (A_MFAST, e.g. conv weights relaid as [K][M])
 // or k fastest, whichever is contiguous. B is either strided (CONV 0: BS_K, BS_N; B_NFAST as A_MFAST) or, for a
 // convolution (CONV 1), gathered from the NCDHW input: k = ((c * KD + kd) * KH + kh) * KW + kw and
-// n = (od * OH + oh) * OW + ow, so y[b] is the [OC][OD * OH * OW] output of image b with no reshaping.
+// n = (od * OH + oh) * OW + ow, so y[b] is the [OC][OD * OH * OW] output of image b with no reshaping. CONV 2 is a
+// 1x1 convolution of a depthwise convolution's output, computed by the loader from the depthwise input (k = c):
+// B[c][n] = DW_ACTIVATE(sum_{kh,kw} dw[c][kh][kw] * x[c][oh * SH - PH + kh * DH][ow * SW - PW + kw * DW] + dwb[c]),
+// the window attributes being the depthwise conv's (ID = OD = KD = 1): the depthwise output is never stored.
 // y[b][m][n] is stored at b * Y_BSTRIDE + Y_OFFSET + m * N + n: a slice of a bigger tensor where codegen places the
 // output straight into a Concat's (Y_BSTRIDE = M * N and Y_OFFSET = 0 otherwise); res is read at (b * M + m) * N + n.
 //
-// With SPLITS > 1 the z dimension also splits k into SPLITS ranges of KS, each work-group writes its raw partial
-// sums to part[SPLITS][BATCH][M][N], and SPLIT_K_SUM (below, a second launch) adds them and applies the epilogue.
-// (Letting the last work-group of a block do that, counted with atomic_inc, saves the launch but is not safe in
-// OpenCL 1.2: NVIDIA compiles mem_fence(CLK_GLOBAL_MEM_FENCE) to membar.cta, and on an H200 that version read stale
-// partial sums in a few runs out of hundreds.)
-// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS; AS_M AS_K A_MFAST;
-// CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; BATCH, BATCH_RANK
-// and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N;
-// HAS_RESIDUAL; ACTIVATE(v).
+// With SPLITS > 1 the z dimension also splits k into SPLITS ranges of KS, and each work-group writes its raw partial
+// sums to part[SPLITS][BATCH][M][N]. Then either SPLIT_K_SUM (below, a second launch) adds them and applies the
+// epilogue, or, with SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx), the last of a block's work-groups to
+// finish does, in the same order: each counts its arrival in counts[block] (atomic_inc; the last one sets it back to
+// zero for the next launch) after a device-scope fence, membar.gl in inline PTX. OpenCL 1.2 has no portable fence of
+// that scope: NVIDIA compiles mem_fence(CLK_GLOBAL_MEM_FENCE) to membar.cta, and on an H200 that version read stale
+// partial sums in a few runs out of hundreds.
+// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM; AS_M AS_K
+// A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW (CONV 2: D_T, DW_BIAS
+// and DB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE
+// Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
 //
 // MMA (targets with tensor cores, DeviceTarget.tensor_cores: NVIDIA, sm_80 on): the products run on the tensor cores
@@ -77,7 +82,28 @@ static inline uint mma_tf32(float x)
         const int m = m0 + A_MM(tid + r * NT), k = (k0) + A_KK(tid + r * NT);                       \
         ra[r] = (m < M && k < kend) ? LOAD(A_T, a, aoff + m * AS_M + k * AS_K) : 0.0f;              \
     }
-#if CONV
+#if CONV == 2
+// (the depthwise taps in depthwise.cl's order: its sums, bit for bit)
+#define LOAD_B(k0)                                                                                  \
+    for (int r = 0; r < BK * BN / NT; ++r) {                                                        \
+        const int ci = (k0) + B_KK(tid + r * NT);                                                   \
+        float v = 0.0f;                                                                             \
+        if (ncol < N && ci < kend) {                                                                \
+            float s = 0.0f;                                                                         \
+            for (int kh = 0; kh < KH; ++kh) {                                                       \
+                const int ih = ih0 + kh * DH;                                                       \
+                if (ih < 0 || ih >= IH) continue;                                                   \
+                for (int kw = 0; kw < KW; ++kw) {                                                   \
+                    const int iw = iw0 + kw * DW;                                                   \
+                    const float xv = (iw >= 0 && iw < IW) ? LOAD(B_T, b, boff + (ci * IH + ih) * IW + iw) : 0.0f; \
+                    s = mad(xv, LOAD(D_T, dw, (ci * KH + kh) * KW + kw), s);                        \
+                }                                                                                   \
+            }                                                                                       \
+            v = DW_ACTIVATE(s + DW_BIAS_OF(ci));                                                    \
+        }                                                                                           \
+        rb[r] = v;                                                                                  \
+    }
+#elif CONV
 #define LOAD_B(k0)                                                                                  \
     for (int r = 0; r < BK * BN / NT; ++r) {                                                        \
         const int k = (k0) + B_KK(tid + r * NT);                                                    \
@@ -103,9 +129,19 @@ static inline uint mma_tf32(float x)
 __kernel __attribute__((reqd_work_group_size(LN, LM, 1)))
 void KERNEL_NAME(__global const TYPE(A_T)* a,
                  __global const TYPE(B_T)* b,
-#if SPLITS > 1
+#if CONV == 2
+                 __global const TYPE(D_T)* dw,
+#if DW_BIAS
+                 __global const TYPE(DB_T)* dwb,
+#endif
+#endif
+#if SPLITS > 1 && !SPLIT_SUM
                  __global float* part)
 #else
+#if SPLITS > 1
+                 __global float* part,
+                 __global uint* counts,
+#endif
 #if HAS_BIAS
                  __global const TYPE(C_T)* c,
 #endif
@@ -124,6 +160,11 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
     BATCH_OFFSETS(batch);
 #endif
 
+#if CONV == 2 && DW_BIAS
+#define DW_BIAS_OF(ci) LOAD(DB_T, dwb, ci)
+#elif CONV == 2
+#define DW_BIAS_OF(ci) 0.0f
+#endif
 #if CONV
     // This work item always loads the same column of B: its output position, and where its window starts.
     boff = batch * (C * ID * IH * IW);
@@ -150,6 +191,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #endif
     __local float at[BK * AROW] __attribute__((aligned(32)));
     __local float bt[BK * BROW] __attribute__((aligned(32)));
+#if SPLITS > 1 && SPLIT_SUM
+    __local uint arrived;  // how many of the block's work-groups had finished before this one
+#endif
     // VLDS: a work item reads its rows (columns) from local memory as vectors of VM = min(TM, 4) (VN = min(TN, 4)):
     // TM / VM groups of VM consecutive rows, the groups LM * VM apart (TM <= 4: TM consecutive rows), so a warp's
     // float4 reads of one group cover consecutive addresses; otherwise rows ly + i * LM and columns lx + j * LN
@@ -253,10 +297,8 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
-    // the outputs: raw partial sums with k split, else the epilogue (bias, residual, activation)
-#if SPLITS > 1
-#define OUT(m, n, sum) part[split * (BATCH * M * N) + (batch * M + (m)) * N + (n)] = (sum)
-#else
+    // the outputs: raw partial sums with k split (and then, with SPLIT_SUM, the epilogue of their sum in the last
+    // work-group of the block), else the epilogue (bias, residual, activation)
 #if HAS_BIAS
 #define OUT_BIAS(m, n) (BETA * LOAD(C_T, c, coff + (m) * CS_M + (n) * CS_N))
 #else
@@ -275,28 +317,59 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         v += OUT_RES(m, n);                                                                                \
         STORE(Y_T, y, batch * Y_BSTRIDE + Y_OFFSET + (m) * N + (n), ACTIVATE(v));                          \
     }
-#endif
+#define PART(s, m, n) ((s) * (BATCH * M * N) + (batch * M + (m)) * N + (n))
+// STMT for each output (m, n) of this work item, its sum in acc_v
 #if MMA
-    for (int i = 0; i < 2; ++i)
-        for (int j = 0; j < 4; ++j)
-            for (int r = 0; r < 4; ++r) {
-                const int m = m0 + wm + 16 * i + mg + 8 * (r / 2), n = n0 + wn + 8 * j + 2 * mt + r % 2;
-                if (m < M && n < N) OUT(m, n, acc[i][j][r]);
+#define EACH_OUTPUT(STMT)                                                                                  \
+    for (int i = 0; i < 2; ++i)                                                                            \
+        for (int j = 0; j < 4; ++j)                                                                        \
+            for (int r = 0; r < 4; ++r) {                                                                  \
+                const int m = m0 + wm + 16 * i + mg + 8 * (r / 2), n = n0 + wn + 8 * j + 2 * mt + r % 2;   \
+                const float acc_v = acc[i][j][r];                                                          \
+                if (m < M && n < N) STMT;                                                                  \
             }
 #else
-    for (int i = 0; i < TM; ++i) {
-        const int m = m0 + ROW(i);
-        if (m >= M) break;
-        for (int j = 0; j < TN; ++j) {
-            const int n = n0 + COL(j);
-            if (n >= N) break;
-            OUT(m, n, acc[i][j]);
-        }
+#define EACH_OUTPUT(STMT)                                                                                  \
+    for (int i = 0; i < TM; ++i) {                                                                         \
+        const int m = m0 + ROW(i);                                                                         \
+        if (m >= M) break;                                                                                 \
+        for (int j = 0; j < TN; ++j) {                                                                     \
+            const int n = n0 + COL(j);                                                                     \
+            if (n >= N) break;                                                                             \
+            const float acc_v = acc[i][j];                                                                 \
+            STMT;                                                                                          \
+        }                                                                                                  \
     }
+#endif
+#if SPLITS > 1
+    EACH_OUTPUT(part[PART(split, m, n)] = acc_v);
+#if SPLIT_SUM
+    asm volatile("membar.gl;" ::: "memory");  // this work item's partial sums, seen device-wide before its count
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int block = (batch * get_num_groups(1) + get_group_id(1)) * get_num_groups(0) + get_group_id(0);
+    if (tid == 0) arrived = atomic_inc(counts + block);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (arrived == SPLITS - 1) {
+        if (tid == 0) counts[block] = 0;
+        asm volatile("membar.gl;" ::: "memory");
+        // volatile: read past this compute unit's L1, which may hold an older launch's lines of part
+        __global volatile const float* sums = part;
+        EACH_OUTPUT({
+            float total = 0.0f;
+            for (int s = 0; s < SPLITS; ++s) total += sums[PART(s, m, n)];
+            OUT(m, n, total);
+        });
+    }
+#endif
+#else
+    EACH_OUTPUT(OUT(m, n, acc_v));
 #endif
 }
 
 #undef OUT
+#undef PART
+#undef EACH_OUTPUT
+#undef DW_BIAS_OF
 #undef OUT_BIAS
 #undef OUT_RES
 #undef AROW

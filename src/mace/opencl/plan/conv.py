@@ -8,7 +8,9 @@ Conv takes one of three kernels:
   item), each work item computing OCB output channels x PB columns (tiling.py). Constant
   weights are re-laid out on the host as [OC/OCB][C/G][K...][OCB], so a work item reads its OCB weights as a vector;
   run-time weights keep OIHW, which is that layout for OCB = 1.
-On a GPU target (Planner.gpu) every group-1 conv is instead an implicit GEMM on gemm_tiled.cl (gemm_tiled.py).
+On a GPU target (Planner.gpu) every group-1 conv is instead an implicit GEMM on gemm_tiled.cl (gemm_tiled.py), and
+a depthwise conv that only such a 1x1 conv reads is computed by that GEMM's loader (fuse_depthwise): MobileNet's
+inverted residual blocks become two launches, not three.
 
 Window attributes and pads (auto_pad, ConvTranspose's output_shape) are mace.model.rules', as in the reference ops.
 """
@@ -23,8 +25,8 @@ from mace.model import rules
 from mace.model.ir import Node
 from mace.opencl.plan.gemm import gemm
 from mace.opencl.plan.gemm_shape import GemmShape
-from mace.opencl.plan.gemm_tiled import gpu_conv
-from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional
+from mace.opencl.plan.gemm_tiled import gpu_conv, gpu_tile
+from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional, prepass
 from mace.opencl.plan.templates import FLOAT_TAGS, prod, to3d
 from mace.opencl.plan.tiling import (
     CPU_ROW_VARIANTS,
@@ -51,12 +53,64 @@ def takes_gpu_gemm(p: Planner, node: Node) -> bool:
     pointwise one at a single output position (a GEMV)."""
     if not p.gpu or int(node.attrs.get("group", 1)) != 1:
         return False
-    xs, ws, ys = p.shape(node.inputs[0]), p.shape(node.inputs[1]), p.shape(node.outputs[0])
+    xs, ys = p.shape(node.inputs[0]), p.shape(node.outputs[0])
     if not 1 <= len(xs) - 2 <= 3:
         return False
+    return not (_is_pointwise(p, node) and prod(ys) == ys[1])
+
+
+def _is_pointwise(p: Planner, node: Node) -> bool:
+    """A 1x1 conv with stride 1 and no padding: out[c][pos] reads in[.][pos] only."""
+    xs, ws, ys = p.shape(node.inputs[0]), p.shape(node.inputs[1]), p.shape(node.outputs[0])
     k, s, lead, _ = _conv_window(node, xs[2:], ws[2:])
-    pointwise = all(v == 1 for v in (*k, *s)) and not any(lead) and list(xs[2:]) == list(ys[2:])
-    return not (pointwise and prod(ys) == ys[1])
+    return all(v == 1 for v in (*k, *s)) and not any(lead) and list(xs[2:]) == list(ys[2:])
+
+
+def _is_depthwise(p: Planner, node: Node) -> bool:
+    """A 1D/2D depthwise conv with one output channel per input channel (depthwise.cl's geometry, MULT 1)."""
+    xs, ws = p.shape(node.inputs[0]), p.shape(node.inputs[1])
+    group = int(node.attrs.get("group", 1))
+    return 1 <= len(xs) - 2 <= 2 and group == xs[1] == ws[0] and ws[1] == 1
+
+
+@prepass
+def fuse_depthwise(p: Planner) -> None:
+    """GPU targets (``policy.gpu_fuse_depthwise``): a depthwise conv (no residual) whose output only a pointwise
+    conv on gemm_tiled.cl reads, as its input, is computed in that conv's B loader (gemm_tiled.cl CONV 2): one launch
+    and one stored tensor fewer, for depthwise taps recomputed once per block row of the product. Only where the
+    product has ``policy.gpu_fuse_depthwise_items_per_cu`` work items per compute unit: with fewer, the loader's
+    latency shows. Sets ``p.fused_depthwise`` and adds the depthwise conv to ``p.absorbed``."""
+    if not (p.gpu and p.policy.gpu_fuse_depthwise):
+        return
+    assert p.target is not None
+    producers = p.graph.producers()
+    for node in p.graph.nodes:
+        if node.op != "Conv" or not takes_gpu_gemm(p, node) or not _is_pointwise(p, node):
+            continue
+        x = node.inputs[0]
+        dw = producers.get(x)
+        if dw is None or dw.op != "Conv" or dw.attrs.get("residual") or not _is_depthwise(p, dw):
+            continue
+        sole = [u.name for u in p.consumers.get(x, [])] == [node.name] and node.inputs.count(x) == 1
+        if not (sole and x not in p.graph_outputs and p.tag(dw.inputs[1]) in FLOAT_TAGS):
+            continue
+        (images, c, *spatial), oc = p.shape(x), p.shape(node.inputs[1])[0]
+        tile = gpu_tile(p, node, oc, prod(spatial), c, images, True, conv=True)
+        items = tile.groups(oc, prod(spatial), images) * tile.splits * tile.lm * tile.ln
+        if items >= p.policy.gpu_fuse_depthwise_items_per_cu * p.target.compute_units:
+            p.fused_depthwise[node.name] = dw
+            p.absorbed.add(dw.name)
+
+
+def _geometry(c: int, in_sp: list[int], out_sp: list[int], window: tuple[list[int], ...]) -> dict[str, int]:
+    """conv.cl's and gemm_tiled.cl's C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW."""
+    k, s, lead, d = window
+    (id_, ih, iw), (od, oh, ow) = to3d(in_sp, 1), to3d(out_sp, 1)
+    (kd, kh, kw), (sd, sh, sw) = to3d(k, 1), to3d(s, 1)
+    (pd, ph, pw), (dd, dh, dw) = to3d(lead, 0), to3d(d, 1)
+    geometry = {"C": c, "ID": id_, "IH": ih, "IW": iw, "OD": od, "OH": oh, "OW": ow, "KD": kd, "KH": kh, "KW": kw}
+    geometry.update({"SD": sd, "SH": sh, "SW": sw, "PD": pd, "PH": ph, "PW": pw, "DD": dd, "DH": dh, "DW": dw})
+    return geometry
 
 
 @lowers("Conv")
@@ -74,13 +128,14 @@ def _lower_conv(p: Planner, node: Node) -> None:
     spatial = prod(in_sp)
 
     pointwise = all(v == 1 for v in k) and all(v == 1 for v in s) and not any(lead) and in_sp == out_sp
+    fused = p.fused_depthwise.get(node.name)
+    if fused is not None:  # the B loader computes the depthwise conv from its input (fuse_depthwise)
+        dx, dws = fused.inputs[0], p.shape(fused.inputs[1])
+        geometry = _geometry(c, list(p.shape(dx)[2:]), in_sp, _conv_window(fused, p.shape(dx)[2:], dws[2:]))
+        gpu_conv(p, node, dx, w, bias, residual, y, geometry, fused)
+        return
     if takes_gpu_gemm(p, node):
-        (id_, ih, iw), (od, oh, ow) = to3d(in_sp, 1), to3d(out_sp, 1)
-        (kd, kh, kw), (sd, sh, sw) = to3d(k, 1), to3d(s, 1)
-        (pd, ph, pw), (dd, dh, dw) = to3d(lead, 0), to3d(d, 1)
-        geometry = {"C": c, "ID": id_, "IH": ih, "IW": iw, "OD": od, "OH": oh, "OW": ow, "KD": kd, "KH": kh}
-        geometry.update({"KW": kw, "SD": sd, "SH": sh, "SW": sw, "PD": pd, "PH": ph, "PW": pw, "DD": dd, "DH": dh})
-        gpu_conv(p, node, x, w, bias, residual, y, dict(geometry, DW=dw))
+        gpu_conv(p, node, x, w, bias, residual, y, _geometry(c, in_sp, out_sp, (k, s, lead, d)))
         return
     if group == 1 and pointwise:
         # 1x1 conv = per-image GEMM: [OC x C] . [C x HW] (on a GPU target: only at one output position, a GEMV).
@@ -132,16 +187,13 @@ def _lower_conv(p: Planner, node: Node) -> None:
     else:
         wdata = p.graph.float_constant(w).reshape(oc // ocb, ocb, cg, -1).transpose(0, 2, 3, 1)
         w_buf = p.derived(f"{w}@oc{ocb}", wdata, p.tag(w))
-    (id_, ih, iw), (od, oh, _) = to3d(in_sp, 1), to3d(out_sp, 1)
-    (kd, kh, kw), (sd, sh, sw) = to3d(k, 1), to3d(s, 1)
-    (pd, ph, pw), (dd, dh, dw) = to3d(lead, 0), to3d(d, 1)
-    defines.update({"N": n, "C": c, "OC": oc, "G": group, "ID": id_, "IH": ih, "IW": iw, "OD": od, "OH": oh, "OW": ow})
-    defines.update({"KD": kd, "KH": kh, "KW": kw, "SD": sd, "SH": sh, "SW": sw, "PD": pd, "PH": ph, "PW": pw})
-    defines.update({"DD": dd, "DH": dh, "DW": dw, "OCB": ocb, "PB": pb, "HAS_BIAS": bool(bias)})
+    geometry = _geometry(c, in_sp, out_sp, (k, s, lead, d))
+    defines.update({"N": n, "C": c, "OC": oc, "G": group, **geometry, "OCB": ocb, "PB": pb, "HAS_BIAS": bool(bias)})
     args = [p.use(x), w_buf, *([p.use(bias)] if bias else [])]
     p.epilogue(node, defines, args, residual)
     args.append(p.define(y))
-    p.launch(node, p.kernel("conv", defines), [-(-ow // pb), od * oh, n * oc // ocb], args)
+    grid = [-(-ow // pb), geometry["OD"] * geometry["OH"], n * oc // ocb]
+    p.launch(node, p.kernel("conv", defines), grid, args)
 
 
 def _cpu_conv(

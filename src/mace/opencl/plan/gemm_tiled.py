@@ -19,8 +19,8 @@ from typing import Any
 
 from mace.model.ir import Node
 from mace.opencl.plan.gemm_shape import GemmShape
-from mace.opencl.plan.planner import Arg, Planner
-from mace.opencl.plan.templates import FLOAT_TAGS, collapse, prod
+from mace.opencl.plan.planner import Arg, Planner, optional
+from mace.opencl.plan.templates import FLOAT_TAGS, activation_macro, collapse, prod
 from mace.opencl.plan.tiling import GemmTile, gemv_blocking, gpu_gemm_tile, variant_tile
 
 
@@ -57,12 +57,16 @@ def gpu_gemm(
 
 
 def gpu_conv(
-    p: Planner, node: Node, x: str, w: str, bias: str | None, residual: str | None, y: str, geometry: dict[str, int]
+    p: Planner, node: Node, x: str, w: str, bias: str | None, residual: str | None, y: str, geometry: dict[str, int],
+    depthwise: Node | None = None,
 ) -> None:
     """A group-1 convolution as y[img] = W[OC][C*KD*KH*KW] . im2col(x[img]), the columns gathered in the kernel.
-    ``geometry`` holds conv.cl's C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; N is the images."""
+    ``geometry`` holds conv.cl's C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; N is the images. With
+    ``depthwise`` (a 1x1 ``node`` reading that depthwise conv's output, conv.fuse_depthwise), ``x`` is the depthwise
+    conv's input and ``geometry`` its window: the loader computes the depthwise output (CONV 2)."""
     oc, images = p.shape(w)[0], p.shape(x)[0]
-    k = geometry["C"] * geometry["KD"] * geometry["KH"] * geometry["KW"]
+    window = 1 if depthwise is not None else geometry["KD"] * geometry["KH"] * geometry["KW"]
+    k = geometry["C"] * window
     n = geometry["OD"] * geometry["OH"] * geometry["OW"]
     if p.is_const(w):  # relaid as [K][OC]: a loader pass reads consecutive output channels
         w_buf = p.derived(f"{w}@km", p.graph.float_constant(w).reshape(oc, k).T, p.tag(w))
@@ -73,12 +77,25 @@ def gpu_conv(
     defines: dict[str, Any] = {"A_T": p.tag(w), "B_T": p.tag(x), "Y_T": p.tag(y), "M": oc, "N": n, "K": k}
     defines.update({"AS_M": a_strides[0], "AS_K": a_strides[1], "A_MFAST": a_strides[0] == 1, "CONV": 1})
     defines.update(geometry, BATCH=images, BATCH_RANK=0)
-    _tiled(p, node, defines, [w_buf, p.use(x)], bias, (1, 0), residual, y, g, images, True)
+    operands: list[Arg] = [w_buf, p.use(x)]
+    if depthwise is not None:
+        dw, db = depthwise.inputs[1], optional(depthwise.inputs, 2)
+        defines.update({"CONV": 2, "D_T": p.tag(dw), "DW_BIAS": db is not None})
+        defines.update({**({"DB_T": p.tag(db)} if db else {}), "DW_ACTIVATE(v)": activation_macro(depthwise.attrs)})
+        operands += [p.use(dw), *([p.use(db)] if db else [])]
+    _tiled(p, node, defines, operands, bias, (1, 0), residual, y, g, images, True)
 
 
 def _rows_out(p: Planner, out: str, n: int) -> bool:
     """Whether ``out``'s batch items lie n elements apart (not a slice of a Concat's output with another stride)."""
     return p.placement.get(out, (out, 0, n))[2] == n
+
+
+def gpu_tile(p: Planner, node: Node, m: int, n: int, k: int, nbatch: int, can_split: bool, conv: bool) -> GemmTile:
+    """The blocking of ``node``'s product on gemm_tiled.cl: the tuned variant's tile or the policy's choice."""
+    assert p.target is not None
+    only = variant_tile(p.variant(node, p.policy.gpu_tile_variants), p.policy)
+    return gpu_gemm_tile(m, n, k, nbatch, p.target, p.policy, can_split, only, conv=conv)
 
 
 def _tiled(
@@ -95,9 +112,7 @@ def _tiled(
     can_split: bool,
 ) -> None:
     assert p.target is not None
-    only = variant_tile(p.variant(node, p.policy.gpu_tile_variants), p.policy)
-    tile: GemmTile = gpu_gemm_tile(g.m, g.n, g.k, nbatch, p.target, p.policy, can_split, only,
-                                   conv=bool(defines["CONV"]))
+    tile = gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]))
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     if tile.mma:
@@ -118,6 +133,12 @@ def _tiled(
         p.launch(node, p.kernel("tgemm", {**defines, **epilogue}), grid, [*operands, *tail, p.define(root)], local)
         return
     part = p.scratch(f"{out}@splitk", (splits, nbatch, g.m, g.n), "F32")
+    if p.target.nvidia_ptx and splits * tile.tm * tile.tn <= p.policy.gpu_split_sum_most:  # the last work-group
+        # of a block sums the splits
+        counts = p.counters(tile.groups(g.m, g.n, nbatch))
+        args = [*operands, part, counts, *tail, p.define(root)]
+        p.launch(node, p.kernel("tgemm", {**defines, **epilogue, "SPLIT_SUM": 1}), grid, args, local)
+        return
     p.launch(node, p.kernel("tgemm", defines), grid, [*operands, part], local)
     epilogue.update({"M": g.m, "N": g.n, "BATCH": nbatch, "SPLITS": splits})
     p.launch(node, p.kernel("ksum", epilogue), [nbatch * g.m * g.n], [part, *tail, p.define(root)])

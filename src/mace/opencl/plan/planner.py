@@ -75,6 +75,8 @@ class ProgramPlan:
     # (only those other than 0). See tiling.py, "kernel variants".
     variant_counts: dict[str, int] = field(default_factory=dict)
     variants: dict[str, int] = field(default_factory=dict)
+    # constants the launches also write (Planner.counters): uploaded once, writable, each launch leaves them as found
+    writable: frozenset[str] = frozenset()
 
     def buffer_of(self, value: str) -> str:
         return self.aliases.get(value, value)
@@ -142,6 +144,7 @@ class Planner:
         self.launches: list[Launch] = []
         self.buffers: dict[str, Buffer] = {}
         self.constants: dict[str, np.ndarray] = {}
+        self.writable: set[str] = set()  # constants the launches write too (counters)
         self.aliases: dict[str, str] = {}
         self.consumers = graph.consumers()
         self.graph_outputs = {t.name for t in graph.outputs}
@@ -152,8 +155,11 @@ class Planner:
         # by gemm.fold_transposes; the operands of attention, set by attention.view_attention_operands)
         self.views: dict[str, View] = {}
         self.extra_tensors: dict[str, TensorInfo] = {}  # see intermediate()
-        # nodes whose output another node's launch writes (the Transpose after an attention), lowered to nothing
+        # nodes whose output another node's launch writes (the Transpose after an attention) or computes where it
+        # reads it (a depthwise conv in its pointwise reader's loader), lowered to nothing
         self.absorbed: set[str] = set()
+        # pointwise Conv -> the depthwise Conv whose output its GEMM's loader computes (set by conv.fuse_depthwise)
+        self.fused_depthwise: dict[str, Node] = {}
 
     # values and buffers
 
@@ -221,6 +227,16 @@ class Planner:
             data = np.ascontiguousarray(data.astype(TAG_DTYPES[tag], copy=False))
             self.constants[name] = data
             self.buffers[name] = Buffer(name, TAG_DTYPES[tag], tuple(data.shape))
+        return name
+
+    def counters(self, count: int) -> str:
+        """A buffer of at least ``count`` uint counters, zero when the program starts, that a launch may count in as
+        long as it leaves them zero (gemm_tiled.cl SPLIT_SUM). One buffer for all launches: they run one at a time."""
+        name = "@counters"
+        if name not in self.buffers or self.buffers[name].shape[0] < count:
+            self.constants[name] = np.zeros(count, np.uint32)
+            self.buffers[name] = Buffer(name, np.dtype(np.uint32), (count,))
+            self.writable.add(name)
         return name
 
     def scratch(self, name: str, shape: Sequence[int], tag: str) -> str:
@@ -313,7 +329,8 @@ class Planner:
         headers = [template("common.h"), *([template("cpu.h")] if cpu_kernels else [])]
         source = "\n\n".join([*headers, *self.chunks]) + "\n"
         return ProgramPlan(source, build_options(self.graph), self.launches, self.buffers, self.constants,
-                           self.aliases, self.variant_counts, self.variants_used)
+                           self.aliases, self.variant_counts, self.variants_used,
+                           frozenset(self.writable))
 
 
 def build_options(graph: Graph) -> str:

@@ -118,9 +118,10 @@ class TilingPolicy:
         GemmTile(8, 16, 8, 8, bk=16, max_splits=4, products_only=True),
     )
     # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles. Off by default
-    # (empty) until the kernel has run on hardware: its instruction, fragment layout and 3xTF32 accuracy were checked
-    # on an H200 by benchmarks/mma_probe.py (28-32 TFLOP/s at fp32-level error, against ~18.6 for the SIMT tiles on
-    # ResNet-50's convolutions at batch 32), gemm_tiled.cl's MMA form only by planning; MMA_TILES turns it on.
+    # (empty): on an H200 it is right (ResNet-50 at batch 32: 4.7e-5 against onnxruntime) but slower than the SIMT
+    # tiles, kernels 11.91 against 10.61 ms (Inception-v3 2.18 against 2.13, MobileNet-v2 0.64 against 0.65):
+    # 3xTF32 is three products, and the per-step rounded adds that keep the sums fp32 cost more. benchmarks/
+    # mma_probe.py measured the instruction alone at 28-32 TFLOP/s; MMA_TILES turns it on.
     gpu_mma_tiles: tuple[GemmTile, ...] = ()
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit, convolutions
     # ... and matrix products: ViT-B/16 device time 3599 -> 3378 us with 4 (more k splits), where 4 for the
@@ -129,6 +130,20 @@ class TilingPolicy:
     gpu_min_fill: float = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
     gpu_split_min_ktiles: int = 4  # a k split gets at least this many BK steps (and a split costs a launch)
     gpu_split_round_up: bool = False  # split k into ceil (not floor) of wanted / blocks: at least `want` work-groups
+    # The last work-group of a block sums its k splits (gemm_tiled.cl SPLIT_SUM), not a second launch (SPLIT_K_SUM),
+    # where each of its work items adds at most this many partial sums (SPLITS x TM x TN; 0: never), on
+    # DeviceTarget.nvidia_ptx targets (the only ones with a device-scope fence). Measured on an H200 over the k-split
+    # layers of MobileNet-v2, ResNet-50 and Inception-v3 at batch 1: 2-5 us faster each up to 52 sums (2x2 blocks,
+    # k split 2-13 ways), even at 64, and 1-14 us slower from 80 on (4x4 blocks split 5-42 ways: that one
+    # work-group's serial adds).
+    gpu_split_sum_most: int = 64
+    # A depthwise conv whose only reader is a 1x1 conv on gemm_tiled.cl is computed by that GEMM's B loader (CONV 2)
+    # where the product has at least this many work items per compute unit (0: always; conv.fuse_depthwise). On an
+    # H200 fusing saved 20-60 % of each pair's time at batch 32 (MobileNet-v2: 3.91 -> 2.76 ms of kernels) and at
+    # batch 1 on products of 50-60 thousand work items, but lost 10-100 % on those of 10-25 thousand (64-item
+    # work-groups), whose loaders' taps are latency no other work-group hides.
+    gpu_fuse_depthwise_items_per_cu: int = 256
+    gpu_fuse_depthwise: bool = True
     gpu_concat_in_place: bool = True  # convs write straight into their slice of a channel Concat (placement.py)
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
     # attention.cl on a GPU: 32 query rows per work-group where that makes this many work-groups per compute unit,
@@ -184,6 +199,9 @@ class DeviceTarget:
     # mma.sync on TF32 through inline PTX (gemm_tiled.cl MMA): NVIDIA's OpenCL compiler takes PTX, sm_80 and later
     # have the instruction
     tensor_cores: bool = False
+    # NVIDIA's OpenCL compiler, which takes inline PTX: membar.gl, the device-scope fence that lets the last
+    # work-group of a block sum the k splits (gemm_tiled.cl SPLIT_SUM)
+    nvidia_ptx: bool = False
 
     @classmethod
     def from_device(cls, device: Any, policy: TilingPolicy = DEFAULT_POLICY) -> DeviceTarget:
@@ -198,6 +216,7 @@ class DeviceTarget:
             policy=policy,
             half_storage=bool(int(device.type) & int(cl.device_type.GPU)) and "cl_khr_fp16" in device.extensions,
             tensor_cores=_nvidia_sm80(device),
+            nvidia_ptx=_nvidia(device),
         )
 
     @property
@@ -206,9 +225,14 @@ class DeviceTarget:
         return self.is_gpu and self.max_work_group_size >= 256 and self.local_mem_bytes >= 16 * 1024
 
 
+def _nvidia(device: Any) -> bool:
+    """A device of NVIDIA's OpenCL driver (the only one with cl_nv_device_attribute_query)."""
+    return "cl_nv_device_attribute_query" in str(device.extensions)
+
+
 def _nvidia_sm80(device: Any) -> bool:
     """An NVIDIA device of compute capability 8.0 or later (cl_nv_device_attribute_query says which)."""
-    if "cl_nv_device_attribute_query" not in str(device.extensions):
+    if not _nvidia(device):
         return False
     try:
         return int(device.compute_capability_major_nv) >= 8

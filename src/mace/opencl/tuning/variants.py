@@ -65,9 +65,10 @@ def _target_identity(target: DeviceTarget | None) -> dict[str, Any] | None:
     if target is None:
         return None
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
-              if f.name not in ("policy", "half_storage", "tensor_cores")}  # (half_storage: fp16_fp32 keys only)
-    if target.tensor_cores:  # added only where true: keys tuned before the field existed keep their meaning
-        fields["tensor_cores"] = True
+              if f.name not in ("policy", "half_storage", "tensor_cores", "nvidia_ptx")}  # (half_storage: fp16_fp32)
+    for flag in ("tensor_cores", "nvidia_ptx"):  # added only where true: older keys keep their meaning elsewhere
+        if getattr(target, flag):
+            fields[flag] = True
     if target.policy != DEFAULT_POLICY:
         fields["policy"] = dataclasses.asdict(target.policy)
     return fields
