@@ -66,8 +66,12 @@ SWEEP: dict[str, TilingPolicy] = {
     "ksum": replace(P, gpu_split_sum_most=0),
     "sumall": replace(P, gpu_split_sum_most=1 << 30),
     "nodw": replace(P, gpu_fuse_depthwise=False),
-    "dwall": replace(P, gpu_fuse_depthwise_items_per_cu=0),
     "before": replace(P, gpu_split_sum_most=0, gpu_fuse_depthwise=False),
+    # the products with a depthwise conv in their loader wanting 2, 8, 16 work-groups per CU, or k split as others
+    "dwg2": replace(P, gpu_fused_groups_per_cu=2, gpu_fused_split_min_ktiles=4),
+    "dwg8": replace(P, gpu_fused_groups_per_cu=8),
+    "dwg16": replace(P, gpu_fused_groups_per_cu=16),
+    "dwk4": replace(P, gpu_fused_split_min_ktiles=4),
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }

@@ -186,6 +186,24 @@ def test_masks_with_fully_masked_rows(guard: bool, mask_shape: tuple[int, ...], 
 CAUSAL = np.tril(np.ones((9, 11), bool), 2)  # query i keeps keys j <= i + 2
 
 
+def test_a_scatternd_built_mask_folds_into_the_attention(opencl_check: OpenCLCheck) -> None:
+    """Windowed-attention exports build their masks with ScatterND from constants (Swin's shifted windows): the
+    converter folds the mask and the attention takes it as a constant."""
+    a = Attention()
+    zeros = a.node("ConstantOfShape", a.node("Shape", a.node("MatMul", "q", a.kt)))
+    a.inits["rows"] = np.asarray([[0, 1, 3], [1, 2, 4], [1, -1, 5]], np.int64)  # (lead, query): a row of keys
+    a.inits["blocked"] = np.where(np.random.default_rng(3).random((3, 11)) < 0.5, -100.0, 0.0).astype(np.float32)
+    mask = a.node("ScatterND", zeros, "rows", "blocked")
+    scores = a.node("Add", a.node("Div", a.node("MatMul", "q", a.kt), a.const(math.sqrt(a.d))), mask)
+    model = a.model(a.node("Softmax", scores, axis=-1))
+    graph = _fused(model)
+    assert "ScatterND" not in [n.op for n in graph.nodes]
+    node = next(n for n in graph.nodes if n.op == SDPA)
+    assert len(node.inputs) == 4 and node.inputs[3] in graph.constants
+    f = a.feeds()
+    opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
+
+
 @pytest.mark.parametrize("form", ["where", "where_then_add", "masked_first_inf"])
 def test_where_masks_become_additive(form: str, opencl_check: OpenCLCheck) -> None:
     """GPT-2's Where(causal, scores, finfo.min), alone or inside an additive run-time mask, and the Where(masked,

@@ -541,7 +541,6 @@ def depthwise_pointwise_graph(data_type: str) -> GraphBuilder:
     return b
 
 
-FUSE_ANY = replace(SPLIT_ANY_K, gpu_fuse_depthwise_items_per_cu=0)  # however few work items the product has
 
 
 @pytest.mark.parametrize("splits", [False, True])
@@ -552,7 +551,7 @@ def test_gpu_depthwise_in_pointwise_loader(make_gpu_executor, splits: bool) -> N
     units = 100_000 if splits else 1
 
     def make(graph: Graph) -> Any:
-        executors.append(make_gpu_executor(graph, gpu_target(units, FUSE_ANY)))
+        executors.append(make_gpu_executor(graph, gpu_target(units, SPLIT_ANY_K)))
         return executors[0]
 
     check(depthwise_pointwise_graph("fp32_fp32"), make)
@@ -560,10 +559,9 @@ def test_gpu_depthwise_in_pointwise_loader(make_gpu_executor, splits: bool) -> N
     assert sum(launch.kernel.startswith("depthwise") for launch in plan.launches) == 2
     assert plan.source.count("#define CONV 2") == 3
     assert splits == any(launch.kernel.startswith("ksum") for launch in plan.launches)
-    for policy in (replace(FUSE_ANY, gpu_fuse_depthwise=False), SPLIT_ANY_K):  # off; too few work items per CU
-        plain = planning.plan_graph(graph, gpu_target(100_000, policy))
-        assert sum(launch.kernel.startswith("depthwise") for launch in plain.launches) == 5
-        assert "#define CONV 2" not in plain.source
+    plain = planning.plan_graph(graph, gpu_target(units, replace(SPLIT_ANY_K, gpu_fuse_depthwise=False)))
+    assert sum(launch.kernel.startswith("depthwise") for launch in plain.launches) == 5
+    assert "#define CONV 2" not in plain.source
 
 
 def _defines(source: str, kernel: str) -> dict[str, str]:
@@ -630,7 +628,7 @@ def test_split_sum_in_kernel_runs(opencl_queue: Any, make_graph: Callable[[str],
             options=options)
 
     builder = make_graph("fp32_fp32")
-    target = nvidia_target(replace(SUM_ANY, gpu_fuse_depthwise_items_per_cu=0))
+    target = nvidia_target(SUM_ANY)
     executor = Executor(builder.graph(), opencl_queue.context, opencl_queue, build, target=target)
     assert executor.plan.source.count("#define SPLIT_SUM 1") > 0
     assert not any(launch.kernel.startswith("ksum") for launch in executor.plan.launches)
@@ -852,6 +850,16 @@ def test_indexing(make_executor, target: DeviceTarget | None) -> None:
     squeezed = b.node("Squeeze", [b.node("Reshape", [x, b.const([2, 1, 120], i64)]), b.const([1], i64)])
     b.node("Unsqueeze", [squeezed, b.const([0], i64)])
     b.node("Identity", [first])
+    # ScatterND: slices, single elements with a reduction at repeated positions, run-time indices, integers
+    b.node("ScatterND", [x, b.const([[1, 2], [0, -1]], i64), b.input("u", (2, 4, 5))])
+    rows = b.const([[1, 0, 2, 3], [1, 0, 2, 3], [0, 5, -1, 4]], i64)
+    b.node("ScatterND", [x, rows, b.input("u3", (3,))], {"reduction": "add"})
+    b.node("ScatterND", [x, b.input("rows", (3, 1), low=-2, high=2, dtype=i64), b.input("u6", (3, 6, 4, 5))],
+           {"reduction": "max"})
+    b.node("ScatterND", [x, b.const([[[1, 3]], [[1, 3]]], i64), b.input("u7", (2, 1, 5))], {"reduction": "min"})
+    counts = b.input("counts", (4, 6), low=-9, high=9, dtype=i64)
+    b.node("ScatterND", [counts, b.const([[3], [1], [3]], i64), b.input("f", (3, 6), low=-3, high=3, dtype=i64)],
+           {"reduction": "mul"})
     check(b, lambda g: make_executor(g, target=target))
 
 

@@ -588,6 +588,37 @@ def test_gather_elements() -> None:
     check("GatherElements", [rand(4, 5, 6), idx], {"axis": 1})
 
 
+# (data shape, index rows, reduction): slices of rows, elements, negative coordinates; repeated positions (the last
+# rows) only with a reduction, ONNX leaving them undefined without one
+SCATTER_CASES = [
+    *(((4, 5, 6), rows, reduction) for rows in ([[1], [3]], [[0, 1], [2, -1], [3, 4]], [[[1, 2, 3]], [[0, 0, 0]]])
+      for reduction in ("none", "add", "mul", "max", "min")),
+    *(((4, 5, 6), [[1], [1], [-3]], reduction) for reduction in ("add", "mul", "max", "min")),
+]
+
+
+@pytest.mark.parametrize(("shape", "rows", "reduction"), SCATTER_CASES)
+def test_scatter_nd(shape: tuple[int, ...], rows: list, reduction: str) -> None:
+    indices = np.asarray(rows, np.int64)
+    k = indices.shape[-1]
+    updates = rand(*indices.shape[:-1], *shape[k:])
+    attrs = {} if reduction == "none" else {"reduction": reduction}
+    check("ScatterND", [rand(*shape), indices, updates], attrs, opset=max(OPSET, 18))
+
+
+def test_scatter_nd_integers_and_errors() -> None:
+    data = np.arange(24, dtype=np.int64).reshape(4, 6)
+    check("ScatterND", [data, np.asarray([[2], [0], [2]], np.int64), np.ones((3, 6), np.int64) * 5],
+          {"reduction": "add"}, opset=max(OPSET, 18))
+    scatter = REFERENCE_OPS["ScatterND"]
+    with pytest.raises(IndexError, match=r"index \[4\] is outside data's \(4,\)"):
+        scatter([data, np.asarray([[1], [4]]), np.zeros((2, 6), np.int64)], {})
+    with pytest.raises(ValueError, match=r"updates must have shape \(2, 6\), not \(2, 5\)"):
+        scatter([data, np.asarray([[1], [2]]), np.zeros((2, 5), np.int64)], {})
+    with pytest.raises(NotImplementedError, match="reduction='sum'"):
+        scatter([data, np.asarray([[1]]), np.zeros((1, 6), np.int64)], {"reduction": "sum"})
+
+
 @pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
 @pytest.mark.parametrize(
     ("pads", "axes"), [([0, 0, 1, 2, 0, 0, 2, 1], None), ([1, 2, 2, 1], [2, -1]), ([0, 1, -1, 0, 2, -2, 1, 3], None)]

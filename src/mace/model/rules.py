@@ -6,7 +6,8 @@
 - activations: the ONNX attribute defaults (LeakyRelu alpha 0.01, HardSigmoid 0.2/0.5, Selu alpha/gamma, ...) and
   the constants of HardSwish and the tanh Gelu, one table for ops, fusions and kernels;
 - Resize: output sizes and scales, the coordinate transformations, nearest rounding and the taps (indices and
-  weights) of every output index, so that the reference op and the OpenCL tap tables are the same numbers.
+  weights) of every output index, so that the reference op and the OpenCL tap tables are the same numbers;
+- ScatterND: its reductions (the kernel takes their index).
 
 Plain Python and numpy only: no ONNX, no runtime. Attribute dicts are the IR's (JSON values, ONNX names).
 """
@@ -380,3 +381,9 @@ def resize_taps(
     else:
         outside = np.zeros(out_len, bool)
     return np.clip(idx, 0, in_len - 1), weights, outside
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ScatterND
+
+SCATTER_REDUCTIONS = ("none", "add", "mul", "max", "min")  # the reduction attribute; indexing.cl takes the index

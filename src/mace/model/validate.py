@@ -30,7 +30,7 @@ REQUIRED_INPUTS = {
     "Conv": 2, "ConvTranspose": 2, "Gemm": 2, "MatMul": 2, "Add": 2, "Sub": 2, "Mul": 2, "Div": 2, "Pow": 2,
     "Max": 1, "Min": 1, "Sum": 1, "Mean": 1, "PRelu": 2, "Where": 3, "Equal": 2, "Greater": 2, "Less": 2,
     "GreaterOrEqual": 2, "LessOrEqual": 2, "And": 2, "Or": 2, "Xor": 2, "Mod": 2, "Reshape": 2, "Expand": 2,
-    "Tile": 2, "Gather": 2, "GatherElements": 2, "GatherND": 2, "Range": 3, "Slice": 3,
+    "Tile": 2, "Gather": 2, "GatherElements": 2, "GatherND": 2, "ScatterND": 3, "Range": 3, "Slice": 3,
     "BatchNormalization": 5, "InstanceNormalization": 3, "LayerNormalization": 2, "ScaledDotProductAttention": 3,
 }
 WINDOW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"}

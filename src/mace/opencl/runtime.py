@@ -76,7 +76,9 @@ class OpenCLRuntime:
     def _build(self, variants: dict[str, int]) -> Executor:
         executor = Executor(self.graph, self.gpu_context.context, self.gpu_context.queue, self.programs.build,
                                 target=self.target, variants=variants)
-        for name in sorted(set(variants) - set(executor.plan.variants)):
+        # (a node that another's launch computes, a fused depthwise conv, has no kernel of its own to vary)
+        launched = {launch.node for launch in executor.plan.launches}
+        for name in sorted(set(variants) - set(executor.plan.variants) & launched):
             self.programs.warn(f"tuned kernel variant {variants[name]} of node {name} is not offered by this "
                                "version's kernels; the default tiling is used (re-run mace tune)")
         return executor

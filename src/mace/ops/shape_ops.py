@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 
+from mace.model import rules
 from mace.ops.common import Attrs, Inputs, OpFn, Outputs, arg, ints, normalize_axis, registrar, required
 
 OPS: dict[str, OpFn] = {}
@@ -138,6 +139,40 @@ def gather_elements(inputs: Inputs, attrs: Attrs) -> Outputs:
     axis = normalize_axis(int(attrs.get("axis", 0)), x.ndim)
     indices = np.where(indices < 0, indices + x.shape[axis], indices)
     return [np.take_along_axis(x, indices, axis=axis)]
+
+
+_SCATTER_UFUNCS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+@register("ScatterND")
+def scatter_nd(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """A copy of data whose slices at ``indices`` (each row K coordinates into data's first K dims; negative ones
+    count from the end) are ``updates``, or are combined with them (``reduction`` add, mul, max, min: in the order
+    of the rows, repeated positions included). Repeated positions without a reduction: the last row's update."""
+    data, indices, updates = required(inputs, 0), required(inputs, 1).astype(np.int64), required(inputs, 2)
+    reduction = str(attrs.get("reduction", "none"))
+    if reduction not in rules.SCATTER_REDUCTIONS:
+        raise NotImplementedError(f"ScatterND: reduction={reduction!r} is not supported")
+    k = indices.shape[-1] if indices.ndim else 0
+    expected = tuple(indices.shape[:-1]) + tuple(data.shape[k:])
+    if indices.ndim == 0 or k > data.ndim or tuple(updates.shape) != expected:
+        raise ValueError(f"ScatterND: data {data.shape}, indices {indices.shape}: updates must have shape {expected}, "
+                         f"not {updates.shape}")
+    dims = np.asarray(data.shape[:k], np.int64)
+    rows = indices.reshape(-1, k)
+    rows = np.where(rows < 0, rows + dims, rows)
+    outside = np.nonzero(((rows < 0) | (rows >= dims)).any(axis=1))[0]
+    if outside.size:
+        raise IndexError(f"ScatterND: index {indices.reshape(-1, k)[outside[0]].tolist()} is outside data's "
+                         f"{tuple(data.shape[:k])}")
+    out = data.copy()
+    position = tuple(rows.T)
+    slices = updates.reshape((rows.shape[0], *data.shape[k:])).astype(data.dtype, copy=False)
+    if reduction == "none":
+        out[position] = slices
+    else:
+        _SCATTER_UFUNCS[reduction].at(out, position, slices)
+    return [out]
 
 
 @register("Pad")

@@ -9,7 +9,7 @@
 // convolution (CONV 1), gathered from the NCDHW input: k = ((c * KD + kd) * KH + kh) * KW + kw and
 // n = (od * OH + oh) * OW + ow, so y[b] is the [OC][OD * OH * OW] output of image b with no reshaping. CONV 2 is a
 // 1x1 convolution of a depthwise convolution's output, computed by the loader from the depthwise input (k = c):
-// B[c][n] = DW_ACTIVATE(sum_{kh,kw} dw[c][kh][kw] * x[c][oh * SH - PH + kh * DH][ow * SW - PW + kw * DW] + dwb[c]),
+// B[c][n] = DW_ACTIVATE(sum_{kh,kw} dww[c][kh][kw] * x[c][oh * SH - PH + kh * DH][ow * SW - PW + kw * DW] + dwb[c]),
 // the window attributes being the depthwise conv's (ID = OD = KD = 1): the depthwise output is never stored.
 // y[b][m][n] is stored at b * Y_BSTRIDE + Y_OFFSET + m * N + n: a slice of a bigger tensor where codegen places the
 // output straight into a Concat's (Y_BSTRIDE = M * N and Y_OFFSET = 0 otherwise); res is read at (b * M + m) * N + n.
@@ -22,8 +22,8 @@
 // that scope: NVIDIA compiles mem_fence(CLK_GLOBAL_MEM_FENCE) to membar.cta, and on an H200 that version read stale
 // partial sums in a few runs out of hundreds.
 // Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM; AS_M AS_K
-// A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW (CONV 2: D_T, DW_BIAS
-// and DB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE
+// A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW (CONV 2: DWW_T,
+// DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE
 // Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
 //
@@ -83,7 +83,7 @@ static inline uint mma_tf32(float x)
         ra[r] = (m < M && k < kend) ? LOAD(A_T, a, aoff + m * AS_M + k * AS_K) : 0.0f;              \
     }
 #if CONV == 2
-// (the depthwise taps in depthwise.cl's order: its sums, bit for bit)
+// (the depthwise taps in depthwise.cl's order: with float storage its outputs, bit for bit)
 #define LOAD_B(k0)                                                                                  \
     for (int r = 0; r < BK * BN / NT; ++r) {                                                        \
         const int ci = (k0) + B_KK(tid + r * NT);                                                   \
@@ -96,7 +96,7 @@ static inline uint mma_tf32(float x)
                 for (int kw = 0; kw < KW; ++kw) {                                                   \
                     const int iw = iw0 + kw * DW;                                                   \
                     const float xv = (iw >= 0 && iw < IW) ? LOAD(B_T, b, boff + (ci * IH + ih) * IW + iw) : 0.0f; \
-                    s = mad(xv, LOAD(D_T, dw, (ci * KH + kh) * KW + kw), s);                        \
+                    s = mad(xv, LOAD(DWW_T, dww, (ci * KH + kh) * KW + kw), s);                      \
                 }                                                                                   \
             }                                                                                       \
             v = DW_ACTIVATE(s + DW_BIAS_OF(ci));                                                    \
@@ -130,9 +130,9 @@ __kernel __attribute__((reqd_work_group_size(LN, LM, 1)))
 void KERNEL_NAME(__global const TYPE(A_T)* a,
                  __global const TYPE(B_T)* b,
 #if CONV == 2
-                 __global const TYPE(D_T)* dw,
+                 __global const TYPE(DWW_T)* dww,
 #if DW_BIAS
-                 __global const TYPE(DB_T)* dwb,
+                 __global const TYPE(DWB_T)* dwb,
 #endif
 #endif
 #if SPLITS > 1 && !SPLIT_SUM
@@ -161,7 +161,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #endif
 
 #if CONV == 2 && DW_BIAS
-#define DW_BIAS_OF(ci) LOAD(DB_T, dwb, ci)
+#define DW_BIAS_OF(ci) LOAD(DWB_T, dwb, ci)
 #elif CONV == 2
 #define DW_BIAS_OF(ci) 0.0f
 #endif
@@ -356,7 +356,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         __global volatile const float* sums = part;
         EACH_OUTPUT({
             float total = 0.0f;
-            for (int s = 0; s < SPLITS; ++s) total += sums[PART(s, m, n)];
+            for (int s = 0; s < SPLITS; ++s) total += s == split ? acc_v : sums[PART(s, m, n)];  // (its own: kept)
             OUT(m, n, total);
         });
     }

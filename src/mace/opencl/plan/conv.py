@@ -10,7 +10,7 @@ Conv takes one of three kernels:
   run-time weights keep OIHW, which is that layout for OCB = 1.
 On a GPU target (Planner.gpu) every group-1 conv is instead an implicit GEMM on gemm_tiled.cl (gemm_tiled.py), and
 a depthwise conv that only such a 1x1 conv reads is computed by that GEMM's loader (fuse_depthwise): MobileNet's
-inverted residual blocks become two launches, not three.
+inverted residual blocks become two launches, not three (on NVIDIA, whose k splits need no second launch).
 
 Window attributes and pads (auto_pad, ConvTranspose's output_shape) are mace.model.rules', as in the reference ops.
 """
@@ -25,7 +25,7 @@ from mace.model import rules
 from mace.model.ir import Node
 from mace.opencl.plan.gemm import gemm
 from mace.opencl.plan.gemm_shape import GemmShape
-from mace.opencl.plan.gemm_tiled import gpu_conv, gpu_tile
+from mace.opencl.plan.gemm_tiled import gpu_conv
 from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional, prepass
 from mace.opencl.plan.templates import FLOAT_TAGS, prod, to3d
 from mace.opencl.plan.tiling import (
@@ -77,29 +77,25 @@ def _is_depthwise(p: Planner, node: Node) -> bool:
 def fuse_depthwise(p: Planner) -> None:
     """GPU targets (``policy.gpu_fuse_depthwise``): a depthwise conv (no residual) whose output only a pointwise
     conv on gemm_tiled.cl reads, as its input, is computed in that conv's B loader (gemm_tiled.cl CONV 2): one launch
-    and one stored tensor fewer, for depthwise taps recomputed once per block row of the product. Only where the
-    product has ``policy.gpu_fuse_depthwise_items_per_cu`` work items per compute unit: with fewer, the loader's
-    latency shows. Sets ``p.fused_depthwise`` and adds the depthwise conv to ``p.absorbed``."""
+    and one stored tensor fewer, for depthwise taps recomputed once per block row of the product (which wants more
+    work-groups than other convolutions to hide them: ``policy.gpu_fused_groups_per_cu``). Decided by the graph
+    alone, so every tuned variant of the product is a fused one. Sets ``p.fused_depthwise`` and adds the depthwise
+    conv to ``p.absorbed``."""
     if not (p.gpu and p.policy.gpu_fuse_depthwise):
         return
-    assert p.target is not None
     producers = p.graph.producers()
     for node in p.graph.nodes:
         if node.op != "Conv" or not takes_gpu_gemm(p, node) or not _is_pointwise(p, node):
             continue
         x = node.inputs[0]
-        dw = producers.get(x)
-        if dw is None or dw.op != "Conv" or dw.attrs.get("residual") or not _is_depthwise(p, dw):
+        depthwise = producers.get(x)
+        if depthwise is None or depthwise.op != "Conv" or depthwise.attrs.get("residual"):
             continue
         sole = [u.name for u in p.consumers.get(x, [])] == [node.name] and node.inputs.count(x) == 1
-        if not (sole and x not in p.graph_outputs and p.tag(dw.inputs[1]) in FLOAT_TAGS):
-            continue
-        (images, c, *spatial), oc = p.shape(x), p.shape(node.inputs[1])[0]
-        tile = gpu_tile(p, node, oc, prod(spatial), c, images, True, conv=True)
-        items = tile.groups(oc, prod(spatial), images) * tile.splits * tile.lm * tile.ln
-        if items >= p.policy.gpu_fuse_depthwise_items_per_cu * p.target.compute_units:
-            p.fused_depthwise[node.name] = dw
-            p.absorbed.add(dw.name)
+        weights = p.tag(depthwise.inputs[1]) in FLOAT_TAGS
+        if sole and x not in p.graph_outputs and weights and _is_depthwise(p, depthwise):
+            p.fused_depthwise[node.name] = depthwise
+            p.absorbed.add(depthwise.name)
 
 
 def _geometry(c: int, in_sp: list[int], out_sp: list[int], window: tuple[list[int], ...]) -> dict[str, int]:

@@ -79,10 +79,10 @@ def gpu_conv(
     defines.update(geometry, BATCH=images, BATCH_RANK=0)
     operands: list[Arg] = [w_buf, p.use(x)]
     if depthwise is not None:
-        dw, db = depthwise.inputs[1], optional(depthwise.inputs, 2)
-        defines.update({"CONV": 2, "D_T": p.tag(dw), "DW_BIAS": db is not None})
-        defines.update({**({"DB_T": p.tag(db)} if db else {}), "DW_ACTIVATE(v)": activation_macro(depthwise.attrs)})
-        operands += [p.use(dw), *([p.use(db)] if db else [])]
+        dww, dwb = depthwise.inputs[1], optional(depthwise.inputs, 2)
+        defines.update({"CONV": 2, "DWW_T": p.tag(dww), "DW_BIAS": dwb is not None})
+        defines.update({**({"DWB_T": p.tag(dwb)} if dwb else {}), "DW_ACTIVATE(v)": activation_macro(depthwise.attrs)})
+        operands += [p.use(dww), *([p.use(dwb)] if dwb else [])]
     _tiled(p, node, defines, operands, bias, (1, 0), residual, y, g, images, True)
 
 
@@ -91,11 +91,18 @@ def _rows_out(p: Planner, out: str, n: int) -> bool:
     return p.placement.get(out, (out, 0, n))[2] == n
 
 
-def gpu_tile(p: Planner, node: Node, m: int, n: int, k: int, nbatch: int, can_split: bool, conv: bool) -> GemmTile:
-    """The blocking of ``node``'s product on gemm_tiled.cl: the tuned variant's tile or the policy's choice."""
+def gpu_tile(
+    p: Planner, node: Node, m: int, n: int, k: int, nbatch: int, can_split: bool, conv: bool, fused: bool = False
+) -> GemmTile:
+    """The blocking of ``node``'s product on gemm_tiled.cl: the tuned variant's tile or the policy's choice
+    (``fused``: a depthwise conv in its loader, CONV 2, which wants its own number of work-groups)."""
     assert p.target is not None
     only = variant_tile(p.variant(node, p.policy.gpu_tile_variants), p.policy)
-    return gpu_gemm_tile(m, n, k, nbatch, p.target, p.policy, can_split, only, conv=conv)
+    policy = p.policy
+    if fused:
+        policy = replace(policy, gpu_groups_per_cu=policy.gpu_fused_groups_per_cu,
+                         gpu_split_min_ktiles=policy.gpu_fused_split_min_ktiles)
+    return gpu_gemm_tile(m, n, k, nbatch, p.target, policy, can_split, only, conv=conv)
 
 
 def _tiled(
@@ -112,7 +119,7 @@ def _tiled(
     can_split: bool,
 ) -> None:
     assert p.target is not None
-    tile = gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]))
+    tile = gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]), fused=defines["CONV"] == 2)
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     if tile.mma:
@@ -120,7 +127,8 @@ def _tiled(
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})
     grid = [-(-g.n // tile.bn) * tile.ln, -(-g.m // tile.bm) * tile.lm, nbatch * splits]
     local = [tile.ln, tile.lm, 1]
-    # The epilogue: in gemm_tiled.cl with one split, else in the second launch (SPLIT_K_SUM).
+    # The epilogue: in gemm_tiled.cl with one split or the split sum in its last work-groups (SPLIT_SUM, NVIDIA),
+    # else in the second launch (SPLIT_K_SUM).
     root, offset, bstride = p.placement.get(out, (out, 0, g.m * g.n))  # a slice of a Concat's output (placement.py)
     epilogue: dict[str, Any] = {"Y_T": p.tag(out), "Y_BSTRIDE": bstride, "Y_OFFSET": offset}
     epilogue.update({"ALPHA": g.alpha, "BETA": g.beta, "HAS_BIAS": bias is not None})

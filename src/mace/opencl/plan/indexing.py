@@ -1,6 +1,6 @@
 """Data movement on indexing.cl: Transpose, Slice, Expand, Tile, DepthToSpace/SpaceToDepth, Concat and Split are
 all one strided copy (STRIDED_COPY) each (Concat and Split one per operand; on a CPU target, 4-byte elements:
-copy_cpu.cl, a vector of a row per work item); Gather, GatherElements and Pad have kernels of their own.
+copy_cpu.cl, a vector of a row per work item); Gather, GatherElements, ScatterND and Pad have kernels of their own.
 
 These kernels move raw bits (BITS(T) in common.h), never numbers, so Pad's fill value is a bit pattern.
 Rearrangements are expressed as a view: the output's index space in row-major order, read from the input through
@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from mace.errors import DeviceError
+from mace.model import rules
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
-from mace.opencl.plan.templates import broadcast_strides, collapse, contiguous_strides, prod, row_offset
+from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, collapse, contiguous_strides, prod, row_offset
 from mace.opencl.plan.tiling import cpu_vector_width
 
 # --- the shared lowerings ------------------------------------------------------------------------------------------
@@ -221,6 +222,28 @@ def _lower_gather_elements(p: Planner, node: Node) -> None:
     defines.update({"SHAPE": out_shape, "X_STRIDES": contiguous_strides(shape), "AXIS": axis, "AXIS_DIM": shape[axis]})
     args = [p.use(x), p.use(indices), p.define(y)]
     p.launch(node, p.kernel("gather_elements", defines), [prod(out_shape)], args)
+
+
+@lowers("ScatterND")
+def _lower_scatter_nd(p: Planner, node: Node) -> None:
+    """y = data copied, then the updates scattered into it (indexing.cl SCATTER_ND; exported masks usually fold)."""
+    data, indices, updates, y = node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]
+    shape, ishape = p.shape(data), p.shape(indices)
+    reduction = str(node.attrs.get("reduction", "none"))
+    if reduction not in rules.SCATTER_REDUCTIONS:
+        raise DeviceError(f"OpenCL runtime has no kernel for ScatterND reduction {reduction!r} (node {node.name})")
+    k = ishape[-1]
+    tag = p.tag(y)
+    if p.tag(updates) != tag:
+        raise DeviceError(f"ScatterND {node.name}: updates stored as {p.tag(updates)}, data as {tag}")
+    out = p.define(y)
+    strided_copy(p, node, p.use(data), out, tag, shape, contiguous_strides(shape), contiguous_strides(shape))
+    nupd, slice_size = prod(ishape[:-1]), prod(shape[k:])
+    defines: dict[str, Any] = {"T": tag, "I_T": p.tag(indices), "NUPD": nupd, "K": k, "SLICE": slice_size}
+    defines.update({"DIMS": list(shape[:k]) or [1], "REDUCTION": rules.SCATTER_REDUCTIONS.index(reduction)})
+    defines["ACC"] = "float" if tag in FLOAT_TAGS else "long"
+    grid = [nupd * slice_size] if reduction == "none" else [slice_size]
+    p.launch(node, p.kernel("scatter_nd", defines), grid, [p.use(indices), p.use(updates), out])
 
 
 def _bits_literal(value: float, tag: str) -> str:

@@ -137,13 +137,14 @@ class TilingPolicy:
     # k split 2-13 ways), even at 64, and 1-14 us slower from 80 on (4x4 blocks split 5-42 ways: that one
     # work-group's serial adds).
     gpu_split_sum_most: int = 64
-    # A depthwise conv whose only reader is a 1x1 conv on gemm_tiled.cl is computed by that GEMM's B loader (CONV 2)
-    # where the product has at least this many work items per compute unit (0: always; conv.fuse_depthwise). On an
-    # H200 fusing saved 20-60 % of each pair's time at batch 32 (MobileNet-v2: 3.91 -> 2.76 ms of kernels) and at
-    # batch 1 on products of 50-60 thousand work items, but lost 10-100 % on those of 10-25 thousand (64-item
-    # work-groups), whose loaders' taps are latency no other work-group hides.
-    gpu_fuse_depthwise_items_per_cu: int = 256
+    # A depthwise conv whose only reader is a 1x1 conv on gemm_tiled.cl is computed by that GEMM's B loader (CONV 2;
+    # conv.fuse_depthwise), and that product wants gpu_fused_groups_per_cu work-groups per compute unit, k split into
+    # as few as gpu_fused_split_min_ktiles BK steps: enough work-groups to hide the loader's taps. Measured on an H200
+    # (MobileNet-v2's 17 depthwise + 1x1 pairs, kernels): batch 1 580 us unfused -> 635 fused with the 2 work-groups
+    # per CU of other convolutions -> 431 with 4 (496 with 8 or 16); batch 32 3909 -> 2728 -> 2629 (2546, 2370).
     gpu_fuse_depthwise: bool = True
+    gpu_fused_groups_per_cu: int = 4
+    gpu_fused_split_min_ktiles: int = 1
     gpu_concat_in_place: bool = True  # convs write straight into their slice of a channel Concat (placement.py)
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
     # attention.cl on a GPU: 32 query rows per work-group where that makes this many work-groups per compute unit,
