@@ -856,7 +856,7 @@ def test_indexing(make_executor, target: DeviceTarget | None) -> None:
     b.node("ScatterND", [x, rows, b.input("u3", (3,))], {"reduction": "add"})
     b.node("ScatterND", [x, b.input("rows", (3, 1), low=-2, high=2, dtype=i64), b.input("u6", (3, 6, 4, 5))],
            {"reduction": "max"})
-    b.node("ScatterND", [x, b.const([[[1, 3]], [[1, 3]]], i64), b.input("u7", (2, 1, 5))], {"reduction": "min"})
+    b.node("ScatterND", [x, b.const([[[1, 3]], [[1, 3]]], i64), b.input("u7", (2, 1, 4, 5))], {"reduction": "min"})
     counts = b.input("counts", (4, 6), low=-9, high=9, dtype=i64)
     b.node("ScatterND", [counts, b.const([[3], [1], [3]], i64), b.input("f", (3, 6), low=-3, high=3, dtype=i64)],
            {"reduction": "mul"})
