@@ -11,6 +11,10 @@ import numpy as np
 import pytest
 
 from mace.cli.main import main
+from mace.model import modelfile
+from mace.opencl.device import list_devices
+from mace.opencl.plan import plan_graph
+from mace.opencl.runtime import program_plan
 from support import SHARED_MODEL_NAMES, onnxruntime_outputs, relative_error, shared_model
 
 
@@ -51,6 +55,11 @@ def test_info_shows_ops_before_and_after(tmp_path: Path, capsys) -> None:
     assert "Clip" not in info["ops_after_passes"]
     assert info["ops_after_passes"]["Conv+Clip"] > 0 and info["ops_after_passes"]["Conv+Add"] == 10
     assert info["parameters"] > 3_000_000 and info["file_bytes"] == model.stat().st_size
+    # launches per run as planned: the portable plan and each OpenCL device's (pocl's CPU target here)
+    graph = modelfile.load(model)
+    assert info["launches"]["portable"] == len(plan_graph(graph).launches) > 50
+    for choice in list_devices():
+        assert info["launches"][choice.label] == len(program_plan(graph, choice.device).launches)
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:

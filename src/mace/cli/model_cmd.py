@@ -227,6 +227,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "ops_before_passes": graph.metadata.get("op_histogram_before_passes", {}),
         "ops_after_passes": graph.op_histogram(), "passes": graph.metadata.get("passes", {}),
         "folded_nodes": graph.metadata.get("folded_nodes"),
+        "launches": _planned_launches(graph),
     }
     if args.json:
         print(json.dumps(info))
@@ -247,7 +248,32 @@ def cmd_info(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console.print(table)
     console.print(f"folded nodes: {info['folded_nodes']}; passes: {info['passes']}")
+    console.print("kernel launches per run: " + "; ".join(f"{k} {v}" for k, v in info["launches"].items()))
     return 0
+
+
+def _planned_launches(graph: Any) -> dict[str, int | str]:
+    """Kernel launches per run as planned (no program is built): the portable plan's, and each OpenCL device's here
+    (its device class and tiling, no tuned variants), or why it has no plan."""
+    from mace.opencl.plan import plan_graph
+
+    def count(plan: Any) -> int | str:
+        try:
+            return len(plan().launches)
+        except MaceError as exc:
+            return f"no plan: {exc}"
+
+    counts = {"portable": count(lambda: plan_graph(graph))}
+    try:
+        from mace.opencl.device import list_devices
+        from mace.opencl.runtime import program_plan
+
+        choices = list_devices()
+    except (ImportError, MaceError):  # no OpenCL installation or platform: the portable plan only
+        return counts
+    for choice in choices:
+        counts[choice.label] = count(lambda device=choice.device: program_plan(graph, device))
+    return counts
 
 
 def _info_dynamic(path: Path, model: DynamicModel, as_json: bool) -> int:
