@@ -850,6 +850,9 @@ def test_indexing(make_executor, target: DeviceTarget | None) -> None:
     squeezed = b.node("Squeeze", [b.node("Reshape", [x, b.const([2, 1, 120], i64)]), b.const([1], i64)])
     b.node("Unsqueeze", [squeezed, b.const([0], i64)])
     b.node("Identity", [first])
+    b.node("GatherND", [x, b.const([[1, 3], [0, -1], [1, 0]], i64)])  # slices of (4, 5)
+    b.node("GatherND", [x, b.const([[[2, 1, 4]], [[-1, 0, 0]]], i64)], {"batch_dims": 1})
+    b.node("GatherND", [x, b.input("nd", (2, 6, 2), low=-4, high=4, dtype=i64)], {"batch_dims": 2})
     # ScatterND: slices, single elements with a reduction at repeated positions, run-time indices, integers
     b.node("ScatterND", [x, b.const([[1, 2], [0, -1]], i64), b.input("u", (2, 4, 5))])
     rows = b.const([[1, 0, 2, 3], [1, 0, 2, 3], [0, 5, -1, 4]], i64)

@@ -588,6 +588,23 @@ def test_gather_elements() -> None:
     check("GatherElements", [rand(4, 5, 6), idx], {"axis": 1})
 
 
+@pytest.mark.parametrize(("rows", "batch_dims"), [
+    ([[1], [2]], 0), ([[0, 1], [2, -1]], 0), ([[[1, 2, 3]], [[0, 0, 0]]], 0), ([[1], [3], [0]], 1),
+    ([[[1, 2], [3, 4]], [[0, 0], [2, 4]], [[3, 1], [1, 1]]], 1), ([[[1]], [[2]], [[0]]], 1),
+    ((np.arange(24).reshape(3, 4, 2) % 5).tolist(), 2), (np.zeros((2, 0)), 0),  # (empty rows: all of data each)
+])
+def test_gather_nd(rows: Any, batch_dims: int) -> None:
+    check("GatherND", [rand(3, 4, 5, 6), np.asarray(rows, np.int64)], {"batch_dims": batch_dims}, opset=13)
+
+
+def test_gather_nd_errors() -> None:
+    gather = REFERENCE_OPS["GatherND"]
+    with pytest.raises(IndexError, match=r"index \[1, 5\] is outside data's \(3, 4\)"):
+        gather([rand(3, 4, 5), np.asarray([[0, 0], [1, 5]])], {})
+    with pytest.raises(ValueError, match="indices must share data's first batch_dims dims"):
+        gather([rand(3, 4, 5), np.asarray([[0], [1]])], {"batch_dims": 1})
+
+
 # (data shape, index rows, reduction): slices of rows, elements, negative coordinates; repeated positions (the last
 # rows) only with a reduction, ONNX leaving them undefined without one
 SCATTER_CASES = [

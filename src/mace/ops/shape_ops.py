@@ -141,6 +141,34 @@ def gather_elements(inputs: Inputs, attrs: Attrs) -> Outputs:
     return [np.take_along_axis(x, indices, axis=axis)]
 
 
+@register("GatherND")
+def gather_nd(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """Slices of data picked by index rows of K coordinates into data's dims after the first ``batch_dims`` (which
+    indices shares with data); negative coordinates count from the end."""
+    data, indices = required(inputs, 0), required(inputs, 1).astype(np.int64)
+    b = int(attrs.get("batch_dims", 0))
+    k = indices.shape[-1] if indices.ndim else 0
+    if indices.ndim == 0 or not 0 <= b < min(indices.ndim, data.ndim + 1) or b + k > data.ndim \
+            or tuple(indices.shape[:b]) != tuple(data.shape[:b]):
+        raise ValueError(f"GatherND: data {data.shape}, indices {indices.shape}, batch_dims {b}: indices must share "
+                         f"data's first batch_dims dims and index at most {data.ndim - b} more")
+    dims = np.asarray(data.shape[b:b + k], np.int64)
+    rows = indices.reshape(int(np.prod(indices.shape[:-1], dtype=np.int64)), k)
+    rows = np.where(rows < 0, rows + dims, rows)
+    outside = np.nonzero(((rows < 0) | (rows >= dims)).any(axis=1))[0]
+    if outside.size:
+        raise IndexError(f"GatherND: index {indices.reshape(-1, k)[outside[0]].tolist()} is outside data's "
+                         f"{tuple(data.shape[b:b + k])}")
+    batches = int(np.prod(data.shape[:b], dtype=np.int64))
+    per_batch = data.reshape((batches, *data.shape[b:]))
+    by_batch = rows.reshape(batches, rows.shape[0] // max(batches, 1), k)
+    if k:
+        picked = np.stack([per_batch[i][tuple(by_batch[i].T)] for i in range(batches)])
+    else:  # each (empty) row picks all of its batch's data
+        picked = np.repeat(per_batch[:, None], by_batch.shape[1], axis=1)
+    return [picked.reshape(tuple(indices.shape[:-1]) + tuple(data.shape[b + k:]))]
+
+
 _SCATTER_UFUNCS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
 
 

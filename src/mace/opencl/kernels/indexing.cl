@@ -102,6 +102,28 @@ __kernel void KERNEL_NAME(__global const BITS(T)* x, __global const TYPE(I_T)* i
 }
 #endif
 
+#ifdef GATHER_ND
+// GatherND: y viewed as [BATCHES][ROWS][INNER] is x[batch][the row's K coordinates into the dims DIMS, of element
+// strides STRIDES][INNER] (negative coordinates count from the end, out-of-range ones are clamped).
+// Defines: KERNEL_NAME; T I_T; BATCHES ROWS INNER BATCH_STRIDE; K DIMS STRIDES.
+// Global size: (BATCHES * ROWS * INNER).
+__kernel void KERNEL_NAME(__global const BITS(T)* x, __global const TYPE(I_T)* indices, __global BITS(T)* y)
+{
+    const int gid = get_global_id(0);
+    if (gid >= BATCHES * ROWS * INNER) return;
+    const int row = gid / INNER;
+    const int dims[K > 0 ? K : 1] = {DIMS};
+    const int strides[K > 0 ? K : 1] = {STRIDES};
+    int off = (row / ROWS) * BATCH_STRIDE + gid % INNER;
+    for (int d = 0; d < K; ++d) {
+        long c = LOAD(I_T, indices, row * K + d);
+        if (c < 0) c += dims[d];
+        off += (int)clamp(c, 0L, (long)(dims[d] - 1)) * strides[d];
+    }
+    y[gid] = x[off];
+}
+#endif
+
 #ifdef SCATTER_ND
 // ScatterND, after y has been written with a copy of data: the NUPD index rows (K coordinates each into data's first
 // K dims DIMS, negative ones counting from the end, out-of-range ones clamped) pick slices of SLICE elements of y,

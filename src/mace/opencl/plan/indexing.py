@@ -1,6 +1,7 @@
 """Data movement on indexing.cl: Transpose, Slice, Expand, Tile, DepthToSpace/SpaceToDepth, Concat and Split are
 all one strided copy (STRIDED_COPY) each (Concat and Split one per operand; on a CPU target, 4-byte elements:
-copy_cpu.cl, a vector of a row per work item); Gather, GatherElements, ScatterND and Pad have kernels of their own.
+copy_cpu.cl, a vector of a row per work item); Gather, GatherElements, GatherND, ScatterND and Pad have kernels of
+their own.
 
 These kernels move raw bits (BITS(T) in common.h), never numbers, so Pad's fill value is a bit pattern.
 Rearrangements are expressed as a view: the output's index space in row-major order, read from the input through
@@ -222,6 +223,19 @@ def _lower_gather_elements(p: Planner, node: Node) -> None:
     defines.update({"SHAPE": out_shape, "X_STRIDES": contiguous_strides(shape), "AXIS": axis, "AXIS_DIM": shape[axis]})
     args = [p.use(x), p.use(indices), p.define(y)]
     p.launch(node, p.kernel("gather_elements", defines), [prod(out_shape)], args)
+
+
+@lowers("GatherND")
+def _lower_gather_nd(p: Planner, node: Node) -> None:
+    x, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    shape, ishape = p.shape(x), p.shape(indices)
+    b, k = int(node.attrs.get("batch_dims", 0)), ishape[-1]
+    batches = prod(shape[:b])
+    defines: dict[str, Any] = {"T": p.tag(x), "I_T": p.tag(indices), "BATCHES": batches}
+    defines.update({"ROWS": prod(ishape[:-1]) // max(batches, 1), "INNER": prod(shape[b + k:])})
+    defines.update({"BATCH_STRIDE": prod(shape[b:]), "K": k, "DIMS": list(shape[b:b + k]) or [1]})
+    defines["STRIDES"] = contiguous_strides(shape)[b:b + k] or [0]
+    p.launch(node, p.kernel("gather_nd", defines), [prod(p.shape(y))], [p.use(x), p.use(indices), p.define(y)])
 
 
 @lowers("ScatterND")

@@ -89,6 +89,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "gather": ("indexing.cl", "GATHER"),
     "pad": ("indexing.cl", "PAD"),
     "gather_elements": ("indexing.cl", "GATHER_ELEMENTS"),
+    "gather_nd": ("indexing.cl", "GATHER_ND"),
     "scatter_nd": ("indexing.cl", "SCATTER_ND"),
 }
 
