@@ -609,6 +609,14 @@ def test_split_sum_in_kernel_on_nvidia_targets() -> None:
     assert 0 < kept < sums
     off = planning.plan_graph(graph, nvidia_target(replace(SPLIT_ANY_K, gpu_split_sum_most=0)))
     assert sum(launch.kernel.startswith("ksum") for launch in off.launches) == sums
+    # tuned variants are kept apart (NVIDIA plans differ), and the keys elsewhere spell the target as before the flag
+    from mace.opencl.tuning.variants import _target_identity, variant_key
+
+    plain = gpu_target(100_000, SPLIT_ANY_K)
+    for node in graph.nodes:
+        assert variant_key(graph, node, plain) != variant_key(graph, node, nvidia_target(SPLIT_ANY_K))
+    assert "nvidia_ptx" not in _target_identity(plain)
+    assert _target_identity(nvidia_target(SPLIT_ANY_K)) == {**_target_identity(plain), "nvidia_ptx": True}
 
 
 @pytest.mark.parametrize("make_graph", [gpu_gemm_graph, depthwise_pointwise_graph])
