@@ -642,6 +642,19 @@ def test_split_sum_in_kernel_runs(opencl_queue: Any, make_graph: Callable[[str],
     assert not any(launch.kernel.startswith("ksum") for launch in executor.plan.launches)
     for _ in range(3):
         check(builder, lambda graph: executor)
+    # a run that fails on the device after a launch left counts behind: the executor sets them back to zero
+    counters = executor.buffers["@counters"]
+    real = executor._enqueue_kernels
+
+    def interrupted(start: int = 0) -> None:
+        cl.enqueue_copy(opencl_queue, counters, np.ones(executor.plan.buffers["@counters"].shape, np.uint32))
+        raise DeviceError("OpenCL error while launching: simulated")
+
+    executor._enqueue_kernels = interrupted
+    with pytest.raises(DeviceError, match="simulated"):
+        executor.run(builder.feeds())
+    executor._enqueue_kernels = real
+    check(builder, lambda graph: executor)
 
 
 def test_gpu_target_plans() -> None:

@@ -134,18 +134,31 @@ class Executor:
                 if data.nbytes:
                     cl.enqueue_copy(self.queue, self.buffers[self.plan.buffer_of(name)], data, is_blocking=False)
             staged.append(data)
-        self._enqueue_kernels()
         results: list[tuple[TensorInfo, np.ndarray]] = []
-        for info, buf in self._outputs:
-            host = np.empty(info.shape, buf.dtype)  # an alias's buffer may have another shape (Flatten, Reshape)
-            with device_step(f"reading output {info.name}"):
-                if host.nbytes:
-                    cl.enqueue_copy(self.queue, host, self.buffers[buf.name], is_blocking=False)
-            results.append((info, host))
-        with device_step("running the graph"):
-            self.queue.finish()
+        try:
+            self._enqueue_kernels()
+            for info, buf in self._outputs:
+                host = np.empty(info.shape, buf.dtype)  # an alias's buffer may have another shape (Flatten, Reshape)
+                with device_step(f"reading output {info.name}"):
+                    if host.nbytes:
+                        cl.enqueue_copy(self.queue, host, self.buffers[buf.name], is_blocking=False)
+                results.append((info, host))
+            with device_step("running the graph"):
+                self.queue.finish()
+        except DeviceError:
+            self._zero_writable()
+            raise
         del staged
         return {info.name: _to_host(host, info.dtype) for info, host in results}
+
+    def _zero_writable(self) -> None:
+        """After a failed run: the constants the launches write (split-sum counters) back to their uploaded values,
+        in case a launch stopped before leaving them so. Best effort: the device may refuse any further command."""
+        try:
+            for name in self.plan.writable:
+                cl.enqueue_copy(self.queue, self.buffers[name], self.plan.constants[name], is_blocking=True)
+        except cl.Error:
+            log.warning("could not reset the split-sum counters after a failed run")
 
     def tunable(self, index: int) -> bool:
         """Launches whose kernel fixes its work-group (local-memory tiles) keep it; the others may be tuned."""
