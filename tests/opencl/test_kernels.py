@@ -543,10 +543,11 @@ def depthwise_pointwise_graph(data_type: str) -> GraphBuilder:
 
 
 
-@pytest.mark.parametrize("splits", [False, True])
-def test_gpu_depthwise_in_pointwise_loader(make_gpu_executor, splits: bool) -> None:
+@pytest.mark.parametrize(("splits", "data_type"), [(False, "fp32_fp32"), (True, "fp32_fp32"), (True, "fp16_fp32")])
+def test_gpu_depthwise_in_pointwise_loader(make_gpu_executor, splits: bool, data_type: str) -> None:
     """On GPU targets a depthwise conv that only a 1x1 conv reads is computed by that GEMM's loader (gemm_tiled.cl
-    CONV 2), k split or not: three of the five depthwise convs here are no launch of their own."""
+    CONV 2), k split or not, float or half storage: three of the five depthwise convs here are no launch of their
+    own."""
     executors = []
     units = 100_000 if splits else 1
 
@@ -554,8 +555,9 @@ def test_gpu_depthwise_in_pointwise_loader(make_gpu_executor, splits: bool) -> N
         executors.append(make_gpu_executor(graph, gpu_target(units, SPLIT_ANY_K)))
         return executors[0]
 
-    check(depthwise_pointwise_graph("fp32_fp32"), make)
+    check(depthwise_pointwise_graph(data_type), make)
     plan, graph = executors[0].plan, executors[0].graph
+    assert ("#define DWW_T F16" in plan.source) == (data_type == "fp16_fp32")  # half weights in the loader
     assert sum(launch.kernel.startswith("depthwise") for launch in plan.launches) == 2
     assert plan.source.count("#define CONV 2") == 3
     assert splits == any(launch.kernel.startswith("ksum") for launch in plan.launches)
