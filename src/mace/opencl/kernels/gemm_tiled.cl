@@ -352,11 +352,11 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
     if (arrived == SPLITS - 1) {
         if (tid == 0) counts[block] = 0;
         asm volatile("membar.gl;" ::: "memory");
-        // volatile: read past this compute unit's L1, which may hold an older launch's lines of part
+        // volatile: read past this compute unit's L1, which may hold stale lines of part (another block's)
         __global volatile const float* sums = part;
         EACH_OUTPUT({
             float total = 0.0f;
-            for (int s = 0; s < SPLITS; ++s) total += s == split ? acc_v : sums[PART(s, m, n)];  // (its own: kept)
+            for (int s = 0; s < SPLITS; ++s) total += s == split ? acc_v : sums[PART(s, m, n)];  // its own from registers
             OUT(m, n, total);
         });
     }
