@@ -57,7 +57,7 @@ def test_info_shows_ops_before_and_after(tmp_path: Path, capsys) -> None:
     assert info["parameters"] > 3_000_000 and info["file_bytes"] == model.stat().st_size
     # launches per run as planned: the portable plan and each OpenCL device's (pocl's CPU target here)
     graph = modelfile.load(model)
-    assert info["launches"]["portable"] == len(plan_graph(graph).launches) > 50
+    assert info["launches"]["portable"] == len(plan_graph(graph).launches) > 50 and info["launch_errors"] == {}
     for choice in list_devices():
         assert info["launches"][choice.label] == len(program_plan(graph, choice.device).launches)
 

@@ -889,6 +889,39 @@ def test_indexing(make_executor, target: DeviceTarget | None) -> None:
     check(b, lambda g: make_executor(g, target=target))
 
 
+def test_scatter_and_gather_nd_edges(make_executor) -> None:
+    """Where the reference op raises, the device is still safe: a ScatterND row outside data is skipped, a GatherND
+    into a dim of size 0 is refused when planned; nothing to scatter is the copy alone."""
+    b = GraphBuilder("nd_edges")
+    x = b.input("x", (4, 3))
+    rows = b.input("rows", (2, 1), dtype=np.int64)
+    b.node("ScatterND", [x, b.const([[1]], np.int64), b.input("u", (1, 3))])
+    scattered = b.graph()
+    scattered.nodes.append(Node("ScatterND", "outside", [x, rows, "u"], ["s"], {"reduction": "add"}))
+    scattered.tensors["s"] = TensorInfo("s", (4, 3), "float32")
+    scattered.outputs.append(scattered.tensors["s"])
+    feeds = {**b.feeds(), "rows": np.asarray([[2], [7]], np.int64)}
+    got = make_executor(scattered).run(feeds)["s"]
+    expected = feeds["x"].copy()
+    expected[2] += feeds["u"][0]  # row [7] is outside (4, 3): skipped
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+    empty = GraphBuilder("nd_empty")
+    z = empty.input("z", (0, 3))
+    empty.node("GatherND", [z, empty.const(np.zeros((0, 1)), np.int64)])
+    nothing = empty.const(np.zeros((0, 1)), np.int64)
+    empty.node("ScatterND", [empty.input("w", (2, 3)), nothing, empty.input("v", (0, 3))])
+    check(empty, make_executor)
+    graph = empty.graph()
+    graph.nodes.append(Node("GatherND", "into_nothing", [z, "rows2"], ["g"], {}))
+    graph.inputs.append(TensorInfo("rows2", (2, 1), "int64"))
+    graph.tensors["rows2"] = graph.inputs[-1]
+    graph.tensors["g"] = TensorInfo("g", (2, 3), "float32")
+    graph.outputs.append(graph.tensors["g"])
+    with pytest.raises(DeviceError, match=r"GatherND into_nothing: its indices point into a dim of size 0 of \(0, 3\)"):
+        planning.plan_graph(graph)
+
+
 def resize_graph(data_type: str) -> GraphBuilder:
     b = GraphBuilder("resize", data_type)
     x = b.input("x", (1, 3, 6, 7))

@@ -227,8 +227,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         "ops_before_passes": graph.metadata.get("op_histogram_before_passes", {}),
         "ops_after_passes": graph.op_histogram(), "passes": graph.metadata.get("passes", {}),
         "folded_nodes": graph.metadata.get("folded_nodes"),
-        "launches": _planned_launches(graph),
     }
+    info["launches"], info["launch_errors"] = _planned_launches(graph)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -248,32 +248,40 @@ def cmd_info(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console.print(table)
     console.print(f"folded nodes: {info['folded_nodes']}; passes: {info['passes']}")
-    console.print("kernel launches per run: " + "; ".join(f"{k} {v}" for k, v in info["launches"].items()))
+    planned = [f"{k} {v}" for k, v in info["launches"].items()]
+    planned += [f"{k}: {v}" for k, v in info["launch_errors"].items()]
+    console.print("kernel launches per run (as planned, untuned): " + "; ".join(planned))
     return 0
 
 
-def _planned_launches(graph: Any) -> dict[str, int | str]:
-    """Kernel launches per run as planned (no program is built): the portable plan's, and each OpenCL device's here
-    (its device class and tiling, no tuned variants), or why it has no plan."""
+def _planned_launches(graph: Any) -> tuple[dict[str, int], dict[str, str]]:
+    """Kernel launches per run as planned, untuned (no program is built): the portable plan's and each OpenCL device's
+    here (its device class and tiling); and, for any that has no plan, why."""
     from mace.opencl.plan import plan_graph
 
-    def count(plan: Any) -> int | str:
-        try:
-            return len(plan().launches)
-        except MaceError as exc:
-            return f"no plan: {exc}"
+    counts: dict[str, int] = {}
+    errors: dict[str, str] = {}
 
-    counts = {"portable": count(lambda: plan_graph(graph))}
+    def count(label: str, plan: Any) -> None:
+        try:
+            counts[label] = len(plan().launches)
+        except Exception as exc:  # any lowering's failure is this plan's answer, not info's
+            errors[label] = str(exc)
+
+    count("portable", lambda: plan_graph(graph))
     try:
+        import pyopencl as cl
+
         from mace.opencl.device import list_devices
         from mace.opencl.runtime import program_plan
 
         choices = list_devices()
-    except (ImportError, MaceError):  # no OpenCL installation or platform: the portable plan only
-        return counts
-    for choice in choices:
-        counts[choice.label] = count(lambda device=choice.device: program_plan(graph, device))
-    return counts
+    except (ImportError, MaceError, cl.Error):  # no OpenCL installation, platform or device: the portable plan only
+        return counts, errors
+    for number, choice in enumerate(choices):
+        label = choice.label if [c.label for c in choices].count(choice.label) == 1 else f"{choice.label} #{number}"
+        count(label, lambda device=choice.device: program_plan(graph, device))
+    return counts, errors
 
 
 def _info_dynamic(path: Path, model: DynamicModel, as_json: bool) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import numpy as np
@@ -146,19 +146,24 @@ class Executor:
             with device_step("running the graph"):
                 self.queue.finish()
         except DeviceError:
-            self._zero_writable()
+            self._after_failure()
             raise
         del staged
         return {info.name: _to_host(host, info.dtype) for info, host in results}
 
-    def _zero_writable(self) -> None:
-        """After a failed run: the constants the launches write (split-sum counters) back to their uploaded values,
-        in case a launch stopped before leaving them so. Best effort: the device may refuse any further command."""
+    def _after_failure(self) -> None:
+        """After a failed run: waits for what was enqueued (the host arrays of pending reads are then released), and
+        sets the constants the launches write (split-sum counters) back to their uploaded values, in case a launch
+        stopped before leaving them so. Best effort: the device may refuse any further command."""
+        with suppress(cl.Error):  # the error the run raises already says what failed
+            self.queue.finish()
         try:
-            for name in self.plan.writable:
+            for name in sorted(self.plan.writable):
                 cl.enqueue_copy(self.queue, self.buffers[name], self.plan.constants[name], is_blocking=True)
-        except cl.Error:
-            log.warning("could not reset the split-sum counters after a failed run")
+        except cl.Error as exc:
+            message = f"could not reset the split-sum counters after a failed run ({exc}): later runs may be wrong"
+            self.warnings.append(message)
+            log.warning(message)
 
     def tunable(self, index: int) -> bool:
         """Launches whose kernel fixes its work-group (local-memory tiles) keep it; the others may be tuned."""

@@ -141,6 +141,19 @@ def gather_elements(inputs: Inputs, attrs: Attrs) -> Outputs:
     return [np.take_along_axis(x, indices, axis=axis)]
 
 
+def _index_rows(op: str, indices: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
+    """GatherND's and ScatterND's indices as rows of len(dims) coordinates into ``dims``, negative ones counted from
+    the end; a coordinate outside is an IndexError naming its row."""
+    k = len(dims)
+    rows = indices.reshape(int(np.prod(indices.shape[:-1], dtype=np.int64)), k)
+    bounds = np.asarray(dims, np.int64)
+    rows = np.where(rows < 0, rows + bounds, rows)
+    outside = np.nonzero(((rows < 0) | (rows >= bounds)).any(axis=1))[0]
+    if outside.size:
+        raise IndexError(f"{op}: index {indices.reshape(rows.shape)[outside[0]].tolist()} is outside data's {dims}")
+    return rows
+
+
 @register("GatherND")
 def gather_nd(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Slices of data picked by index rows of K coordinates into data's dims after the first ``batch_dims`` (which
@@ -148,35 +161,33 @@ def gather_nd(inputs: Inputs, attrs: Attrs) -> Outputs:
     data, indices = required(inputs, 0), required(inputs, 1).astype(np.int64)
     b = int(attrs.get("batch_dims", 0))
     k = indices.shape[-1] if indices.ndim else 0
-    if indices.ndim == 0 or not 0 <= b < min(indices.ndim, data.ndim + 1) or b + k > data.ndim \
+    if indices.ndim == 0 or not 0 <= b < min(indices.ndim, data.ndim) or b + k > data.ndim \
             or tuple(indices.shape[:b]) != tuple(data.shape[:b]):
         raise ValueError(f"GatherND: data {data.shape}, indices {indices.shape}, batch_dims {b}: indices must share "
                          f"data's first batch_dims dims and index at most {data.ndim - b} more")
-    dims = np.asarray(data.shape[b:b + k], np.int64)
-    rows = indices.reshape(int(np.prod(indices.shape[:-1], dtype=np.int64)), k)
-    rows = np.where(rows < 0, rows + dims, rows)
-    outside = np.nonzero(((rows < 0) | (rows >= dims)).any(axis=1))[0]
-    if outside.size:
-        raise IndexError(f"GatherND: index {indices.reshape(-1, k)[outside[0]].tolist()} is outside data's "
-                         f"{tuple(data.shape[b:b + k])}")
+    rows = _index_rows("GatherND", indices, tuple(data.shape[b:b + k]))
+    out_shape = tuple(indices.shape[:-1]) + tuple(data.shape[b + k:])
     batches = int(np.prod(data.shape[:b], dtype=np.int64))
+    if batches == 0 or rows.shape[0] == 0:
+        return [np.zeros(out_shape, data.dtype)]
     per_batch = data.reshape((batches, *data.shape[b:]))
-    by_batch = rows.reshape(batches, rows.shape[0] // max(batches, 1), k)
+    by_batch = rows.reshape(batches, rows.shape[0] // batches, k)
     if k:
         picked = np.stack([per_batch[i][tuple(by_batch[i].T)] for i in range(batches)])
     else:  # each (empty) row picks all of its batch's data
         picked = np.repeat(per_batch[:, None], by_batch.shape[1], axis=1)
-    return [picked.reshape(tuple(indices.shape[:-1]) + tuple(data.shape[b + k:]))]
+    return [picked.reshape(out_shape)]
 
 
-_SCATTER_UFUNCS = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+_SCATTER_UFUNCS = dict(zip(rules.SCATTER_REDUCTIONS[1:], (np.add, np.multiply, np.maximum, np.minimum), strict=True))
 
 
 @register("ScatterND")
 def scatter_nd(inputs: Inputs, attrs: Attrs) -> Outputs:
     """A copy of data whose slices at ``indices`` (each row K coordinates into data's first K dims; negative ones
     count from the end) are ``updates``, or are combined with them (``reduction`` add, mul, max, min: in the order
-    of the rows, repeated positions included). Repeated positions without a reduction: the last row's update."""
+    of the rows, repeated positions included). Repeated positions without a reduction, which ONNX leaves undefined:
+    here the last row's update (on OpenCL any one of them)."""
     data, indices, updates = required(inputs, 0), required(inputs, 1).astype(np.int64), required(inputs, 2)
     reduction = str(attrs.get("reduction", "none"))
     if reduction not in rules.SCATTER_REDUCTIONS:
@@ -186,20 +197,16 @@ def scatter_nd(inputs: Inputs, attrs: Attrs) -> Outputs:
     if indices.ndim == 0 or k > data.ndim or tuple(updates.shape) != expected:
         raise ValueError(f"ScatterND: data {data.shape}, indices {indices.shape}: updates must have shape {expected}, "
                          f"not {updates.shape}")
-    dims = np.asarray(data.shape[:k], np.int64)
-    rows = indices.reshape(-1, k)
-    rows = np.where(rows < 0, rows + dims, rows)
-    outside = np.nonzero(((rows < 0) | (rows >= dims)).any(axis=1))[0]
-    if outside.size:
-        raise IndexError(f"ScatterND: index {indices.reshape(-1, k)[outside[0]].tolist()} is outside data's "
-                         f"{tuple(data.shape[:k])}")
+    rows = _index_rows("ScatterND", indices, tuple(data.shape[:k]))
     out = data.copy()
-    position = tuple(rows.T)
     slices = updates.reshape((rows.shape[0], *data.shape[k:])).astype(data.dtype, copy=False)
-    if reduction == "none":
-        out[position] = slices
+    if k == 0:  # every row is all of data
+        for value in slices:
+            out[...] = value if reduction == "none" else _SCATTER_UFUNCS[reduction](out, value)
+    elif reduction == "none":
+        out[tuple(rows.T)] = slices
     else:
-        _SCATTER_UFUNCS[reduction].at(out, position, slices)
+        _SCATTER_UFUNCS[reduction].at(out, tuple(rows.T), slices)
     return [out]
 
 

@@ -126,13 +126,13 @@ __kernel void KERNEL_NAME(__global const BITS(T)* x, __global const TYPE(I_T)* i
 
 #ifdef SCATTER_ND
 // ScatterND, after y has been written with a copy of data: the NUPD index rows (K coordinates each into data's first
-// K dims DIMS, negative ones counting from the end, out-of-range ones clamped) pick slices of SLICE elements of y,
-// which take the updates (REDUCTION 0, raw bits) or are combined with them: 1 add, 2 mul, 3 max, 4 min, computed in
-// ACC (float, or long for integer tensors), in the order of the rows, so repeated positions combine the same way at
-// every run.
+// K dims DIMS, negative ones counting from the end) pick slices of SLICE elements of y, which take the updates
+// (REDUCTION 0, raw bits; repeated positions: any one of them) or are combined with them: 1 add, 2 mul, 3 max, 4 min,
+// computed in ACC (float, or long for integer tensors), in the order of the rows, so repeated positions combine the
+// same way at every run. A row with a coordinate outside is skipped (the reference op raises).
 // Defines: KERNEL_NAME; T I_T; NUPD K SLICE DIMS; REDUCTION ACC.
 // Global size: REDUCTION 0, (NUPD * SLICE): one work item an element of an update; else (SLICE): one work item an
-// element of the slice, walking the rows.
+// element of the slice, walking the rows (one work item in all where the slices are single elements).
 static inline int CAT(KERNEL_NAME, _position)(__global const TYPE(I_T)* indices, const int row)
 {
     const int dims[K > 0 ? K : 1] = {DIMS};
@@ -140,7 +140,8 @@ static inline int CAT(KERNEL_NAME, _position)(__global const TYPE(I_T)* indices,
     for (int d = 0; d < K; ++d) {
         long c = LOAD(I_T, indices, row * K + d);
         if (c < 0) c += dims[d];
-        position = position * dims[d] + (int)clamp(c, 0L, (long)(dims[d] - 1));
+        if (c < 0 || c >= dims[d]) return -1;
+        position = position * dims[d] + (int)c;
     }
     return position;
 }
@@ -149,7 +150,8 @@ __kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const BITS
 {
     const int gid = get_global_id(0);
     if (gid >= NUPD * SLICE) return;
-    y[CAT(KERNEL_NAME, _position)(indices, gid / SLICE) * SLICE + gid % SLICE] = updates[gid];
+    const int position = CAT(KERNEL_NAME, _position)(indices, gid / SLICE);
+    if (position >= 0) y[position * SLICE + gid % SLICE] = updates[gid];
 }
 #else
 __kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const TYPE(T)* updates, __global TYPE(T)* y)
@@ -157,7 +159,9 @@ __kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const TYPE
     const int i = get_global_id(0);
     if (i >= SLICE) return;
     for (int row = 0; row < NUPD; ++row) {
-        const int at = CAT(KERNEL_NAME, _position)(indices, row) * SLICE + i;
+        const int position = CAT(KERNEL_NAME, _position)(indices, row);
+        if (position < 0) continue;
+        const int at = position * SLICE + i;
         const ACC v = LOAD(T, y, at), u = LOAD(T, updates, row * SLICE + i);
 #if REDUCTION == 1
         STORE(T, y, at, v + u);

@@ -230,12 +230,17 @@ def _lower_gather_nd(p: Planner, node: Node) -> None:
     x, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
     shape, ishape = p.shape(x), p.shape(indices)
     b, k = int(node.attrs.get("batch_dims", 0)), ishape[-1]
+    out = p.define(y)
+    if not prod(p.shape(y)):
+        return
+    if not all(shape[b:b + k]):
+        raise DeviceError(f"GatherND {node.name}: its indices point into a dim of size 0 of {tuple(shape)}")
     batches = prod(shape[:b])
     defines: dict[str, Any] = {"T": p.tag(x), "I_T": p.tag(indices), "BATCHES": batches}
     defines.update({"ROWS": prod(ishape[:-1]) // max(batches, 1), "INNER": prod(shape[b + k:])})
     defines.update({"BATCH_STRIDE": prod(shape[b:]), "K": k, "DIMS": list(shape[b:b + k]) or [1]})
     defines["STRIDES"] = contiguous_strides(shape)[b:b + k] or [0]
-    p.launch(node, p.kernel("gather_nd", defines), [prod(p.shape(y))], [p.use(x), p.use(indices), p.define(y)])
+    p.launch(node, p.kernel("gather_nd", defines), [prod(p.shape(y))], [p.use(x), p.use(indices), out])
 
 
 @lowers("ScatterND")
@@ -251,8 +256,11 @@ def _lower_scatter_nd(p: Planner, node: Node) -> None:
     if p.tag(updates) != tag:
         raise DeviceError(f"ScatterND {node.name}: updates stored as {p.tag(updates)}, data as {tag}")
     out = p.define(y)
-    strided_copy(p, node, p.use(data), out, tag, shape, contiguous_strides(shape), contiguous_strides(shape))
+    if prod(shape):
+        strided_copy(p, node, p.use(data), out, tag, shape, contiguous_strides(shape), contiguous_strides(shape))
     nupd, slice_size = prod(ishape[:-1]), prod(shape[k:])
+    if not nupd * slice_size:
+        return
     defines: dict[str, Any] = {"T": tag, "I_T": p.tag(indices), "NUPD": nupd, "K": k, "SLICE": slice_size}
     defines.update({"DIMS": list(shape[:k]) or [1], "REDUCTION": rules.SCATTER_REDUCTIONS.index(reduction)})
     defines["ACC"] = "float" if tag in FLOAT_TAGS else "long"
