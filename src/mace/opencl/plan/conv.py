@@ -123,7 +123,6 @@ def _lower_conv(p: Planner, node: Node) -> None:
     group = int(node.attrs.get("group", 1))
     spatial = prod(in_sp)
 
-    pointwise = all(v == 1 for v in k) and all(v == 1 for v in s) and not any(lead) and in_sp == out_sp
     fused = p.fused_depthwise.get(node.name)
     if fused is not None:  # the B loader computes the depthwise conv from its input (fuse_depthwise)
         dx, dws = fused.inputs[0], p.shape(fused.inputs[1])
@@ -133,7 +132,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
     if takes_gpu_gemm(p, node):
         gpu_conv(p, node, x, w, bias, residual, y, _geometry(c, in_sp, out_sp, (k, s, lead, d)))
         return
-    if group == 1 and pointwise:
+    if group == 1 and _is_pointwise(p, node):
         # 1x1 conv = per-image GEMM: [OC x C] . [C x HW] (on a GPU target: only at one output position, a GEMV).
         shape = GemmShape(oc, spatial, c, (c, 1), (spatial, 1), (1, 0), (n,), (0,), (c * spatial,), (0,))
         gemm(p, node, w, x, bias, residual, y, shape)

@@ -91,7 +91,7 @@ def _rows_out(p: Planner, out: str, n: int) -> bool:
     return p.placement.get(out, (out, 0, n))[2] == n
 
 
-def gpu_tile(
+def _gpu_tile(
     p: Planner, node: Node, m: int, n: int, k: int, nbatch: int, can_split: bool, conv: bool, fused: bool = False
 ) -> GemmTile:
     """The blocking of ``node``'s product on gemm_tiled.cl: the tuned variant's tile or the policy's choice
@@ -119,7 +119,7 @@ def _tiled(
     can_split: bool,
 ) -> None:
     assert p.target is not None
-    tile = gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]), fused=defines["CONV"] == 2)
+    tile = _gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]), fused=defines["CONV"] == 2)
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     if tile.mma:

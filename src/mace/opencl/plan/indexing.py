@@ -257,7 +257,7 @@ def _lower_scatter_nd(p: Planner, node: Node) -> None:
         raise DeviceError(f"ScatterND {node.name}: updates stored as {p.tag(updates)}, data as {tag}")
     out = p.define(y)
     if prod(shape):
-        strided_copy(p, node, p.use(data), out, tag, shape, contiguous_strides(shape), contiguous_strides(shape))
+        copy_view(p, node, shape, contiguous_strides(shape))
     nupd, slice_size = prod(ishape[:-1]), prod(shape[k:])
     if not nupd * slice_size:
         return
