@@ -17,6 +17,7 @@ from mace.converter import convert_onnx
 from mace.converter import passes as P
 from mace.converter.onnx_import import import_onnx
 from mace.model.ir import Graph
+from mace.runtime.cpu import CPURuntime
 from support import onnx_model, random_array, run_onnxruntime, tiny_model
 
 
@@ -464,3 +465,18 @@ def test_optimize_reports_every_pass_and_the_pipeline_matches_onnxruntime() -> N
     assert_matches_onnxruntime(model, graph, {"x": random_array(1, 3, 7, 7)})
     half = convert_onnx(model, data_type="fp16_fp32")
     assert half.metadata["passes"]["store_half_weights"] == 3  # two weights and the folded BN bias
+
+
+def test_repeated_and_missing_node_names_stay_apart() -> None:
+    """ONNX does not require node names to be unique or present: what the converter derives from a name (constants
+    made from attributes, fused nodes) must not mix two nodes up. Two Squeezes named alike (opset 11: axes an
+    attribute, made a constant named after the node) and a nameless node whose generated name another node has."""
+    nodes = [helper.make_node("Squeeze", ["x"], ["a"], axes=[1], name="same"),
+             helper.make_node("Unsqueeze", ["a"], ["b"], axes=[0], name="same"),
+             helper.make_node("Squeeze", ["b"], ["c"], axes=[3], name="Squeeze_3"),
+             helper.make_node("Squeeze", ["c"], ["y"], axes=[0])]
+    model = onnx_model(nodes, {"x": [2, 1, 3, 1]}, {"y": None}, opset=11)
+    graph = convert_onnx(model)
+    assert len({node.name for node in import_onnx(model).nodes}) == 4
+    x = random_array(2, 1, 3, 1, seed=5)  # (onnxruntime refuses two nodes of one name: the oracle is numpy)
+    np.testing.assert_array_equal(CPURuntime(graph).run({"x": x})["y"], x.reshape(2, 3))

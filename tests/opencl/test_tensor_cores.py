@@ -1,5 +1,5 @@
 """gemm_tiled.cl's tensor-core form (MMA: 3xTF32 mma.sync through inline PTX) for DeviceTarget.tensor_cores, with
-TilingPolicy.gpu_mma_tiles on (MMA_TILES; off by default until it has run on hardware).
+TilingPolicy.gpu_mma_tiles (MMA_TILES, the default) for convolutions of at least gpu_mma_min_k terms.
 
 What is planned is checked everywhere: convolutions and products take the MMA tiles on a tensor-core target and
 nothing else changes on any other (the same sources, the same variant keys). The numbers need an NVIDIA device of
@@ -18,15 +18,15 @@ from onnx import helper
 from mace.converter import convert_onnx
 from mace.model.ir import Graph
 from mace.opencl.plan import DeviceTarget, plan_graph
-from mace.opencl.plan.tiling import DEFAULT_POLICY, MMA_TILES, gpu_gemm_tile
+from mace.opencl.plan.tiling import DEFAULT_POLICY, gpu_gemm_tile
 from mace.opencl.tuning.variants import variant_key
 from support import onnx_model, random_array, run_onnxruntime
 
 H200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
 H200_TC = dataclasses.replace(H200, tensor_cores=True)
-# the tensor-core tiles on (off by default until measured on hardware), and every product on the first tile that
+# the tensor-core tiles on convolutions and matrix products of any k, and every product on the first tile that
 # fits however few blocks it makes: the MMA tiles, on these small layers
-WITH_MMA = dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=MMA_TILES)
+WITH_MMA = dataclasses.replace(DEFAULT_POLICY, gpu_mma_min_k=0, gpu_mma_products=True)
 FIRST_FIT = dataclasses.replace(WITH_MMA, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0, gpu_min_fill=0.0)
 
 
@@ -55,7 +55,11 @@ def test_tensor_core_targets_plan_mma_tiles_and_others_do_not_change() -> None:
     # a tensor-core target still takes the SIMT tiles where an MMA block would be mostly padding (M 16)
     assert not gpu_gemm_tile(16, 4096, 512, 1, H200_TC, WITH_MMA, conv=True).mma
     assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, WITH_MMA, conv=True).mma
-    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma  # off by default
+    assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma  # on by default ...
+    assert not gpu_gemm_tile(256, 4096, 64, 1, H200_TC, DEFAULT_POLICY, conv=True).mma  # ... where k is enough
+    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY).mma  # ... for convolutions
+    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=()),
+                             conv=True).mma
 
 
 @pytest.fixture(scope="module")

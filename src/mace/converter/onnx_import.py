@@ -153,8 +153,9 @@ class _Importer:
 
     # -- per node ----------------------------------------------------------------------------------------------
     def import_nodes(self) -> None:
+        used: set[str] = set()
         for index, proto in enumerate(self.model.graph.node):
-            name = proto.name or f"{proto.op_type}_{index}"
+            name = _unique_name(proto.name or f"{proto.op_type}_{index}", index, used)
             if proto.domain not in ("", "ai.onnx"):
                 raise UnsupportedOpError(proto.op_type, name, self.opset,
                                          f"custom domain {proto.domain!r} is not supported", list(SUPPORTED_OPS))
@@ -397,3 +398,15 @@ def import_onnx(
             "folded_nodes": importer.folded,
         },
     )
+
+
+def _unique_name(name: str, index: int, used: set[str]) -> str:
+    """``name``, or where an earlier node has it (ONNX does not require names to be unique) ``name#index``: names
+    derived from a node's (its constants, the nodes fused from it) must not mix two nodes up."""
+    unique, k = name, 0
+    while unique in used:
+        unique = f"{name}#{index}" if k == 0 else f"{name}#{index}.{k}"
+        k += 1
+    used.add(unique)
+    return unique
+

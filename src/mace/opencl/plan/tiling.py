@@ -87,6 +87,12 @@ class GemmTile:
         return m * n / (_ceil_div(m, self.bm) * self.bm * _ceil_div(n, self.bn) * self.bn)
 
 
+# gemm_tiled.cl's tensor-core tiles (TilingPolicy.gpu_mma_tiles): 64 x 64 blocks on 4 warps, 32 x 32 each, BK 16.
+# Measured on an H200 (ResNet-50 at batch 32, kernels, an earlier split): BK 16 9.71 ms, BK 32 10.24, 128 x 64 blocks
+# on 8 warps 11.87.
+MMA_TILES: Final = (GemmTile(8, 16, 8, 4, bk=16, max_splits=4, mma=True),)
+
+
 @dataclass(frozen=True)
 class TilingPolicy:
     """Every knob of the tiling choices, as data: the device target carries one (``DeviceTarget.policy``) and
@@ -117,12 +123,15 @@ class TilingPolicy:
         GemmTile(16, 16, 8, 8, bk=8, max_splits=4),
         GemmTile(8, 16, 8, 8, bk=16, max_splits=4, products_only=True),
     )
-    # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles. Off by default
-    # (empty): on an H200 it is right (ResNet-50 at batch 32: 4.7e-5 against onnxruntime) but slower than the SIMT
-    # tiles, kernels 11.91 against 10.61 ms (Inception-v3 2.18 against 2.13, MobileNet-v2 0.64 against 0.65):
-    # 3xTF32 is three products, and the per-step rounded adds that keep the sums fp32 cost more. benchmarks/
-    # mma_probe.py measured the instruction alone at 28-32 TFLOP/s; MMA_TILES turns it on.
-    gpu_mma_tiles: tuple[GemmTile, ...] = ()
+    # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles for convolutions of
+    # at least gpu_mma_min_k terms (and for matrix products too with gpu_mma_products). Measured on an H200, kernels:
+    # ResNet-50 at batch 32 10.61 -> 9.99 ms (2.4e-5 -> 2.2e-5 from onnxruntime; its layers of K >= 128 10-30 %
+    # faster, the 1 x 1 layers of K 64 slower: 176 -> 222 us against the 128 x 128 SIMT tile), Inception-v3 1773 ->
+    # 1608 us. Products: ViT-B/16's qkv projections (M 197 N 2304) 54 -> 48 us but its MLP's first (N 3072, k split
+    # 2) 55 -> 71, so off there.
+    gpu_mma_tiles: tuple[GemmTile, ...] = MMA_TILES
+    gpu_mma_min_k: int = 128
+    gpu_mma_products: bool = False
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit, convolutions
     # ... and matrix products: ViT-B/16 device time 3599 -> 3378 us with 4 (more k splits), where 4 for the
     # convolutions too lost (ResNet-50 at batch 32: 10630 -> 11316 us; Inception-v3 1875 -> 1945)
@@ -170,8 +179,6 @@ class TilingPolicy:
 
 
 DEFAULT_POLICY: Final = TilingPolicy()
-# gemm_tiled.cl's tensor-core tiles (TilingPolicy.gpu_mma_tiles): 64 x 64 blocks on 4 warps, 32 x 32 each
-MMA_TILES: Final = (GemmTile(8, 16, 8, 4, bk=32, max_splits=4, mma=True),)
 
 
 @dataclass(frozen=True)
@@ -419,7 +426,7 @@ def gpu_gemm_tile(
     ``only``: that tile (a tuned variant), with k split as for any other."""
     want = (policy.gpu_groups_per_cu if conv else policy.gpu_product_groups_per_cu) * target.compute_units
     allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
-    if target.tensor_cores:
+    if target.tensor_cores and k >= policy.gpu_mma_min_k and (conv or policy.gpu_mma_products):
         allowed = [*policy.gpu_mma_tiles, *allowed]
     # tensor-core tiles first, then the biggest (a stable sort: equals keep the policy's order)
     by_size = sorted(allowed, key=lambda t: (t.mma, t.bm * t.bn, t.tm * t.tn), reverse=True)
