@@ -9,6 +9,7 @@ against onnxruntime, and skipped elsewhere (pocl in CI)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import numpy as np
@@ -94,3 +95,32 @@ def test_mma_tiles_compute_at_fp32_accuracy(nvidia_sm80: Any) -> None:
     for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), WITH_MMA):
         got = run(graph, queue, dataclasses.replace(target, policy=policy), feeds)["y"]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_default_policy_keeps_products_and_fused_loaders_off_the_tensor_cores() -> None:
+    """By default (measured on an H200) the MMA tiles are for convolutions of K >= 128: not for a matrix product,
+    not for a 1x1 conv whose loader computes a depthwise conv (CONV 2), not for K below gpu_mma_min_k."""
+    init = {"dw": random_array(160, 1, 3, 3, seed=1), "pw": random_array(192, 160, 1, 1, seed=2, low=-0.1, high=0.1),
+            "pw2": random_array(256, 192, 1, 1, seed=3, low=-0.1, high=0.1),
+            "small": random_array(64, 256, 1, 1, seed=4, low=-0.1, high=0.1),
+            "few": random_array(96, 64, 1, 1, seed=5, low=-0.1, high=0.1),
+            "shape": np.asarray([96 * 28, 28], np.int64), "mm": random_array(28, 300, seed=6)}
+    nodes = [helper.make_node("Conv", ["x", "dw"], ["d"], group=160, pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["d", "pw"], ["p"]),       # reads the depthwise conv: CONV 2, K 160
+             helper.make_node("Conv", ["p", "pw2"], ["q"]),      # K 192: the tensor cores
+             helper.make_node("Conv", ["q", "small"], ["r"]),    # K 256: the tensor cores
+             helper.make_node("Conv", ["r", "few"], ["s"]),      # K 64: too few terms
+             helper.make_node("Reshape", ["s", "shape"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "mm"], ["y"])]  # a product (K 28)
+    graph = convert_onnx(onnx_model(nodes, {"x": [1, 160, 28, 28]}, {"y": None}, init))
+    policy = dataclasses.replace(DEFAULT_POLICY, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0,
+                                 gpu_fused_groups_per_cu=0, gpu_min_fill=0.0)
+    plan = plan_graph(graph, H200_TC, policy=policy)
+    chunks = {c.split("#define KERNEL_NAME ", 1)[1].split("\n", 1)[0]: c
+              for c in plan.source.split("// ---- ")[1:] if "#define TILED_GEMM 1" in c}
+    by_k = {}
+    for chunk in chunks.values():
+        k, conv = (re.search(rf"^#define {name} (\d+)$", chunk, re.M) for name in ("K", "CONV"))
+        assert k is not None and conv is not None
+        by_k[k[1]] = ("#define MMA 1" in chunk, conv[1])
+    assert by_k == {"160": (False, "2"), "192": (True, "1"), "256": (True, "1"), "64": (False, "1"), "28": (False, "0")}
