@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,12 @@ def relative_error(got: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(got.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
-def measure(graph: Any, queue: cl.CommandQueue, target: Any, feeds: dict, expected: np.ndarray, runs: int) -> dict:
+def measure(graph: Any, queue: cl.CommandQueue, target: Any, feeds: dict, expected: np.ndarray, runs: int,
+            edit: Callable[[str], str] = lambda source: source) -> dict:
+    """One plan of ``graph`` built (``edit``: what is done to its source first, kernel_variants.py) and run."""
     ctx = queue.context
     t0 = time.perf_counter()
-    executor = Executor(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o), target=target)
+    executor = Executor(graph, ctx, queue, lambda s, o: cl.Program(ctx, edit(s)).build(options=o), target=target)
     build_s = time.perf_counter() - t0
     out_name = graph.outputs[0].name
     first = executor.run(feeds)[out_name]

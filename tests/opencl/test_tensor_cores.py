@@ -124,3 +124,24 @@ def test_default_policy_keeps_products_and_fused_loaders_off_the_tensor_cores() 
         assert k is not None and conv is not None
         by_k[k[1]] = ("#define MMA 1" in chunk, conv[1])
     assert by_k == {"160": (False, "2"), "192": (True, "1"), "256": (True, "1"), "64": (False, "1"), "28": (False, "0")}
+
+
+def test_kernel_variants_edit_what_the_nvidia_plans_hold() -> None:
+    """benchmarks/kernel_variants.py replaces text of the planned source: each of its variants must still find its
+    text in a tensor-core NVIDIA plan with k splits summed in-kernel (else its measurements silently stop)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+    try:
+        import kernel_variants
+    finally:
+        sys.path.pop(0)
+    # 50 compute units: the first conv's 54 blocks of 64 x 64 take a k split in two, which the last work-group sums
+    target = dataclasses.replace(H200_TC, nvidia_ptx=True, compute_units=50)
+    policy = dataclasses.replace(WITH_MMA, gpu_min_fill=0.0, gpu_split_round_up=True)
+    source = plan_graph(convert_onnx(conv_and_product_model()), target, policy=policy).source
+    assert "#define SPLIT_SUM 1" in source and "#define MMA 1" in source
+    for name, (edit, _) in kernel_variants.VARIANTS.items():
+        edited = edit(source)
+        assert edited is not None and (edited != source) == (name != "default"), name

@@ -1,0 +1,93 @@
+"""Moving a model's input and output between numpy and an OpenCL device: straight from the (pageable) numpy array, as
+the executor does, or through a pinned staging buffer (CL_MEM_ALLOC_HOST_PTR, mapped once: np.copyto into it, then
+the transfer from there), as PyTorch's CUDA-graph peer in compare.py does. Median of --runs, each finished.
+
+    python3 benchmarks/upload_probe.py [--device nvidia] [--shapes 1x3x224x224,32x3x224x224,32x1000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyopencl as cl
+
+
+def median_ms(fn: Callable[[], None], runs: int) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times))
+
+
+def measure_shape(queue: cl.CommandQueue, shape: tuple[int, ...], runs: int) -> dict:
+    ctx, mf = queue.context, cl.mem_flags
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    buffer = cl.Buffer(ctx, mf.READ_WRITE, data.nbytes)
+    pinned = cl.Buffer(ctx, mf.READ_WRITE | mf.ALLOC_HOST_PTR, data.nbytes)
+    staging, _ = cl.enqueue_map_buffer(queue, pinned, cl.map_flags.READ | cl.map_flags.WRITE, 0, shape, np.float32)
+    host = np.empty_like(data)
+
+    def write() -> None:
+        cl.enqueue_copy(queue, buffer, data, is_blocking=False)
+        queue.finish()
+
+    def write_staged() -> None:
+        np.copyto(staging, data)
+        cl.enqueue_copy(queue, buffer, staging, is_blocking=False)  # the mapped pointer is pinned host memory
+        queue.finish()
+
+    def read() -> None:
+        cl.enqueue_copy(queue, host, buffer, is_blocking=False)
+        queue.finish()
+
+    def read_staged() -> None:
+        cl.enqueue_copy(queue, staging, buffer, is_blocking=False)
+        queue.finish()
+        np.copyto(host, staging)
+
+    row = {"shape": list(shape), "mb": data.nbytes / 1e6, "write": median_ms(write, runs),
+           "write_staged": median_ms(write_staged, runs), "copyto": median_ms(lambda: np.copyto(staging, data), runs),
+           "read": median_ms(read, runs), "read_staged": median_ms(read_staged, runs)}
+    if not np.array_equal(host, data):
+        raise SystemExit(f"{shape}: the data read back differs from what was written")
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="", help="part of the platform or device name (default: the first GPU)")
+    ap.add_argument("--shapes", default="1x3x224x224,32x3x224x224,32x1000")
+    ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    devices = [d for p in cl.get_platforms() for d in p.get_devices()
+               if args.device.lower() in f"{p.name} {d.name}".lower()]
+    gpus = [d for d in devices if d.type & cl.device_type.GPU]
+    if not devices:
+        raise SystemExit(f"no OpenCL device matches {args.device!r}")
+    device = (gpus or devices)[0]
+    ctx = cl.Context([device])
+    queue = cl.CommandQueue(ctx)
+    rows = []
+    print(f"{device.name}: ms, median of {args.runs}")
+    print(f"{'shape':>16s} {'MB':>6s} {'write':>8s} {'staged':>8s} {'copyto':>8s} {'read':>8s} {'staged':>8s}")
+    for text in args.shapes.split(","):
+        row = measure_shape(queue, tuple(int(d) for d in text.split("x")), args.runs)
+        rows.append(row)
+        print(f"{text:>16s} {row['mb']:6.1f} {row['write']:8.3f} {row['write_staged']:8.3f} {row['copyto']:8.3f} "
+              f"{row['read']:8.3f} {row['read_staged']:8.3f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device.name, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
