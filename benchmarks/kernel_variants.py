@@ -2,26 +2,30 @@
 error against onnxruntime, or which part of it costs the driver's compiler time (``--build-only``).
 
     python3 benchmarks/kernel_variants.py MODEL.onnx ... [--variants NAME,...] [--build-only] [--json out.json]
+    python3 benchmarks/kernel_variants.py MODEL.onnx ... --per-kernel [--top 15] [--policy before]
 
 Each variant is the program the GPU plan builds (default policy) with text replaced in its source before the build:
 gemm_tiled.cl's tensor-core split and accumulation (the MMA form, NVIDIA sm_80+: what plan/tiling.py and the kernel's
 comments cite) and the pieces of its in-kernel split sum (SPLIT_SUM). A variant whose text is not in a model's program
-(another device, no such launches) is skipped and says so. The split-sum variants are not correct programs: build
-time only. Runs as gpu_kernels.py does: one device, fresh builds (set CUDA_CACHE_DISABLE=1 and PYOPENCL_NO_CACHE=1
-for cold builds), device time from profiling events.
+(another device, no such launches) is skipped and says so. The split-sum variants are not correct programs: build time
+only. --per-kernel builds each specialization of the default program alone (the shared header and its chunk) and lists
+the slowest to compile, with what distinguishes them. Runs as gpu_kernels.py does: one device, fresh builds (set
+CUDA_CACHE_DISABLE=1 and PYOPENCL_NO_CACHE=1 for cold builds), device time from profiling events.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pyopencl as cl
-from gpu_kernels import gpu_device, measure, report
+from gpu_kernels import SWEEP, gpu_device, measure, report
 
 from mace.converter import convert_onnx
 from mace.opencl.plan import DeviceTarget, plan_graph
@@ -52,11 +56,36 @@ VARIANTS: dict[str, tuple[Callable[[str], str | None], bool]] = {  # name -> (ed
 }
 
 
+SHOWN = ("M", "N", "K", "CONV", "KH", "KW", "TM", "TN", "SPLITS", "SPLIT_SUM", "MMA")
+
+
+def per_kernel(queue: cl.CommandQueue, source: str, options: str, top: int) -> list[dict]:
+    """Each specialization of ``source`` built alone: its name, build seconds and the defines in SHOWN, slowest
+    first (the header alone is built once first, so its share is not counted against the first kernel)."""
+    header, *chunks = source.split("// ---- ")
+    cl.Program(queue.context, header + "__kernel void mace_header_only(void) {}\n").build(options=options)
+    rows = []
+    for chunk in chunks:
+        t0 = time.perf_counter()
+        cl.Program(queue.context, header + "// ---- " + chunk).build(options=options)
+        defines = dict(re.findall(r"^#define (\w+) (.*)$", chunk, re.M))
+        rows.append({"kernel": chunk.split(" ", 1)[0], "build_s": time.perf_counter() - t0,
+                     **{k: defines[k] for k in SHOWN if k in defines}})
+    rows.sort(key=lambda r: -r["build_s"])
+    print(f"  {len(rows)} specializations, {sum(r['build_s'] for r in rows):.2f} s built one at a time; slowest:")
+    for r in rows[:top]:
+        print(f"  {r['kernel']:12s} {r['build_s']:6.3f} s  " + " ".join(f"{k}={r[k]}" for k in SHOWN if k in r))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     ap.add_argument("--build-only", action="store_true", help="build times only (every variant)")
+    ap.add_argument("--per-kernel", action="store_true", help="build times of each specialization alone")
+    ap.add_argument("--policy", help="plan with this gpu_kernels.py SWEEP policy, not the default")
+    ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -69,7 +98,11 @@ def main() -> None:
     device = gpu_device(any_device=True)
     queue = cl.CommandQueue(cl.Context([device]))
     target = DeviceTarget.from_device(device)
-    print(device.name, target, flush=True)
+    if args.policy:
+        if args.policy not in SWEEP:
+            raise SystemExit(f"unknown policy {args.policy!r}; known: {', '.join(SWEEP)}")
+        target = replace(target, policy=SWEEP[args.policy])
+    print(device.name, f"tensor cores {target.tensor_cores}, NVIDIA PTX {target.nvidia_ptx}", flush=True)
     results: dict[str, dict] = {}
     for path in args.models:
         name = Path(path).stem
@@ -79,6 +112,10 @@ def main() -> None:
         rng = np.random.default_rng(0)
         feeds = {info.name: rng.integers(0, 1000, info.shape).astype(info.dtype) if info.dtype.startswith("int")
                  else rng.standard_normal(info.shape).astype(np.float32)}
+        if args.per_kernel:
+            print(name, flush=True)
+            results[name] = {"kernels": per_kernel(queue, source, plan_graph(graph, target).build_options, args.top)}
+            continue
         expected = None
         for variant in chosen:
             edit, correct = VARIANTS[variant]
