@@ -57,13 +57,13 @@ SWEEP: dict[str, TilingPolicy] = {
     "x128x64": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(16, 8, 8, 8, bk=8, max_splits=4))),
     "x64r8": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
     "x64x128k16": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=16, max_splits=4))),
-    # the tensor cores (DeviceTarget.tensor_cores targets: gemm_tiled.cl's MMA form, 3xTF32): off, BK 32, 128 x 64
-    # blocks on 8 warps first, on convolutions of any k, on matrix products too
-    "nomma": replace(P, gpu_mma_tiles=()),
+    # the tensor cores (DeviceTarget.tensor_cores targets: gemm_tiled.cl's MMA form, 3xTF32): on (convolutions of
+    # K >= gpu_mma_min_k), BK 32, 128 x 64 blocks on 8 warps first, on convolutions of any k, on matrix products too
+    "mma": replace(P, gpu_mma_tiles=MMA_TILES),
     "mmak32": replace(P, gpu_mma_tiles=(GemmTile(8, 16, 8, 4, bk=32, max_splits=4, mma=True),)),
     "mma128": replace(P, gpu_mma_tiles=(GemmTile(16, 16, 8, 4, bk=16, max_splits=4, mma=True), *MMA_TILES)),
-    "mmaallk": replace(P, gpu_mma_min_k=0),
-    "mmaprod": replace(P, gpu_mma_products=True),
+    "mmaallk": replace(P, gpu_mma_tiles=MMA_TILES, gpu_mma_min_k=0),
+    "mmaprod": replace(P, gpu_mma_tiles=MMA_TILES, gpu_mma_products=True),
     # attention.cl: 32 query rows per work-group wherever there are this many work-groups per CU (else 16)
     "a0": replace(P, gpu_attention_groups_per_cu=0),
     "a4": replace(P, gpu_attention_groups_per_cu=4),
@@ -72,7 +72,7 @@ SWEEP: dict[str, TilingPolicy] = {
     "ksum": replace(P, gpu_split_sum_most=0),
     "sumall": replace(P, gpu_split_sum_most=1 << 30),
     "nodw": replace(P, gpu_fuse_depthwise=False),
-    "before": replace(P, gpu_split_sum_most=0, gpu_fuse_depthwise=False, gpu_mma_tiles=()),
+    "before": replace(P, gpu_split_sum_most=0, gpu_fuse_depthwise=False),
     # the products with a depthwise conv in their loader wanting 2, 8, 16 work-groups per CU, or k split as others
     "dwg2": replace(P, gpu_fused_groups_per_cu=2, gpu_fused_split_min_ktiles=4),
     "dwg8": replace(P, gpu_fused_groups_per_cu=8),

@@ -1,7 +1,7 @@
 """Text variants of the planned OpenCL source, measured in the engine: which form of a kernel is faster, and at what
 error against onnxruntime, or which part of it costs the driver's compiler time (``--build-only``).
 
-    python3 benchmarks/kernel_variants.py MODEL.onnx ... [--variants NAME,...] [--build-only] [--json out.json]
+    python3 benchmarks/kernel_variants.py MODEL.onnx ... [--policy mma] [--variants NAME,...] [--build-only] [--json F]
     python3 benchmarks/kernel_variants.py MODEL.onnx ... --per-kernel [--top 15] [--policy before]
 
 Each variant is the program the GPU plan builds (default policy) with text replaced in its source before the build:
@@ -31,12 +31,14 @@ from mace.converter import convert_onnx
 from mace.opencl.plan import DeviceTarget, plan_graph
 
 # gemm_tiled.cl's text as this version has it, and what each variant puts there
-SPLIT = """        (hi) = TF32_RNA(x);                        \\
-        (lo) = as_uint((x) - as_float(hi));        \\"""
-SPLIT_LO_ROUNDED = """        (hi) = TF32_RNA(x);                        \\
-        (lo) = TF32_RNA((x) - as_float(hi));       \\"""
-SPLIT_TRUNCATED = """        (hi) = as_uint(x) & 0xffffe000u;           \\
-        (lo) = as_uint((x) - as_float(hi));        \\"""
+SPLIT = """        (hi) = as_uint(fmin(fmax(as_float(TF32_RNA(x)), -TF32_MAX), TF32_MAX));     \\
+        (lo) = as_uint((x) - as_float(hi));                                         \\"""
+SPLIT_UNHELD = """        (hi) = TF32_RNA(x);                                                         \\
+        (lo) = as_uint((x) - as_float(hi));                                         \\"""
+SPLIT_LO_ROUNDED = """        (hi) = TF32_RNA(x);                                                         \\
+        (lo) = TF32_RNA((x) - as_float(hi));                                        \\"""
+SPLIT_TRUNCATED = """        (hi) = as_uint(x) & 0xffffe000u;                                            \\
+        (lo) = as_uint((x) - as_float(hi));                                         \\"""
 FENCE = 'asm volatile("membar.gl;" ::: "memory");'
 SUMS = "__global volatile const float* sums = part;"
 ARRIVAL = "arrived = atomic_inc(counts + block);"
@@ -48,12 +50,21 @@ def replaced(old: str, new: str) -> Callable[[str], str | None]:
 
 VARIANTS: dict[str, tuple[Callable[[str], str | None], bool]] = {  # name -> (edit or None, a correct program)
     "default": (lambda source: source, True),
+    "mma_unheld": (replaced(SPLIT, SPLIT_UNHELD), True),  # NaN for an infinite operand
     "mma_lo_rounded": (replaced(SPLIT, SPLIT_LO_ROUNDED), True),
     "mma_hi_truncated": (replaced(SPLIT, SPLIT_TRUNCATED), True),
     "sum_no_fence": (replaced(FENCE, "mem_fence(CLK_GLOBAL_MEM_FENCE);"), False),
     "sum_no_volatile": (replaced(SUMS, SUMS.replace("volatile ", "")), False),
     "sum_no_atomic": (replaced(ARRIVAL, "arrived = counts[block];"), False),
 }
+
+
+def _edited(edit: Callable[[str], str | None], source: str) -> str:
+    """The executor's source edited (it plans as plan_graph did above, so the text must be there)."""
+    edited = edit(source)
+    if edited is None:
+        raise SystemExit("a variant's text is not in the program the executor built: plans differ")
+    return edited
 
 
 SHOWN = ("M", "N", "K", "CONV", "KH", "KW", "TM", "TN", "SPLITS", "SPLIT_SUM", "MMA")
@@ -132,7 +143,7 @@ def main() -> None:
                 continue
             if expected is None:
                 expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-            r = measure(graph, queue, target, feeds, expected, args.runs, edit=lambda s, e=edit: e(s) or s)
+            r = measure(graph, queue, target, feeds, expected, args.runs, edit=lambda s, e=edit: _edited(e, s))
             report(name, variant, r)
             results[f"{name}:{variant}"] = {k: v for k, v in r.items() if k != "rows"}
     if args.json:

@@ -1,5 +1,5 @@
 """gemm_tiled.cl's tensor-core form (MMA: 3xTF32 mma.sync through inline PTX) for DeviceTarget.tensor_cores, with
-TilingPolicy.gpu_mma_tiles (MMA_TILES, the default) for convolutions of at least gpu_mma_min_k terms.
+TilingPolicy.gpu_mma_tiles = MMA_TILES (off by default) for convolutions of at least gpu_mma_min_k terms.
 
 What is planned is checked everywhere: convolutions and products take the MMA tiles on a tensor-core target and
 nothing else changes on any other (the same sources, the same variant keys). The numbers need an NVIDIA device of
@@ -19,7 +19,7 @@ from onnx import helper
 from mace.converter import convert_onnx
 from mace.model.ir import Graph
 from mace.opencl.plan import DeviceTarget, plan_graph
-from mace.opencl.plan.tiling import DEFAULT_POLICY, gpu_gemm_tile
+from mace.opencl.plan.tiling import DEFAULT_POLICY, MMA_TILES, gpu_gemm_tile
 from mace.opencl.tuning.variants import variant_key
 from support import onnx_model, random_array, run_onnxruntime
 
@@ -27,7 +27,8 @@ H200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_w
 H200_TC = dataclasses.replace(H200, tensor_cores=True)
 # the tensor-core tiles on convolutions and matrix products of any k, and every product on the first tile that
 # fits however few blocks it makes: the MMA tiles, on these small layers
-WITH_MMA = dataclasses.replace(DEFAULT_POLICY, gpu_mma_min_k=0, gpu_mma_products=True)
+MMA_ON = dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=MMA_TILES)  # its own rules: K >= 128, convolutions
+WITH_MMA = dataclasses.replace(MMA_ON, gpu_mma_min_k=0, gpu_mma_products=True)
 FIRST_FIT = dataclasses.replace(WITH_MMA, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0, gpu_min_fill=0.0)
 
 
@@ -56,11 +57,10 @@ def test_tensor_core_targets_plan_mma_tiles_and_others_do_not_change() -> None:
     # a tensor-core target still takes the SIMT tiles where an MMA block would be mostly padding (M 16)
     assert not gpu_gemm_tile(16, 4096, 512, 1, H200_TC, WITH_MMA, conv=True).mma
     assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, WITH_MMA, conv=True).mma
-    assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma  # on by default ...
-    assert not gpu_gemm_tile(256, 4096, 64, 1, H200_TC, DEFAULT_POLICY, conv=True).mma  # ... where k is enough
-    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY).mma  # ... for convolutions
-    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=()),
-                             conv=True).mma
+    assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, MMA_ON, conv=True).mma  # on ...
+    assert not gpu_gemm_tile(256, 4096, 64, 1, H200_TC, MMA_ON, conv=True).mma  # ... where k is enough
+    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, MMA_ON).mma  # ... for convolutions
+    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma  # off by default
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +92,52 @@ def test_mma_tiles_compute_at_fp32_accuracy(nvidia_sm80: Any) -> None:
     graph = convert_onnx(model)
     feeds = {"x": random_array(1, 13, 41, 41, seed=7)}
     expected = run_onnxruntime(model, feeds)["y"]
-    for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), WITH_MMA):
-        got = run(graph, queue, dataclasses.replace(target, policy=policy), feeds)["y"]
+    # and k split in two on 50 compute units, the splits summed by the last work-group (SPLIT_SUM) and by ksum
+    split = dataclasses.replace(WITH_MMA, gpu_min_fill=0.0, gpu_split_round_up=True)
+    targets = [dataclasses.replace(target, policy=policy)
+               for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), WITH_MMA)]
+    targets += [dataclasses.replace(target, compute_units=50,
+                                    policy=dataclasses.replace(split, gpu_split_sum_most=most)) for most in (64, 0)]
+    for tiled in targets:
+        got = run(graph, queue, tiled, feeds)["y"]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    chunks = [plan_graph(graph, tiled).source.split("// ---- ") for tiled in targets[-2:]]
+    assert any("#define SPLIT_SUM 1" in c and "#define MMA 1" in c for c in chunks[0])  # an MMA block's splits summed
+    assert any("#define SPLITS 2" in c and "#define MMA 1" in c and "#define SPLIT_SUM 1" not in c for c in chunks[1])
 
 
-def test_default_policy_keeps_products_and_fused_loaders_off_the_tensor_cores() -> None:
-    """By default (measured on an H200) the MMA tiles are for convolutions of K >= 128: not for a matrix product,
+def test_mma_tiles_keep_infinities(nvidia_sm80: Any) -> None:
+    """IEEE semantics on the tensor cores too (MMA_SPLIT's hold of hi): an infinite input gives +-inf of the right
+    sign, 0 . inf and inf - inf NaN, as onnxruntime and the SIMT tiles do; finite values agree as usual. A 3x3 conv
+    of K 144 (16 channels), inputs with +-inf and NaN at fixed places, weights with exact zeros and TF32-exact
+    values (whose low parts are zero: the cross products of the split)."""
+    queue, target = nvidia_sm80
+    w = random_array(40, 16, 3, 3, seed=3, low=-0.5, high=0.5)
+    w[0] = 0.0
+    w[1] = np.round(w[1] * 8) / 8
+    model = onnx_model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], {"x": [1, 16, 12, 12]},
+                       {"y": None}, {"w": w})
+    x = random_array(1, 16, 12, 12, seed=4)
+    flat = x.reshape(-1)
+    flat[[5, 300, 1000]] = np.inf
+    flat[[77, 1500]] = -np.inf
+    flat[[900]] = np.nan
+    flat[[2000]] = 3.4028e38
+    expected = run_onnxruntime(model, {"x": x})["y"]
+    graph = convert_onnx(model)
+    finite = np.isfinite(expected)
+    scale = np.abs(expected[finite & (np.abs(expected) < 1e30)]).max()  # not the outputs the huge input reaches
+    for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=())):
+        tiled = dataclasses.replace(target, policy=policy)
+        assert ("#define MMA 1" in plan_graph(graph, tiled).source) == (policy is FIRST_FIT)
+        got = run(graph, queue, tiled, {"x": x})["y"]
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])
+        np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_mma_policy_keeps_products_and_fused_loaders_off_the_tensor_cores() -> None:
+    """Turned on (measured on an H200), the MMA tiles are for convolutions of K >= 128: not for a matrix product,
     not for a 1x1 conv whose loader computes a depthwise conv (CONV 2), not for K below gpu_mma_min_k."""
     init = {"dw": random_array(160, 1, 3, 3, seed=1), "pw": random_array(192, 160, 1, 1, seed=2, low=-0.1, high=0.1),
             "pw2": random_array(256, 192, 1, 1, seed=3, low=-0.1, high=0.1),
@@ -113,7 +152,7 @@ def test_default_policy_keeps_products_and_fused_loaders_off_the_tensor_cores() 
              helper.make_node("Reshape", ["s", "shape"], ["flat"]),
              helper.make_node("MatMul", ["flat", "mm"], ["y"])]  # a product (K 28)
     graph = convert_onnx(onnx_model(nodes, {"x": [1, 160, 28, 28]}, {"y": None}, init))
-    policy = dataclasses.replace(DEFAULT_POLICY, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0,
+    policy = dataclasses.replace(MMA_ON, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0,
                                  gpu_fused_groups_per_cu=0, gpu_min_fill=0.0)
     plan = plan_graph(graph, H200_TC, policy=policy)
     chunks = {c.split("#define KERNEL_NAME ", 1)[1].split("\n", 1)[0]: c

@@ -409,4 +409,3 @@ def _unique_name(name: str, index: int, used: set[str]) -> str:
         k += 1
     used.add(unique)
     return unique
-

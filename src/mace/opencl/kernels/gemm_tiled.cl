@@ -29,10 +29,11 @@
 //
 // MMA (targets with tensor cores, DeviceTarget.tensor_cores: NVIDIA, sm_80 on): the products run on the tensor cores
 // through inline PTX, mma.sync m16n8k8 on TF32 operands, at fp32 accuracy: each operand is split into a high and a
-// low TF32 part, x = x_hi + x_lo (MMA_SPLIT), and a_lo b_hi + a_hi b_lo + a_hi b_hi summed (3xTF32; the dropped
-// a_lo b_lo is at most 2^-22 of a product). The tensor cores' accumulation truncates, so each BK step's sums go into
-// the fp32 accumulators with a rounded add. Warp w of the NT / 32 computes a 32 x 32 piece of the block (2 x 4 tiles
-// of 16 x 8, the PTX fragment layout); TM, TN only size the loaders. Needs BM, BN multiples of 32, BK of 8.
+// low TF32 part, x = x_hi + x_lo (MMA_SPLIT), and a_lo b_hi + a_hi b_lo + a_hi b_hi summed (3xTF32: ~2^-21 of a
+// product lost, in the dropped a_lo b_lo and the low parts' own last bits). The tensor cores' accumulation
+// truncates, so each BK step's sums go into the fp32 accumulators with a rounded add. Warp w of the NT / 32 computes
+// a 32 x 32 piece of the block (2 x 4 tiles of 16 x 8, the PTX fragment layout); TM, TN only size the loaders.
+// Needs BM, BN multiples of 32, BK of 8.
 //
 // SPLIT_K_SUM: y = epilogue(sum over splits of part), one work item per output element.
 // Defines: SPLIT_K_SUM; KERNEL_NAME; C_T R_T Y_T; M N BATCH SPLITS; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M
@@ -42,15 +43,19 @@
 #if MMA && !defined(MMA_HELPERS)
 #define MMA_HELPERS
 // x = hi + lo: hi is x rounded to TF32 (to nearest, ties away from zero, as cvt.rna.tf32.f32 does, in two integer
-// operations), lo = x - hi (exact in fp32, either sign), whose low 13 bits the tensor cores ignore. Measured on an
-// H200 (ResNet-50 at batch 32, kernels; error against onnxruntime): this 9.99 ms, 2.2e-5; lo rounded too 10.49 ms;
-// cvt.rna for both 11.82; hi truncated (x & ~0x1fff: lo then always has x's sign, and the lost bits bias every
-// product toward zero) 9.63 ms but 5.8e-5; the SIMT tiles 10.61 ms, 2.4e-5.
+// operations) and held to the largest finite TF32, lo = x - hi (exact in fp32, either sign), whose low 13 bits the
+// tensor cores ignore. The hold keeps IEEE semantics: an infinite x is hi = +-TF32_MAX, lo = +-inf, so a . b is
+// +-inf of the right sign (and NaN for 0 . inf), where hi = inf gave inf - inf = NaN in the cross products; an x
+// within a rounding step of FLT_MAX stays finite. Measured on an H200 (ResNet-50 at batch 32, kernels; error against
+// onnxruntime) without the hold: 9.99 ms, 2.2e-5; lo rounded too 10.49 ms; cvt.rna for both 11.82; hi truncated
+// (x & ~0x1fff: lo then always has x's sign, and the lost bits bias every product toward zero) 9.63 ms but 5.8e-5;
+// the SIMT tiles 10.61 ms, 2.4e-5. With the hold (two more operations an operand): not measured yet.
 #define TF32_RNA(x) ((as_uint(x) + 0x1000u) & 0xffffe000u)
-#define MMA_SPLIT(hi, lo, x)                       \
-    {                                              \
-        (hi) = TF32_RNA(x);                        \
-        (lo) = as_uint((x) - as_float(hi));        \
+#define TF32_MAX as_float(0x7f7fe000u)
+#define MMA_SPLIT(hi, lo, x)                                                        \
+    {                                                                               \
+        (hi) = as_uint(fmin(fmax(as_float(TF32_RNA(x)), -TF32_MAX), TF32_MAX));     \
+        (lo) = as_uint((x) - as_float(hi));                                         \
     }
 // d += a . b for one 16 x 8 x 8 tile (fragments: a 4, b 2, d 4 registers a lane)
 #define MMA_TF32(d, a, b)                                                                                     \
