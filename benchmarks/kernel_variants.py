@@ -23,9 +23,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pyopencl as cl
-from gpu_kernels import SWEEP, gpu_device, measure, report
+from gpu_kernels import SWEEP, first_input, gpu_device, measure, report
 
 from mace.converter import convert_onnx
 from mace.opencl.plan import DeviceTarget, plan_graph
@@ -118,25 +117,22 @@ def main() -> None:
     for path in args.models:
         name = Path(path).stem
         graph = convert_onnx(path)
-        source = plan_graph(graph, target).source
-        info = graph.inputs[0]
-        rng = np.random.default_rng(0)
-        feeds = {info.name: rng.integers(0, 1000, info.shape).astype(info.dtype) if info.dtype.startswith("int")
-                 else rng.standard_normal(info.shape).astype(np.float32)}
+        plan = plan_graph(graph, target)
         if args.per_kernel:
             print(name, flush=True)
-            results[name] = {"kernels": per_kernel(queue, source, plan_graph(graph, target).build_options, args.top)}
+            results[name] = {"kernels": per_kernel(queue, plan.source, plan.build_options, args.top)}
             continue
+        feeds = first_input(graph)
         expected = None
         for variant in chosen:
             edit, correct = VARIANTS[variant]
-            edited = edit(source)
+            edited = edit(plan.source)
             if edited is None:
                 print(f"{name:20s} {variant:18s} skipped: its text is not in this program", flush=True)
                 continue
             if args.build_only or not correct:
                 t0 = time.perf_counter()
-                cl.Program(queue.context, edited).build(options=plan_graph(graph, target).build_options)
+                cl.Program(queue.context, edited).build(options=plan.build_options)
                 seconds = time.perf_counter() - t0
                 results[f"{name}:{variant}"] = {"build_s": seconds}
                 print(f"{name:20s} {variant:18s} build {seconds:6.2f} s", flush=True)

@@ -328,14 +328,15 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         STORE(Y_T, y, batch * Y_BSTRIDE + Y_OFFSET + (m) * N + (n), ACTIVATE(v));                          \
     }
 #define PART(s, m, n) ((s) * (BATCH * M * N) + (batch * M + (m)) * N + (n))
-// STMT(sum) for each output (m, n) of this work item, sum its accumulator (an lvalue)
+// STMT for each output (m, n) of this work item, its sum in acc_v
 #if MMA
 #define EACH_OUTPUT(STMT)                                                                                  \
     for (int i = 0; i < 2; ++i)                                                                            \
         for (int j = 0; j < 4; ++j)                                                                        \
             for (int r = 0; r < 4; ++r) {                                                                  \
                 const int m = m0 + wm + 16 * i + mg + 8 * (r / 2), n = n0 + wn + 8 * j + 2 * mt + r % 2;   \
-                if (m < M && n < N) STMT(acc[i][j][r]);                                                    \
+                const float acc_v = acc[i][j][r];                                                          \
+                if (m < M && n < N) STMT;                                                                  \
             }
 #else
 #define EACH_OUTPUT(STMT)                                                                                  \
@@ -345,14 +346,13 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         for (int j = 0; j < TN; ++j) {                                                                     \
             const int n = n0 + COL(j);                                                                     \
             if (n >= N) break;                                                                             \
-            STMT(acc[i][j]);                                                                               \
+            const float acc_v = acc[i][j];                                                                 \
+            STMT;                                                                                          \
         }                                                                                                  \
     }
 #endif
-#define OUT_SUM(sum) OUT(m, n, sum)
 #if SPLITS > 1
-#define STORE_PART(sum) part[PART(split, m, n)] = (sum)
-    EACH_OUTPUT(STORE_PART);
+    EACH_OUTPUT(part[PART(split, m, n)] = acc_v);
 #if SPLIT_SUM
     asm volatile("membar.gl;" ::: "memory");  // this work item's partial sums, seen device-wide before its count
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -378,13 +378,11 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
     }
 #endif
 #else
-    EACH_OUTPUT(OUT_SUM);
+    EACH_OUTPUT(OUT(m, n, acc_v));
 #endif
 }
 
 #undef OUT
-#undef OUT_SUM
-#undef STORE_PART
 #undef PART
 #undef EACH_OUTPUT
 #undef DW_BIAS_OF
