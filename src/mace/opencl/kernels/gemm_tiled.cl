@@ -47,9 +47,10 @@
 // tensor cores ignore. The hold keeps IEEE semantics: an infinite x is hi = +-TF32_MAX, lo = +-inf, so a . b is
 // +-inf of the right sign (and NaN for 0 . inf), where hi = inf gave inf - inf = NaN in the cross products; an x
 // within a rounding step of FLT_MAX stays finite. Measured on an H200 (ResNet-50 at batch 32, kernels; error against
-// onnxruntime) without the hold: 9.99 ms, 2.2e-5; lo rounded too 10.49 ms; cvt.rna for both 11.82; hi truncated
-// (x & ~0x1fff: lo then always has x's sign, and the lost bits bias every product toward zero) 9.63 ms but 5.8e-5;
-// the SIMT tiles 10.61 ms, 2.4e-5. With the hold (two more operations an operand): not measured yet.
+// onnxruntime): with the hold 10.53-10.62 ms, 2.2e-5; without it 9.99-10.07; lo rounded too 10.49; cvt.rna for both
+// 11.82; hi truncated (x & ~0x1fff: lo then always has x's sign, and the lost bits bias every product toward zero)
+// 9.63 ms but 5.8e-5; the SIMT tiles 10.61 ms, 2.4e-5. Splitting once at the local-memory store instead (hi and lo
+// planes) 10.89 ms, and warp pieces of 64 x 32 14.21: the split is not what bounds this form.
 #define TF32_RNA(x) ((as_uint(x) + 0x1000u) & 0xffffe000u)
 #define TF32_MAX as_float(0x7f7fe000u)
 #define MMA_SPLIT(hi, lo, x)                                                        \

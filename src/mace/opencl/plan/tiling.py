@@ -124,12 +124,13 @@ class TilingPolicy:
         GemmTile(8, 16, 8, 8, bk=16, max_splits=4, products_only=True),
     )
     # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles for convolutions of
-    # at least gpu_mma_min_k terms (and for matrix products too with gpu_mma_products): MMA_TILES turns it on. Off
-    # by default until its IEEE-safe split (MMA_SPLIT's hold of hi, two more operations an operand) is measured.
-    # Measured on an H200 without the hold (which gave NaN for an infinite operand), kernels, against the SIMT
-    # tiles: ResNet-50 at batch 32 10.61 -> 9.99 ms (2.4e-5 -> 2.2e-5 from onnxruntime; its layers of K >= 128
-    # 10-30 % faster, the 1 x 1 layers of K 64 slower: 176 -> 222 us against the 128 x 128 SIMT tile), Inception-v3
-    # 1773 -> 1608 us. Products: ViT-B/16's qkv projections (M 197 N 2304) 54 -> 48 us but its MLP's first (N 3072,
+    # at least gpu_mma_min_k terms (and for matrix products too with gpu_mma_products): MMA_TILES turns it on. Off,
+    # since its IEEE-safe split (MMA_SPLIT's hold of hi) is only as fast as the SIMT tiles and builds no faster.
+    # Measured on an H200, kernels, against the SIMT tiles: ResNet-50 at batch 32 10.62 -> 10.53-10.62 ms held
+    # (9.99-10.07 without the hold, which gave NaN for an infinite operand; 2.4e-5 -> 2.2e-5 from onnxruntime),
+    # ResNet-50 1024 -> 941-1000 us and Inception-v3 1646-1877 -> 1624-1932 us, within lease noise. Without the
+    # hold, per layer: K >= 128 10-30 % faster, the 1 x 1 layers of K 64 slower (176 -> 222 us against the 128 x
+    # 128 SIMT tile). Products: ViT-B/16's qkv projections (M 197 N 2304) 54 -> 48 us but its MLP's first (N 3072,
     # k split 2) 55 -> 71, hence gpu_mma_products off.
     gpu_mma_tiles: tuple[GemmTile, ...] = ()
     gpu_mma_min_k: int = 128
