@@ -11,7 +11,12 @@ with TF32 off, so its convolutions and products round as mace's fp32 do: by defa
 mantissa bits) — the same architecture
 from torch_models.py with random weights (timing only) — and tinygrad (its ONNX runner under TinyJit). For mace:
 cold start (no cache file, POCL_KERNEL_CACHE=0, CUDA_CACHE_DISABLE=1) and warm start (cache file present), both
-fresh processes; its launches per run. The last lines give mace-gpu ÷ each peer.
+fresh processes; its launches per run. The last lines give mace (on the GPU, else on pocl) ÷ each peer.
+
+--rounds R measures every peer's steady latency R times, the peers taken in turn each round (mace, torch, ..., mace,
+torch, ...), so that a machine whose speed drifts during the run (a GPU lease, a shared CPU) moves every peer alike:
+a peer's median is then the median of its rounds' medians (p10 and p90 are its first round's), and each ratio is the
+median of the rounds' ratios, with their range.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -143,6 +149,7 @@ def main() -> int:
     parser.add_argument("--models-dir", type=Path, default=Path(tempfile.gettempdir()) / "mace-bench-models",
                         help="where named models are exported (reused across runs)")
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=1, help="steady-latency rounds, the peers in turn (default 1)")
     parser.add_argument("--data-type", default="fp32_fp32")
     parser.add_argument("--peers", default="mace-gpu,mace-pocl,onnxruntime,torch,torch-graph,tinygrad")
     parser.add_argument("--with-reference", action="store_true")
@@ -169,6 +176,7 @@ def main() -> int:
     platforms = opencl_platforms()
     results: dict[str, Any] = {}
     peers = args.peers.split(",") + (["mace-reference"] if args.with_reference else [])
+    steady: dict[str, tuple[str, int, dict[str, Any]]] = {}  # peer -> the child that measures its steady latency
     for peer in peers:
         if peer in ("mace-gpu", "mace-pocl"):
             want_gpu = peer == "mace-gpu"
@@ -180,8 +188,8 @@ def main() -> int:
             storage = workdir / f"storage-{peer}"
             extra = {**base, "device": device, "storage": str(storage)}
             cold = run_child(peer, str(mace_model), 0, extra, COLD_ENV)
-            warm = run_child(peer, str(mace_model), args.runs if want_gpu else max(args.runs // 10, 5), extra,
-                             COLD_ENV)
+            steady[peer] = (str(mace_model), args.runs, extra)
+            warm = run_child(peer, str(mace_model), args.runs, extra, COLD_ENV)
             run_child(peer, str(mace_model), 0, extra)  # the driver fills its own cache (NVIDIA: PTX -> SASS)
             driver = run_child(peer, str(mace_model), 0, extra)
             results[peer] = {**warm, "cold_first_result_s": cold.get("first_result_s"),
@@ -207,9 +215,28 @@ def main() -> int:
             except ImportError:
                 results[peer] = {"skipped": "torch not installed"}
                 continue
+            steady[peer] = (model_path, args.runs, base)
             results[peer] = run_child(peer, model_path, args.runs, base)
         else:
+            steady[peer] = (model_path, args.runs, base)
             results[peer] = run_child(peer, model_path, args.runs, base)
+    measured = [peer for peer in steady if "skipped" not in results[peer]]
+    for peer in measured:
+        results[peer]["round_medians_ms"] = [results[peer]["median_ms"]]
+    for round_index in range(1, args.rounds):
+        for peer in list(measured):
+            model, runs, extra = steady[peer]
+            again = run_child(peer, model, runs, extra)
+            if "skipped" in again:  # its rounds so far stand; its ratios fall back to the medians
+                results[peer]["rounds_stopped"] = f"round {round_index + 1}: {again['skipped']}"
+                print(f"{peer}: no more rounds ({results[peer]['rounds_stopped']})", file=sys.stderr, flush=True)
+                measured.remove(peer)
+                continue
+            results[peer]["round_medians_ms"].append(again["median_ms"])
+        print(f"round {round_index + 1} of {args.rounds} measured", file=sys.stderr, flush=True)
+    measured = [peer for peer in steady if "skipped" not in results[peer]]
+    for peer in measured:
+        results[peer]["median_ms"] = statistics.median(results[peer]["round_medians_ms"])
     report = {"model": model_path, "batch": inputs[0][1][0] if inputs and inputs[0][1] else None,
               "data_type": args.data_type, "machine": platform.node(),
               "python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d"), "results": results}
@@ -219,13 +246,27 @@ def main() -> int:
     return 0
 
 
+def reference_peer(results: dict[str, Any]) -> str | None:
+    """The mace peer the ratios are of: on the GPU where it ran, else on pocl."""
+    return next((p for p in ("mace-gpu", "mace-pocl") if results.get(p, {}).get("median_ms")), None)
+
+
+def ratios(results: dict[str, Any], ref: str, peer: str) -> list[float]:
+    """mace ÷ peer, round by round (one value without --rounds)."""
+    mine, theirs = results[ref].get("round_medians_ms", []), results[peer].get("round_medians_ms", [])
+    if len(mine) != len(theirs) or not mine:  # a peer measured once (mace-reference): the medians
+        return [results[ref]["median_ms"] / results[peer]["median_ms"]]
+    return [a / b for a, b in zip(mine, theirs)]
+
+
 def print_table(report: dict[str, Any]) -> None:
     results = report["results"]
-    ref = results.get("mace-gpu", {}).get("median_ms")
+    ref_peer = reference_peer(results)
+    ref = results[ref_peer]["median_ms"] if ref_peer else None
     print(f"\n{report['model']} ({report['data_type']}), batch {report['batch']}, numpy in -> numpy out, "
           f"{report['date']}")
     print(f"{'peer':16} {'median ms':>10} {'p10':>8} {'p90':>8} {'warm first s':>15} {'cold first s':>13} "
-          f"{'ratio to mace-gpu':>18}")
+          f"{'ratio to ' + (ref_peer or 'mace'):>18}")
     for peer, r in results.items():
         if "skipped" in r:
             print(f"{peer:16} skipped: {r['skipped']}")
@@ -243,10 +284,15 @@ def print_table(report: dict[str, Any]) -> None:
                   f"({cold / warm if warm else 0:.0f}x); warm, driver caches on {driver:.4f} s "
                   f"({cold / driver if driver else 0:.0f}x), first result {first:.3f} s; "
                   f"{r.get('stats', {}).get('launches', '?')} launches per run")
-    if ref:
-        ratios = [f"÷ {peer} {ref / r['median_ms']:.2f}" for peer, r in results.items()
-                  if peer != "mace-gpu" and "skipped" not in r and r.get("median_ms")]
-        print("mace-gpu " + ", ".join(ratios))
+    if ref_peer:
+        parts = []
+        for peer, r in results.items():
+            if peer == ref_peer or "skipped" in r or not r.get("median_ms"):
+                continue
+            each = ratios(results, ref_peer, peer)
+            spread = f" (rounds {min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
+            parts.append(f"÷ {peer} {statistics.median(each):.2f}{spread}")
+        print(f"{ref_peer} " + ", ".join(parts))
 
 
 if __name__ == "__main__":
