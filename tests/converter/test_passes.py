@@ -480,3 +480,31 @@ def test_repeated_and_missing_node_names_stay_apart() -> None:
     assert len({node.name for node in import_onnx(model).nodes}) == 4
     x = random_array(2, 1, 3, 1, seed=5)  # (onnxruntime refuses two nodes of one name: the oracle is numpy)
     np.testing.assert_array_equal(CPURuntime(graph).run({"x": x})["y"], x.reshape(2, 3))
+
+
+def test_derived_names_never_take_over_a_value_the_model_has() -> None:
+    """ONNX names are free text: a model may have a tensor called exactly what the converter would name a value it
+    derives from a node (the BatchNorm fold's ``conv__bn_weight``, a legacy Softmax's ``sm__shape``, an opset-11
+    Squeeze's ``sqz__axes``). The derived value gets another name (``#2``); the model's keeps its own and its data."""
+    init = {"w": random_array(4, 3, 3, 3, seed=1, low=-0.5, high=0.5),
+            "scale": random_array(4, seed=2, low=0.5, high=1.5), "bias": random_array(4, seed=3),
+            "mean": random_array(4, seed=4), "var": random_array(4, seed=5, low=0.5, high=2.0),
+            "conv__bn_weight": random_array(1, 4, 1, 1, seed=6),  # what the fold would call conv's new weight
+            "sm__shape": np.asarray([3.0], np.float32),  # what the legacy Softmax would call its shape constant
+            "sqz__axes": np.asarray([0.25], np.float32)}  # what normalizing would call the Squeeze's axes
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"], name="bn"),
+             helper.make_node("Add", ["b", "conv__bn_weight"], ["a"], name="add1"),
+             helper.make_node("Softmax", ["a"], ["s"], axis=1, name="sm"),  # opset < 13: over the flattened [1, 144]
+             helper.make_node("Mul", ["s", "sm__shape"], ["m"], name="mul"),
+             helper.make_node("Unsqueeze", ["m"], ["u"], axes=[0], name="unsq"),
+             helper.make_node("Squeeze", ["u"], ["v"], axes=[0], name="sqz"),
+             helper.make_node("Add", ["v", "sqz__axes"], ["y"], name="add2")]
+    model = onnx_model(nodes, {"x": [1, 3, 6, 6]}, {"y": None}, init, opset=11)
+    graph = convert_onnx(model)
+    for name, value in init.items():
+        if name in graph.constants:
+            np.testing.assert_array_equal(graph.constants[name], value)
+    x = random_array(1, 3, 6, 6, seed=7)
+    np.testing.assert_allclose(CPURuntime(graph).run({"x": x})["y"], run_onnxruntime(model, {"x": x})["y"],
+                               rtol=1e-5, atol=1e-6)

@@ -100,10 +100,10 @@ def _with_constant_mask(graph: Graph, name: str, mask: str, constant: np.ndarray
     if mask and mask in graph.constants:
         constant = (graph.float_constant(mask) + constant).astype(np.float32)
         mask = ""
-    cname = graph.add_constant(f"{name}__mask", constant)
+    cname = graph.add_constant(graph.fresh_name(f"{name}__mask"), constant)
     if not mask:
         return cname, []
-    total = f"{name}__masks"
+    total = graph.fresh_name(f"{name}__masks")
     shape = np.broadcast_shapes(constant.shape, graph.tensors[mask].shape)
     graph.tensors[total] = TensorInfo(total, shape, "float32")
     return total, [Node("Add", f"{name}__mask_add", [mask, cname], [total])]
@@ -222,7 +222,7 @@ def transposes_as_reshapes(graph: Graph) -> int:
         if moved != sorted(moved):
             continue
         out_shape = graph.tensors[node.outputs[0]].shape
-        target = graph.add_constant(f"{node.name}__shape", np.asarray(out_shape, np.int64))
+        target = graph.add_constant(graph.fresh_name(f"{node.name}__shape"), np.asarray(out_shape, np.int64))
         graph.nodes[i] = Node("Reshape", node.name, [node.inputs[0], target], list(node.outputs), {})
         count += 1
     return count
@@ -263,19 +263,20 @@ def fuse_qkv_projections(graph: Graph) -> int:
                 or len({len(n.inputs) for n in nodes}) != 1 or any(w.dtype != np.float32 for w in weights)):
             continue
         first = min(nodes, key=graph.nodes.index)
-        name = f"{first.name}__qkv"
+        name = graph.fresh_name(f"{first.name}__qkv")
         fused = np.concatenate(weights, axis=1)
-        inputs = [first.inputs[0], graph.add_constant(f"{name}.weight", fused)]
+        inputs = [first.inputs[0], graph.add_constant(graph.fresh_name(f"{name}.weight"), fused)]
         if len(first.inputs) == 3:
             bias = np.concatenate([graph.float_constant(n.inputs[2]) for n in nodes]).astype(np.float32)
-            inputs.append(graph.add_constant(f"{name}.bias", bias))
+            inputs.append(graph.add_constant(graph.fresh_name(f"{name}.bias"), bias))
         out_shape = (*graph.tensors[first.outputs[0]].shape[:-1], fused.shape[1])
         graph.tensors[name] = TensorInfo(name, out_shape, "float32")
         replacement = [Node("MatMul", name, inputs, [name])]
         start = 0
         for i, node in enumerate(nodes):
             stop = start + weights[i].shape[1]
-            slice_inputs = [name, *(graph.add_constant(f"{name}.{i}.{suffix}", np.asarray([value], np.int64))
+            slice_inputs = [name, *(graph.add_constant(graph.fresh_name(f"{name}.{i}.{suffix}"),
+                                                       np.asarray([value], np.int64))
                                     for suffix, value in (("starts", start), ("ends", stop), ("axes", -1)))]
             replacement.append(Node("Slice", f"{node.name}__slice", slice_inputs, list(node.outputs)))
             start = stop

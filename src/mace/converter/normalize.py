@@ -12,16 +12,25 @@ from typing import Any
 
 import numpy as np
 
-from mace.model.ir import Node
+from mace.model.ir import Node, fresh_name
 
-# new constants created while normalizing: name -> value
-Constants = dict[str, np.ndarray]
+
+class Constants:
+    """Where normalizing puts the constants it makes: into ``values`` (the importer's), each named after its node and
+    fresh against ``taken`` (every name the model has, and those conversion made: ir.fresh_name)."""
+
+    def __init__(self, values: dict[str, np.ndarray], taken: set[str]) -> None:
+        self.values, self.taken = values, taken
+
+    def add(self, base: str, value: np.ndarray) -> str:
+        name = fresh_name(base, self.taken)
+        self.taken.add(name)
+        self.values[name] = value
+        return name
 
 
 def _const(node: Node, constants: Constants, suffix: str, value: np.ndarray) -> str:
-    name = f"{node.name}__{suffix}"
-    constants[name] = value
-    return name
+    return constants.add(f"{node.name}__{suffix}", value)
 
 
 def _attr_to_input(node: Node, constants: Constants, attr: str, position: int, dtype: Any) -> None:

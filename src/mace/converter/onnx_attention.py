@@ -33,9 +33,10 @@ def _optional(node: Node, index: int) -> str:
 
 
 def expand_attention(node: Node, shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str],
-                     add_constant: AddConstant) -> list[Node]:
+                     add_constant: AddConstant, fresh: Callable[[str], str]) -> list[Node]:
     """The IR nodes that compute ``node`` (an ONNX Attention), in order; constants they need go to
-    ``add_constant(name, value)``. Raises AttentionUnsupported for what the module docstring refuses."""
+    ``add_constant(name, value)``, and every value they make is named ``fresh(node's name + suffix)`` (a name no
+    value has yet). Raises AttentionUnsupported for what the module docstring refuses."""
     attrs: dict[str, Any] = node.attrs
     if _optional(node, 6):
         raise AttentionUnsupported("input nonpad_kv_seqlen (a padded static cache) is not supported")
@@ -52,12 +53,12 @@ def expand_attention(node: Node, shapes: Mapping[str, tuple[int, ...]], dtypes: 
     nodes: list[Node] = []
 
     def const(suffix: str, value: Any, dtype: Any = np.int64) -> str:
-        cname = f"{name}__{suffix}"
+        cname = fresh(f"{name}__{suffix}")
         add_constant(cname, np.asarray(value, dtype))
         return cname
 
     def add(op: str, inputs: list[str], suffix: str, **node_attrs: Any) -> str:
-        out = f"{name}__{suffix}"
+        out = fresh(f"{name}__{suffix}")
         nodes.append(Node(op, f"{name}__{suffix}", inputs, [out], dict(node_attrs)))
         return out
 
@@ -82,7 +83,7 @@ def expand_attention(node: Node, shapes: Mapping[str, tuple[int, ...]], dtypes: 
     cached = shapes[past_key][2] if past_key else 0
     if past_key:  # the cache first along the sequence; the result is what present_key / present_value name
         for i, (past, what) in enumerate(((past_key, "k"), (past_value, "v"))):
-            whole = presents[i] or f"{name}__{what}_present"
+            whole = presents[i] or fresh(f"{name}__{what}_present")
             nodes.append(Node("Concat", f"{name}__{what}_cache", [past, k4 if what == "k" else v4], [whole],
                               {"axis": 2}))
             k4, v4 = (whole, v4) if what == "k" else (k4, whole)
@@ -112,7 +113,7 @@ def expand_attention(node: Node, shapes: Mapping[str, tuple[int, ...]], dtypes: 
         mask = add("Add", [mask, causal_name], "masks") if mask else causal_name
     scale = float(attrs["scale"]) if "scale" in attrs else 1.0 / math.sqrt(d)
     y = node.outputs[0]
-    out4 = y if len(qs) == 4 else f"{name}__y_heads"
+    out4 = y if len(qs) == 4 else fresh(f"{name}__y_heads")
     nodes.append(Node("ScaledDotProductAttention", name, [q4, kt, v4, *([mask] if mask else [])], [out4],
                       {"scale": float(np.float32(scale)), "nan_to_zero": 1}))
     if len(qs) == 3:

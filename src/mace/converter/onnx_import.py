@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from mace.converter.normalize import normalize_node
+from mace.converter.normalize import Constants, normalize_node
 from mace.converter.onnx_attention import AttentionUnsupported, expand_attention
 from mace.errors import ConversionError, UnsupportedOpError
-from mace.model.ir import Graph, Node, TensorInfo
+from mace.model.ir import Graph, Node, TensorInfo, fresh_name
 from mace.ops.reference import REFERENCE_OPS
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,17 @@ class _Importer:
         self.inputs: list[TensorInfo] = []
         self.renamed: dict[str, str] = {}  # folded-away aliases (Identity of a constant keeps its own name)
         self.folded = 0
+        # every value name the model has, and those import makes (fresh): a derived name must not take one over
+        g = model.graph
+        self.taken: set[str] = {*(i.name for i in g.initializer), *(v.name for v in (*g.input, *g.output)),
+                                *(name for n in g.node for name in (*n.input, *n.output))}
+        self.new_constants = Constants(self.constants, self.taken)
+
+    def fresh(self, base: str) -> str:
+        """A value name derived from ``base`` that no value of the model has (ir.fresh_name), now taken."""
+        name = fresh_name(base, self.taken)
+        self.taken.add(name)
+        return name
 
     # -- graph boundary ----------------------------------------------------------------------------------------
     def read_boundary(self) -> None:
@@ -171,7 +182,7 @@ class _Importer:
             for value in node.inputs:
                 if value and value not in self.tensors:
                     raise ConversionError(f"node {name!r} ({node.op}) reads {value!r}, which is not defined before it")
-            normalize_node(node, self.constants, self.opset)
+            normalize_node(node, self.new_constants, self.opset)
             for cname, cvalue in self.constants.items():
                 if cname not in self.tensors:
                     self.tensors[cname] = TensorInfo(cname, tuple(cvalue.shape), cvalue.dtype.name)
@@ -226,7 +237,7 @@ class _Importer:
         shapes = {n: self.tensors[n].shape for n in node.inputs if n}
         dtypes = {n: self.tensors[n].dtype for n in node.inputs if n}
         try:
-            nodes = expand_attention(node, shapes, dtypes, self._add_constant)
+            nodes = expand_attention(node, shapes, dtypes, self._add_constant, self.fresh)
         except AttentionUnsupported as exc:
             raise UnsupportedOpError(node.op, node.name, self.opset, str(exc), list(SUPPORTED_OPS)) from exc
         for part in nodes:
@@ -265,7 +276,7 @@ class _Importer:
         slope = self.constants.get(node.inputs[1])
         if (slope is not None and slope.ndim == 1 and len(x_shape) >= 3 and slope.shape[0] == x_shape[1]
                 and slope.shape[0] not in (1, x_shape[-1])):
-            name = f"{node.name}__slope"
+            name = self.fresh(f"{node.name}__slope")
             self._add_constant(name, slope.reshape(-1, *([1] * (len(x_shape) - 2))))
             node.inputs[1] = name
 
@@ -278,10 +289,10 @@ class _Importer:
             self.tensors[node.outputs[0]] = TensorInfo(node.outputs[0], info.shape, info.dtype)
             self.nodes.append(node)
             return
-        flat, soft = f"{node.name}__2d", f"{node.name}__2d_out"
+        flat, soft = self.fresh(f"{node.name}__2d"), self.fresh(f"{node.name}__2d_out")
         rows = int(np.prod(info.shape[:axis], dtype=np.int64))
         cols = int(np.prod(info.shape[axis:], dtype=np.int64))
-        shape_const = f"{node.name}__shape"
+        shape_const = self.fresh(f"{node.name}__shape")
         self._add_constant(shape_const, np.asarray(info.shape, dtype=np.int64))
         self.nodes.append(Node("Flatten", f"{node.name}_flatten", [node.inputs[0]], [flat], {"axis": axis}))
         self.tensors[flat] = TensorInfo(flat, (rows, cols), info.dtype)

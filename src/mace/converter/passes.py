@@ -121,9 +121,9 @@ def fold_batchnorm(graph: Graph) -> int:
             b = b * producer.attrs.get("beta", 1.0)
             producer.attrs["beta"] = 1.0
         new_bias = (b - mean) * factor + bias
-        w_name, b_name = f"{producer.name}__bn_weight", f"{producer.name}__bn_bias"
-        graph.add_constant(w_name, weight.astype(np.float32))
-        graph.add_constant(b_name, np.broadcast_to(new_bias, factor.shape).astype(np.float32))
+        w_name = graph.add_constant(graph.fresh_name(f"{producer.name}__bn_weight"), weight.astype(np.float32))
+        b_name = graph.add_constant(graph.fresh_name(f"{producer.name}__bn_bias"),
+                                    np.broadcast_to(new_bias, factor.shape).astype(np.float32))
         producer.inputs = [producer.inputs[0], w_name, b_name]
         replace(graph, producer, bn)
         count += 1
@@ -328,7 +328,7 @@ def fuse_matmul_bias(graph: Graph) -> int:
                     or graph.tensors[add.outputs[0]].shape != out_shape or single_consumer(graph, name) is not add):
                 continue
             if graph.constants[bias_name].ndim != 1:
-                bias_name = graph.add_constant(f"{mm.name}__bias", bias)
+                bias_name = graph.add_constant(graph.fresh_name(f"{mm.name}__bias"), bias)
             mm.inputs.append(bias_name)
             replace(graph, mm, add)
             count += 1
@@ -377,8 +377,8 @@ def fuse_residual_add(graph: Graph) -> int:
                 count += 1
                 break
             shape = graph.tensors[value].shape
-            target, shaped = f"{add.name}__residual_shape", f"{add.name}__residual"
-            graph.add_constant(target, np.asarray(shape, np.int64))
+            target = graph.add_constant(graph.fresh_name(f"{add.name}__residual_shape"), np.asarray(shape, np.int64))
+            shaped = graph.fresh_name(f"{add.name}__residual")
             graph.tensors[shaped] = TensorInfo(shaped, shape, "float32")
             conv.inputs.append(shaped)
             conv.attrs["residual"] = 1

@@ -19,7 +19,7 @@ Conventions (the contract between converter, model file and runtimes):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,17 @@ ACTIVATIONS: dict[str, tuple[str, ...]] = {
 FUSABLE_PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 DATA_TYPES = ("fp32_fp32", "fp16_fp32")  # storage_compute, MACE naming
+
+
+def fresh_name(base: str, taken: Container[str]) -> str:
+    """``base``, or where a value already has it ``base#2``, ``base#3``, ...: the name of a value that a conversion
+    step derives from a node's name (its constants, the nodes a pass makes) must not take over a value the model
+    has (ONNX names are free text: a tensor may well be called ``conv1__bn_weight``)."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}#{k}"
+    return name
 
 
 @dataclass
@@ -122,6 +133,10 @@ class Graph:
         yield from self.constants
         for node in self.nodes:
             yield from (o for o in node.outputs if o)
+
+    def fresh_name(self, base: str) -> str:
+        """A name for a new value derived from ``base`` (fresh_name): none of this graph's values has it."""
+        return fresh_name(base, {*self.iter_values(), *self.tensors})
 
     def add_constant(self, name: str, value: np.ndarray) -> str:
         """Sets constant ``name`` (new or replaced) and its TensorInfo from ``value``; returns the name."""
