@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mace.errors import DeviceError
-from mace.model.ir import Graph, Node, TensorInfo
+from mace.model.ir import Graph, Node, TensorInfo, fresh_name
 from mace.opencl.plan.templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
 from mace.opencl.plan.tiling import DEFAULT_POLICY, DeviceTarget, TilingPolicy, cpu_local_size
 
@@ -165,7 +165,9 @@ class Planner:
 
     def intermediate(self, name: str, shape: Sequence[int], dtype: str = "float32") -> str:
         """A value no graph node names, that one lowering computes and reads (an attention's scores on a CPU
-        target): it has a shape and a dtype like the graph's values, and its buffer is planned like theirs."""
+        target): it has a shape and a dtype like the graph's values, and its buffer is planned like theirs. Named
+        ``name`` unless a value has that name already (fresh_name)."""
+        name = fresh_name(name, {*self.graph.iter_values(), *self.graph.tensors, *self.extra_tensors})
         self.extra_tensors[name] = TensorInfo(name, tuple(int(d) for d in shape), dtype)
         return name
 
