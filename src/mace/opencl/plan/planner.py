@@ -145,6 +145,7 @@ class Planner:
         self.buffers: dict[str, Buffer] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.writable: set[str] = set()  # constants the launches write too (counters)
+        self._own: dict[str, str] = {}  # planning's own constants (derived, counters): what they are -> buffer name
         self.aliases: dict[str, str] = {}
         self.consumers = graph.consumers()
         self.graph_outputs = {t.name for t in graph.outputs}
@@ -223,28 +224,44 @@ class Planner:
         self.buffers[value] = Buffer(value, TAG_DTYPES[tag], self.shape(value))
         return value
 
+    def known(self, value: str, data: np.ndarray) -> str:
+        """A graph value whose data planning knows (Shape, Size, a Dropout's mask): uploaded under its own name, not
+        computed."""
+        return self._upload(value, data, self.tag(value))
+
     def derived(self, name: str, data: np.ndarray, tag: str) -> str:
-        """A host-prepared constant (weights in kernel layout, folded parameters, tap tables)."""
-        if name not in self.buffers:
-            data = np.ascontiguousarray(data.astype(TAG_DTYPES[tag], copy=False))
-            self.constants[name] = data
-            self.buffers[name] = Buffer(name, TAG_DTYPES[tag], tuple(data.shape))
-        return name
+        """A host-prepared constant (weights in kernel layout, folded parameters, tap tables), made once per ``name``
+        (``w@oc8``: the same relayout for every reader). Its buffer is named ``name`` unless a graph value has that
+        name (fresh_name)."""
+        if name not in self._own:
+            self._own[name] = self._upload(self._fresh(name), data, tag)
+        return self._own[name]
 
     def counters(self, count: int) -> str:
         """A buffer of at least ``count`` uint counters, zero when the program starts, that a launch may count in as
         long as it leaves them zero (gemm_tiled.cl SPLIT_SUM). One buffer for all launches: they run one at a time."""
-        name = "@counters"
+        name = self._own.setdefault("@counters", self._fresh("@counters"))
         if name not in self.buffers or self.buffers[name].shape[0] < count:
-            self.constants[name] = np.zeros(count, np.uint32)
-            self.buffers[name] = Buffer(name, np.dtype(np.uint32), (count,))
+            self._upload(name, np.zeros(count, np.uint32), "U32")
             self.writable.add(name)
         return name
 
     def scratch(self, name: str, shape: Sequence[int], tag: str) -> str:
-        """A device buffer that no graph value names (an output the graph does not use, written anyway)."""
+        """A device buffer that no graph value names (an output the graph does not use, written anyway): ``name``, or
+        where a value or another buffer has that, a fresh one."""
+        name = self._fresh(name)
         self.buffers[name] = Buffer(name, TAG_DTYPES[tag], tuple(shape))
         return name
+
+    def _upload(self, name: str, data: np.ndarray, tag: str) -> str:
+        data = np.ascontiguousarray(data.astype(TAG_DTYPES[tag], copy=False))
+        self.constants[name] = data
+        self.buffers[name] = Buffer(name, TAG_DTYPES[tag], tuple(data.shape))
+        return name
+
+    def _fresh(self, name: str) -> str:
+        """``name`` for a buffer of planning's own, unless a graph value or another buffer has it (fresh_name)."""
+        return fresh_name(name, {*self.graph.iter_values(), *self.graph.tensors, *self.buffers, *self.extra_tensors})
 
     def alias(self, out: str, src: str) -> None:
         self.aliases[out] = self.use(src)

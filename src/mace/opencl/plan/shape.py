@@ -23,7 +23,7 @@ def _lower_alias(p: Planner, node: Node) -> None:
     p.alias(node.outputs[0], node.inputs[0])
     for extra in node.outputs[1:]:
         if node.op == "Dropout" and p.is_used(extra):  # inference keeps everything: the mask is all true
-            p.derived(extra, np.ones(p.shape(extra), np.bool_), p.tag(extra))
+            p.known(extra, np.ones(p.shape(extra), np.bool_))
         elif p.is_used(extra):
             raise DeviceError(f"OpenCL runtime has no kernel for {node.op} output {extra!r} (node {node.name})")
 
@@ -39,7 +39,7 @@ def _lower_shape(p: Planner, node: Node) -> None:
         start, end = int(node.attrs.get("start", 0)), int(node.attrs.get("end", rank))
         value = np.array(shape[slice(start, end)], np.int64)
     out = node.outputs[0]
-    p.derived(out, value, p.tag(out))
+    p.known(out, value)
 
 
 @lowers("Cast", "CastLike")
