@@ -39,8 +39,9 @@ from mace.opencl.plan import DeviceTarget
 CHUNK = "// ---- "  # the planner's separator before each specialization (plan/planner.py)
 
 
-def groups(source: str, n: int) -> tuple[str, list[str]]:
-    """The shared header and ``n`` sources of whole specializations, balanced by length (largest first)."""
+def groups(source: str, n: int) -> list[str]:
+    """At most ``n`` sources, each the shared header and whole specializations, balanced by length (largest
+    first)."""
     header, *chunks = source.split(CHUNK)
     bins: list[list[int]] = [[] for _ in range(n)]
     sizes = [0] * n
@@ -48,7 +49,7 @@ def groups(source: str, n: int) -> tuple[str, list[str]]:
         b = sizes.index(min(sizes))
         bins[b].append(i)
         sizes[b] += len(chunks[i])
-    return header, [header + "".join(CHUNK + chunks[i] for i in sorted(b)) for b in bins if b]
+    return [header + "".join(CHUNK + chunks[i] for i in sorted(b)) for b in bins if b]
 
 
 def in_threads(work: Callable[[int], None], count: int) -> float:
@@ -63,7 +64,7 @@ def in_threads(work: Callable[[int], None], count: int) -> float:
 
 def build_linked(ctx: cl.Context, device: cl.Device, source: str, options: str, n: int,
                  times: dict[str, float]) -> cl.Program:
-    _, parts = groups(source, n)
+    parts = groups(source, n)
     objects: list[Any] = [None] * len(parts)
 
     def compile_part(i: int) -> None:
@@ -97,7 +98,7 @@ def probe(path: str, ctx: cl.Context, queue: cl.CommandQueue, target: DeviceTarg
     row["whole_s"] = time.perf_counter() - start
     print(f"{row['model']}: {row['specializations']} specializations; whole build {row['whole_s']:.2f} s", flush=True)
     for n in threads:
-        _, parts = groups(source, n)
+        parts = groups(source, n)
         separate = in_threads(lambda i, parts=parts: cl.Program(ctx, parts[i]).build(options=options), len(parts))
         times: dict[str, float] = {}
         executor = Executor(graph, ctx, queue, lambda s, o, n=n, times=times: build_linked(ctx, device, s, o, n, times),

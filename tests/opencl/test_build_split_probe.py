@@ -26,7 +26,7 @@ def test_groups_hold_each_specialization_once_under_the_header() -> None:
     header, *chunks = source.split(build_split_probe.CHUNK)
     assert len(chunks) >= 3
     for n in (1, 2, len(chunks), len(chunks) + 3):  # more groups than specializations: no empty program
-        _, parts = build_split_probe.groups(source, n)
+        parts = build_split_probe.groups(source, n)
         assert len(parts) == min(n, len(chunks))
         assert all(part.startswith(header) and len(part) > len(header) for part in parts)
         pieces = sorted(c for part in parts for c in part[len(header):].split(build_split_probe.CHUNK)[1:])

@@ -12,19 +12,18 @@ from typing import Any
 
 import numpy as np
 
-from mace.model.ir import Node, fresh_name
+from mace.model.ir import Node
 
 
 class Constants:
-    """Where normalizing puts the constants it makes: into ``values`` (the importer's), each named after its node and
-    fresh against ``taken`` (every name the model has, and those conversion made: ir.fresh_name)."""
+    """Where normalizing puts the constants it makes: into ``values`` (the importer's), each named ``fresh(its
+    node's name + suffix)``, a name no value of the model has (the importer's, after ir.fresh_name)."""
 
-    def __init__(self, values: dict[str, np.ndarray], taken: set[str]) -> None:
-        self.values, self.taken = values, taken
+    def __init__(self, values: dict[str, np.ndarray], fresh: Callable[[str], str]) -> None:
+        self.values, self.fresh = values, fresh
 
     def add(self, base: str, value: np.ndarray) -> str:
-        name = fresh_name(base, self.taken)
-        self.taken.add(name)
+        name = self.fresh(base)
         self.values[name] = value
         return name
 

@@ -129,7 +129,7 @@ class _Importer:
         g = model.graph
         self.taken: set[str] = {*(i.name for i in g.initializer), *(v.name for v in (*g.input, *g.output)),
                                 *(name for n in g.node for name in (*n.input, *n.output))}
-        self.new_constants = Constants(self.constants, self.taken)
+        self.new_constants = Constants(self.constants, self.fresh)
 
     def fresh(self, base: str) -> str:
         """A value name derived from ``base`` that no value of the model has (ir.fresh_name), now taken."""

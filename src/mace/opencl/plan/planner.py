@@ -167,8 +167,8 @@ class Planner:
     def intermediate(self, name: str, shape: Sequence[int], dtype: str = "float32") -> str:
         """A value no graph node names, that one lowering computes and reads (an attention's scores on a CPU
         target): it has a shape and a dtype like the graph's values, and its buffer is planned like theirs. Named
-        ``name`` unless a value has that name already (fresh_name)."""
-        name = fresh_name(name, {*self.graph.iter_values(), *self.graph.tensors, *self.extra_tensors})
+        ``name`` unless a value or a buffer has that name already (_fresh)."""
+        name = self._fresh(name)
         self.extra_tensors[name] = TensorInfo(name, tuple(int(d) for d in shape), dtype)
         return name
 
@@ -240,7 +240,9 @@ class Planner:
     def counters(self, count: int) -> str:
         """A buffer of at least ``count`` uint counters, zero when the program starts, that a launch may count in as
         long as it leaves them zero (gemm_tiled.cl SPLIT_SUM). One buffer for all launches: they run one at a time."""
-        name = self._own.setdefault("@counters", self._fresh("@counters"))
+        if "@counters" not in self._own:
+            self._own["@counters"] = self._fresh("@counters")
+        name = self._own["@counters"]
         if name not in self.buffers or self.buffers[name].shape[0] < count:
             self._upload(name, np.zeros(count, np.uint32), "U32")
             self.writable.add(name)
@@ -260,7 +262,8 @@ class Planner:
         return name
 
     def _fresh(self, name: str) -> str:
-        """``name`` for a buffer of planning's own, unless a graph value or another buffer has it (fresh_name)."""
+        """``name`` for a value or buffer of planning's own, unless a graph value or another buffer has it
+        (fresh_name)."""
         return fresh_name(name, {*self.graph.iter_values(), *self.graph.tensors, *self.buffers, *self.extra_tensors})
 
     def alias(self, out: str, src: str) -> None:
