@@ -78,10 +78,17 @@ SWEEP: dict[str, TilingPolicy] = {
     "dwg8": replace(P, gpu_fused_groups_per_cu=8),
     "dwg16": replace(P, gpu_fused_groups_per_cu=16),
     "dwk4": replace(P, gpu_fused_split_min_ktiles=4),
+    # inverted residual blocks as one launch of block.cl (conv.fuse_blocks) or not; their work-groups per CU
+    # (splits of the expanded channels) and positions a tile
+    "noblk": replace(P, gpu_fuse_blocks=False),
+    "blkg2": replace(P, gpu_block_groups_per_cu=2),
+    "blkg4": replace(P, gpu_block_groups_per_cu=4),
+    "blkp32": replace(P, gpu_block_most_positions=32),
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }
-KEYS = ("M", "N", "K", "BATCH", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK", "VEC")
+KEYS = ("M", "N", "K", "BATCH", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK", "VEC", "CIN", "CE", "COUT",
+        "OH", "TH", "TW", "CK", "BCO")
 
 
 def gpu_device(any_device: bool) -> cl.Device:

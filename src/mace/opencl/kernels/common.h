@@ -151,3 +151,21 @@
 #define VSUM_2(v) ((v).s0 + (v).s1)
 #define VSUM_4(v) dot((v), (float4)(1.0f))
 #define VSUM_8(v) dot((v).lo + (v).hi, (float4)(1.0f))
+
+// SPLIT_SUM (gemm_tiled.cl, block.cl): SPLITS work-groups each wrote their partial sums of one output block to
+// global memory, and the last of them to finish sums them all. SPLITS_ARRIVE sets `last` in that one: each
+// work-group counts its arrival in counts[block] (atomic_inc) after a device-scope fence, membar.gl in inline PTX,
+// and the last sets the count back to zero for the next launch and fences again before it reads the others' sums
+// (through a volatile pointer: this compute unit's L1 may hold stale lines of them). OpenCL 1.2 has no portable
+// fence of that scope: NVIDIA compiles mem_fence(CLK_GLOBAL_MEM_FENCE) to membar.cta, and on an H200 that version
+// read stale partial sums in a few runs out of hundreds. `arrived` is the caller's __local uint.
+#define SPLITS_ARRIVE(counts, block, arrived, tid, last)            \
+    asm volatile("membar.gl;" ::: "memory");                        \
+    barrier(CLK_LOCAL_MEM_FENCE);                                   \
+    if ((tid) == 0) (arrived) = atomic_inc((counts) + (block));     \
+    barrier(CLK_LOCAL_MEM_FENCE);                                   \
+    const bool last = (arrived) == SPLITS - 1;                      \
+    if (last) {                                                     \
+        if ((tid) == 0) (counts)[block] = 0;                        \
+        asm volatile("membar.gl;" ::: "memory");                    \
+    }

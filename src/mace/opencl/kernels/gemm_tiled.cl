@@ -17,10 +17,7 @@
 // With SPLITS > 1 the z dimension also splits k into SPLITS ranges of KS, and each work-group writes its raw partial
 // sums to part[SPLITS][BATCH][M][N]. Then either SPLIT_K_SUM (below, a second launch) adds them and applies the
 // epilogue, or, with SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx), the last of a block's work-groups to
-// finish does, in the same order: each counts its arrival in counts[block] (atomic_inc; the last one sets it back to
-// zero for the next launch) after a device-scope fence, membar.gl in inline PTX. OpenCL 1.2 has no portable fence of
-// that scope: NVIDIA compiles mem_fence(CLK_GLOBAL_MEM_FENCE) to membar.cta, and on an H200 that version read stale
-// partial sums in a few runs out of hundreds.
+// finish does, in the same order (common.h's SPLITS_ARRIVE).
 // Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM; AS_M AS_K
 // A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW (CONV 2: DWW_T,
 // DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE
@@ -355,17 +352,11 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #if SPLITS > 1
     EACH_OUTPUT(part[PART(split, m, n)] = acc_v);
 #if SPLIT_SUM
-    asm volatile("membar.gl;" ::: "memory");  // this work item's partial sums, seen device-wide before its count
-    barrier(CLK_LOCAL_MEM_FENCE);
     const int block = (batch * get_num_groups(1) + get_group_id(1)) * get_num_groups(0) + get_group_id(0);
-    if (tid == 0) arrived = atomic_inc(counts + block);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (arrived == SPLITS - 1) {
-        if (tid == 0) counts[block] = 0;
-        asm volatile("membar.gl;" ::: "memory");
-        // volatile: read past this compute unit's L1, which may hold stale lines of part (another block's). Each
-        // work item sums whole outputs, in ksum's order, consecutive across the work-group (coalesced reads), in a
-        // rolled loop: one copy of the epilogue in the code, not one for each of the TM x TN accumulators
+    SPLITS_ARRIVE(counts, block, arrived, tid, last);
+    if (last) {
+        // Each work item sums whole outputs, in ksum's order, consecutive across the work-group (coalesced reads),
+        // in a rolled loop: one copy of the epilogue in the code, not one for each of the TM x TN accumulators
         __global volatile const float* sums = part;
 #pragma unroll 1
         for (int e = tid; e < BM * BN; e += NT) {

@@ -23,6 +23,7 @@ from typing import Any
 from mace.errors import DeviceError
 from mace.model import rules
 from mace.model.ir import Node
+from mace.opencl.plan.block import gpu_block
 from mace.opencl.plan.gemm import gemm
 from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.gemm_tiled import gpu_conv
@@ -31,10 +32,12 @@ from mace.opencl.plan.templates import FLOAT_TAGS, prod, to3d
 from mace.opencl.plan.tiling import (
     CPU_ROW_VARIANTS,
     WORK_ITEM_FLOOR_VARIANTS,
+    BlockWindow,
     conv_tiling,
     cpu_conv_blocking,
     cpu_depthwise_blocking,
     depthwise_tiling,
+    gpu_block_tile,
     gpu_min_work_items,
     variant_floor,
     variant_rows,
@@ -98,6 +101,43 @@ def fuse_depthwise(p: Planner) -> None:
             p.absorbed.add(depthwise.name)
 
 
+@prepass
+def fuse_blocks(p: Planner) -> None:
+    """GPU targets (``policy.gpu_fuse_blocks``), after fuse_depthwise: a 1x1 conv whose loader computes a depthwise
+    conv, that depthwise conv reading a 1x1 conv (no residual, constant float weights) that nothing else reads, is an
+    inverted residual block: the three are one launch of block.cl (block.gpu_block), where gpu_block_tile finds a
+    blocking. Sets ``p.fused_blocks`` and adds the expand conv to ``p.absorbed``."""
+    if not (p.gpu and p.policy.gpu_fuse_blocks):
+        return
+    assert p.target is not None
+    producers, nodes = p.graph.producers(), {node.name: node for node in p.graph.nodes}
+    for name, depthwise in p.fused_depthwise.items():
+        project, dx = nodes[name], depthwise.inputs[0]
+        expand = producers.get(dx)
+        if expand is None or expand.op != "Conv" or expand.attrs.get("residual") or not takes_gpu_gemm(p, expand):
+            continue
+        sole = [u.name for u in p.consumers.get(dx, [])] == [depthwise.name] and depthwise.inputs.count(dx) == 1
+        weights = all(p.is_const(w) and p.tag(w) in FLOAT_TAGS for w in (expand.inputs[1], project.inputs[1]))
+        floats = p.tag(expand.inputs[0]) in FLOAT_TAGS
+        if not (sole and dx not in p.graph_outputs and weights and floats and _is_pointwise(p, expand)):
+            continue
+        xs, dws, ys = p.shape(expand.inputs[0]), p.shape(depthwise.inputs[1]), p.shape(project.outputs[0])
+        k, s, lead, d = _conv_window(depthwise, xs[2:], dws[2:])
+        window = BlockWindow(
+            xs[1], p.shape(dx)[1], ys[1], _hw(xs[2:], 1), _hw(ys[2:], 1), _hw(k, 1), _hw(s, 1), _hw(d, 1),
+            _hw(lead, 0), xs[0])
+        tile = gpu_block_tile(window, p.target, p.policy)
+        if tile is not None:
+            p.fused_blocks[name] = (expand, window, tile)
+            p.absorbed.add(expand.name)
+
+
+def _hw(values: Sequence[int], fill: int) -> tuple[int, int]:
+    """(H, W) of a 1D or 2D spatial attribute (1D: H = ``fill``)."""
+    h, w = to3d(values, fill)[1:]
+    return h, w
+
+
 def _geometry(c: int, in_sp: list[int], out_sp: list[int], window: tuple[list[int], ...]) -> dict[str, int]:
     """conv.cl's and gemm_tiled.cl's C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW."""
     k, s, lead, d = window
@@ -123,6 +163,10 @@ def _lower_conv(p: Planner, node: Node) -> None:
     group = int(node.attrs.get("group", 1))
     spatial = prod(in_sp)
 
+    if node.name in p.fused_blocks:  # with the expand conv before the depthwise one: block.cl (fuse_blocks)
+        expand, window, tile = p.fused_blocks[node.name]
+        gpu_block(p, node, expand, p.fused_depthwise[node.name], window, tile, residual)
+        return
     fused = p.fused_depthwise.get(node.name)
     if fused is not None:  # the B loader computes the depthwise conv from its input (fuse_depthwise)
         dx, dws = fused.inputs[0], p.shape(fused.inputs[1])

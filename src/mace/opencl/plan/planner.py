@@ -17,7 +17,14 @@ import numpy as np
 from mace.errors import DeviceError
 from mace.model.ir import Graph, Node, TensorInfo, fresh_name
 from mace.opencl.plan.templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
-from mace.opencl.plan.tiling import DEFAULT_POLICY, DeviceTarget, TilingPolicy, cpu_local_size
+from mace.opencl.plan.tiling import (
+    DEFAULT_POLICY,
+    BlockTile,
+    BlockWindow,
+    DeviceTarget,
+    TilingPolicy,
+    cpu_local_size,
+)
 
 # Deterministic, and valid for every OpenCL 1.2+ device: the cached binary is keyed on these.
 BUILD_OPTIONS = "-cl-std=CL1.2 -cl-mad-enable"
@@ -161,6 +168,9 @@ class Planner:
         self.absorbed: set[str] = set()
         # pointwise Conv -> the depthwise Conv whose output its GEMM's loader computes (set by conv.fuse_depthwise)
         self.fused_depthwise: dict[str, Node] = {}
+        # pointwise Conv -> the expand Conv before its fused depthwise conv, the block's shape and blocking: the three
+        # are one launch of block.cl (set by conv.fuse_blocks)
+        self.fused_blocks: dict[str, tuple[Node, BlockWindow, BlockTile]] = {}
 
     # values and buffers
 

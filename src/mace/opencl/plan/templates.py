@@ -73,6 +73,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "gemm_cpu": ("gemm_cpu.cl", None),
     "tgemm": ("gemm_tiled.cl", "TILED_GEMM"),
     "ksum": ("gemm_tiled.cl", "SPLIT_K_SUM"),
+    "irblock": ("block.cl", None),
     "gemv": ("gemv.cl", None),
     "deconv": ("conv_transpose.cl", None),
     "pool": ("pooling.cl", None),

@@ -157,6 +157,14 @@ class TilingPolicy:
     gpu_fuse_depthwise: bool = True
     gpu_fused_groups_per_cu: int = 4
     gpu_fused_split_min_ktiles: int = 1
+    # An inverted residual block (1x1 expand conv -> depthwise conv -> 1x1 project conv, each read only by the next)
+    # runs as one launch of block.cl (conv.fuse_blocks): gpu_block_tile's choices, below.
+    gpu_fuse_blocks: bool = True
+    gpu_block_work_items: int = 256
+    gpu_block_most_positions: int = 64  # output positions a work-group's tile
+    gpu_block_most_accumulators: int = 64  # sums a work item holds, per product
+    gpu_block_local_bytes: int = 48 * 1024
+    gpu_block_groups_per_cu: int = 1
     gpu_concat_in_place: bool = True  # convs write straight into their slice of a channel Concat (placement.py)
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
     # attention.cl on a GPU: 32 query rows per work-group where that makes this many work-groups per compute unit,
@@ -459,6 +467,138 @@ def gpu_gemm_tile(
 
 def _fits(tile: GemmTile, target: DeviceTarget) -> bool:
     return tile.lm * tile.ln <= target.max_work_group_size and tile.local_bytes <= target.local_mem_bytes
+
+
+@dataclass(frozen=True)
+class BlockWindow:
+    """An inverted residual block's shape (block.cl): channels in, expanded and out, the depthwise conv's input and
+    output maps (H, W) and window (kernel, strides, dilations, leading pads; each (H, W)), and the images."""
+
+    cin: int
+    ce: int
+    cout: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    dilations: tuple[int, int]
+    pads: tuple[int, int]
+    images: int
+
+    def halo(self, th: int, tw: int) -> tuple[int, int]:
+        """The input window (rows, columns) of a th x tw tile of outputs."""
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        return (th - 1) * sh + (kh - 1) * dh + 1, (tw - 1) * sw + (kw - 1) * dw + 1
+
+
+@dataclass(frozen=True)
+class BlockTile:
+    """block.cl's blocking: a work-group of ``nt`` work items computes a th x tw tile of output positions and ``bco``
+    output channels over ``ks`` expanded channels (``splits`` work-groups share a tile's), ``ck`` at a time, the
+    expand staging ``bki`` input channels at a time. The work items' layouts: the expand's ck x halo outputs as lac x
+    lap (tac x tap each), the projection's bco x th * tw as lco x lcp (tco x tcp each)."""
+
+    th: int
+    tw: int
+    ck: int
+    bki: int
+    bco: int
+    splits: int
+    ks: int
+    lac: int
+    lap: int
+    tac: int
+    tap: int
+    lco: int
+    lcp: int
+    tco: int
+    tcp: int
+    nt: int
+
+    def groups(self, b: BlockWindow) -> int:
+        """Work-groups per image and split."""
+        (oh, ow) = b.out_hw
+        return _ceil_div(oh, self.th) * _ceil_div(ow, self.tw) * _ceil_div(b.cout, self.bco)
+
+
+def block_local_floats(b: BlockWindow, th: int, tw: int, ck: int, bki: int, bco: int) -> int:
+    """The local memory block.cl's work-groups take, in floats: x and we staged, e on the halo, d, wp's chunk."""
+    hh, hw = b.halo(th, tw)
+    return bki * hh * hw + bki * ck + ck * hh * hw + ck * th * tw + ck * bco
+
+
+def gpu_block_tile(b: BlockWindow, target: DeviceTarget, policy: TilingPolicy) -> BlockTile | None:
+    """The blocking of an inverted residual block on block.cl, or None where no tile fits the local memory and
+    register budgets (then the block stays two launches, conv.fuse_depthwise's). The tile of output positions (at
+    most ``policy.gpu_block_most_positions``) that costs the least expand work recomputed on the halos plus
+    projection padded past the map, the biggest chunks of expanded channels that fit; output channels split into
+    blocks where one work item would hold more than ``policy.gpu_block_most_accumulators`` sums; and the expanded
+    channels split between work-groups until there are ``policy.gpu_block_groups_per_cu`` per compute unit.
+
+        >>> h200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
+        >>> b = BlockWindow(64, 384, 64, (14, 14), (14, 14), (3, 3), (1, 1), (1, 1), (1, 1), 1)
+        >>> t = gpu_block_tile(b, h200, DEFAULT_POLICY)
+        >>> (t.th, t.tw, t.ck, t.bco, t.splits, t.ks)
+        (7, 7, 32, 64, 12, 32)
+    """
+    nt = policy.gpu_block_work_items
+    if nt > target.max_work_group_size:
+        return None
+    (oh, ow), most = b.out_hw, policy.gpu_block_most_accumulators
+    budget = min(target.local_mem_bytes, policy.gpu_block_local_bytes) // 4
+
+    def layout(rows: int, cols: int, exact_rows: bool) -> tuple[int, int, int, int] | None:
+        """(L rows, L cols, T rows, T cols): nt work items over a rows x cols block, rows ones dividing it where
+        ``exact_rows``; the least time a k step of a work item takes, its T rows x T cols multiply-adds and T rows +
+        T cols reads of local memory, a read costing as much as 4 multiply-adds (32 reads and 128 multiply-adds a
+        clock on a compute unit of a recent NVIDIA GPU); of equals, the fewest padded outputs."""
+        best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
+        for lr in (1, 2, 4, 8, 16, 32, 64):
+            if nt % lr or (exact_rows and rows % lr):
+                continue
+            lc = nt // lr
+            tr, tc = _ceil_div(rows, lr), _ceil_div(cols, lc)
+            if tr * tc > most:
+                continue
+            key = (tr * tc + 4 * (tr + tc), lr * tr * lc * tc)
+            if best is None or key < best[0]:
+                best = (key, (lr, lc, tr, tc))
+        return None if best is None else best[1]
+
+    cost_best: tuple[tuple[int, int], BlockTile] | None = None
+    for th in range(1, min(oh, 16) + 1):
+        for tw in range(1, min(ow, 16) + 1):
+            if th * tw > policy.gpu_block_most_positions:
+                continue
+            hh, hw = b.halo(th, tw)
+            tiles = _ceil_div(oh, th) * _ceil_div(ow, tw)
+            for cblocks in range(1, b.cout + 1):
+                bco = _ceil_div(b.cout, cblocks)
+                project = layout(bco, th * tw, False)
+                if project is not None:
+                    break
+            else:
+                continue
+            sizes = [(ck, bki) for ck in (32, 16, 8) for bki in (16, 8)
+                     if block_local_floats(b, th, tw, ck, bki, bco) <= budget]
+            expand = next(((ck, bki, lay) for ck, bki in sizes if (lay := layout(ck, hh * hw, True))), None)
+            if expand is None:
+                continue
+            ck, bki, (lac, lap, tac, tap) = expand
+            lco, lcp, tco, tcp = project
+            cost = tiles * cblocks * (hh * hw * b.cin + th * tw * bco)  # per expanded channel
+            tile = BlockTile(th, tw, ck, bki, bco, 1, 0, lac, lap, tac, tap, lco, lcp, tco, tcp, nt)
+            key = (cost, -th * tw)
+            if cost_best is None or key < cost_best[0]:
+                cost_best = (key, tile)
+    if cost_best is None:
+        return None
+    tile = cost_best[1]
+    chunks = _ceil_div(b.ce, tile.ck)
+    want = policy.gpu_block_groups_per_cu * target.compute_units
+    splits = min(chunks, max(1, want // (tile.groups(b) * b.images)))
+    ks = _ceil_div(chunks, splits) * tile.ck
+    return replace(tile, splits=_ceil_div(b.ce, ks), ks=ks)
 
 
 def gemv_blocking(k_contiguous: bool, k: int, policy: TilingPolicy) -> tuple[int, int, int]:

@@ -1,0 +1,67 @@
+"""Inverted residual blocks on GPU targets: a 1x1 expand conv, a depthwise conv and a 1x1 project conv (MobileNet-v2's
+bottleneck) as one launch of block.cl, whose work-groups keep the expanded tensor and the depthwise output in local
+memory (conv.fuse_blocks decides which blocks; tiling.gpu_block_tile how). Elsewhere such a block is two launches:
+the expand's product, and the projection's with the depthwise conv in its loader (conv.fuse_depthwise)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mace.model.ir import Node
+from mace.opencl.plan.planner import Arg, Planner, optional
+from mace.opencl.plan.templates import activation_macro
+from mace.opencl.plan.tiling import BlockTile, BlockWindow
+
+
+def gpu_block(
+    p: Planner, project: Node, expand: Node, depthwise: Node, window: BlockWindow, tile: BlockTile,
+    residual: str | None,
+) -> None:
+    """``project`` (and the ``expand`` and ``depthwise`` convs it reads through) on block.cl: ``window`` is the block's
+    shape, ``tile`` its blocking (gpu_block_tile), ``residual`` the projection's fused residual."""
+    assert p.target is not None
+    x, we, eb = expand.inputs[0], expand.inputs[1], optional(expand.inputs, 2)
+    dww, dwb = depthwise.inputs[1], optional(depthwise.inputs, 2)
+    wp, bias, y = project.inputs[1], optional(project.inputs, 2), project.outputs[0]
+    b = window
+    # the weights as rows of a chunk: we [CIN][CE], wp [CE][COUT]
+    we_buf = p.derived(f"{we}@km", p.graph.float_constant(we).reshape(b.ce, b.cin).T, p.tag(we))
+    wp_buf = p.derived(f"{wp}@km", p.graph.float_constant(wp).reshape(b.cout, b.ce).T, p.tag(wp))
+    (ih, iw), (oh, ow) = b.in_hw, b.out_hw
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = b.kernel, b.strides, b.dilations, b.pads
+    defines: dict[str, Any] = {"X_T": p.tag(x), "WE_T": p.tag(we), "DWW_T": p.tag(dww), "WP_T": p.tag(wp)}
+    defines.update({"N": b.images, "CIN": b.cin, "CE": b.ce, "COUT": b.cout, "IH": ih, "IW": iw, "OH": oh, "OW": ow})
+    defines.update({"KH": kh, "KW": kw, "SH": sh, "SW": sw, "PH": ph, "PW": pw, "DH": dh, "DW": dw})
+    defines.update({"TH": tile.th, "TW": tile.tw, "CK": tile.ck, "BKI": tile.bki, "BCO": tile.bco})
+    defines.update({"SPLITS": tile.splits, "KS": tile.ks if tile.splits > 1 else b.ce, "NT": tile.nt})
+    defines.update({"LAC": tile.lac, "LAP": tile.lap, "TAC": tile.tac, "TAP": tile.tap})
+    defines.update({"LCO": tile.lco, "LCP": tile.lcp, "TCO": tile.tco, "TCP": tile.tcp})
+    defines.update({"E_BIAS": eb is not None, **({"EB_T": p.tag(eb)} if eb else {})})
+    defines.update({"DW_BIAS": dwb is not None, **({"DWB_T": p.tag(dwb)} if dwb else {})})
+    defines["E_ACTIVATE(v)"] = activation_macro(expand.attrs)
+    defines["DW_ACTIVATE(v)"] = activation_macro(depthwise.attrs)
+    operands: list[Arg] = [p.use(x), we_buf, *([p.use(eb)] if eb else []), p.use(dww), *([p.use(dwb)] if dwb else [])]
+    operands.append(wp_buf)
+    m, n = b.cout, oh * ow
+    root, offset, bstride = p.placement.get(y, (y, 0, m * n))  # a slice of a Concat's output (placement.py)
+    epilogue: dict[str, Any] = {"Y_T": p.tag(y), "Y_BSTRIDE": bstride, "Y_OFFSET": offset, "HAS_BIAS": bias is not None}
+    tail: list[Arg] = []
+    if bias is not None:
+        epilogue["C_T"] = p.tag(bias)
+        tail.append(p.use(bias))
+    p.epilogue(project, epilogue, tail, residual)
+    grid = [tile.groups(b) * tile.nt, 1, b.images * tile.splits]
+    local = [tile.nt, 1, 1]
+    if tile.splits == 1:
+        p.launch(project, p.kernel("irblock", {**defines, **epilogue}), grid, [*operands, *tail, p.define(root)], local)
+        return
+    part = p.scratch(f"{y}@splitk", (tile.splits, b.images, m, n), "F32")
+    if p.target.nvidia_ptx:  # the last work-group of a tile sums the splits (common.h SPLITS_ARRIVE)
+        counts = p.counters(tile.groups(b) * b.images)
+        args = [*operands, part, counts, *tail, p.define(root)]
+        p.launch(project, p.kernel("irblock", {**defines, **epilogue, "SPLIT_SUM": 1}), grid, args, local)
+        return
+    p.launch(project, p.kernel("irblock", defines), grid, [*operands, part], local)
+    epilogue.update({"M": m, "N": n, "BATCH": b.images, "SPLITS": tile.splits, "ALPHA": 1.0, "BETA": 1.0})
+    epilogue.update({"CS_M": 1, "CS_N": 0} if bias is not None else {})
+    p.launch(project, p.kernel("ksum", epilogue), [b.images * m * n], [part, *tail, p.define(root)])

@@ -1,0 +1,195 @@
+"""Inverted residual blocks (1x1 expand conv -> depthwise conv -> 1x1 project conv) as one launch of block.cl on GPU
+targets (conv.fuse_blocks, tiling.gpu_block_tile), run on whatever device the tests have and checked against
+onnxruntime: window shapes, biases and activations or none, a residual, 1D, expanded channels that are no multiple of
+a chunk, output channels split into blocks, the expanded channels split between work-groups and summed by a second
+launch or (NVIDIA targets) by the last work-group, and blocks that must stay apart."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from mace.converter import convert_onnx
+from mace.opencl import plan as planning
+from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget
+from mace.opencl.plan.tiling import BlockWindow, block_local_floats, gpu_block_tile
+from support import onnx_model, random_array, run_onnxruntime
+
+ONE_CU = DeviceTarget(True, 1, 48 << 10, 1024)  # no split: each work-group takes every expanded channel
+MANY_CUS = DeviceTarget(True, 100_000, 48 << 10, 1024)  # as many splits as chunks
+SMALL_BLOCKS = replace(DEFAULT_POLICY, gpu_block_most_accumulators=1)  # output channels in blocks
+
+
+def _block(prefix: str, x: str, cin: int, ce: int, cout: int, k: list[int], seed: int, biases: bool = True,
+           **dw: Any) -> tuple[list[Any], dict[str, np.ndarray]]:
+    """The nodes (named ``{prefix}expand``, ``{prefix}depthwise``, ``{prefix}project``) and weights of one block
+    reading ``x``: expand, ReLU6, depthwise (``dw``'s attributes), ReLU6, project; with or without biases."""
+    ones = [1] * len(k)
+    init = {f"{prefix}we": random_array(ce, cin, *ones, seed=seed, low=-0.5, high=0.5),
+            f"{prefix}dw": random_array(ce, 1, *k, seed=seed + 2, low=-0.5, high=0.5),
+            f"{prefix}wp": random_array(cout, ce, *ones, seed=seed + 4, low=-0.3, high=0.3),
+            f"{prefix}lo": np.array(0.0, np.float32), f"{prefix}hi": np.array(6.0, np.float32)}
+    if biases:
+        init.update({f"{prefix}eb": random_array(ce, seed=seed + 1, low=-0.2, high=0.2),
+                     f"{prefix}db": random_array(ce, seed=seed + 3, low=-0.2, high=0.2),
+                     f"{prefix}pb": random_array(cout, seed=seed + 5, low=-0.2, high=0.2)})
+    bias = (lambda name: [f"{prefix}{name}"]) if biases else (lambda name: [])
+    relu6 = [f"{prefix}lo", f"{prefix}hi"]
+    nodes = [
+        helper.make_node("Conv", [x, f"{prefix}we", *bias("eb")], [f"{prefix}e"], name=f"{prefix}expand"),
+        helper.make_node("Clip", [f"{prefix}e", *relu6], [f"{prefix}e6"]),
+        helper.make_node("Conv", [f"{prefix}e6", f"{prefix}dw", *bias("db")], [f"{prefix}d"], group=ce,
+                         kernel_shape=k, name=f"{prefix}depthwise", **dw),
+        helper.make_node("Clip", [f"{prefix}d", *relu6], [f"{prefix}d6"]),
+        helper.make_node("Conv", [f"{prefix}d6", f"{prefix}wp", *bias("pb")], [f"{prefix}p"], name=f"{prefix}project"),
+    ]
+    return nodes, init
+
+
+def blocks_model() -> tuple[Any, dict[str, np.ndarray]]:
+    """Four blocks that fuse (a: a residual; b: a 5x3 window of stride 2, asymmetric pads and dilation, 40 expanded
+    channels into 70; c: 1D, HardSwish after; d: no biases, strides 2 x 1, 33 expanded channels) and one that does not
+    (e: its expanded tensor has another reader)."""
+    nodes, init = [], {}
+    for part in (
+        _block("a", "x", 16, 48, 16, [3, 3], 10, pads=[1, 1, 1, 1]),
+        _block("b", "x", 16, 40, 70, [5, 3], 20, strides=[2, 2], pads=[2, 0, 3, 1], dilations=[1, 2]),
+        _block("c", "x1", 12, 36, 20, [3], 30, strides=[2], pads=[1, 1]),
+        _block("d", "x", 16, 33, 9, [3, 3], 40, biases=False, strides=[2, 1]),
+        _block("e", "x", 16, 24, 8, [3, 3], 50, pads=[1, 1, 1, 1]),
+    ):
+        nodes += part[0]
+        init.update(part[1])
+    nodes.append(helper.make_node("Add", ["ap", "x"], ["ya"]))  # a residual: the projection's epilogue
+    nodes.append(helper.make_node("HardSwish", ["cp"], ["yc"]))
+    nodes.append(helper.make_node("Sigmoid", ["ee6"], ["ye"]))  # a second reader of block e's expanded tensor
+    outputs = {"ya": None, "bp": None, "yc": None, "dp": None, "ep": None, "ye": None}
+    model = onnx_model(nodes, {"x": [2, 16, 13, 11], "x1": [2, 12, 30]}, outputs, init)
+    feeds = {"x": random_array(2, 16, 13, 11, seed=1), "x1": random_array(2, 12, 30, seed=2)}
+    return model, feeds
+
+
+def _irblocks(plan: Any) -> list[Any]:
+    return [launch for launch in plan.launches if launch.kernel.startswith("irblock")]
+
+
+@pytest.mark.parametrize(("target", "policy"), [(ONE_CU, DEFAULT_POLICY), (MANY_CUS, DEFAULT_POLICY),
+                                                (ONE_CU, SMALL_BLOCKS)], ids=["whole", "split", "channel-blocks"])
+def test_blocks_fuse_and_match_onnxruntime(make_executor: Any, target: DeviceTarget, policy: Any) -> None:
+    model, feeds = blocks_model()
+    graph = convert_onnx(model)
+    executor = make_executor(graph, target=replace(target, policy=policy))
+    plan = executor.plan
+    fused = _irblocks(plan)
+    assert sorted(launch.node for launch in fused if launch.kernel.startswith("irblock")) == [
+        "aproject", "bproject", "cproject", "dproject"]
+    launched = {launch.node for launch in plan.launches}
+    assert not {"aexpand", "adepthwise", "bexpand", "cexpand", "dexpand"} & launched
+    assert {"eexpand", "eproject"} <= launched
+    got = executor.run(feeds)
+    want = run_onnxruntime(model, feeds)
+    for name, ref in want.items():
+        np.testing.assert_allclose(got[name], ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()), err_msg=name)
+    splits = [int(re.search(r"#define SPLITS (\d+)", chunk).group(1))
+              for chunk in plan.source.split("// ---- ")[1:] if chunk.startswith("irblock")]
+    assert (max(splits) > 1) == (target is MANY_CUS)
+    assert (target is MANY_CUS) == any(launch.kernel.startswith("ksum") for launch in plan.launches)
+    if policy is SMALL_BLOCKS:
+        assert any(int(re.search(r"#define BCO (\d+)", c).group(1)) < int(re.search(r"#define COUT (\d+)", c).group(1))
+                   for c in plan.source.split("// ---- ")[1:] if c.startswith("irblock"))
+
+
+def _fence_free_build(context: Any) -> Any:
+    """A builder for pocl of programs holding NVIDIA's device-scope fence (membar.gl, inline PTX): pocl's CPU memory
+    is coherent, so mem_fence serves."""
+    import pyopencl as cl
+
+    fence = 'asm volatile("membar.gl;" ::: "memory");'
+
+    def build(source: str, options: str) -> Any:
+        assert fence in source
+        return cl.Program(context, source.replace(fence, "mem_fence(CLK_GLOBAL_MEM_FENCE);")).build(options=options)
+
+    return build
+
+
+def test_blocks_summed_by_their_last_work_group(opencl_queue: Any) -> None:
+    """On NVIDIA targets the last work-group of a tile sums the splits (SPLIT_SUM): one launch per block, counting
+    in the shared zeroed counters, which every run must leave zero for the next (three runs)."""
+    from mace.opencl.executor import Executor
+
+    model, feeds = blocks_model()
+    target = replace(MANY_CUS, nvidia_ptx=True)
+    executor = Executor(convert_onnx(model), opencl_queue.context, opencl_queue, _fence_free_build(
+        opencl_queue.context), target=target)
+    plan = executor.plan
+    assert len(_irblocks(plan)) == 4 and not any(launch.kernel.startswith("ksum") for launch in plan.launches)
+    assert plan.source.count("#define SPLIT_SUM 1") >= 1 and "@counters" in plan.writable
+    want = run_onnxruntime(model, feeds)
+    for _ in range(3):
+        got = executor.run(feeds)
+        for name, ref in want.items():
+            np.testing.assert_allclose(got[name], ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()), err_msg=name)
+
+
+def test_mobilenet_v2_blocks_on_a_gpu_plan(opencl_queue: Any) -> None:
+    """MobileNet-v2 planned for an H200-shaped NVIDIA target: its 16 blocks with an expand conv are one launch each
+    (the first block has none: its depthwise conv stays in the projection's loader), and the outputs stay within
+    1e-4 of onnxruntime's."""
+    from mace.opencl.executor import Executor
+    from support import onnxruntime_outputs, relative_error, shared_model
+
+    path = shared_model("mobilenet_v2")
+    graph = convert_onnx(path)
+    h200 = DeviceTarget(True, 132, 48 << 10, 1024, nvidia_ptx=True)
+    executor = Executor(graph, opencl_queue.context, opencl_queue, _fence_free_build(opencl_queue.context),
+                        target=h200)
+    assert len(_irblocks(executor.plan)) == 16
+    unfused = planning.plan_graph(graph, replace(h200, policy=replace(DEFAULT_POLICY, gpu_fuse_blocks=False)))
+    assert len(executor.plan.launches) <= len(unfused.launches) - 16  # (and the split sums some products launch)
+    image = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    got = executor.run({"input": image})["output"]
+    assert relative_error(got, onnxruntime_outputs(path, {"input": image})["output"]) <= 1e-4
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_block_tiles_fit_and_cover(seed: int) -> None:
+    """gpu_block_tile's blockings, over random block shapes: within the local memory and accumulator budgets, the
+    work items' layouts covering each product, the splits covering the expanded channels."""
+    rng = np.random.default_rng(seed)
+    k = (int(rng.integers(1, 6)), int(rng.integers(1, 6)))
+    s, d = (int(rng.integers(1, 3)), int(rng.integers(1, 3))), (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    pads = (int(rng.integers(0, k[0])), int(rng.integers(0, k[1])))
+    ih, iw = int(rng.integers(max(k) * 2, 60)), int(rng.integers(max(k) * 2, 60))
+    oh = (ih + 2 * pads[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    ow = (iw + 2 * pads[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+    b = BlockWindow(int(rng.integers(1, 200)), int(rng.integers(1, 1000)), int(rng.integers(1, 400)), (ih, iw),
+                    (oh, ow), k, s, d, pads, int(rng.integers(1, 33)))
+    target = DeviceTarget(True, int(rng.choice([1, 16, 132])), int(rng.choice([32 << 10, 48 << 10])), 1024)
+    tile = gpu_block_tile(b, target, DEFAULT_POLICY)
+    if tile is None:
+        return
+    policy = DEFAULT_POLICY
+    assert 4 * block_local_floats(b, tile.th, tile.tw, tile.ck, tile.bki, tile.bco) <= target.local_mem_bytes
+    assert tile.th * tile.tw <= policy.gpu_block_most_positions
+    assert tile.tac * tile.tap <= policy.gpu_block_most_accumulators
+    assert tile.tco * tile.tcp <= policy.gpu_block_most_accumulators
+    hh, hw = b.halo(tile.th, tile.tw)
+    assert tile.lac * tile.tac == tile.ck and tile.lac * tile.lap == tile.nt and tile.lap * tile.tap >= hh * hw
+    assert tile.lco * tile.lcp == tile.nt and tile.lco * tile.tco >= tile.bco
+    assert tile.lcp * tile.tcp >= tile.th * tile.tw
+    assert tile.bco * -(-b.cout // tile.bco) >= b.cout
+    assert tile.ks % tile.ck == 0 and (tile.splits - 1) * tile.ks < b.ce <= tile.splits * max(tile.ks, b.ce)
+
+
+def test_fusing_blocks_is_a_policy() -> None:
+    model, _ = blocks_model()
+    graph = convert_onnx(model)
+    off = planning.plan_graph(graph, replace(ONE_CU, policy=replace(DEFAULT_POLICY, gpu_fuse_blocks=False)))
+    on = planning.plan_graph(graph, ONE_CU)
+    assert not _irblocks(off) and "KERNEL_NAME irblock" not in off.source and len(off.launches) == len(on.launches) + 4
