@@ -158,13 +158,24 @@ class TilingPolicy:
     gpu_fused_groups_per_cu: int = 4
     gpu_fused_split_min_ktiles: int = 1
     # An inverted residual block (1x1 expand conv -> depthwise conv -> 1x1 project conv, each read only by the next)
-    # runs as one launch of block.cl (conv.fuse_blocks): gpu_block_tile's choices, below.
+    # runs as one launch of block.cl (conv.fuse_blocks) where gpu_block_tile finds a blocking: tiles of at most
+    # gpu_block_most_positions outputs, work items holding at most gpu_block_most_accumulators sums, and the
+    # expanded channels split until there are gpu_block_groups_per_cu work-groups per CU. Only where each work-group
+    # then takes at most gpu_block_most_chunks chunks of expanded channels (its loads, unpipelined, wait a round
+    # trip to memory per chunk), and the last one adds at most gpu_block_most_sums partial sums a work item (its
+    # serial adds, as gpu_split_sum_most): measured on an H200 over MobileNet-v2's 16 blocks (kernels, against the
+    # two launches of the expand product and the projection with the depthwise conv in its loader), at batch 1 the
+    # 28 x 28 blocks (one chunk, 35-42 sums) 24 -> 15-19 us, the 14 x 14 ones (one chunk, 156-228 sums) 21-29 ->
+    # 19-26, but the 7 x 7 ones (930-2100 sums) 21-28 -> 42-52 and the 56 x 56 ones (3 chunks) 21-23 -> 25-30;
+    # at batch 32 (3-36 chunks) every block but the first slower, 2341 -> 3559 us in all.
     gpu_fuse_blocks: bool = True
     gpu_block_work_items: int = 256
-    gpu_block_most_positions: int = 64  # output positions a work-group's tile
-    gpu_block_most_accumulators: int = 64  # sums a work item holds, per product
+    gpu_block_most_positions: int = 64
+    gpu_block_most_accumulators: int = 64
     gpu_block_local_bytes: int = 48 * 1024
-    gpu_block_groups_per_cu: int = 1
+    gpu_block_groups_per_cu: int = 4
+    gpu_block_most_chunks: int = 1
+    gpu_block_most_sums: int = 256
     gpu_concat_in_place: bool = True  # convs write straight into their slice of a channel Concat (placement.py)
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
     # attention.cl on a GPU: 32 query rows per work-group where that makes this many work-groups per compute unit,
@@ -529,17 +540,20 @@ def block_local_floats(b: BlockWindow, th: int, tw: int, ck: int, bki: int, bco:
 
 def gpu_block_tile(b: BlockWindow, target: DeviceTarget, policy: TilingPolicy) -> BlockTile | None:
     """The blocking of an inverted residual block on block.cl, or None where no tile fits the local memory and
-    register budgets (then the block stays two launches, conv.fuse_depthwise's). The tile of output positions (at
-    most ``policy.gpu_block_most_positions``) that costs the least expand work recomputed on the halos plus
-    projection padded past the map, the biggest chunks of expanded channels that fit; output channels split into
-    blocks where one work item would hold more than ``policy.gpu_block_most_accumulators`` sums; and the expanded
-    channels split between work-groups until there are ``policy.gpu_block_groups_per_cu`` per compute unit.
+    register budgets or the policy's bounds on chunks and partial sums (then the block stays two launches,
+    conv.fuse_depthwise's). The tile of output positions (at most ``policy.gpu_block_most_positions``) that costs the
+    least expand work recomputed on the halos plus projection padded past the map, the biggest chunks of expanded
+    channels that fit; output channels split into blocks where one work item would hold more than
+    ``policy.gpu_block_most_accumulators`` sums; and the expanded channels split between work-groups until there are
+    ``policy.gpu_block_groups_per_cu`` per compute unit.
 
         >>> h200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
-        >>> b = BlockWindow(64, 384, 64, (14, 14), (14, 14), (3, 3), (1, 1), (1, 1), (1, 1), 1)
+        >>> b = BlockWindow(32, 192, 32, (28, 28), (28, 28), (3, 3), (1, 1), (1, 1), (1, 1), 1)
         >>> t = gpu_block_tile(b, h200, DEFAULT_POLICY)
         >>> (t.th, t.tw, t.ck, t.bco, t.splits, t.ks)
-        (7, 7, 32, 64, 12, 32)
+        (7, 7, 32, 32, 6, 32)
+        >>> gpu_block_tile(replace(b, images=32), h200, DEFAULT_POLICY) is None  # 6 chunks a work-group
+        True
     """
     nt = policy.gpu_block_work_items
     if nt > target.max_work_group_size:
@@ -598,7 +612,11 @@ def gpu_block_tile(b: BlockWindow, target: DeviceTarget, policy: TilingPolicy) -
     want = policy.gpu_block_groups_per_cu * target.compute_units
     splits = min(chunks, max(1, want // (tile.groups(b) * b.images)))
     ks = _ceil_div(chunks, splits) * tile.ck
-    return replace(tile, splits=_ceil_div(b.ce, ks), ks=ks)
+    tile = replace(tile, splits=_ceil_div(b.ce, ks), ks=ks)
+    sums = tile.splits * _ceil_div(tile.bco * tile.th * tile.tw, nt) if tile.splits > 1 else 0
+    if ks // tile.ck > policy.gpu_block_most_chunks or sums > policy.gpu_block_most_sums:
+        return None
+    return tile
 
 
 def gemv_blocking(k_contiguous: bool, k: int, policy: TilingPolicy) -> tuple[int, int, int]:
