@@ -20,10 +20,11 @@ literals and stride helpers; ``tiling.py`` the device target, the tiling policy 
 file it mostly emits: ``elementwise``, ``conv`` (Conv, ConvTranspose, depthwise), ``gemm`` (Gemm, MatMul),
 ``pooling``, ``reduce`` (Reduce*, ArgMax, Softmax), ``norm``, ``resize``, ``indexing`` (Transpose, Slice, Concat,
 Split, Gather, Pad, ...), ``shape`` (aliases, Shape/Size, Cast); ``gemm_tiled`` the GPU target's matrix products;
+``block`` its inverted residual blocks in one kernel;
 ``placement`` the prepass that lets convs write into their slice of a Concat on GPU targets.
 
 The imports go one way: templates <- gemm_shape <- tiling <- planner <- the family modules (gemm_tiled <- gemm <-
-conv <- placement; elementwise <- norm, shape; reduce <- pooling); no module here imports this package's
+conv <- placement; block <- conv; elementwise <- norm, shape; reduce <- pooling); no module here imports this package's
 ``__init__``.
 """
 

@@ -10,7 +10,8 @@ Conv takes one of three kernels:
   run-time weights keep OIHW, which is that layout for OCB = 1.
 On a GPU target (Planner.gpu) every group-1 conv is instead an implicit GEMM on gemm_tiled.cl (gemm_tiled.py), and
 a depthwise conv that only such a 1x1 conv reads is computed by that GEMM's loader (fuse_depthwise): MobileNet's
-inverted residual blocks become two launches, not three (on NVIDIA, whose k splits need no second launch).
+inverted residual blocks become two launches, not three (on NVIDIA, whose k splits need no second launch), and where
+block.cl's work-groups can each take one chunk of the expanded channels, one (fuse_blocks, block.py).
 
 Window attributes and pads (auto_pad, ConvTranspose's output_shape) are mace.model.rules', as in the reference ops.
 """
