@@ -65,6 +65,7 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
     __local float es[CK * HP];    // e on the window
     __local float ds[CK * P];     // d on the tile
     __local float wps[CK * BCO];  // wp, the chunk x the work-group's output channels
+    __local float dws[CK * KH * KW];  // dww, the chunk's
 #if SPLITS > 1 && SPLIT_SUM
     __local uint arrived;  // how many of the tile's work-groups had finished before this one
 #endif
@@ -90,11 +91,13 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
                 const int ci = ci0 + e / CK, ce = c0 + e % CK;
                 ws[e] = (ci < CIN && ce < cend) ? LOAD(WE_T, we, ci * CE + ce) : 0.0f;
             }
-            if (ci0 == 0) {
+            if (ci0 == 0) {  // (the chunk's other weights, loaded in the same round trip)
                 for (int e = tid; e < CK * BCO; e += NT) {
                     const int ce = c0 + e / BCO, co = co0 + e % BCO;
                     wps[e] = (ce < cend && co < COUT) ? LOAD(WP_T, wp, ce * COUT + co) : 0.0f;
                 }
+                for (int e = tid; e < CK * KH * KW; e += NT)
+                    dws[e] = c0 * KH * KW + e < cend * KH * KW ? LOAD(DWW_T, dww, c0 * KH * KW + e) : 0.0f;
             }
             barrier(CLK_LOCAL_MEM_FENCE);
             for (int kk = 0; kk < BKI; ++kk) {
@@ -128,7 +131,7 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
                 for (int kh = 0; kh < KH; ++kh)
                     for (int kw = 0; kw < KW; ++kw)
                         s = mad(es[ck * HP + (th * SH + kh * DH) * HW + tw * SW + kw * DW],
-                                LOAD(DWW_T, dww, (ce * KH + kh) * KW + kw), s);
+                                dws[(ck * KH + kh) * KW + kw], s);
 #if DW_BIAS
                 s += LOAD(DWB_T, dwb, ce);
 #endif
@@ -186,16 +189,38 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
 #if SPLIT_SUM
     SPLITS_ARRIVE(counts, img * get_num_groups(0) + get_group_id(0), arrived, tid, last);
     if (last) {
+        // Work item tid sums outputs tid + r * NT, in ksum's order, four at a time: their loads of a split are in
+        // flight together (one output at a time, a work-group waited a round trip to memory per output and split)
         __global volatile const float* sums = part;  // (past this compute unit's L1: see SPLITS_ARRIVE)
+#define SUMS_R ((BCO * P + NT - 1) / NT)
+#define AT(r) (tid + (r) * NT)
+#define SUM_CO(r) (co0 + AT(r) / P)
+#define SUM_O(r) ((oh0 + (AT(r) % P) / TW) * OW + ow0 + (AT(r) % P) % TW)
+#define SUM_VALID(r) \
+    (AT(r) < BCO * P && SUM_CO(r) < COUT && oh0 + (AT(r) % P) / TW < OH && ow0 + (AT(r) % P) % TW < OW)
+#define SUM_ADD(t, r) if (SUM_VALID(r)) t += sums[PART(s, SUM_CO(r), SUM_O(r))]
+#define SUM_OUT(t, r) if (SUM_VALID(r)) OUT(SUM_CO(r), SUM_O(r), t)
 #pragma unroll 1
-        for (int e = tid; e < BCO * P; e += NT) {
-            const int co = co0 + e / P, oh = oh0 + (e % P) / TW, ow = ow0 + (e % P) % TW, o = oh * OW + ow;
-            if (co < COUT && oh < OH && ow < OW) {
-                float total = 0.0f;
-                for (int s = 0; s < SPLITS; ++s) total += sums[PART(s, co, o)];
-                OUT(co, o, total);
+        for (int r = 0; r < SUMS_R; r += 4) {
+            float t0 = 0.0f, t1 = 0.0f, t2 = 0.0f, t3 = 0.0f;
+            for (int s = 0; s < SPLITS; ++s) {
+                SUM_ADD(t0, r);
+                SUM_ADD(t1, r + 1);
+                SUM_ADD(t2, r + 2);
+                SUM_ADD(t3, r + 3);
             }
+            SUM_OUT(t0, r);
+            SUM_OUT(t1, r + 1);
+            SUM_OUT(t2, r + 2);
+            SUM_OUT(t3, r + 3);
         }
+#undef SUMS_R
+#undef AT
+#undef SUM_CO
+#undef SUM_O
+#undef SUM_VALID
+#undef SUM_ADD
+#undef SUM_OUT
     }
 #endif
 #else

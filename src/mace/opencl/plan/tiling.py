@@ -533,9 +533,10 @@ class BlockTile:
 
 
 def block_local_floats(b: BlockWindow, th: int, tw: int, ck: int, bki: int, bco: int) -> int:
-    """The local memory block.cl's work-groups take, in floats: x and we staged, e on the halo, d, wp's chunk."""
+    """The local memory block.cl's work-groups take, in floats: x and we staged, e on the halo, d, the chunk's wp and
+    dww."""
     hh, hw = b.halo(th, tw)
-    return bki * hh * hw + bki * ck + ck * hh * hw + ck * th * tw + ck * bco
+    return bki * hh * hw + bki * ck + ck * hh * hw + ck * th * tw + ck * bco + ck * b.kernel[0] * b.kernel[1]
 
 
 def gpu_block_tile(b: BlockWindow, target: DeviceTarget, policy: TilingPolicy) -> BlockTile | None:
@@ -579,6 +580,8 @@ def gpu_block_tile(b: BlockWindow, target: DeviceTarget, policy: TilingPolicy) -
                 best = (key, (lr, lc, tr, tc))
         return None if best is None else best[1]
 
+    # input channels staged at a time: all of them where they fit (one round trip to memory a chunk), else 32 ... 8
+    staged = sorted({min(v, _ceil_div(b.cin, 8) * 8) for v in (64, 32, 16, 8)}, reverse=True)
     cost_best: tuple[tuple[int, int], BlockTile] | None = None
     for th in range(1, min(oh, 16) + 1):
         for tw in range(1, min(ow, 16) + 1):
@@ -593,7 +596,7 @@ def gpu_block_tile(b: BlockWindow, target: DeviceTarget, policy: TilingPolicy) -
                     break
             else:
                 continue
-            sizes = [(ck, bki) for ck in (32, 16, 8) for bki in (16, 8)
+            sizes = [(ck, bki) for ck in (32, 16, 8) for bki in staged
                      if block_local_floats(b, th, tw, ck, bki, bco) <= budget]
             expand = next(((ck, bki, lay) for ck, bki in sizes if (lay := layout(ck, hh * hw, True))), None)
             if expand is None:
