@@ -71,6 +71,7 @@ SWEEP: dict[str, TilingPolicy] = {
     # launched (not computed in their 1x1 reader's loader), and both: the policy before either
     "ksum": replace(P, gpu_split_sum_most=0),
     "sumall": replace(P, gpu_split_sum_most=1 << 30),
+    "sum256": replace(P, gpu_split_sum_most=256),
     "nodw": replace(P, gpu_fuse_depthwise=False),
     "before": replace(P, gpu_split_sum_most=0, gpu_fuse_depthwise=False),
     # the products with a depthwise conv in their loader wanting 2, 8, 16 work-groups per CU, or k split as others

@@ -29,7 +29,7 @@ from gpu_kernels import SWEEP, first_input, gpu_device, measure, report
 from mace.converter import convert_onnx
 from mace.opencl.plan import DeviceTarget, plan_graph
 
-# gemm_tiled.cl's text as this version has it, and what each variant puts there
+# gemm_tiled.cl's (and common.h's) text as this version has it, and what each variant puts there
 SPLIT = """        (hi) = as_uint(fmin(fmax(as_float(TF32_RNA(x)), -TF32_MAX), TF32_MAX));     \\
         (lo) = as_uint((x) - as_float(hi));                                         \\"""
 SPLIT_UNHELD = """        (hi) = TF32_RNA(x);                                                         \\
@@ -40,7 +40,7 @@ SPLIT_TRUNCATED = """        (hi) = as_uint(x) & 0xffffe000u;                   
         (lo) = as_uint((x) - as_float(hi));                                         \\"""
 FENCE = 'asm volatile("membar.gl;" ::: "memory");'
 SUMS = "__global volatile const float* sums = part;"
-ARRIVAL = "arrived = atomic_inc(counts + block);"
+ARRIVAL = "(arrived) = atomic_inc((counts) + (block));"  # common.h SPLITS_ARRIVE
 
 
 def replaced(old: str, new: str) -> Callable[[str], str | None]:
@@ -54,7 +54,7 @@ VARIANTS: dict[str, tuple[Callable[[str], str | None], bool]] = {  # name -> (ed
     "mma_hi_truncated": (replaced(SPLIT, SPLIT_TRUNCATED), True),
     "sum_no_fence": (replaced(FENCE, "mem_fence(CLK_GLOBAL_MEM_FENCE);"), False),
     "sum_no_volatile": (replaced(SUMS, SUMS.replace("volatile ", "")), False),
-    "sum_no_atomic": (replaced(ARRIVAL, "arrived = counts[block];"), False),
+    "sum_no_atomic": (replaced(ARRIVAL, "(arrived) = (counts)[block];"), False),
 }
 
 

@@ -189,38 +189,21 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
 #if SPLIT_SUM
     SPLITS_ARRIVE(counts, img * get_num_groups(0) + get_group_id(0), arrived, tid, last);
     if (last) {
-        // Work item tid sums outputs tid + r * NT, in ksum's order, four at a time: their loads of a split are in
-        // flight together (one output at a time, a work-group waited a round trip to memory per output and split)
         __global volatile const float* sums = part;  // (past this compute unit's L1: see SPLITS_ARRIVE)
-#define SUMS_R ((BCO * P + NT - 1) / NT)
-#define AT(r) (tid + (r) * NT)
-#define SUM_CO(r) (co0 + AT(r) / P)
-#define SUM_O(r) ((oh0 + (AT(r) % P) / TW) * OW + ow0 + (AT(r) % P) % TW)
-#define SUM_VALID(r) \
-    (AT(r) < BCO * P && SUM_CO(r) < COUT && oh0 + (AT(r) % P) / TW < OH && ow0 + (AT(r) % P) % TW < OW)
-#define SUM_ADD(t, r) if (SUM_VALID(r)) t += sums[PART(s, SUM_CO(r), SUM_O(r))]
-#define SUM_OUT(t, r) if (SUM_VALID(r)) OUT(SUM_CO(r), SUM_O(r), t)
+#define SUM_CO(e) (co0 + (e) / P)
+#define SUM_OH(e) (oh0 + ((e) % P) / TW)
+#define SUM_OW(e) (ow0 + ((e) % P) % TW)
+#define SUM_VALID(e) (SUM_CO(e) < COUT && SUM_OH(e) < OH && SUM_OW(e) < OW)
+#define SUM_AT(s, e) PART(s, SUM_CO(e), SUM_OH(e) * OW + SUM_OW(e))
+#define SUM_DONE(e, total) OUT(SUM_CO(e), SUM_OH(e) * OW + SUM_OW(e), total)
 #pragma unroll 1
-        for (int r = 0; r < SUMS_R; r += 4) {
-            float t0 = 0.0f, t1 = 0.0f, t2 = 0.0f, t3 = 0.0f;
-            for (int s = 0; s < SPLITS; ++s) {
-                SUM_ADD(t0, r);
-                SUM_ADD(t1, r + 1);
-                SUM_ADD(t2, r + 2);
-                SUM_ADD(t3, r + 3);
-            }
-            SUM_OUT(t0, r);
-            SUM_OUT(t1, r + 1);
-            SUM_OUT(t2, r + 2);
-            SUM_OUT(t3, r + 3);
-        }
-#undef SUMS_R
-#undef AT
+        SPLITS_TOTALS(BCO * P, sums, SUM_VALID, SUM_AT, SUM_DONE)
 #undef SUM_CO
-#undef SUM_O
+#undef SUM_OH
+#undef SUM_OW
 #undef SUM_VALID
-#undef SUM_ADD
-#undef SUM_OUT
+#undef SUM_AT
+#undef SUM_DONE
     }
 #endif
 #else

@@ -169,3 +169,25 @@
         if ((tid) == 0) (counts)[block] = 0;                        \
         asm volatile("membar.gl;" ::: "memory");                    \
     }
+// ... and then, in that last work-group (`if (last)`), SPLITS_TOTALS sums outputs e = tid, tid + NT, ... below
+// `count`, each over its SPLITS partial sums in ksum's order, four outputs at a time so that their loads are in flight
+// together (one at a time, every work item waited a round trip to memory per output), and gives each total to
+// DONE(e, total). The caller's macros say which outputs there are (VALID(e), e < count implied) and where partial
+// sum s of output e is (AT(s, e), an index into `sums`: the partial sums through a volatile pointer).
+#define SPLITS_TOTALS(count, sums, VALID, AT, DONE)                                                     \
+    for (int e0_ = tid; e0_ < (count); e0_ += 4 * NT) {                                               \
+        float t0_ = 0.0f, t1_ = 0.0f, t2_ = 0.0f, t3_ = 0.0f;                                         \
+        const bool v0_ = VALID(e0_), v1_ = e0_ + NT < (count) && VALID(e0_ + NT);                    \
+        const bool v2_ = e0_ + 2 * NT < (count) && VALID(e0_ + 2 * NT);                              \
+        const bool v3_ = e0_ + 3 * NT < (count) && VALID(e0_ + 3 * NT);                              \
+        for (int s_ = 0; s_ < SPLITS; ++s_) {                                                         \
+            if (v0_) t0_ += (sums)[AT(s_, e0_)];                                                      \
+            if (v1_) t1_ += (sums)[AT(s_, e0_ + NT)];                                                 \
+            if (v2_) t2_ += (sums)[AT(s_, e0_ + 2 * NT)];                                             \
+            if (v3_) t3_ += (sums)[AT(s_, e0_ + 3 * NT)];                                             \
+        }                                                                                              \
+        if (v0_) DONE(e0_, t0_);                                                                      \
+        if (v1_) DONE(e0_ + NT, t1_);                                                                 \
+        if (v2_) DONE(e0_ + 2 * NT, t2_);                                                             \
+        if (v3_) DONE(e0_ + 3 * NT, t3_);                                                             \
+    }

@@ -355,18 +355,17 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
     const int block = (batch * get_num_groups(1) + get_group_id(1)) * get_num_groups(0) + get_group_id(0);
     SPLITS_ARRIVE(counts, block, arrived, tid, last);
     if (last) {
-        // Each work item sums whole outputs, in ksum's order, consecutive across the work-group (coalesced reads),
-        // in a rolled loop: one copy of the epilogue in the code, not one for each of the TM x TN accumulators
+        // whole outputs a work item, consecutive across the work-group (coalesced reads), in a rolled loop: few copies
+        // of the epilogue in the code, not one for each of the TM x TN accumulators
         __global volatile const float* sums = part;
+#define SUM_VALID(e) (m0 + (e) / BN < M && n0 + (e) % BN < N)
+#define SUM_AT(s, e) PART(s, m0 + (e) / BN, n0 + (e) % BN)
+#define SUM_DONE(e, total) OUT(m0 + (e) / BN, n0 + (e) % BN, total)
 #pragma unroll 1
-        for (int e = tid; e < BM * BN; e += NT) {
-            const int m = m0 + e / BN, n = n0 + e % BN;
-            if (m < M && n < N) {
-                float total = 0.0f;
-                for (int s = 0; s < SPLITS; ++s) total += sums[PART(s, m, n)];
-                OUT(m, n, total);
-            }
-        }
+        SPLITS_TOTALS(BM * BN, sums, SUM_VALID, SUM_AT, SUM_DONE)
+#undef SUM_VALID
+#undef SUM_AT
+#undef SUM_DONE
     }
 #endif
 #else
