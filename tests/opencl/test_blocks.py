@@ -55,9 +55,9 @@ def _block(prefix: str, x: str, cin: int, ce: int, cout: int, k: list[int], seed
 
 
 def blocks_model() -> tuple[Any, dict[str, np.ndarray]]:
-    """Four blocks that fuse (a: a residual; b: a 5x3 window of stride 2, asymmetric pads and dilation, 40 expanded
-    channels into 70; c: 1D, HardSwish after; d: no biases, strides 2 x 1, 33 expanded channels) and one that does not
-    (e: its expanded tensor has another reader)."""
+    """Five blocks that fuse (a: a residual; b: a 5x3 window of stride 2, asymmetric pads and dilation, 40 expanded
+    channels into 70; c: 1D, HardSwish after; d: no biases, strides 2 x 1, 33 expanded channels; f: written into its
+    slice of a Concat) and one that does not (e: its expanded tensor has another reader)."""
     nodes, init = [], {}
     for part in (
         _block("a", "x", 16, 48, 16, [3, 3], 10, pads=[1, 1, 1, 1]),
@@ -65,13 +65,16 @@ def blocks_model() -> tuple[Any, dict[str, np.ndarray]]:
         _block("c", "x1", 12, 36, 20, [3], 30, strides=[2], pads=[1, 1]),
         _block("d", "x", 16, 33, 9, [3, 3], 40, biases=False, strides=[2, 1]),
         _block("e", "x", 16, 24, 8, [3, 3], 50, pads=[1, 1, 1, 1]),
+        _block("f", "x", 16, 32, 8, [3, 3], 60, pads=[1, 1, 1, 1]),
     ):
         nodes += part[0]
         init.update(part[1])
     nodes.append(helper.make_node("Add", ["ap", "x"], ["ya"]))  # a residual: the projection's epilogue
     nodes.append(helper.make_node("HardSwish", ["cp"], ["yc"]))
     nodes.append(helper.make_node("Sigmoid", ["ee6"], ["ye"]))  # a second reader of block e's expanded tensor
-    outputs = {"ya": None, "bp": None, "yc": None, "dp": None, "ep": None, "ye": None}
+    nodes.append(helper.make_node("Relu", ["x"], ["xr"]))
+    nodes.append(helper.make_node("Concat", ["xr", "fp"], ["yf"], axis=1))  # block f writes its slice of yf
+    outputs = {"ya": None, "bp": None, "yc": None, "dp": None, "ep": None, "ye": None, "yf": None}
     model = onnx_model(nodes, {"x": [2, 16, 13, 11], "x1": [2, 12, 30]}, outputs, init)
     feeds = {"x": random_array(2, 16, 13, 11, seed=1), "x1": random_array(2, 12, 30, seed=2)}
     return model, feeds
@@ -90,9 +93,11 @@ def test_blocks_fuse_and_match_onnxruntime(make_executor: Any, target: DeviceTar
     plan = executor.plan
     fused = _irblocks(plan)
     assert sorted(launch.node for launch in fused if launch.kernel.startswith("irblock")) == [
-        "aproject", "bproject", "cproject", "dproject"]
+        "aproject", "bproject", "cproject", "dproject", "fproject"]
     launched = {launch.node for launch in plan.launches}
-    assert not {"aexpand", "adepthwise", "bexpand", "cexpand", "dexpand"} & launched
+    assert not {"aexpand", "adepthwise", "bexpand", "cexpand", "dexpand", "fexpand"} & launched
+    assert [launch.args[-1] for launch in fused if launch.node == "fproject"] == ["yf"]  # its slice, no copy
+    assert not any(launch.kernel.startswith("copy") and "fp" in launch.args for launch in plan.launches)
     assert {"eexpand", "eproject"} <= launched
     got = executor.run(feeds)
     want = run_onnxruntime(model, feeds)
@@ -131,7 +136,7 @@ def test_blocks_summed_by_their_last_work_group(opencl_queue: Any) -> None:
     executor = Executor(convert_onnx(model), opencl_queue.context, opencl_queue, _fence_free_build(
         opencl_queue.context), target=target)
     plan = executor.plan
-    assert len(_irblocks(plan)) == 4 and not any(launch.kernel.startswith("ksum") for launch in plan.launches)
+    assert len(_irblocks(plan)) == 5 and not any(launch.kernel.startswith("ksum") for launch in plan.launches)
     assert plan.source.count("#define SPLIT_SUM 1") >= 1 and "@counters" in plan.writable
     want = run_onnxruntime(model, feeds)
     for _ in range(3):
@@ -198,4 +203,4 @@ def test_fusing_blocks_is_a_policy() -> None:
     graph = convert_onnx(model)
     off = planning.plan_graph(graph, replace(ONE_CU, policy=replace(ANY, gpu_fuse_blocks=False)))
     on = planning.plan_graph(graph, ONE_CU)
-    assert not _irblocks(off) and "KERNEL_NAME irblock" not in off.source and len(off.launches) == len(on.launches) + 4
+    assert not _irblocks(off) and "KERNEL_NAME irblock" not in off.source and len(off.launches) == len(on.launches) + 5
