@@ -82,10 +82,13 @@ void KERNEL_NAME(__global const TYPE(X_T)* x,
         for (int i = 0; i < TAC; ++i)
             for (int j = 0; j < TAP; ++j) eacc[i][j] = 0.0f;
         for (int ci0 = 0; ci0 < CIN; ci0 += BKI) {
-            for (int e = tid; e < BKI * HP; e += NT) {
-                const int ci = ci0 + e / HP, ih = ih0 + (e % HP) / HW, iw = iw0 + (e % HP) % HW;
-                const bool inside = ci < CIN && ih >= 0 && ih < IH && iw >= 0 && iw < IW;
-                xs[e] = inside ? LOAD(X_T, x, ((img * CIN + ci) * IH + ih) * IW + iw) : 0.0f;
+            // x on the window: once for every chunk where all input channels are staged at once (BKI >= CIN)
+            if (BKI < CIN || c0 == cbeg) {
+                for (int e = tid; e < BKI * HP; e += NT) {
+                    const int ci = ci0 + e / HP, ih = ih0 + (e % HP) / HW, iw = iw0 + (e % HP) % HW;
+                    const bool inside = ci < CIN && ih >= 0 && ih < IH && iw >= 0 && iw < IW;
+                    xs[e] = inside ? LOAD(X_T, x, ((img * CIN + ci) * IH + ih) * IW + iw) : 0.0f;
+                }
             }
             for (int e = tid; e < BKI * CK; e += NT) {
                 const int ci = ci0 + e / CK, ce = c0 + e % CK;
