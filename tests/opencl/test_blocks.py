@@ -198,6 +198,18 @@ def test_block_tiles_fit_and_cover(seed: int) -> None:
     assert tile.ks % tile.ck == 0 and (tile.splits - 1) * tile.ks < b.ce <= tile.splits * max(tile.ks, b.ce)
 
 
+def test_blocks_with_half_storage(make_executor: Any) -> None:
+    """fp16_fp32 on a GPU with cl_khr_fp16: half weights and tensors read and written through LOAD/STORE, float sums
+    (within 1e-2 of onnxruntime: half rounding at each stored tensor)."""
+    model, feeds = blocks_model()
+    graph = convert_onnx(model, data_type="fp16_fp32")
+    executor = make_executor(graph, target=ONE_CU)
+    assert len(_irblocks(executor.plan)) == 5 and "#define WE_T F16" in executor.plan.source
+    got = executor.run(feeds)
+    for name, ref in run_onnxruntime(model, feeds).items():
+        np.testing.assert_allclose(got[name], ref, rtol=1e-2, atol=1e-2 * float(np.abs(ref).max()), err_msg=name)
+
+
 def test_fusing_blocks_is_a_policy() -> None:
     model, _ = blocks_model()
     graph = convert_onnx(model)

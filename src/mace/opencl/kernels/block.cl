@@ -6,8 +6,9 @@
 // e and d never leave local memory. A work-group computes a TH x TW tile of output positions and BCO output channels
 // of one image, over the KS expanded channels of its split (SPLITS ranges of CE), CK at a time: e on the tile's input
 // window (HH x HW positions: neighbouring tiles compute the rows they share each), from x and we staged BKI input
-// channels at a time; then d from there; then the chunk's share of the projection. The weights come relaid, we as
-// [CIN][CE] and wp as [CE][COUT], so a chunk's are rows. Outside the image e is 0 (the depthwise conv's padding).
+// channels at a time (x's window once for all chunks where BKI >= CIN); then d from there; then the chunk's share of
+// the projection. The weights come relaid, we as [CIN][CE] and wp as [CE][COUT], so a chunk's are rows; the chunk's
+// wp and dww are staged with its first x. Outside the image e is 0 (the depthwise conv's padding).
 // With SPLITS > 1 the partial sums go to part[SPLITS][N][COUT][OH * OW] and the last work-group of a tile to finish
 // sums them (SPLIT_SUM, as gemm_tiled.cl's: NVIDIA targets), or gemm_tiled.cl's SPLIT_K_SUM does in a second launch.
 // Each product has its own layout of the NT work items: the expand's CK x HP outputs as LAC x LAP (TAC channels x TAP
