@@ -17,6 +17,7 @@ local memory (gpu_gemm_tile, gemv_blocking), 3-6x faster than the portable kerne
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
@@ -397,11 +398,22 @@ def cpu_gemm_local_size(
     if cols * k * vw * 4 <= policy.cpu_gemm_panel_bytes:
         return cpu_local_size(global_size, target, policy)
     want = policy.cpu_groups_per_core * target.compute_units
-    fits = [v for v in range(cols, 0, -1) if cols % v == 0 and v * rows <= target.max_work_group_size]
+    fits = [v for v in divisors(cols) if v * rows <= target.max_work_group_size]
     panel = [v for v in fits if v * k * vw * 4 <= policy.cpu_gemm_panel_bytes and (cols // v) * batch >= want]
     if not panel:
         return cpu_local_size(global_size, target, policy)
     return panel[0], rows, 1
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n`` >= 1, biggest first, by trial division up to its square root: a local size is a divisor
+    of its global size, and global sizes run to billions of work items (a walk down from n took minutes).
+
+        >>> divisors(12), divisors(1), divisors(2_147_483_647)[:2]
+        ([12, 6, 4, 3, 2, 1], [1], [2147483647, 1])
+    """
+    small = [v for v in range(1, math.isqrt(n) + 1) if n % v == 0]
+    return sorted({*small, *(n // v for v in small)}, reverse=True)
 
 
 def cpu_local_size(global_size: Sequence[int], target: DeviceTarget, policy: TilingPolicy) -> tuple[int, ...]:
@@ -418,13 +430,12 @@ def cpu_local_size(global_size: Sequence[int], target: DeviceTarget, policy: Til
     want = policy.cpu_groups_per_core * target.compute_units
     for d in reversed(range(len(dims))):
         others = prod([g // v for g, v in zip(dims, local)]) // (dims[d] // local[d])
-        divisors = [v for v in range(dims[d], 0, -1) if dims[d] % v == 0]
-        local[d] = next((v for v in divisors if others * (dims[d] // v) >= want), 1)
+        local[d] = next((v for v in divisors(dims[d]) if others * (dims[d] // v) >= want), 1)
         if others * (dims[d] // local[d]) >= want:
             break
     for d in reversed(range(len(dims))):  # within the device's work-group size
         while prod(local) > target.max_work_group_size and local[d] > 1:
-            local[d] = next(v for v in range(local[d] - 1, 0, -1) if dims[d] % v == 0)
+            local[d] = next(v for v in divisors(dims[d]) if v < local[d])
     return tuple(local)
 
 
