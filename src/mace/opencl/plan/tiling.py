@@ -166,9 +166,10 @@ class TilingPolicy:
     # trip to memory per chunk), and the last one adds at most gpu_block_most_sums partial sums a work item (its
     # serial adds, as gpu_split_sum_most): measured on an H200 over MobileNet-v2's 16 blocks (kernels, against the
     # two launches of the expand product and the projection with the depthwise conv in its loader), at batch 1 the
-    # 28 x 28 blocks (one chunk, 35-42 sums) 24 -> 15-19 us, the 14 x 14 ones (one chunk, 156-228 sums) 21-29 ->
-    # 19-26, but the 7 x 7 ones (930-2100 sums) 21-28 -> 42-52 and the 56 x 56 ones (3 chunks) 21-23 -> 25-30;
-    # at batch 32 (3-36 chunks) every block but the first slower, 2341 -> 3559 us in all.
+    # 28 x 28 blocks (one chunk, 35-42 sums) 22-25 -> 14-18 us, the 14 x 14 ones (one chunk, 156-228 sums) 21-29 ->
+    # 19-25, but the 7 x 7 ones (930-2100 sums) 25-29 -> 54-71 and the 56 x 56 ones with 3 chunks 21-23 -> 25-30
+    # (one chunk, with 4 work-groups per CU: 23-27 -> 17-28); the model 456 -> 410 us, 42 -> 32 launches. At batch 32
+    # (1-8 chunks) 5 blocks faster and 11 slower, by no rule of their shapes: 2611 -> 3029 us all fused.
     gpu_fuse_blocks: bool = True
     gpu_block_work_items: int = 256
     gpu_block_most_positions: int = 64
