@@ -480,10 +480,9 @@ def test_gpu_split_k(make_gpu_executor, data_type: str) -> None:
     assert any(launch.kernel.startswith("ksum") for launch in executors[0].plan.launches)
 
 
-@pytest.mark.parametrize("splits", [False, True])
-def test_gpu_concat_in_place(make_gpu_executor, splits: bool) -> None:
-    """Convs (k split or not) write their slices of a channel Concat's output themselves, nested Concats too; other
-    operands are still copied."""
+def concat_graph() -> GraphBuilder:
+    """Channel Concats of convs (1x1, 3x3, 1x3, 3x1 with a residual), nested, with a pool, and of a conv that is also
+    a graph output."""
     b = GraphBuilder("concat")
     x = b.input("x", (2, 24, 5, 6))
     pads = {"pads": [1, 1, 1, 1]}
@@ -503,13 +502,20 @@ def test_gpu_concat_in_place(make_gpu_executor, splits: bool) -> None:
     b.node("Concat", [c1, inner, pool, c2], {"axis": 1})
     used = b.node("Conv", [x, b.weight((3, 24, 1, 1))], _conv_attrs([1, 1]))  # also a graph output: copied
     b.node("Concat", [used, b.node("Relu", [x], output=False)], {"axis": 1})
+    return b
+
+
+@pytest.mark.parametrize("splits", [False, True])
+def test_gpu_concat_in_place(make_gpu_executor, splits: bool) -> None:
+    """Convs (k split or not) write their slices of a channel Concat's output themselves, nested Concats too; other
+    operands are still copied."""
     executors = []
 
     def make(graph: Graph) -> Any:
         executors.append(make_gpu_executor(graph, gpu_target(100_000 if splits else 1, SPLIT_ANY_K)))
         return executors[0]
 
-    check(b, make)
+    check(concat_graph(), make)
     copies = [launch for launch in executors[0].plan.launches if launch.kernel.startswith("copy")]
     assert len(copies) == 3  # the pool into the outer Concat; both operands of the last one
     assert splits == any(launch.kernel.startswith("ksum") for launch in executors[0].plan.launches)
@@ -687,6 +693,26 @@ def test_half_storage_follows_the_target() -> None:
 # --- CPU targets: the *_cpu.cl kernels and a work-group for every launch, run on whatever device the tests have -------
 
 CPU = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 20, max_work_group_size=4096)
+
+
+def test_cpu_concat_in_place(make_executor) -> None:
+    """On CPU targets the convs on gemm_cpu.cl and conv_cpu.cl write their slices of a channel Concat's output, as on
+    GPU targets: the same three copies remain, and without the policy every operand is copied."""
+    executors = []
+
+    def make(graph: Graph) -> Any:
+        executors.append(make_executor(graph, target=CPU))
+        return executors[0]
+
+    check(concat_graph(), make)
+    plan = executors[0].plan
+    kernels = {launch.kernel.split("_")[0] for launch in plan.launches}
+    assert {"gemm", "conv"} <= kernels and "conv_cpu" in plan.source and "gemm_cpu" in plan.source
+    copies = [launch for launch in plan.launches if launch.kernel.startswith("copy")]
+    assert len(copies) == 3
+    apart = planning.plan_graph(executors[0].graph, replace(CPU, policy=replace(DEFAULT_POLICY,
+                                                                                 cpu_concat_in_place=False)))
+    assert len([launch for launch in apart.launches if launch.kernel.startswith("copy")]) == 8
 
 
 def cpu_graph() -> GraphBuilder:

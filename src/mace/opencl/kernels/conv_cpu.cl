@@ -2,9 +2,10 @@
 // (cpu.h). One work item computes TM output channels (of one group) x VW consecutive output columns of one output
 // row: per input channel and tap, one vector of inputs (cpu.h: CPU_ROW) and TM broadcast weights feed TM vector
 // FMAs. The last column block is shifted back to end at OW (VW <= OW), as in gemm_cpu.cl.
-// Weights are relaid on the host to [OC/TM][C/G][KH][KW][TM] (conv.cl's layout with OCB = TM).
+// Weights are relaid on the host to [OC/TM][C/G][KH][KW][TM] (conv.cl's layout with OCB = TM). Image n is stored
+// from n * Y_BSTRIDE + Y_OFFSET: a slice of a Concat's output where codegen places it there (else OC * OH * OW, 0).
 // Defines: KERNEL_NAME; N C OC G; IH IW OH OW; KH KW; SH SW; PH PW; DH DW; TM VW; HAS_BIAS; HAS_RESIDUAL;
-// ACTIVATE(v).
+// ACTIVATE(v); Y_BSTRIDE Y_OFFSET.
 // Global size: (ceil(OW / VW), OH, N * OC / TM).
 
 __kernel void KERNEL_NAME(__global const float* x,
@@ -55,7 +56,7 @@ __kernel void KERNEL_NAME(__global const float* x,
     {                                                                                  \
         const int yo = ((n * OC + oc0 + (i)) * OH + oh) * OW + ow0;                    \
         const CPU_VTYPE(VW) v = acc##i CONV_CPU_BIAS(oc0 + (i)) CONV_CPU_RES(yo);      \
-        CPU_VSTORE(VW, y, yo, ACTIVATE(v));                                            \
+        CPU_VSTORE(VW, y, n * Y_BSTRIDE + Y_OFFSET + ((oc0 + (i)) * OH + oh) * OW + ow0, ACTIVATE(v)); \
     }
     CPU_ROWS(TM, CONV_CPU_STORE)
 #undef CONV_CPU_ZERO

@@ -6,8 +6,11 @@
 // values of one k are adjacent; otherwise A is read through its strides, rows past M clamped to M - 1.
 // The last column block is shifted left to end at N (VW <= N): it recomputes columns of its neighbour, the same
 // values from the same inputs (a kernel's inputs never share memory with its output), instead of a masked tail.
+// y[b][m][n] is stored at b * Y_BSTRIDE + Y_OFFSET + m * N + n: a slice of a bigger tensor where codegen places the
+// output straight into a Concat's (Y_BSTRIDE = M * N and Y_OFFSET = 0 otherwise); res is read at (b * M + m) * N + n.
 // Defines: KERNEL_NAME; M N K TM VW; A_PACKED; AS_M AS_K BS_K CS_M CS_N (CS_N 0 or 1); BATCH; BATCH_RANK and, when
-// > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; ALPHA BETA; HAS_BIAS; HAS_RESIDUAL; ACTIVATE(v).
+// > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; ALPHA BETA; HAS_BIAS; HAS_RESIDUAL; ACTIVATE(v); Y_BSTRIDE
+// Y_OFFSET.
 // Global size: (ceil(N / VW), ceil(M / TM), BATCH).
 
 __kernel void KERNEL_NAME(__global const float* a,
@@ -59,7 +62,7 @@ __kernel void KERNEL_NAME(__global const float* a,
     if (m0 + (i) < M) {                                                                     \
         const int yo = (batch * M + m0 + (i)) * N + n0;                                     \
         const CPU_VTYPE(VW) v = ALPHA * acc##i GEMM_CPU_BIAS(m0 + (i)) GEMM_CPU_RES(yo);    \
-        CPU_VSTORE(VW, y, yo, ACTIVATE(v));                                                 \
+        CPU_VSTORE(VW, y, batch * Y_BSTRIDE + Y_OFFSET + (m0 + (i)) * N + n0, ACTIVATE(v));  \
     }
     CPU_ROWS(TM, GEMM_CPU_STORE)
 #undef GEMM_CPU_A

@@ -26,6 +26,7 @@ from mace.model import rules
 from mace.model.ir import Node
 from mace.opencl.plan.block import gpu_block
 from mace.opencl.plan.gemm import gemm
+from mace.opencl.plan.gemm_cpu import cpu_gemm_applies
 from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.gemm_tiled import gpu_conv
 from mace.opencl.plan.planner import Arg, Planner, epilogue_split, lowers, optional, prepass
@@ -61,6 +62,49 @@ def takes_gpu_gemm(p: Planner, node: Node) -> bool:
     if not 1 <= len(xs) - 2 <= 3:
         return False
     return not (_is_pointwise(p, node) and prod(ys) == ys[1])
+
+
+def writes_slices(p: Planner, node: Node) -> bool:
+    """Whether Conv ``node``'s kernel can store its output in a slice of a bigger buffer (placement.py): gemm_tiled.cl
+    on GPU targets (takes_gpu_gemm); on CPU targets gemm_cpu.cl for a 1x1 conv (gemm_cpu.cpu_gemm_applies) and
+    conv_cpu.cl (_takes_conv_cpu)."""
+    if p.gpu:
+        return takes_gpu_gemm(p, node)
+    if not p.cpu:
+        return False
+    core, residual = epilogue_split(node)
+    if int(node.attrs.get("group", 1)) == 1 and _is_pointwise(p, node):
+        return cpu_gemm_applies(p, core[1], core[0], optional(core, 2), residual, node.outputs[0],
+                                _pointwise_shape(p, node))
+    return not _depthwise_geometry(p, node) and _takes_conv_cpu(p, node)
+
+
+def _pointwise_shape(p: Planner, node: Node) -> GemmShape:
+    """A 1x1 conv as a per-image GEMM: [OC x C] . [C x HW]."""
+    xs, oc = p.shape(node.inputs[0]), p.shape(node.inputs[1])[0]
+    c, spatial = xs[1], prod(xs[2:])
+    return GemmShape(oc, spatial, c, (c, 1), (spatial, 1), (1, 0), (xs[0],), (0,), (c * spatial,), (0,))
+
+
+def _depthwise_geometry(p: Planner, node: Node) -> bool:
+    """depthwise.cl's geometry (1D/2D, one input channel per group, a channel multiplier): depthwise.cl or
+    depthwise_cpu.cl."""
+    xs, ws = p.shape(node.inputs[0]), p.shape(node.inputs[1])
+    group = int(node.attrs.get("group", 1))
+    return len(xs) - 2 <= 2 and group == xs[1] and ws[1] == 1 and ws[0] % xs[1] == 0
+
+
+def _takes_conv_cpu(p: Planner, node: Node) -> bool:
+    """Whether a Conv (not 1x1, not depthwise) takes conv_cpu.cl: a CPU target, 1D/2D, a vector of output columns,
+    fp32 throughout."""
+    core, residual = epilogue_split(node)
+    xs, ys = p.shape(core[0]), p.shape(node.outputs[0])
+    if not p.cpu or len(xs) - 2 > 2:
+        return False
+    s = _conv_window(node, xs[2:], p.shape(core[1])[2:])[1]
+    _, vw = cpu_conv_blocking(1, ys[-1], to3d(s, 1)[2], 1, p.policy)  # (VW depends on the columns only)
+    values = [*core[:2], node.outputs[0], *(v for v in (optional(core, 2), residual) if v)]
+    return bool(vw) and all(p.tag(v) == "F32" for v in values)
 
 
 def _is_pointwise(p: Planner, node: Node) -> bool:
@@ -162,7 +206,6 @@ def _lower_conv(p: Planner, node: Node) -> None:
         raise DeviceError(f"OpenCL runtime has no kernel for {nsp}D Conv (node {node.name})")
     k, s, lead, d = _conv_window(node, in_sp, ws[2:])
     group = int(node.attrs.get("group", 1))
-    spatial = prod(in_sp)
 
     if node.name in p.fused_blocks:  # with the expand conv before the depthwise one: block.cl (fuse_blocks)
         expand, window, tile = p.fused_blocks[node.name]
@@ -177,10 +220,8 @@ def _lower_conv(p: Planner, node: Node) -> None:
     if takes_gpu_gemm(p, node):
         gpu_conv(p, node, x, w, bias, residual, y, _geometry(c, in_sp, out_sp, (k, s, lead, d)))
         return
-    if group == 1 and _is_pointwise(p, node):
-        # 1x1 conv = per-image GEMM: [OC x C] . [C x HW] (on a GPU target: only at one output position, a GEMV).
-        shape = GemmShape(oc, spatial, c, (c, 1), (spatial, 1), (1, 0), (n,), (0,), (c * spatial,), (0,))
-        gemm(p, node, w, x, bias, residual, y, shape)
+    if group == 1 and _is_pointwise(p, node):  # (on a GPU target: only at one output position, a GEMV)
+        gemm(p, node, w, x, bias, residual, y, _pointwise_shape(p, node))
         return
 
     defines: dict[str, Any] = {"X_T": p.tag(x), "W_T": p.tag(w), "Y_T": p.tag(y)}
@@ -189,7 +230,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
     if p.tag(w) not in FLOAT_TAGS:
         raise DeviceError(f"OpenCL runtime has no kernel for Conv with {p.tag(w)} weights (node {node.name})")
     ow = out_sp[-1]
-    if nsp <= 2 and group == c and cg == 1 and oc % c == 0:
+    if _depthwise_geometry(p, node):
         ih, iw = to3d(in_sp, 1)[1:]
         oh = to3d(out_sp, 1)[1]
         kh, kw = to3d(k, 1)[1:]
@@ -207,6 +248,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
             pb = depthwise_tiling(n, oc, oh, ow, _floor(p, node))
             family, block, grid = "depthwise", {"PB": pb}, [-(-ow // pb), oh, n * oc]
         defines.update({**block, "HAS_BIAS": bool(bias)})
+        _unplaced(p, node, y)
         args: list[Arg] = [p.use(x), p.use(w), *([p.use(bias)] if bias else [])]
         p.epilogue(node, defines, args, residual)
         args.append(p.define(y))
@@ -214,12 +256,11 @@ def _lower_conv(p: Planner, node: Node) -> None:
         return
 
     ocg = oc // group
-    tm, vw = (0, 0)
-    if p.cpu and nsp <= 2:
+    if _takes_conv_cpu(p, node):
         tm, vw = cpu_conv_blocking(ocg, ow, to3d(s, 1)[2], _cpu_rows(p, node, p.policy.cpu_gemm_rows), p.policy)
-    if vw and all(p.tag(v) == "F32" for v in (x, w, y, *(v for v in (bias, residual) if v))):
         _cpu_conv(p, node, (x, w, bias, residual, y), tm if p.is_const(w) else 1, vw, defines)
         return
+    _unplaced(p, node, y)
     ocb, pb = conv_tiling(n, ocg, group, out_sp, _floor(p, node))
     if not p.is_const(w):
         ocb = 1  # OIHW is already the [OC/1][C/G][K...][1] layout
@@ -259,7 +300,9 @@ def _cpu_conv(
     defines.update({"TM": tm, "VW": vw, "HAS_BIAS": bool(bias)})
     args: list[Arg] = [p.use(x), w_buf, *([p.use(bias)] if bias else [])]
     p.epilogue(node, defines, args, residual)
-    args.append(p.define(y))
+    root, offset, bstride = p.placement.get(y, (y, 0, oc * oh * ow))  # a slice of a Concat's output (placement.py)
+    defines.update({"Y_BSTRIDE": bstride, "Y_OFFSET": offset})
+    args.append(p.define(root))
     p.launch(node, p.kernel("conv_cpu", defines), [-(-ow // vw), oh, n * oc // tm], args)
 
 
@@ -294,6 +337,13 @@ def _lower_conv_transpose(p: Planner, node: Node) -> None:
     p.epilogue(node, defines, args, residual)
     args.append(p.define(y))
     p.launch(node, p.kernel("deconv", defines), [ow, od * oh, n * oc // ocb], args)
+
+
+def _unplaced(p: Planner, node: Node, y: str) -> None:
+    """A kernel that stores its output whole: ``y`` must not have been placed in a Concat's slice (writes_slices)."""
+    if y in p.placement:
+        raise DeviceError(f"Conv {node.name}: planned into a slice of {p.placement[y][0]}, but its kernel cannot "
+                          "write one (conv.writes_slices and the lowering disagree)")
 
 
 def _cpu_rows(p: Planner, node: Node, rows: int) -> int:

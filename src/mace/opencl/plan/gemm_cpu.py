@@ -21,21 +21,32 @@ from mace.opencl.plan.templates import collapse, prod
 from mace.opencl.plan.tiling import CPU_ROW_VARIANTS, cpu_gemm_blocking, cpu_gemm_local_size, variant_rows
 
 
+def cpu_gemm_applies(p: Planner, a: str, b: str, bias: str | None, residual: str | None, out: str,
+                     g: GemmShape) -> bool:
+    """Whether cpu_gemm plans this product (else gemm.cl does): fp32 throughout, N of at least a vector, a bias along
+    m or contiguous along n, B n-contiguous or a constant the planner can transpose."""
+    values = [a, b, out, *(v for v in (bias, residual) if v is not None)]
+    if not cpu_gemm_blocking(g.m, g.n, 1, p.policy)[1] or any(p.tag(v) != "F32" for v in values):
+        return False
+    if bias is not None and g.c_strides[1] not in (0, 1):
+        return False
+    b_bs = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)[1][1]
+    return g.b_strides[1] == 1 or (p.is_const(b) and not any(b_bs))
+
+
 def cpu_gemm(
     p: Planner, node: Node, a: str, b: str, bias: str | None, residual: str | None, out: str, g: GemmShape
 ) -> bool:
-    """gemm.gemm on gemm_cpu.cl for CPU targets, the same contract; False (nothing planned) where it does not apply."""
-    values = [a, b, out, *(v for v in (bias, residual) if v is not None)]
+    """gemm.gemm on gemm_cpu.cl for CPU targets, the same contract; False (nothing planned) where it does not apply
+    (cpu_gemm_applies). ``out`` may be placed in a slice of a Concat's output (placement.py)."""
+    if not cpu_gemm_applies(p, a, b, bias, residual, out, g):
+        return False
     rows = variant_rows(p.variant(node, CPU_ROW_VARIANTS), p.policy.cpu_gemm_rows)
     tm, vw = cpu_gemm_blocking(g.m, g.n, rows, p.policy)
-    if not vw or any(p.tag(v) != "F32" for v in values) or (bias is not None and g.c_strides[1] not in (0, 1)):
-        return False
     bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
     nbatch = prod(bshape)
     b_buf, bs_k = p.use(b), g.b_strides[0]
     if g.b_strides[1] != 1:
-        if not p.is_const(b) or any(b_bs):
-            return False
         b_kn = _gather(p.graph.float_constant(b), g.k, g.n, g.b_strides)
         b_buf, bs_k = p.derived(f"{b}@kn{g.b_strides[0]}x{g.b_strides[1]}", b_kn, "F32"), g.n
     packed = p.is_const(a) and not any(a_bs)
@@ -56,7 +67,9 @@ def cpu_gemm(
     defines.update({"ALPHA": g.alpha, "BETA": g.beta, "HAS_BIAS": bias is not None})
     args: list[Arg] = [a_buf, b_buf, *([p.use(bias)] if bias is not None else [])]
     p.epilogue(node, defines, args, residual)
-    args.append(p.define(out))
+    root, offset, bstride = p.placement.get(out, (out, 0, g.m * g.n))  # a slice of a Concat's output (placement.py)
+    defines.update({"Y_BSTRIDE": bstride, "Y_OFFSET": offset})
+    args.append(p.define(root))
     grid = [-(-g.n // vw), -(-g.m // tm), nbatch]
     assert p.target is not None
     local = cpu_gemm_local_size(grid, g.k, vw, p.target, p.policy)

@@ -195,6 +195,7 @@ class TilingPolicy:
     # gemm_cpu.cl: a work-group takes all row blocks of a panel of B's columns of at most this many bytes, so that
     # panel is read from memory once and then from L2 (cpu_gemm_local_size)
     cpu_gemm_panel_bytes: int = 512 * 1024
+    cpu_concat_in_place: bool = True  # convs on gemm_cpu.cl / conv_cpu.cl write their slice of a channel Concat
 
     @property
     def gpu_tile_variants(self) -> int:
