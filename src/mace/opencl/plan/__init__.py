@@ -24,8 +24,8 @@ Split, Gather, Pad, ...), ``shape`` (aliases, Shape/Size, Cast); ``gemm_tiled`` 
 ``placement`` the prepass that lets convs write into their slice of a Concat on GPU targets.
 
 The imports go one way: templates <- gemm_shape <- tiling <- planner <- the family modules (gemm_tiled <- gemm <-
-conv <- placement; block <- conv; elementwise <- norm, shape; reduce <- pooling); no module here imports this package's
-``__init__``.
+conv <- placement; gemm_tiled <- block <- conv; elementwise <- norm, shape; reduce <- pooling); no module here
+imports this package's ``__init__``.
 """
 
 # The family modules register their lowerings on import.

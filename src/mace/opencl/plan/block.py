@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from mace.model.ir import Node
+from mace.opencl.plan.gemm_tiled import weights_km
 from mace.opencl.plan.planner import Arg, Planner, optional
 from mace.opencl.plan.templates import activation_macro
 from mace.opencl.plan.tiling import BlockTile, BlockWindow
@@ -25,8 +26,7 @@ def gpu_block(
     wp, bias, y = project.inputs[1], optional(project.inputs, 2), project.outputs[0]
     b = window
     # the weights as rows of a chunk: we [CIN][CE], wp [CE][COUT]
-    we_buf = p.derived(f"{we}@km", p.graph.float_constant(we).reshape(b.ce, b.cin).T, p.tag(we))
-    wp_buf = p.derived(f"{wp}@km", p.graph.float_constant(wp).reshape(b.cout, b.ce).T, p.tag(wp))
+    we_buf, wp_buf = weights_km(p, we, b.ce, b.cin), weights_km(p, wp, b.cout, b.ce)
     (ih, iw), (oh, ow) = b.in_hw, b.out_hw
     (kh, kw), (sh, sw), (dh, dw), (ph, pw) = b.kernel, b.strides, b.dilations, b.pads
     defines: dict[str, Any] = {"X_T": p.tag(x), "WE_T": p.tag(we), "DWW_T": p.tag(dww), "WP_T": p.tag(wp)}

@@ -68,9 +68,8 @@ def gpu_conv(
     window = 1 if depthwise is not None else geometry["KD"] * geometry["KH"] * geometry["KW"]
     k = geometry["C"] * window
     n = geometry["OD"] * geometry["OH"] * geometry["OW"]
-    if p.is_const(w):  # relaid as [K][OC]: a loader pass reads consecutive output channels
-        w_buf = p.derived(f"{w}@km", p.graph.float_constant(w).reshape(oc, k).T, p.tag(w))
-        a_strides = (1, oc)
+    if p.is_const(w):
+        w_buf, a_strides = weights_km(p, w, oc, k), (1, oc)
     else:
         w_buf, a_strides = p.use(w), (k, 1)
     g = GemmShape(oc, n, k, a_strides, (0, 0), (1, 0))
@@ -84,6 +83,12 @@ def gpu_conv(
         defines.update({**({"DWB_T": p.tag(dwb)} if dwb else {}), "DW_ACTIVATE(v)": activation_macro(depthwise.attrs)})
         operands += [p.use(dww), *([p.use(dwb)] if dwb else [])]
     _tiled(p, node, defines, operands, bias, (1, 0), residual, y, g, images, True)
+
+
+def weights_km(p: Planner, w: str, m: int, k: int) -> str:
+    """The buffer of a constant conv weight of m output channels and k terms each, relaid as [K][M]: a loader pass
+    reads consecutive output channels (gemm_tiled.cl A_MFAST, block.cl's chunks). One relayout for every reader."""
+    return p.derived(f"{w}@km", p.graph.float_constant(w).reshape(m, k).T, p.tag(w))
 
 
 def _rows_out(p: Planner, out: str, n: int) -> bool:
