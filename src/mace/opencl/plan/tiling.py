@@ -593,37 +593,43 @@ def gpu_block_tile(b: BlockWindow, target: DeviceTarget, policy: TilingPolicy) -
                 best = (key, (lr, lc, tr, tc))
         return None if best is None else best[1]
 
-    # input channels staged at a time: all of them where they fit (one round trip to memory a chunk), else 32 ... 8
-    staged = sorted({min(v, _ceil_div(b.cin, 8) * 8) for v in (64, 32, 16, 8)}, reverse=True)
-    cost_best: tuple[tuple[int, int], BlockTile] | None = None
+    def projection(positions: int) -> tuple[int, int, tuple[int, int, int, int]] | None:
+        """(output channels a block, blocks, the projection's layout) for a tile of ``positions``: the fewest
+        blocks whose layout holds."""
+        for cblocks in range(1, b.cout + 1):
+            bco = _ceil_div(b.cout, cblocks)
+            lay = layout(bco, positions, False)
+            if lay is not None:
+                return bco, cblocks, lay
+        return None
+
+    # every tile of output positions with its cost (expand work on the halos plus the projection padded past the
+    # map, per expanded channel), cheapest first (of equals, the most positions, then the first listed); the first
+    # whose chunks fit the local memory and whose expand has a layout is taken
+    projections = {positions: projection(positions) for positions in range(1, policy.gpu_block_most_positions + 1)}
+    candidates = []
     for th in range(1, min(oh, 16) + 1):
         for tw in range(1, min(ow, 16) + 1):
-            if th * tw > policy.gpu_block_most_positions:
+            proj = projections.get(th * tw)
+            if proj is None:
                 continue
             hh, hw = b.halo(th, tw)
             tiles = _ceil_div(oh, th) * _ceil_div(ow, tw)
-            for cblocks in range(1, b.cout + 1):
-                bco = _ceil_div(b.cout, cblocks)
-                project = layout(bco, th * tw, False)
-                if project is not None:
-                    break
-            else:
-                continue
-            sizes = [(ck, bki) for ck in (32, 16, 8) for bki in staged
-                     if block_local_floats(b, th, tw, ck, bki, bco) <= budget]
-            expand = next(((ck, bki, lay) for ck, bki in sizes if (lay := layout(ck, hh * hw, True))), None)
-            if expand is None:
-                continue
+            cost = tiles * proj[1] * (hh * hw * b.cin + th * tw * proj[0])
+            candidates.append(((cost, -th * tw), th, tw, proj))
+    # input channels staged at a time: all of them where they fit (one round trip to memory a chunk), else 32 ... 8
+    staged = sorted({min(v, _ceil_div(b.cin, 8) * 8) for v in (64, 32, 16, 8)}, reverse=True)
+    for _, th, tw, (bco, _, (lco, lcp, tco, tcp)) in sorted(candidates, key=lambda c: c[0]):
+        hh, hw = b.halo(th, tw)
+        sizes = [(ck, bki) for ck in (32, 16, 8) for bki in staged
+                 if block_local_floats(b, th, tw, ck, bki, bco) <= budget]
+        expand = next(((ck, bki, lay) for ck, bki in sizes if (lay := layout(ck, hh * hw, True))), None)
+        if expand is not None:
             ck, bki, (lac, lap, tac, tap) = expand
-            lco, lcp, tco, tcp = project
-            cost = tiles * cblocks * (hh * hw * b.cin + th * tw * bco)  # per expanded channel
             tile = BlockTile(th, tw, ck, bki, bco, 1, 0, lac, lap, tac, tap, lco, lcp, tco, tcp, nt)
-            key = (cost, -th * tw)
-            if cost_best is None or key < cost_best[0]:
-                cost_best = (key, tile)
-    if cost_best is None:
+            break
+    else:
         return None
-    tile = cost_best[1]
     chunks = _ceil_div(b.ce, tile.ck)
     want = policy.gpu_block_groups_per_cu * target.compute_units
     splits = min(chunks, max(1, want // (tile.groups(b) * b.images)))
