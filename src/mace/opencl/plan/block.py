@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from mace.model.ir import Node
-from mace.opencl.plan.gemm_tiled import weights_km
+from mace.opencl.plan.gemm_tiled import product_launches, weights_km
 from mace.opencl.plan.planner import Arg, Planner, optional
 from mace.opencl.plan.templates import activation_macro
 from mace.opencl.plan.tiling import BlockTile, BlockWindow
@@ -42,26 +42,7 @@ def gpu_block(
     defines["DW_ACTIVATE(v)"] = activation_macro(depthwise.attrs)
     operands: list[Arg] = [p.use(x), we_buf, *([p.use(eb)] if eb else []), p.use(dww), *([p.use(dwb)] if dwb else [])]
     operands.append(wp_buf)
-    m, n = b.cout, oh * ow
-    root, offset, bstride = p.placement.get(y, (y, 0, m * n))  # a slice of a Concat's output (placement.py)
-    epilogue: dict[str, Any] = {"Y_T": p.tag(y), "Y_BSTRIDE": bstride, "Y_OFFSET": offset, "HAS_BIAS": bias is not None}
-    tail: list[Arg] = []
-    if bias is not None:
-        epilogue["C_T"] = p.tag(bias)
-        tail.append(p.use(bias))
-    p.epilogue(project, epilogue, tail, residual)
-    grid = [tile.groups(b) * tile.nt, 1, b.images * tile.splits]
-    local = [tile.nt, 1, 1]
-    if tile.splits == 1:
-        p.launch(project, p.kernel("irblock", {**defines, **epilogue}), grid, [*operands, *tail, p.define(root)], local)
-        return
-    part = p.scratch(f"{y}@splitk", (tile.splits, b.images, m, n), "F32")
-    if p.target.nvidia_ptx:  # the last work-group of a tile sums the splits (common.h SPLITS_ARRIVE)
-        counts = p.counters(tile.groups(b) * b.images)
-        args = [*operands, part, counts, *tail, p.define(root)]
-        p.launch(project, p.kernel("irblock", {**defines, **epilogue, "SPLIT_SUM": 1}), grid, args, local)
-        return
-    p.launch(project, p.kernel("irblock", defines), grid, [*operands, part], local)
-    epilogue.update({"M": m, "N": n, "BATCH": b.images, "SPLITS": tile.splits, "ALPHA": 1.0, "BETA": 1.0})
-    epilogue.update({"CS_M": 1, "CS_N": 0} if bias is not None else {})
-    p.launch(project, p.kernel("ksum", epilogue), [b.images * m * n], [part, *tail, p.define(root)])
+    grid, local = [tile.groups(b) * tile.nt, 1, b.images * tile.splits], [tile.nt, 1, 1]
+    sum_groups = tile.groups(b) * b.images if tile.splits > 1 and p.target.nvidia_ptx else 0
+    product_launches(p, project, "irblock", defines, operands, (y, bias, (1, 0), residual),
+                     (tile.splits, b.images, b.cout, oh * ow), (grid, local), sum_groups)

@@ -134,29 +134,53 @@ def _tiled(
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})
     grid = [-(-g.n // tile.bn) * tile.ln, -(-g.m // tile.bm) * tile.lm, nbatch * splits]
     local = [tile.ln, tile.lm, 1]
-    # The epilogue: in gemm_tiled.cl with one split or the split sum in its last work-groups (SPLIT_SUM, NVIDIA),
-    # else in the second launch (SPLIT_K_SUM).
-    root, offset, bstride = p.placement.get(out, (out, 0, g.m * g.n))  # a slice of a Concat's output (placement.py)
+    summed = p.target.nvidia_ptx and splits * tile.tm * tile.tn <= p.policy.gpu_split_sum_most
+    sum_groups = tile.groups(g.m, g.n, nbatch) if splits > 1 and summed else 0
+    product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), (splits, nbatch, g.m, g.n),
+                     (grid, local), sum_groups, (g.alpha, g.beta))
+
+
+def product_launches(
+    p: Planner,
+    node: Node,
+    family: str,
+    defines: dict[str, Any],
+    operands: list[Arg],
+    writes: tuple[str, str | None, tuple[int, int], str | None],
+    shape: tuple[int, int, int, int],
+    sizes: tuple[list[int], list[int]],
+    sum_groups: int,
+    scale: tuple[float, float] = (1.0, 1.0),
+) -> None:
+    """The launches of a work-group tiled product (``family``: gemm_tiled.cl's tgemm, block.cl's irblock) whose
+    ``writes`` = (out, bias, bias strides (m, n), residual) get the conv/GEMM epilogue, ``shape`` = (splits, batch,
+    m, n), ``sizes`` = (global, local), ``scale`` = (ALPHA, BETA). With one split the product's launch applies the
+    epilogue; with more, its work-groups write partial sums to part[splits][batch][m][n], summed (in the same order)
+    by the last of each block's work-groups where ``sum_groups`` (the blocks, counted in Planner.counters: SPLIT_SUM,
+    NVIDIA targets) or else by a second launch (SPLIT_K_SUM). ``out`` may be a slice of a Concat's output
+    (placement.py)."""
+    out, bias, c_strides, residual = writes
+    splits, batch, m, n = shape
+    grid, local = sizes
+    root, offset, bstride = p.placement.get(out, (out, 0, m * n))  # a slice of a Concat's output (placement.py)
     epilogue: dict[str, Any] = {"Y_T": p.tag(out), "Y_BSTRIDE": bstride, "Y_OFFSET": offset}
-    epilogue.update({"ALPHA": g.alpha, "BETA": g.beta, "HAS_BIAS": bias is not None})
+    epilogue.update({"ALPHA": scale[0], "BETA": scale[1], "HAS_BIAS": bias is not None})
     tail: list[Arg] = []
     if bias is not None:
         epilogue.update({"C_T": p.tag(bias), "CS_M": c_strides[0], "CS_N": c_strides[1]})
         tail.append(p.use(bias))
     p.epilogue(node, epilogue, tail, residual)
     if splits == 1:
-        p.launch(node, p.kernel("tgemm", {**defines, **epilogue}), grid, [*operands, *tail, p.define(root)], local)
+        p.launch(node, p.kernel(family, {**defines, **epilogue}), grid, [*operands, *tail, p.define(root)], local)
         return
-    part = p.scratch(f"{out}@splitk", (splits, nbatch, g.m, g.n), "F32")
-    if p.target.nvidia_ptx and splits * tile.tm * tile.tn <= p.policy.gpu_split_sum_most:  # the last work-group
-        # of a block sums the splits
-        counts = p.counters(tile.groups(g.m, g.n, nbatch))
-        args = [*operands, part, counts, *tail, p.define(root)]
-        p.launch(node, p.kernel("tgemm", {**defines, **epilogue, "SPLIT_SUM": 1}), grid, args, local)
+    part = p.scratch(f"{out}@splitk", (splits, batch, m, n), "F32")
+    if sum_groups:
+        args = [*operands, part, p.counters(sum_groups), *tail, p.define(root)]
+        p.launch(node, p.kernel(family, {**defines, **epilogue, "SPLIT_SUM": 1}), grid, args, local)
         return
-    p.launch(node, p.kernel("tgemm", defines), grid, [*operands, part], local)
-    epilogue.update({"M": g.m, "N": g.n, "BATCH": nbatch, "SPLITS": splits})
-    p.launch(node, p.kernel("ksum", epilogue), [nbatch * g.m * g.n], [part, *tail, p.define(root)])
+    p.launch(node, p.kernel(family, defines), grid, [*operands, part], local)
+    epilogue.update({"M": m, "N": n, "BATCH": batch, "SPLITS": splits})
+    p.launch(node, p.kernel("ksum", epilogue), [batch * m * n], [part, *tail, p.define(root)])
 
 
 def _gemv(
