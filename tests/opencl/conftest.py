@@ -45,3 +45,20 @@ def make_executor(opencl_queue: Any) -> Callable[..., Any]:
         return Executor(graph, context, opencl_queue, build, target=target, policy=policy)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def fence_free_build(opencl_queue: Any) -> Callable[[str, str], Any]:
+    """An Executor build function, for the test device, of programs holding NVIDIA's device-scope fence (membar.gl,
+    inline PTX, which only NVIDIA compiles: the split sums of gemm_tiled.cl and block.cl on NVIDIA targets): pocl's
+    CPU memory is coherent, so mem_fence serves in its place. Fails where the source has no such fence."""
+    import pyopencl as cl
+
+    fence = 'asm volatile("membar.gl;" ::: "memory");'
+
+    def build(source: str, options: str) -> Any:
+        assert fence in source
+        return cl.Program(opencl_queue.context, source.replace(fence, "mem_fence(CLK_GLOBAL_MEM_FENCE);")).build(
+            options=options)
+
+    return build

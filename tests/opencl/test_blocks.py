@@ -112,29 +112,14 @@ def test_blocks_fuse_and_match_onnxruntime(make_executor: Any, target: DeviceTar
                    for c in plan.source.split("// ---- ")[1:] if c.startswith("irblock"))
 
 
-def _fence_free_build(context: Any) -> Any:
-    """A builder for pocl of programs holding NVIDIA's device-scope fence (membar.gl, inline PTX): pocl's CPU memory
-    is coherent, so mem_fence serves."""
-    import pyopencl as cl
-
-    fence = 'asm volatile("membar.gl;" ::: "memory");'
-
-    def build(source: str, options: str) -> Any:
-        assert fence in source
-        return cl.Program(context, source.replace(fence, "mem_fence(CLK_GLOBAL_MEM_FENCE);")).build(options=options)
-
-    return build
-
-
-def test_blocks_summed_by_their_last_work_group(opencl_queue: Any) -> None:
+def test_blocks_summed_by_their_last_work_group(opencl_queue: Any, fence_free_build: Any) -> None:
     """On NVIDIA targets the last work-group of a tile sums the splits (SPLIT_SUM): one launch per block, counting
     in the shared zeroed counters, which every run must leave zero for the next (three runs)."""
     from mace.opencl.executor import Executor
 
     model, feeds = blocks_model()
     target = replace(MANY_CUS, nvidia_ptx=True)
-    executor = Executor(convert_onnx(model), opencl_queue.context, opencl_queue, _fence_free_build(
-        opencl_queue.context), target=target)
+    executor = Executor(convert_onnx(model), opencl_queue.context, opencl_queue, fence_free_build, target=target)
     plan = executor.plan
     assert len(_irblocks(plan)) == 5 and not any(launch.kernel.startswith("ksum") for launch in plan.launches)
     assert plan.source.count("#define SPLIT_SUM 1") >= 1 and "@counters" in plan.writable
@@ -145,7 +130,7 @@ def test_blocks_summed_by_their_last_work_group(opencl_queue: Any) -> None:
             np.testing.assert_allclose(got[name], ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()), err_msg=name)
 
 
-def test_mobilenet_v2_blocks_on_a_gpu_plan(opencl_queue: Any) -> None:
+def test_mobilenet_v2_blocks_on_a_gpu_plan(opencl_queue: Any, fence_free_build: Any) -> None:
     """MobileNet-v2 planned for an H200-shaped NVIDIA target, every block that has a blocking fused: its 16 blocks
     with an expand conv are one launch each (the first block has none: its depthwise conv stays in the projection's
     loader), and the outputs stay within 1e-4 of onnxruntime's. The default policy fuses only some of them."""
@@ -155,8 +140,7 @@ def test_mobilenet_v2_blocks_on_a_gpu_plan(opencl_queue: Any) -> None:
     path = shared_model("mobilenet_v2")
     graph = convert_onnx(path)
     h200 = DeviceTarget(True, 132, 48 << 10, 1024, policy=ANY, nvidia_ptx=True)
-    executor = Executor(graph, opencl_queue.context, opencl_queue, _fence_free_build(opencl_queue.context),
-                        target=h200)
+    executor = Executor(graph, opencl_queue.context, opencl_queue, fence_free_build, target=h200)
     assert len(_irblocks(executor.plan)) == 16
     assert 0 < len(_irblocks(planning.plan_graph(graph, replace(h200, policy=DEFAULT_POLICY)))) < 16
     unfused = planning.plan_graph(graph, replace(h200, policy=replace(ANY, gpu_fuse_blocks=False)))

@@ -628,24 +628,18 @@ def test_split_sum_in_kernel_on_nvidia_targets() -> None:
 
 
 @pytest.mark.parametrize("make_graph", [gpu_gemm_graph, depthwise_pointwise_graph])
-def test_split_sum_in_kernel_runs(opencl_queue: Any, make_graph: Callable[[str], GraphBuilder]) -> None:
+def test_split_sum_in_kernel_runs(opencl_queue: Any, fence_free_build: Any,
+                                  make_graph: Callable[[str], GraphBuilder]) -> None:
     """The in-kernel split sum computed, on whatever device the tests have: pocl's CPU memory is coherent, so its
-    fence (membar.gl, PTX that only NVIDIA compiles) is replaced by mem_fence here. Three runs: every launch must
-    leave its counters zero for the next."""
+    fence (membar.gl, PTX that only NVIDIA compiles) is replaced by mem_fence here (fence_free_build). Three runs:
+    every launch must leave its counters zero for the next."""
     import pyopencl as cl
 
     from mace.opencl.executor import Executor
 
-    fence = 'asm volatile("membar.gl;" ::: "memory");'
-
-    def build(source: str, options: str) -> Any:
-        assert fence in source
-        return cl.Program(opencl_queue.context, source.replace(fence, "mem_fence(CLK_GLOBAL_MEM_FENCE);")).build(
-            options=options)
-
     builder = make_graph("fp32_fp32")
     target = nvidia_target(SUM_ANY)
-    executor = Executor(builder.graph(), opencl_queue.context, opencl_queue, build, target=target)
+    executor = Executor(builder.graph(), opencl_queue.context, opencl_queue, fence_free_build, target=target)
     assert executor.plan.source.count("#define SPLIT_SUM 1") > 0
     assert not any(launch.kernel.startswith("ksum") for launch in executor.plan.launches)
     for _ in range(3):
