@@ -82,6 +82,7 @@ SWEEP: dict[str, TilingPolicy] = {
     # inverted residual blocks as one launch of block.cl (conv.fuse_blocks) or not; their work-groups per CU
     # (splits of the expanded channels) and positions a tile
     "noblk": replace(P, gpu_fuse_blocks=False),
+    "nofold": replace(P, gpu_fold_images=False),  # a product per image, not the images side by side along n
     "blkall": replace(P, gpu_block_most_chunks=1 << 30, gpu_block_most_sums=1 << 30),  # every block with a tile
     "blkg2": replace(P, gpu_block_groups_per_cu=2),
     "blkg4": replace(P, gpu_block_groups_per_cu=4),

@@ -521,6 +521,50 @@ def test_gpu_concat_in_place(make_gpu_executor, splits: bool) -> None:
     assert splits == any(launch.kernel.startswith("ksum") for launch in executors[0].plan.launches)
 
 
+def images_graph() -> GraphBuilder:
+    """Convs of 3 images on small maps (7x7, 5x5: 49 and 25 positions, no multiple of a block): 3x3 with a bias, a
+    residual and an activation, strided, into a Concat's slice, and a 1x1 reading a depthwise conv (CONV 2)."""
+    b = GraphBuilder("images")
+    x = b.input("x", (3, 16, 7, 7))
+    c1 = b.node("Conv", [x, b.weight((24, 16, 3, 3)), b.weight((24,)), b.input("r", (3, 24, 7, 7))],
+                _conv_attrs([3, 3], pads=[1, 1, 1, 1], residual=1, activation="Relu"), output=False)
+    c2 = b.node("Conv", [x, b.weight((8, 16, 1, 1))], _conv_attrs([1, 1]), output=False)
+    b.node("Concat", [c1, c2], {"axis": 1})
+    b.node("Conv", [x, b.weight((12, 16, 3, 3))], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1]))
+    d = b.node("Conv", [x, b.weight((16, 1, 3, 3))], _conv_attrs([3, 3], [1, 1], [0, 0, 0, 0], group=16),
+               output=False)
+    b.node("Conv", [d, b.weight((20, 16, 1, 1)), b.weight((20,))], _conv_attrs([1, 1], activation="Relu"))
+    return b
+
+
+@pytest.mark.parametrize("units", [1, 100_000])
+def test_gpu_conv_images_side_by_side(make_gpu_executor, units: int) -> None:
+    """On GPU targets a conv of several images is one product with the images along n (gemm_tiled.cl FOLD): fewer
+    work-groups than a product per image, the same outputs, k split (summed by a second launch) or not."""
+    folded, apart = [], []
+    for policy, plans in ((SPLIT_ANY_K, folded), (replace(SPLIT_ANY_K, gpu_fold_images=False), apart)):
+        def make(graph: Graph, policy: TilingPolicy = policy, plans: list = plans) -> Any:
+            executor = make_gpu_executor(graph, gpu_target(units, policy))
+            plans.append(executor.plan)
+            return executor
+
+        check(images_graph(), make)
+
+    def tgemms(plan: Any) -> list[Any]:
+        return [launch for launch in plan.launches if launch.kernel.startswith("tgemm")]
+
+    def groups(plan: Any) -> int:
+        return sum(int(np.prod(launch.global_size)) // int(np.prod(launch.local_size)) for launch in tgemms(plan))
+
+    assert len(tgemms(folded[0])) == len(tgemms(apart[0])) == 4
+    for launch in tgemms(folded[0]):
+        d = _defines(folded[0].source, launch.kernel)
+        assert d["BATCH"] == "1" and int(d["N"]) == 3 * int(d["FOLD"]), (launch.kernel, d)
+    assert "#define FOLD" not in apart[0].source
+    assert groups(folded[0]) < groups(apart[0])
+    assert (units > 1) == any(launch.kernel.startswith("ksum") for launch in folded[0].launches)
+
+
 def depthwise_pointwise_graph(data_type: str) -> GraphBuilder:
     """Depthwise convs read only by a 1x1 conv (inverted-residual blocks: fused into its loader on GPU targets):
     strides, asymmetric pads, dilation, with and without biases and activations, the 1x1's residual and activation,

@@ -33,7 +33,11 @@ def device_step(step: str) -> Iterator[None]:
     except MaceError:
         raise
     except (cl.Error, MemoryError) as exc:
-        raise DeviceError(f"OpenCL error while {step}: {exc}") from exc
+        hint = ""
+        if "unknown target CPU" in str(exc):  # pocl's LLVM predates this CPU (pocl-binary-distribution 3.0 on Zen 5)
+            hint = ("; this pocl's LLVM does not know this CPU: use a pocl built for it (Debian/Ubuntu: apt install "
+                    "pocl-opencl-icd), or choose another device with --device")
+        raise DeviceError(f"OpenCL error while {step}: {exc}{hint}") from exc
 
 
 def allocate_buffers(context: cl.Context, memory: MemoryPlan) -> dict[str, cl.Buffer]:

@@ -13,13 +13,16 @@
 // the window attributes being the depthwise conv's (ID = OD = KD = 1): the depthwise output is never stored.
 // y[b][m][n] is stored at b * Y_BSTRIDE + Y_OFFSET + m * N + n: a slice of a bigger tensor where codegen places the
 // output straight into a Concat's (Y_BSTRIDE = M * N and Y_OFFSET = 0 otherwise); res is read at (b * M + m) * N + n.
+// FOLD (a convolution of several images): the images lie side by side along n, FOLD = OD * OH * OW positions each
+// (N = images * FOLD, BATCH = 1), so small maps fill whole tiles; column n is position n % FOLD of image n / FOLD,
+// and y, res and the partial sums keep the [image][m][position] layout.
 //
 // With SPLITS > 1 the z dimension also splits k into SPLITS ranges of KS, and each work-group writes its raw partial
 // sums to part[SPLITS][BATCH][M][N]. Then either SPLIT_K_SUM (below, a second launch) adds them and applies the
 // epilogue, or, with SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx), the last of a block's work-groups to
 // finish does, in the same order (common.h's SPLITS_ARRIVE).
 // Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM; AS_M AS_K
-// A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW (CONV 2: DWW_T,
+// A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW, FOLD (CONV 2: DWW_T,
 // DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE
 // Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
@@ -65,6 +68,15 @@
 #define BM (LM * TM)
 #define BN (LN * TN)
 #define NT (LM * LN)
+#if FOLD  // column n's image and position, and y's positions per image (see FOLD above)
+#define IMG(n) ((n) / FOLD)
+#define POS(n) ((n) % FOLD)
+#define YN FOLD
+#else
+#define IMG(n) batch
+#define POS(n) (n)
+#define YN N
+#endif
 
 // Element e of a tile (0 <= e < BK * BM): which (kk, mm) a loader pass gives it. Consecutive work items take
 // consecutive addresses in global memory: along m where A is m-contiguous, else along k. Likewise for B.
@@ -175,9 +187,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #endif
 #if CONV
     // This work item always loads the same column of B: its output position, and where its window starts.
-    boff = batch * (C * ID * IH * IW);
-    const int ncol = n0 + tid % BN, nc = min(ncol, N - 1);
-    const int ow = nc % OW, oh = (nc / OW) % OH, od = nc / (OW * OH);
+    const int ncol = n0 + tid % BN, nc = min(ncol, N - 1), pos = POS(nc);
+    boff = IMG(nc) * (C * ID * IH * IW);
+    const int ow = pos % OW, oh = (pos / OW) % OH, od = pos / (OW * OH);
     const int id0 = od * SD - PD, ih0 = oh * SH - PH, iw0 = ow * SW - PW;
 #endif
 
@@ -313,7 +325,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #define OUT_BIAS(m, n) -0.0f  // x + -0 is x, -0 included: nothing added
 #endif
 #if HAS_RESIDUAL
-#define OUT_RES(m, n) LOAD(R_T, res, (batch * M + (m)) * N + (n))
+#define OUT_RES(m, n) LOAD(R_T, res, (IMG(n) * M + (m)) * YN + POS(n))
 #else
 #define OUT_RES(m, n) -0.0f
 #endif
@@ -323,9 +335,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         float v = ALPHA * (sum);                                                                           \
         v += OUT_BIAS(m, n);                                                                               \
         v += OUT_RES(m, n);                                                                                \
-        STORE(Y_T, y, batch * Y_BSTRIDE + Y_OFFSET + (m) * N + (n), ACTIVATE(v));                          \
+        STORE(Y_T, y, IMG(n) * Y_BSTRIDE + Y_OFFSET + (m) * YN + POS(n), ACTIVATE(v));                     \
     }
-#define PART(s, m, n) ((s) * (BATCH * M * N) + (batch * M + (m)) * N + (n))
+#define PART(s, m, n) ((s) * (BATCH * M * N) + (IMG(n) * M + (m)) * YN + POS(n))
 // STMT for each output (m, n) of this work item, its sum in acc_v
 #if MMA
 #define EACH_OUTPUT(STMT)                                                                                  \
@@ -388,6 +400,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #undef BM
 #undef BN
 #undef NT
+#undef IMG
+#undef POS
+#undef YN
 #undef A_KK
 #undef A_MM
 #undef B_KK

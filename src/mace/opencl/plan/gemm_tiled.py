@@ -72,17 +72,18 @@ def gpu_conv(
         w_buf, a_strides = weights_km(p, w, oc, k), (1, oc)
     else:
         w_buf, a_strides = p.use(w), (k, 1)
-    g = GemmShape(oc, n, k, a_strides, (0, 0), (1, 0))
-    defines: dict[str, Any] = {"A_T": p.tag(w), "B_T": p.tag(x), "Y_T": p.tag(y), "M": oc, "N": n, "K": k}
+    fold = images if images > 1 and p.policy.gpu_fold_images else 1  # gemm_tiled.cl FOLD: the images along n
+    g = GemmShape(oc, fold * n, k, a_strides, (0, 0), (1, 0))
+    defines: dict[str, Any] = {"A_T": p.tag(w), "B_T": p.tag(x), "Y_T": p.tag(y), "M": oc, "N": g.n, "K": k}
     defines.update({"AS_M": a_strides[0], "AS_K": a_strides[1], "A_MFAST": a_strides[0] == 1, "CONV": 1})
-    defines.update(geometry, BATCH=images, BATCH_RANK=0)
+    defines.update(geometry, BATCH=images // fold, BATCH_RANK=0, **({"FOLD": n} if fold > 1 else {}))
     operands: list[Arg] = [w_buf, p.use(x)]
     if depthwise is not None:
         dww, dwb = depthwise.inputs[1], optional(depthwise.inputs, 2)
         defines.update({"CONV": 2, "DWW_T": p.tag(dww), "DW_BIAS": dwb is not None})
         defines.update({**({"DWB_T": p.tag(dwb)} if dwb else {}), "DW_ACTIVATE(v)": activation_macro(depthwise.attrs)})
         operands += [p.use(dww), *([p.use(dwb)] if dwb else [])]
-    _tiled(p, node, defines, operands, bias, (1, 0), residual, y, g, images, True)
+    _tiled(p, node, defines, operands, bias, (1, 0), residual, y, g, images // fold, True, fold)
 
 
 def weights_km(p: Planner, w: str, m: int, k: int) -> str:
@@ -124,7 +125,9 @@ def _tiled(
     g: GemmShape,
     nbatch: int,
     can_split: bool,
+    fold: int = 1,
 ) -> None:
+    """``g``'s product on gemm_tiled.cl, ``nbatch`` of them (``fold``: that many images side by side along n, FOLD)."""
     assert p.target is not None
     tile = _gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]), fused=defines["CONV"] == 2)
     splits = tile.splits
@@ -136,8 +139,9 @@ def _tiled(
     local = [tile.ln, tile.lm, 1]
     summed = p.target.nvidia_ptx and splits * tile.tm * tile.tn <= p.policy.gpu_split_sum_most
     sum_groups = tile.groups(g.m, g.n, nbatch) if splits > 1 and summed else 0
-    product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), (splits, nbatch, g.m, g.n),
-                     (grid, local), sum_groups, (g.alpha, g.beta))
+    shape = (splits, nbatch * fold, g.m, g.n // fold)  # y's layout: [image][m][position]
+    product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), shape, (grid, local),
+                     sum_groups, (g.alpha, g.beta))
 
 
 def product_launches(
