@@ -523,7 +523,8 @@ def test_gpu_concat_in_place(make_gpu_executor, splits: bool) -> None:
 
 def images_graph() -> GraphBuilder:
     """Convs of 3 images on small maps (7x7, 5x5: 49 and 25 positions, no multiple of a block): 3x3 with a bias, a
-    residual and an activation, strided, into a Concat's slice, and a 1x1 reading a depthwise conv (CONV 2)."""
+    residual and an activation, strided, into a Concat's slice, with weights given at run time (3x3 and 1x1), and a
+    1x1 reading a depthwise conv (CONV 2)."""
     b = GraphBuilder("images")
     x = b.input("x", (3, 16, 7, 7))
     c1 = b.node("Conv", [x, b.weight((24, 16, 3, 3)), b.weight((24,)), b.input("r", (3, 24, 7, 7))],
@@ -531,6 +532,8 @@ def images_graph() -> GraphBuilder:
     c2 = b.node("Conv", [x, b.weight((8, 16, 1, 1))], _conv_attrs([1, 1]), output=False)
     b.node("Concat", [c1, c2], {"axis": 1})
     b.node("Conv", [x, b.weight((12, 16, 3, 3))], _conv_attrs([3, 3], [2, 2], [1, 1, 1, 1]))
+    b.node("Conv", [x, b.input("w3", (4, 16, 3, 3))], _conv_attrs([3, 3], pads=[0, 1, 1, 0]))
+    b.node("Conv", [x, b.input("w1", (4, 16, 1, 1))], _conv_attrs([1, 1]))
     d = b.node("Conv", [x, b.weight((16, 1, 3, 3))], _conv_attrs([3, 3], [1, 1], [0, 0, 0, 0], group=16),
                output=False)
     b.node("Conv", [d, b.weight((20, 16, 1, 1)), b.weight((20,))], _conv_attrs([1, 1], activation="Relu"))
@@ -540,9 +543,11 @@ def images_graph() -> GraphBuilder:
 @pytest.mark.parametrize("units", [1, 100_000])
 def test_gpu_conv_images_side_by_side(make_gpu_executor, units: int) -> None:
     """On GPU targets a conv of several images is one product with the images along n (gemm_tiled.cl FOLD): fewer
-    work-groups than a product per image, the same outputs, k split (summed by a second launch) or not."""
-    folded, apart = [], []
-    for policy, plans in ((SPLIT_ANY_K, folded), (replace(SPLIT_ANY_K, gpu_fold_images=False), apart)):
+    work-groups than a product per image, the same outputs, k split (summed by a second launch) or not. Those whose
+    weights are constant or 1x1 take k with the channels inner (C_INNER), and are as right without it."""
+    folded, apart, window_inner = [], [], []
+    for policy, plans in ((SPLIT_ANY_K, folded), (replace(SPLIT_ANY_K, gpu_fold_images=False), apart),
+                          (replace(SPLIT_ANY_K, gpu_channels_inner=False), window_inner)):
         def make(graph: Graph, policy: TilingPolicy = policy, plans: list = plans) -> Any:
             executor = make_gpu_executor(graph, gpu_target(units, policy))
             plans.append(executor.plan)
@@ -556,10 +561,13 @@ def test_gpu_conv_images_side_by_side(make_gpu_executor, units: int) -> None:
     def groups(plan: Any) -> int:
         return sum(int(np.prod(launch.global_size)) // int(np.prod(launch.local_size)) for launch in tgemms(plan))
 
-    assert len(tgemms(folded[0])) == len(tgemms(apart[0])) == 4
+    assert len(tgemms(folded[0])) == len(tgemms(apart[0])) == 6
+    inner = []
     for launch in tgemms(folded[0]):
         d = _defines(folded[0].source, launch.kernel)
         assert d["BATCH"] == "1" and int(d["N"]) == 3 * int(d["FOLD"]), (launch.kernel, d)
+        inner.append(d.get("C_INNER") == "1")
+    assert sum(inner) == 4 and "#define C_INNER" not in window_inner[0].source
     assert "#define FOLD" not in apart[0].source
     assert groups(folded[0]) < groups(apart[0])
     assert (units > 1) == any(launch.kernel.startswith("ksum") for launch in folded[0].launches)

@@ -11,6 +11,8 @@
 // 1x1 convolution of a depthwise convolution's output, computed by the loader from the depthwise input (k = c):
 // B[c][n] = DW_ACTIVATE(sum_{kh,kw} dww[c][kh][kw] * x[c][oh * SH - PH + kh * DH][ow * SW - PW + kw * DW] + dwb[c]),
 // the window attributes being the depthwise conv's (ID = OD = KD = 1): the depthwise output is never stored.
+// C_INNER (CONV 1, C a multiple of BK): k runs over the window positions outer and the channels inner,
+// k = ((kd * KH + kh) * KW + kw) * C + c, A's columns relaid to match, so each BK step reads one window position.
 // y[b][m][n] is stored at b * Y_BSTRIDE + Y_OFFSET + m * N + n: a slice of a bigger tensor where codegen places the
 // output straight into a Concat's (Y_BSTRIDE = M * N and Y_OFFSET = 0 otherwise); res is read at (b * M + m) * N + n.
 // FOLD (a convolution of several images): the images lie side by side along n, FOLD = OD * OH * OW positions each
@@ -22,7 +24,8 @@
 // epilogue, or, with SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx), the last of a block's work-groups to
 // finish does, in the same order (common.h's SPLITS_ARRIVE).
 // Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM; AS_M AS_K
-// A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW, FOLD (CONV 2: DWW_T,
+// A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW, C_INNER, FOLD
+// (CONV 2: DWW_T,
 // DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE
 // Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
@@ -122,6 +125,20 @@
             v = DW_ACTIVATE(s + DW_BIAS_OF(ci));                                                    \
         }                                                                                           \
         rb[r] = v;                                                                                  \
+    }
+#elif CONV && C_INNER
+// k = ((kd * KH + kh) * KW + kw) * C + c (see C_INNER): a BK step's k share one window position, so a work item
+// finds its input element and whether it lies inside once a step; its rows are channels C_STEP apart
+#define C_STEP (ID * IH * IW)
+#define LOAD_B(k0)                                                                                  \
+    {                                                                                               \
+        const int at_ = (k0) / C, c0 = (k0) - at_ * C;                                              \
+        const int kw = at_ % KW, kh = (at_ / KW) % KH, kd = at_ / (KW * KH);                        \
+        const int id = id0 + kd * DD, ih = ih0 + kh * DH, iw = iw0 + kw * DW;                       \
+        const bool inside = ncol < N && id >= 0 && id < ID && ih >= 0 && ih < IH && iw >= 0 && iw < IW; \
+        const int base = boff + ((c0 * ID + id) * IH + ih) * IW + iw;                               \
+        for (int r = 0; r < BK * BN / NT; ++r)                                                      \
+            rb[r] = inside ? LOAD(B_T, b, base + B_KK(tid + r * NT) * C_STEP) : 0.0f;               \
     }
 #elif CONV
 #define LOAD_B(k0)                                                                                  \
@@ -410,6 +427,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #undef LOAD_A
 #undef LOAD_B
 #undef LOAD_TILES
+#undef C_STEP
 #endif  // TILED_GEMM
 
 #if SPLIT_K_SUM

@@ -64,32 +64,42 @@ def gpu_conv(
     ``geometry`` holds conv.cl's C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW; N is the images. With
     ``depthwise`` (a 1x1 ``node`` reading that depthwise conv's output, conv.fuse_depthwise), ``x`` is the depthwise
     conv's input and ``geometry`` its window: the loader computes the depthwise output (CONV 2)."""
-    oc, images = p.shape(w)[0], p.shape(x)[0]
+    oc, images, c = p.shape(w)[0], p.shape(x)[0], geometry["C"]
     window = 1 if depthwise is not None else geometry["KD"] * geometry["KH"] * geometry["KW"]
-    k = geometry["C"] * window
+    k = c * window
     n = geometry["OD"] * geometry["OH"] * geometry["OW"]
+    fold = images if images > 1 and p.policy.gpu_fold_images else 1  # gemm_tiled.cl FOLD: the images along n
+    tile = _gpu_tile(p, node, oc, fold * n, k, images // fold, True, conv=True, fused=depthwise is not None)
+    # gemm_tiled.cl C_INNER (the channels inner in k, a window position a BK step), where the weights can follow
+    c_inner = depthwise is None and p.policy.gpu_channels_inner and c % tile.bk == 0 and (window == 1 or p.is_const(w))
     if p.is_const(w):
-        w_buf, a_strides = weights_km(p, w, oc, k), (1, oc)
+        w_buf, a_strides = weights_km(p, w, oc, k, c if c_inner and window > 1 else 0), (1, oc)
     else:
         w_buf, a_strides = p.use(w), (k, 1)
-    fold = images if images > 1 and p.policy.gpu_fold_images else 1  # gemm_tiled.cl FOLD: the images along n
     g = GemmShape(oc, fold * n, k, a_strides, (0, 0), (1, 0))
     defines: dict[str, Any] = {"A_T": p.tag(w), "B_T": p.tag(x), "Y_T": p.tag(y), "M": oc, "N": g.n, "K": k}
     defines.update({"AS_M": a_strides[0], "AS_K": a_strides[1], "A_MFAST": a_strides[0] == 1, "CONV": 1})
     defines.update(geometry, BATCH=images // fold, BATCH_RANK=0, **({"FOLD": n} if fold > 1 else {}))
+    if c_inner:
+        defines["C_INNER"] = 1
     operands: list[Arg] = [w_buf, p.use(x)]
     if depthwise is not None:
         dww, dwb = depthwise.inputs[1], optional(depthwise.inputs, 2)
         defines.update({"CONV": 2, "DWW_T": p.tag(dww), "DW_BIAS": dwb is not None})
         defines.update({**({"DWB_T": p.tag(dwb)} if dwb else {}), "DW_ACTIVATE(v)": activation_macro(depthwise.attrs)})
         operands += [p.use(dww), *([p.use(dwb)] if dwb else [])]
-    _tiled(p, node, defines, operands, bias, (1, 0), residual, y, g, images // fold, True, fold)
+    _tiled(p, node, defines, operands, bias, (1, 0), residual, y, g, images // fold, True, fold, tile)
 
 
-def weights_km(p: Planner, w: str, m: int, k: int) -> str:
+def weights_km(p: Planner, w: str, m: int, k: int, channels_inner: int = 0) -> str:
     """The buffer of a constant conv weight of m output channels and k terms each, relaid as [K][M]: a loader pass
-    reads consecutive output channels (gemm_tiled.cl A_MFAST, block.cl's chunks). One relayout for every reader."""
-    return p.derived(f"{w}@km", p.graph.float_constant(w).reshape(m, k).T, p.tag(w))
+    reads consecutive output channels (gemm_tiled.cl A_MFAST, block.cl's chunks). One relayout for every reader.
+    ``channels_inner`` = C: its k ordered window position first, channel second (gemm_tiled.cl C_INNER)."""
+    data = p.graph.float_constant(w).reshape(m, k)
+    if not channels_inner:
+        return p.derived(f"{w}@km", data.T, p.tag(w))
+    data = data.reshape(m, channels_inner, k // channels_inner).transpose(0, 2, 1).reshape(m, k)
+    return p.derived(f"{w}@kcm", data.T, p.tag(w))
 
 
 def _rows_out(p: Planner, out: str, n: int) -> bool:
@@ -126,10 +136,14 @@ def _tiled(
     nbatch: int,
     can_split: bool,
     fold: int = 1,
+    tile: GemmTile | None = None,
 ) -> None:
-    """``g``'s product on gemm_tiled.cl, ``nbatch`` of them (``fold``: that many images side by side along n, FOLD)."""
+    """``g``'s product on gemm_tiled.cl, ``nbatch`` of them (``fold``: that many images side by side along n, FOLD),
+    with ``tile`` or else _gpu_tile's choice."""
     assert p.target is not None
-    tile = _gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]), fused=defines["CONV"] == 2)
+    if tile is None:
+        tile = _gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]),
+                         fused=defines["CONV"] == 2)
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     if tile.mma:

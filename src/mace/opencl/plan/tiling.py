@@ -183,6 +183,10 @@ class TilingPolicy:
     # not one per image: a 7 x 7 map's 49 positions no longer pad a 64-wide block to 77 % full. Measured on an H200
     # at batch 32 (kernels): ResNet-50 10631 -> 10184 us, MobileNet-v2 2617 -> 2270, Inception-v3 20142 -> 18958.
     gpu_fold_images: bool = True
+    # gemm_tiled.cl's convolutions take k with the channels inner (C_INNER) where C is a multiple of BK and the
+    # weights are constant or 1 x 1: a work item then finds its input element and its bounds once a BK step, not for
+    # every element it loads
+    gpu_channels_inner: bool = True
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
     # attention.cl on a GPU: 32 query rows per work-group where that makes this many work-groups per compute unit,
     # else 16
