@@ -84,9 +84,11 @@ SWEEP: dict[str, TilingPolicy] = {
     "noblk": replace(P, gpu_fuse_blocks=False),
     "nofold": replace(P, gpu_fold_images=False),  # a product per image, not the images side by side along n
     "noci": replace(P, gpu_channels_inner=False),  # k with the window inner, as the weights lie
-    "mmanoci": replace(P, gpu_mma_tiles=MMA_TILES, gpu_channels_inner=False),
-    "mmag4": replace(P, gpu_mma_tiles=MMA_TILES, gpu_groups_per_cu=4),
-    "mmaceil": replace(P, gpu_mma_tiles=MMA_TILES, gpu_split_round_up=True),
+    "allci": replace(P, gpu_channels_inner_simt=True),  # ... channels inner on the SIMT tiles too
+    "nomma": replace(P, gpu_mma_tiles=()),
+    "mmaany": replace(P, gpu_mma_min_groups_per_cu=0),  # the tensor cores however few blocks
+    "mmag4": replace(P, gpu_groups_per_cu=4),
+    "mmaceil": replace(P, gpu_split_round_up=True),
     "blkall": replace(P, gpu_block_most_chunks=1 << 30, gpu_block_most_sums=1 << 30),  # every block with a tile
     "blkg2": replace(P, gpu_block_groups_per_cu=2),
     "blkg4": replace(P, gpu_block_groups_per_cu=4),

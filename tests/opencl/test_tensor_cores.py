@@ -1,5 +1,6 @@
 """gemm_tiled.cl's tensor-core form (MMA: 3xTF32 mma.sync through inline PTX) for DeviceTarget.tensor_cores, with
-TilingPolicy.gpu_mma_tiles = MMA_TILES (off by default) for convolutions of at least gpu_mma_min_k terms.
+TilingPolicy.gpu_mma_tiles = MMA_TILES (the default) for convolutions of at least gpu_mma_min_k terms whose blocks
+alone make gpu_mma_min_groups_per_cu work-groups per compute unit.
 
 What is planned is checked everywhere: convolutions and products take the MMA tiles on a tensor-core target and
 nothing else changes on any other (the same sources, the same variant keys). The numbers need an NVIDIA device of
@@ -27,8 +28,9 @@ H200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_w
 H200_TC = dataclasses.replace(H200, tensor_cores=True)
 # the tensor-core tiles on convolutions and matrix products of any k, and every product on the first tile that
 # fits however few blocks it makes: the MMA tiles, on these small layers
-MMA_ON = dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=MMA_TILES)  # its own rules: K >= 128, convolutions
-WITH_MMA = dataclasses.replace(MMA_ON, gpu_mma_min_k=0, gpu_mma_products=True)
+MMA_ON = DEFAULT_POLICY  # its own rules: K >= 128, convolutions, blocks enough to fill the device
+assert MMA_ON.gpu_mma_tiles == MMA_TILES
+WITH_MMA = dataclasses.replace(MMA_ON, gpu_mma_min_k=0, gpu_mma_products=True, gpu_mma_min_groups_per_cu=0)
 FIRST_FIT = dataclasses.replace(WITH_MMA, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0, gpu_min_fill=0.0)
 
 
@@ -60,7 +62,10 @@ def test_tensor_core_targets_plan_mma_tiles_and_others_do_not_change() -> None:
     assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, MMA_ON, conv=True).mma  # on ...
     assert not gpu_gemm_tile(256, 4096, 64, 1, H200_TC, MMA_ON, conv=True).mma  # ... where k is enough
     assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, MMA_ON).mma  # ... for convolutions
-    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, DEFAULT_POLICY, conv=True).mma  # off by default
+    assert not gpu_gemm_tile(256, 1024, 512, 1, H200_TC, MMA_ON, conv=True).mma  # ... whose blocks fill the GPU
+    assert gpu_gemm_tile(256, 1024, 512, 33, H200_TC, MMA_ON, conv=True).mma  # (4 x 16 x 33 >= 132)
+    off = dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=())
+    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, off, conv=True).mma
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +158,7 @@ def test_mma_policy_keeps_products_and_fused_loaders_off_the_tensor_cores() -> N
              helper.make_node("MatMul", ["flat", "mm"], ["y"])]  # a product (K 28)
     graph = convert_onnx(onnx_model(nodes, {"x": [1, 160, 28, 28]}, {"y": None}, init))
     policy = dataclasses.replace(MMA_ON, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0,
-                                 gpu_fused_groups_per_cu=0, gpu_min_fill=0.0)
+                                 gpu_fused_groups_per_cu=0, gpu_min_fill=0.0, gpu_mma_min_groups_per_cu=0)
     plan = plan_graph(graph, H200_TC, policy=policy)
     chunks = {c.split("#define KERNEL_NAME ", 1)[1].split("\n", 1)[0]: c
               for c in plan.source.split("// ---- ")[1:] if "#define TILED_GEMM 1" in c}

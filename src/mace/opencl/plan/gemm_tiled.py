@@ -71,7 +71,8 @@ def gpu_conv(
     fold = images if images > 1 and p.policy.gpu_fold_images else 1  # gemm_tiled.cl FOLD: the images along n
     tile = _gpu_tile(p, node, oc, fold * n, k, images // fold, True, conv=True, fused=depthwise is not None)
     # gemm_tiled.cl C_INNER (the channels inner in k, a window position a BK step), where the weights can follow
-    c_inner = depthwise is None and p.policy.gpu_channels_inner and c % tile.bk == 0 and (window == 1 or p.is_const(w))
+    wanted = p.policy.gpu_channels_inner if tile.mma else p.policy.gpu_channels_inner_simt
+    c_inner = depthwise is None and wanted and c % tile.bk == 0 and (window == 1 or p.is_const(w))
     if p.is_const(w):
         w_buf, a_strides = weights_km(p, w, oc, k, c if c_inner and window > 1 else 0), (1, oc)
     else:

@@ -125,16 +125,22 @@ class TilingPolicy:
         GemmTile(8, 16, 8, 8, bk=16, max_splits=4, products_only=True),
     )
     # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles for convolutions of
-    # at least gpu_mma_min_k terms (and for matrix products too with gpu_mma_products): MMA_TILES turns it on. Off,
-    # since its IEEE-safe split (MMA_SPLIT's hold of hi) is only as fast as the SIMT tiles and builds no faster.
-    # Measured on an H200, kernels, against the SIMT tiles: ResNet-50 at batch 32 10.62 -> 10.53-10.62 ms held
+    # at least gpu_mma_min_k terms (and for matrix products too with gpu_mma_products) whose blocks alone make
+    # gpu_mma_min_groups_per_cu work-groups per compute unit: () turns it off. With the images side by side along n
+    # (gpu_fold_images) and k channels inner (gpu_channels_inner), measured on an H200 (kernels, one lease, against
+    # the SIMT tiles): ResNet-50 at batch 32 10157 -> 9027 us (its tensor-core layers 9153 -> 8152 at 30-36 TFLOP/s),
+    # Inception-v3 at batch 32 18766 -> 17679; at batch 1 the layers whose blocks fill the GPU gain (Inception-v3's
+    # 104 -> 84 us) and those that need k splits for it lose (ResNet-50's 40 -> 43): hence the bound.
+    # Before the fold and C_INNER (and this bound), the held split was only as fast as the SIMT tiles, kernels:
+    # ResNet-50 at batch 32 10.62 -> 10.53-10.62 ms held
     # (9.99-10.07 without the hold, which gave NaN for an infinite operand; 2.4e-5 -> 2.2e-5 from onnxruntime),
     # ResNet-50 1024 -> 941-1000 us and Inception-v3 1646-1877 -> 1624-1932 us, within lease noise. Without the
     # hold, per layer: K >= 128 10-30 % faster, the 1 x 1 layers of K 64 slower (176 -> 222 us against the 128 x
     # 128 SIMT tile). Products: ViT-B/16's qkv projections (M 197 N 2304) 54 -> 48 us but its MLP's first (N 3072,
     # k split 2) 55 -> 71, hence gpu_mma_products off.
-    gpu_mma_tiles: tuple[GemmTile, ...] = ()
+    gpu_mma_tiles: tuple[GemmTile, ...] = MMA_TILES
     gpu_mma_min_k: int = 128
+    gpu_mma_min_groups_per_cu: int = 1
     gpu_mma_products: bool = False
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit, convolutions
     # ... and matrix products: ViT-B/16 device time 3599 -> 3378 us with 4 (more k splits), where 4 for the
@@ -183,10 +189,14 @@ class TilingPolicy:
     # not one per image: a 7 x 7 map's 49 positions no longer pad a 64-wide block to 77 % full. Measured on an H200
     # at batch 32 (kernels): ResNet-50 10631 -> 10184 us, MobileNet-v2 2617 -> 2270, Inception-v3 20142 -> 18958.
     gpu_fold_images: bool = True
-    # gemm_tiled.cl's convolutions take k with the channels inner (C_INNER) where C is a multiple of BK and the
-    # weights are constant or 1 x 1: a work item then finds its input element and its bounds once a BK step, not for
-    # every element it loads
+    # gemm_tiled.cl's convolutions on tensor-core tiles take k with the channels inner (C_INNER) where C is a
+    # multiple of BK and the weights are constant or 1 x 1: a work item then finds its input element and its bounds
+    # once a BK step, not for every element it loads (ResNet-50 at batch 32 on an H200, kernels: 9485 -> 9027 us,
+    # Inception-v3 18057 -> 17679). The SIMT tiles lose by it (gpu_channels_inner_simt; Inception-v3 at batch 1
+    # 1722 -> 1936 us, ResNet-50 938 -> 1031): their loads, cheaper than the tensor cores' products, are not the
+    # bound there, and k in window order keeps a step's loads on a few input rows (cache lines shared between taps).
     gpu_channels_inner: bool = True
+    gpu_channels_inner_simt: bool = False
     gpu_work_items_per_cu: int = 512  # the direct kernels (depthwise.cl, conv.cl) on a GPU: min_work_items per CU
     # attention.cl on a GPU: 32 query rows per work-group where that makes this many work-groups per compute unit,
     # else 16
@@ -470,7 +480,8 @@ def gpu_gemm_tile(
     want = (policy.gpu_groups_per_cu if conv else policy.gpu_product_groups_per_cu) * target.compute_units
     allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
     if target.tensor_cores and k >= policy.gpu_mma_min_k and (conv or policy.gpu_mma_products):
-        allowed = [*policy.gpu_mma_tiles, *allowed]
+        most = policy.gpu_mma_min_groups_per_cu * target.compute_units
+        allowed = [*(t for t in policy.gpu_mma_tiles if t.groups(m, n, batch) >= most), *allowed]
     # tensor-core tiles first, then the biggest (a stable sort: equals keep the policy's order)
     by_size = sorted(allowed, key=lambda t: (t.mma, t.bm * t.bn, t.tm * t.tn), reverse=True)
     fitting = [t for t in by_size if t.fill(m, n) >= policy.gpu_min_fill and _fits(t, target)]
