@@ -132,9 +132,13 @@ def test_mma_tiles_keep_infinities(nvidia_sm80: Any) -> None:
     graph = convert_onnx(model)
     finite = np.isfinite(expected)
     scale = np.abs(expected[finite & (np.abs(expected) < 1e30)]).max()  # not the outputs the huge input reaches
-    for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=())):
+    # (and the tiles copied by cp.async: a C_INNER conv of float operands)
+    for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_async=True),
+                   dataclasses.replace(FIRST_FIT, gpu_mma_tiles=())):
         tiled = dataclasses.replace(target, policy=policy)
-        assert ("#define MMA 1" in plan_graph(graph, tiled).source) == (policy is FIRST_FIT)
+        source = plan_graph(graph, tiled).source
+        assert ("#define MMA 1" in source) == bool(policy.gpu_mma_tiles)
+        assert ("#define MMA_ASYNC 1" in source) == policy.gpu_mma_async
         got = run(graph, queue, tiled, {"x": x})["y"]
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
         np.testing.assert_array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])

@@ -36,7 +36,9 @@
 // product lost, in the dropped a_lo b_lo and the low parts' own last bits). The tensor cores' accumulation
 // truncates, so each BK step's sums go into the fp32 accumulators with a rounded add. Warp w of the NT / 32 computes
 // a 32 x 32 piece of the block (2 x 4 tiles of 16 x 8, the PTX fragment layout); TM, TN only size the loaders.
-// Needs BM, BN multiples of 32, BK of 8.
+// Needs BM, BN multiples of 32, BK of 8. MMA_ASYNC (float operands, C_INNER): the tiles go from global to local
+// memory by cp.async into two stages, the next step's copies in flight while the current one computes, instead of
+// through registers (ra, rb) into one.
 //
 // SPLIT_K_SUM: y = epilogue(sum over splits of part), one work item per output element.
 // Defines: SPLIT_K_SUM; KERNEL_NAME; C_T R_T Y_T; M N BATCH SPLITS; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M
@@ -61,6 +63,12 @@
         (hi) = as_uint(fmin(fmax(as_float(TF32_RNA(x)), -TF32_MAX), TF32_MAX));     \
         (lo) = as_uint((x) - as_float(hi));                                         \
     }
+// cp.async (sm_80): 4 bytes from global to local memory without a register, or zeros where !ok; then the groups
+#define CP_ASYNC(dst, src, ok)                                                                       \
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"((uint)(ulong)(dst)), "l"(src),   \
+                 "r"((ok) ? 4 : 0) : "memory")
+#define CP_ASYNC_COMMIT() asm volatile("cp.async.commit_group;" ::: "memory")
+#define CP_ASYNC_WAIT_ALL_BUT_ONE() asm volatile("cp.async.wait_group 1;" ::: "memory")
 // d += a . b for one 16 x 8 x 8 tile (fragments: a 4, b 2, d 4 registers a lane)
 #define MMA_TF32(d, a, b)                                                                                     \
     asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "        \
@@ -162,6 +170,26 @@
         LOAD_A(k0)     \
         LOAD_B(k0)     \
     } while (0)
+#if MMA_ASYNC
+// LOAD_A and C_INNER's LOAD_B as copies into stage s (a zero-sized copy from the operand's start where nothing is read)
+#define ASYNC_TILES(k0, s)                                                                          \
+    {                                                                                               \
+        for (int r = 0; r < BK * BM / NT; ++r) {                                                    \
+            const int m = m0 + A_MM(tid + r * NT), k = (k0) + A_KK(tid + r * NT);                   \
+            const bool ok = m < M && k < kend;                                                      \
+            CP_ASYNC(at_stages[s] + A_KK(tid + r * NT) * AROW + A_MM(tid + r * NT),                 \
+                     a + (ok ? aoff + m * AS_M + k * AS_K : 0), ok);                                \
+        }                                                                                           \
+        const int at_ = (k0) / C, c0 = (k0) - at_ * C;                                              \
+        const int kw = at_ % KW, kh = (at_ / KW) % KH, kd = at_ / (KW * KH);                        \
+        const int id = id0 + kd * DD, ih = ih0 + kh * DH, iw = iw0 + kw * DW;                       \
+        const bool inside = ncol < N && id >= 0 && id < ID && ih >= 0 && ih < IH && iw >= 0 && iw < IW; \
+        const int base = boff + ((c0 * ID + id) * IH + ih) * IW + iw;                               \
+        for (int r = 0; r < BK * BN / NT; ++r)                                                      \
+            CP_ASYNC(bt_stages[s] + B_KK(tid + r * NT) * BROW + B_NN(tid + r * NT),                 \
+                     b + (inside ? base + B_KK(tid + r * NT) * C_STEP : 0), inside);                \
+    }
+#endif
 
 __kernel __attribute__((reqd_work_group_size(LN, LM, 1)))
 void KERNEL_NAME(__global const TYPE(A_T)* a,
@@ -226,8 +254,13 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #else
 #define BROW (BN + (VLDS ? TN : 1))
 #endif
+#if MMA_ASYNC
+    __local float at_stages[2][BK * AROW] __attribute__((aligned(32)));
+    __local float bt_stages[2][BK * BROW] __attribute__((aligned(32)));
+#else
     __local float at[BK * AROW] __attribute__((aligned(32)));
     __local float bt[BK * BROW] __attribute__((aligned(32)));
+#endif
 #if SPLITS > 1 && SPLIT_SUM
     __local uint arrived;  // how many of the block's work-groups had finished before this one
 #endif
@@ -269,13 +302,30 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
     // A software pipeline over the k steps: the global loads of the next tile go to registers (ra, rb) while the
     // work-group computes on the current one in local memory. (Barriers stay unconditional: pocl replicates the code
     // after a barrier inside a branch.)
+    // MMA_ASYNC: the copies of the next step in flight, of this one waited for.
+#if MMA_ASYNC
+    ASYNC_TILES(kbeg, 0);
+    CP_ASYNC_COMMIT();
+    int stage = 0;
+#else
     float ra[BK * BM / NT], rb[BK * BN / NT];
     LOAD_TILES(kbeg);
+#endif
     for (int k0 = kbeg; k0 < kend; k0 += BK) {
+#if MMA_ASYNC
+        if (k0 + BK < kend) ASYNC_TILES(k0 + BK, stage ^ 1);
+        CP_ASYNC_COMMIT();  // (an empty group at the last step: the wait below then covers this step's)
+        CP_ASYNC_WAIT_ALL_BUT_ONE();
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __local const float* at = at_stages[stage];
+        __local const float* bt = bt_stages[stage];
+        stage ^= 1;
+#else
         for (int r = 0; r < BK * BM / NT; ++r) at[A_KK(tid + r * NT) * AROW + A_MM(tid + r * NT)] = ra[r];
         for (int r = 0; r < BK * BN / NT; ++r) bt[B_KK(tid + r * NT) * BROW + B_NN(tid + r * NT)] = rb[r];
         barrier(CLK_LOCAL_MEM_FENCE);
         if (k0 + BK < kend) LOAD_TILES(k0 + BK);
+#endif
 #if MMA
         // this k step's products in kacc, added to acc rounded after it (per 8 k: 2.2e-5 as well, but 12.72 ms)
         float kacc[2][4][4];
@@ -427,6 +477,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #undef LOAD_A
 #undef LOAD_B
 #undef LOAD_TILES
+#undef ASYNC_TILES
 #undef C_STEP
 #endif  // TILED_GEMM
 

@@ -83,6 +83,8 @@ def gpu_conv(
     defines.update(geometry, BATCH=images // fold, BATCH_RANK=0, **({"FOLD": n} if fold > 1 else {}))
     if c_inner:
         defines["C_INNER"] = 1
+    if c_inner and tile.mma and p.policy.gpu_mma_async and p.tag(w) == p.tag(x) == "F32":
+        defines["MMA_ASYNC"] = 1  # cp.async copies raw words: float operands only
     operands: list[Arg] = [w_buf, p.use(x)]
     if depthwise is not None:
         dww, dwb = depthwise.inputs[1], optional(depthwise.inputs, 2)

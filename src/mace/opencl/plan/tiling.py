@@ -141,6 +141,11 @@ class TilingPolicy:
     gpu_mma_tiles: tuple[GemmTile, ...] = MMA_TILES
     gpu_mma_min_k: int = 128
     gpu_mma_min_groups_per_cu: int = 1
+    # ... their tiles copied from global to local memory by cp.async into two stages (gemm_tiled.cl MMA_ASYNC), on
+    # float operands with k channels inner. Off: measured on an H200 (kernels, batch 32, one lease) ResNet-50 9101 ->
+    # 8946 us and Inception-v3 17865 -> 17144, but cold builds 5.8 -> 6.2 s and 10.8 -> 13.6 (one build each, which
+    # move 17 % alone); the 3 x 3 layers stay at 35 TFLOP/s, so the copies were not what bounds them.
+    gpu_mma_async: bool = False
     gpu_mma_products: bool = False
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit, convolutions
     # ... and matrix products: ViT-B/16 device time 3599 -> 3378 us with 4 (more k splits), where 4 for the
