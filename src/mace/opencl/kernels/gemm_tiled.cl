@@ -138,13 +138,16 @@
 // k = ((kd * KH + kh) * KW + kw) * C + c (see C_INNER): a BK step's k share one window position, so a work item
 // finds its input element and whether it lies inside once a step; its rows are channels C_STEP apart
 #define C_STEP (ID * IH * IW)
+// the step at k0's window position, where this work item's column reads it (base) and whether that lies inside
+#define C_INNER_WINDOW(k0)                                                                          \
+    const int at_ = (k0) / C, c0 = (k0) - at_ * C;                                                  \
+    const int kw = at_ % KW, kh = (at_ / KW) % KH, kd = at_ / (KW * KH);                            \
+    const int id = id0 + kd * DD, ih = ih0 + kh * DH, iw = iw0 + kw * DW;                           \
+    const bool inside = ncol < N && id >= 0 && id < ID && ih >= 0 && ih < IH && iw >= 0 && iw < IW; \
+    const int base = boff + ((c0 * ID + id) * IH + ih) * IW + iw;
 #define LOAD_B(k0)                                                                                  \
     {                                                                                               \
-        const int at_ = (k0) / C, c0 = (k0) - at_ * C;                                              \
-        const int kw = at_ % KW, kh = (at_ / KW) % KH, kd = at_ / (KW * KH);                        \
-        const int id = id0 + kd * DD, ih = ih0 + kh * DH, iw = iw0 + kw * DW;                       \
-        const bool inside = ncol < N && id >= 0 && id < ID && ih >= 0 && ih < IH && iw >= 0 && iw < IW; \
-        const int base = boff + ((c0 * ID + id) * IH + ih) * IW + iw;                               \
+        C_INNER_WINDOW(k0)                                                                          \
         for (int r = 0; r < BK * BN / NT; ++r)                                                      \
             rb[r] = inside ? LOAD(B_T, b, base + B_KK(tid + r * NT) * C_STEP) : 0.0f;               \
     }
@@ -180,11 +183,7 @@
             CP_ASYNC(at_stages[s] + A_KK(tid + r * NT) * AROW + A_MM(tid + r * NT),                 \
                      a + (ok ? aoff + m * AS_M + k * AS_K : 0), ok);                                \
         }                                                                                           \
-        const int at_ = (k0) / C, c0 = (k0) - at_ * C;                                              \
-        const int kw = at_ % KW, kh = (at_ / KW) % KH, kd = at_ / (KW * KH);                        \
-        const int id = id0 + kd * DD, ih = ih0 + kh * DH, iw = iw0 + kw * DW;                       \
-        const bool inside = ncol < N && id >= 0 && id < ID && ih >= 0 && ih < IH && iw >= 0 && iw < IW; \
-        const int base = boff + ((c0 * ID + id) * IH + ih) * IW + iw;                               \
+        C_INNER_WINDOW(k0)                                                                          \
         for (int r = 0; r < BK * BN / NT; ++r)                                                      \
             CP_ASYNC(bt_stages[s] + B_KK(tid + r * NT) * BROW + B_NN(tid + r * NT),                 \
                      b + (inside ? base + B_KK(tid + r * NT) * C_STEP : 0), inside);                \
@@ -479,6 +478,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #undef LOAD_TILES
 #undef ASYNC_TILES
 #undef C_STEP
+#undef C_INNER_WINDOW
 #endif  // TILED_GEMM
 
 #if SPLIT_K_SUM
