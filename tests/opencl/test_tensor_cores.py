@@ -174,6 +174,34 @@ def test_mma_policy_keeps_products_and_fused_loaders_off_the_tensor_cores() -> N
     assert by_k == {"160": (False, "2"), "192": (True, "1"), "256": (True, "1"), "64": (False, "1"), "28": (False, "0")}
 
 
+def test_channels_inner_and_async_copies_where_they_apply() -> None:
+    """On the tensor-core tiles a conv takes k with the channels inner (C_INNER) where C is a multiple of BK (16) and
+    the weights are constant or 1x1, and with gpu_mma_async its tiles by cp.async (MMA_ASYNC) where it does; the
+    SIMT tiles keep k in window order (gpu_channels_inner_simt off). C_INNER reorders the constant weights' k."""
+    init = {"w16": random_array(64, 16, 3, 3, seed=1), "w13": random_array(64, 13, 3, 3, seed=2)}
+    nodes = [helper.make_node("Conv", ["x", "w16"], ["a"], pads=[1, 1, 1, 1]),   # C 16: C_INNER
+             helper.make_node("Conv", ["x13", "w13"], ["b"], pads=[1, 1, 1, 1]),  # C 13: window order
+             helper.make_node("Conv", ["x", "wr"], ["c"], pads=[1, 1, 1, 1])]     # weights at run time: window order
+    model = onnx_model(nodes, {"x": [2, 16, 20, 20], "x13": [2, 13, 20, 20], "wr": [64, 16, 3, 3]},
+                       {"a": None, "b": None, "c": None}, init)
+    graph = convert_onnx(model)
+
+    def kernels(policy: Any, target: DeviceTarget = H200_TC) -> list[tuple[bool, bool, bool]]:
+        plan = plan_graph(graph, target, policy=policy)
+        chunks = [c for c in plan.source.split("// ---- ")[1:] if "#define TILED_GEMM 1" in c]
+        return [tuple(f"#define {name} 1" in c for name in ("MMA", "C_INNER", "MMA_ASYNC")) for c in chunks]
+
+    first_fit = dataclasses.replace(FIRST_FIT, gpu_mma_products=False)
+    assert kernels(first_fit) == [(True, True, False), (True, False, False), (True, False, False)]
+    assert kernels(dataclasses.replace(first_fit, gpu_mma_async=True)) == [
+        (True, True, True), (True, False, False), (True, False, False)]
+    assert kernels(first_fit, H200) == [(False, False, False)] * 3  # no tensor cores: the SIMT tiles, window order
+    plan = plan_graph(graph, H200_TC, policy=first_fit)
+    relaid = next(v for name, v in plan.constants.items() if name.endswith("@kcm"))
+    w16 = init["w16"]
+    np.testing.assert_array_equal(relaid, w16.transpose(0, 2, 3, 1).reshape(64, -1).T)
+
+
 def test_kernel_variants_edit_what_the_nvidia_plans_hold() -> None:
     """benchmarks/kernel_variants.py replaces text of the planned source: each of its variants must still find its
     text in a tensor-core NVIDIA plan with k splits summed in-kernel (else its measurements silently stop)."""
