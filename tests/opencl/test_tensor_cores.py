@@ -30,7 +30,8 @@ H200_TC = dataclasses.replace(H200, tensor_cores=True)
 # fits however few blocks it makes: the MMA tiles, on these small layers
 MMA_ON = DEFAULT_POLICY  # its own rules: K >= 128, convolutions, blocks enough to fill the device
 assert MMA_ON.gpu_mma_tiles == MMA_TILES
-WITH_MMA = dataclasses.replace(MMA_ON, gpu_mma_min_k=0, gpu_mma_products=True, gpu_mma_min_groups_per_cu=0)
+WITH_MMA = dataclasses.replace(MMA_ON, gpu_mma_min_k=0, gpu_mma_products=True, gpu_mma_min_groups_per_cu=0,
+                               gpu_mma_min_macs=0)
 FIRST_FIT = dataclasses.replace(WITH_MMA, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0, gpu_min_fill=0.0)
 
 
@@ -59,13 +60,14 @@ def test_tensor_core_targets_plan_mma_tiles_and_others_do_not_change() -> None:
     # a tensor-core target still takes the SIMT tiles where an MMA block would be mostly padding (M 16)
     assert not gpu_gemm_tile(16, 4096, 512, 1, H200_TC, WITH_MMA, conv=True).mma
     assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, WITH_MMA, conv=True).mma
-    assert gpu_gemm_tile(256, 4096, 512, 1, H200_TC, MMA_ON, conv=True).mma  # on ...
-    assert not gpu_gemm_tile(256, 4096, 64, 1, H200_TC, MMA_ON, conv=True).mma  # ... where k is enough
-    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, MMA_ON).mma  # ... for convolutions
-    assert not gpu_gemm_tile(256, 1024, 512, 1, H200_TC, MMA_ON, conv=True).mma  # ... whose blocks fill the GPU
-    assert gpu_gemm_tile(256, 1024, 512, 33, H200_TC, MMA_ON, conv=True).mma  # (4 x 16 x 33 >= 132)
+    assert gpu_gemm_tile(256, 8192, 512, 1, H200_TC, MMA_ON, conv=True).mma  # on (2^30 multiply-adds) ...
+    assert not gpu_gemm_tile(256, 8192 * 8, 64, 1, H200_TC, MMA_ON, conv=True).mma  # ... where k is enough
+    assert not gpu_gemm_tile(256, 8192, 512, 1, H200_TC, MMA_ON).mma  # ... for convolutions
+    assert not gpu_gemm_tile(64, 1024, 16384, 1, H200_TC, MMA_ON, conv=True).mma  # ... whose blocks fill the GPU
+    assert gpu_gemm_tile(64, 1024, 16384, 9, H200_TC, MMA_ON, conv=True).mma  # (16 x 9 >= 132)
+    assert not gpu_gemm_tile(256, 8192, 256, 1, H200_TC, MMA_ON, conv=True).mma  # ... big enough to pay
     off = dataclasses.replace(DEFAULT_POLICY, gpu_mma_tiles=())
-    assert not gpu_gemm_tile(256, 4096, 512, 1, H200_TC, off, conv=True).mma
+    assert not gpu_gemm_tile(256, 8192, 512, 1, H200_TC, off, conv=True).mma
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +164,8 @@ def test_mma_policy_keeps_products_and_fused_loaders_off_the_tensor_cores() -> N
              helper.make_node("MatMul", ["flat", "mm"], ["y"])]  # a product (K 28)
     graph = convert_onnx(onnx_model(nodes, {"x": [1, 160, 28, 28]}, {"y": None}, init))
     policy = dataclasses.replace(MMA_ON, gpu_groups_per_cu=0, gpu_product_groups_per_cu=0,
-                                 gpu_fused_groups_per_cu=0, gpu_min_fill=0.0, gpu_mma_min_groups_per_cu=0)
+                                 gpu_fused_groups_per_cu=0, gpu_min_fill=0.0, gpu_mma_min_groups_per_cu=0,
+                                 gpu_mma_min_macs=0)
     plan = plan_graph(graph, H200_TC, policy=policy)
     chunks = {c.split("#define KERNEL_NAME ", 1)[1].split("\n", 1)[0]: c
               for c in plan.source.split("// ---- ")[1:] if "#define TILED_GEMM 1" in c}

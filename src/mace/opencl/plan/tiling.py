@@ -126,7 +126,10 @@ class TilingPolicy:
     )
     # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles for convolutions of
     # at least gpu_mma_min_k terms (and for matrix products too with gpu_mma_products) whose blocks alone make
-    # gpu_mma_min_groups_per_cu work-groups per compute unit: () turns it off. With the images side by side along n
+    # gpu_mma_min_groups_per_cu work-groups per compute unit, of at least gpu_mma_min_macs multiply-adds: () turns it
+    # off. A tensor-core specialization costs about a second of cold build on an H200 (Inception-v3 at batch 1,
+    # two of them: 6.2 -> 8.1 s) for a few us a run on a small product (its two: 40.7 -> 31.7 and 63.1 -> 53.2 us),
+    # hence the floor, which leaves these models' batch-1 programs as they were. With the images side by side along n
     # (gpu_fold_images) and k channels inner (gpu_channels_inner), measured on an H200 (kernels, one lease, against
     # the SIMT tiles): ResNet-50 at batch 32 10157 -> 9027 us (its tensor-core layers 9153 -> 8152 at 30-36 TFLOP/s),
     # Inception-v3 at batch 32 18766 -> 17679; at batch 1 the layers whose blocks fill the GPU gain (Inception-v3's
@@ -141,6 +144,7 @@ class TilingPolicy:
     gpu_mma_tiles: tuple[GemmTile, ...] = MMA_TILES
     gpu_mma_min_k: int = 128
     gpu_mma_min_groups_per_cu: int = 1
+    gpu_mma_min_macs: int = 1 << 30
     # ... their tiles copied from global to local memory by cp.async into two stages (gemm_tiled.cl MMA_ASYNC), on
     # float operands with k channels inner. Off: measured on an H200 (kernels, batch 32, one lease) ResNet-50 9101 ->
     # 8946 us and Inception-v3 17865 -> 17144, but cold builds 5.8 -> 6.2 s and 10.8 -> 13.6 (one build each, which
@@ -486,7 +490,8 @@ def gpu_gemm_tile(
     allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
     if target.tensor_cores and k >= policy.gpu_mma_min_k and (conv or policy.gpu_mma_products):
         most = policy.gpu_mma_min_groups_per_cu * target.compute_units
-        allowed = [*(t for t in policy.gpu_mma_tiles if t.groups(m, n, batch) >= most), *allowed]
+        if m * n * k * batch >= policy.gpu_mma_min_macs:
+            allowed = [*(t for t in policy.gpu_mma_tiles if t.groups(m, n, batch) >= most), *allowed]
     # tensor-core tiles first, then the biggest (a stable sort: equals keep the policy's order)
     by_size = sorted(allowed, key=lambda t: (t.mma, t.bm * t.bn, t.tm * t.tn), reverse=True)
     fitting = [t for t in by_size if t.fill(m, n) >= policy.gpu_min_fill and _fits(t, target)]
