@@ -126,15 +126,15 @@ class TilingPolicy:
     )
     # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles for convolutions of
     # at least gpu_mma_min_k terms (and for matrix products too with gpu_mma_products) whose blocks alone make
-    # gpu_mma_min_groups_per_cu work-groups per compute unit, of at least gpu_mma_min_macs multiply-adds: () turns it
-    # off. A tensor-core specialization costs about a second of cold build on an H200 (Inception-v3 at batch 1,
-    # two of them: 6.2 -> 8.1 s) for a few us a run on a small product (its two: 40.7 -> 31.7 and 63.1 -> 53.2 us),
-    # hence the floor, which leaves these models' batch-1 programs as they were. With the images side by side along n
-    # (gpu_fold_images) and k channels inner (gpu_channels_inner), measured on an H200 (kernels, one lease, against
-    # the SIMT tiles): ResNet-50 at batch 32 10157 -> 9027 us (its tensor-core layers 9153 -> 8152 at 30-36 TFLOP/s),
-    # Inception-v3 at batch 32 18766 -> 17679; at batch 1 the layers whose blocks fill the GPU gain (Inception-v3's
-    # 104 -> 84 us) and those that need k splits for it lose (ResNet-50's 40 -> 43): hence the bound.
-    # Before the fold and C_INNER (and this bound), the held split was only as fast as the SIMT tiles, kernels:
+    # gpu_mma_min_groups_per_cu work-groups per compute unit, of at least gpu_mma_min_macs multiply-adds; () turns it
+    # off. With the images side by side along n (gpu_fold_images) and k channels inner (gpu_channels_inner),
+    # measured on an H200 (kernels, one lease, against the SIMT tiles): ResNet-50 at batch 32 10157 -> 9027 us (its
+    # tensor-core layers 9153 -> 8152, at 30-36 TFLOP/s), Inception-v3 at batch 32 18766 -> 17679. At batch 1 the
+    # layers that need k splits to fill the GPU lose (ResNet-50's 3 x 3 ones 40 -> 43 us), hence the groups bound;
+    # those that fill it gain a few us (Inception-v3's two: 40.7 -> 31.7, 63.1 -> 53.2), but a tensor-core
+    # specialization costs about a second of cold build (those two: 6.2 -> 8.1 s), hence the floor of multiply-adds,
+    # which leaves the benchmark models' batch-1 programs on the SIMT tiles.
+    # Before the fold and C_INNER, the held split was only as fast as the SIMT tiles, kernels:
     # ResNet-50 at batch 32 10.62 -> 10.53-10.62 ms held
     # (9.99-10.07 without the hold, which gave NaN for an infinite operand; 2.4e-5 -> 2.2e-5 from onnxruntime),
     # ResNet-50 1024 -> 941-1000 us and Inception-v3 1646-1877 -> 1624-1932 us, within lease noise. Without the
