@@ -299,9 +299,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #endif
 
     // A software pipeline over the k steps: the global loads of the next tile go to registers (ra, rb) while the
-    // work-group computes on the current one in local memory. (Barriers stay unconditional: pocl replicates the code
-    // after a barrier inside a branch.)
-    // MMA_ASYNC: the copies of the next step in flight, of this one waited for.
+    // work-group computes on the current one in local memory; with MMA_ASYNC they go by cp.async to the other stage,
+    // and each step waits for its own copies only. (Barriers stay unconditional: pocl replicates the code after a
+    // barrier inside a branch.)
 #if MMA_ASYNC
     ASYNC_TILES(kbeg, 0);
     CP_ASYNC_COMMIT();
