@@ -10,13 +10,14 @@ in, a verdict out, no OpenCL, no file I/O; it never raises for any input and all
 Known formats:
 
 - **pocl** (``poclbin``; pocl's lib/CL/pocl_binary.c): an 8-byte magic, device id u64, version u32, kernel count
-  u32, flags u64 (version >= 9: root entry count u32), the program build hash (41 bytes), then (versions 6 to 8) the
-  serialized ``program.bc`` file and one record per kernel: ``struct_size`` u64, ``binaries_size`` u64,
+  u32, flags u64 (version >= 9: root entry count u32), the program build hash (41 bytes), then the program's own
+  files: versions 6 to 8 the serialized ``program.bc`` file, version 9 (pocl 3.1) that many root entries, each a u64
+  size and the files it holds; then one record per kernel: ``struct_size`` u64, ``binaries_size`` u64,
   ``arginfo_size`` u32, the kernel name, metadata, argument info and the kernel's cache-directory files, each a
   (relative path, content) pair of u32-length strings. Every declared length must fit the blob and its record,
   the records must end exactly at the end of the blob, counts are bounded by the bytes that could hold them, file
-  paths stay inside the cache directory and kernel names are identifiers. Versions 9 and later change the layout
-  after the header and are checked up to there; versions below 6 are refused by pocl itself and rejected here.
+  paths stay inside the cache directory and kernel names are identifiers. Later versions change the layout after
+  the header and are checked up to there; versions below 6 are refused by pocl itself and rejected here.
 - **NVIDIA PTX** (text): NUL-terminated with no NUL inside, ``.version`` and ``.target`` directives, comments
   closed, braces balanced, and one ``.entry NAME`` per kernel.
 
@@ -42,10 +43,11 @@ from collections.abc import Collection
 
 POCL_MAGIC = b"poclbin\x00"
 POCL_MIN_VERSION = 6  # pocl refuses older binaries (FIRST_SUPPORTED_POCLCC_VERSION)
-POCL_WALKED_VERSIONS = range(6, 9)  # the layout after the header is checked for these; later ones up to the header
+POCL_WALKED_VERSIONS = range(6, 10)  # the layout after the header is checked for these; later ones up to the header
 _POCL_FIXED = struct.Struct("<8sQIIQ")  # magic, device id, version, kernel count, flags
 _POCL_BUILD_HASH = 41  # SHA1_digest_t: 40 characters and a NUL
 _POCL_KERNEL_FIXED = struct.Struct("<QQI")  # struct_size, binaries_size, arginfo_size
+_U64 = struct.Struct("<Q")
 _POCL_MIN_ARG = 26  # the smallest serialized argument info (3 qualifiers, type, size, two empty strings)
 _U32 = struct.Struct("<I")
 _IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -158,6 +160,31 @@ def _file(blob: bytes, at: int, end: int, what: str, empty_ok: bool) -> int:
     return start + n
 
 
+def _program_files(blob: bytes, header: int, version: int) -> int:
+    """Check the program's own files after the header (version 9: its root entries); returns where they end."""
+    size = len(blob)
+    if version < 9:
+        return _file(blob, header, size, "the program file", empty_ok=False)
+    roots = _u32(blob, _POCL_FIXED.size, size, "the root entry count")
+    if roots * (_U64.size + 8) > size - header:
+        raise BinaryProblem(f"pocl binary declares {roots} root entries, more than its {size} bytes can hold")
+    at = header
+    for r in range(roots):
+        if at + _U64.size > size:
+            raise BinaryProblem(f"pocl binary cut short: root entry {r} starts at byte {at}, the binary ends at byte "
+                                f"{size}")
+        n = _U64.unpack_from(blob, at)[0]
+        end = at + _U64.size + n
+        if end > size:
+            raise BinaryProblem(f"pocl binary cut short: root entry {r} at byte {at} declares {n} bytes, the binary "
+                                f"ends at byte {size}")
+        pos = at + _U64.size
+        while pos < end:
+            pos = _file(blob, pos, end, f"a file of root entry {r}", empty_ok=True)
+        at = end
+    return at
+
+
 def pocl_kernel_names(blob: bytes) -> list[str] | None:
     """The kernel names of a pocl binary, after checking its structure (BinaryProblem if broken); None for a
     version whose layout after the header is not known here."""
@@ -176,7 +203,7 @@ def pocl_kernel_names(blob: bytes) -> list[str] | None:
         raise BinaryProblem(f"pocl binary declares {count} kernels, more than its {size} bytes can hold")
     if version not in POCL_WALKED_VERSIONS:
         return None
-    at = _file(blob, header, size, "the program file", empty_ok=False)
+    at = _program_files(blob, header, version)
     names = []
     for k in range(count):
         what = f"kernel {k}"
