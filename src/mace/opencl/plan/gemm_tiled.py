@@ -74,7 +74,7 @@ def gpu_conv(
     wanted = p.policy.gpu_channels_inner if tile.mma else p.policy.gpu_channels_inner_simt
     c_inner = depthwise is None and wanted and c % tile.bk == 0 and (window == 1 or p.is_const(w))
     if p.is_const(w):
-        w_buf, a_strides = weights_km(p, w, oc, k, c if c_inner and window > 1 else 0), (1, oc)
+        w_buf, a_strides = weights_km(p, w, oc, k, c if c_inner else 0), (1, oc)
     else:
         w_buf, a_strides = p.use(w), (k, 1)
     g = GemmShape(oc, fold * n, k, a_strides, (0, 0), (1, 0))
@@ -97,9 +97,10 @@ def gpu_conv(
 def weights_km(p: Planner, w: str, m: int, k: int, channels_inner: int = 0) -> str:
     """The buffer of a constant conv weight of m output channels and k terms each, relaid as [K][M]: a loader pass
     reads consecutive output channels (gemm_tiled.cl A_MFAST, block.cl's chunks). One relayout for every reader.
-    ``channels_inner`` = C: its k ordered window position first, channel second (gemm_tiled.cl C_INNER)."""
+    ``channels_inner`` = C: its k ordered window position first, channel second (gemm_tiled.cl C_INNER); for a 1x1
+    window (k = C) that order is the plain one, and so is the buffer."""
     data = p.graph.float_constant(w).reshape(m, k)
-    if not channels_inner:
+    if channels_inner in (0, k):
         return p.derived(f"{w}@km", data.T, p.tag(w))
     data = data.reshape(m, channels_inner, k // channels_inner).transpose(0, 2, 1).reshape(m, k)
     return p.derived(f"{w}@kcm", data.T, p.tag(w))

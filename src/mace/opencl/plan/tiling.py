@@ -489,9 +489,9 @@ def gpu_gemm_tile(
     want = (policy.gpu_groups_per_cu if conv else policy.gpu_product_groups_per_cu) * target.compute_units
     allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
     if target.tensor_cores and k >= policy.gpu_mma_min_k and (conv or policy.gpu_mma_products):
-        most = policy.gpu_mma_min_groups_per_cu * target.compute_units
+        fewest = policy.gpu_mma_min_groups_per_cu * target.compute_units
         if m * n * k * batch >= policy.gpu_mma_min_macs:
-            allowed = [*(t for t in policy.gpu_mma_tiles if t.groups(m, n, batch) >= most), *allowed]
+            allowed = [*(t for t in policy.gpu_mma_tiles if t.groups(m, n, batch) >= fewest), *allowed]
     # tensor-core tiles first, then the biggest (a stable sort: equals keep the policy's order)
     by_size = sorted(allowed, key=lambda t: (t.mma, t.bm * t.bn, t.tm * t.tn), reverse=True)
     fitting = [t for t in by_size if t.fill(m, n) >= policy.gpu_min_fill and _fits(t, target)]
