@@ -97,8 +97,8 @@ SWEEP: dict[str, TilingPolicy] = {
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }
-KEYS = ("M", "N", "K", "BATCH", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK", "VEC", "CIN", "CE", "COUT",
-        "OH", "TH", "TW", "CK", "BCO")
+KEYS = ("M", "N", "K", "BATCH", "MMA", "C_INNER", "FOLD", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK",
+        "VEC", "CIN", "CE", "COUT", "OH", "TH", "TW", "CK", "BCO")
 
 
 def gpu_device(any_device: bool) -> cl.Device:

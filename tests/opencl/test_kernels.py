@@ -575,6 +575,38 @@ def test_gpu_conv_images_side_by_side(make_gpu_executor, units: int) -> None:
     assert (units > 1) == any(launch.kernel.startswith("ksum") for launch in folded[0].launches)
 
 
+def shared_b_graph() -> GraphBuilder:
+    """Batches of products of one matrix (transformer projections): contiguous rows of 5 per item with a full bias
+    and a residual; a [tokens, batch, features] view of a Transpose (rows 3 x 20 apart within an item, 20 between
+    items: A_ROWS); a bias whose rows do not follow the batch (stays a batched product)."""
+    b = GraphBuilder("shared_b", "fp32_fp32")
+    x = b.input("x", (3, 5, 20))
+    w = b.weight((20, 12))
+    b.node("MatMul", [x, w, b.weight((3, 5, 12)), b.input("r", (3, 5, 12))], {"residual": 1, "activation": "Relu"})
+    seq = b.node("Transpose", [b.input("s", (5, 3, 20))], {"perm": [1, 0, 2]}, output=False)
+    b.node("MatMul", [seq, w, b.weight((12,))])
+    b.node("MatMul", [x, w, b.weight((3, 1, 12))])
+    return b
+
+
+def test_gpu_products_of_one_matrix_fold_into_m(make_gpu_executor) -> None:
+    """On GPU targets a batch of products of one B is one product with the batch as m (whole tiles), the rows of a
+    transposed view addressed through A_ROWS; where the bias's rows do not follow the batch it stays batched."""
+    plans: list[Any] = []
+
+    def make(graph: Graph) -> Any:
+        executor = make_gpu_executor(graph, gpu_target(1))
+        plans.append(executor.plan)
+        return executor
+
+    check(shared_b_graph(), make)
+    found = [_defines(plans[0].source, launch.kernel) for launch in plans[0].launches
+             if launch.kernel.startswith("tgemm")]
+    assert [(d["M"], d["BATCH"], d.get("A_ROWS"), d.get("AS_B")) for d in found] == [
+        ("15", "1", None, None), ("15", "1", "5", "20"), ("5", "3", None, None)
+    ]
+
+
 def depthwise_pointwise_graph(data_type: str) -> GraphBuilder:
     """Depthwise convs read only by a 1x1 conv (inverted-residual blocks: fused into its loader on GPU targets):
     strides, asymmetric pads, dilation, with and without biases and activations, the 1x1's residual and activation,

@@ -5,9 +5,10 @@
 // ones). Loads outside M, N or the split's k range read zero.
 //
 // A is addressed by strides (AS_M, AS_K); a pass of the loader walks m (A_MFAST, e.g. conv weights relaid as [K][M])
-// or k fastest, whichever is contiguous. B is either strided (CONV 0: BS_K, BS_N; B_NFAST as A_MFAST) or, for a
-// convolution (CONV 1), gathered from the NCDHW input: k = ((c * KD + kd) * KH + kh) * KW + kw and
-// n = (od * OH + oh) * OW + ow, so y[b] is the [OC][OD * OH * OW] output of image b with no reshaping. CONV 2 is a
+// or k fastest, whichever is contiguous; with A_ROWS (products of one B folded into m: gemm_tiled.gpu_gemm) row m is
+// row m % A_ROWS of product m / A_ROWS, whose rows start AS_B apart. B is either strided (CONV 0: BS_K, BS_N; B_NFAST
+// as A_MFAST) or, for a convolution (CONV 1), gathered from the NCDHW input: k = ((c * KD + kd) * KH + kh) * KW + kw
+// and n = (od * OH + oh) * OW + ow, so y[b] is the [OC][OD * OH * OW] output of image b with no reshaping. CONV 2 is a
 // 1x1 convolution of a depthwise convolution's output, computed by the loader from the depthwise input (k = c):
 // B[c][n] = DW_ACTIVATE(sum_{kh,kw} dww[c][kh][kw] * x[c][oh * SH - PH + kh * DH][ow * SW - PW + kw * DW] + dwb[c]),
 // the window attributes being the depthwise conv's (ID = OD = KD = 1): the depthwise output is never stored.
@@ -24,8 +25,8 @@
 // epilogue, or, with SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx), the last of a block's work-groups to
 // finish does, in the same order (common.h's SPLITS_ARRIVE).
 // Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM MMA
-// MMA_ASYNC; AS_M AS_K A_MFAST; CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH
-// DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE
+// MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW
+// PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE
 // A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
 //
@@ -105,12 +106,17 @@
 #define B_NN(e) ((e) / BK)
 #endif
 
+#if A_ROWS
+#define A_ROW(m) ((m) / A_ROWS * AS_B + (m) % A_ROWS * AS_M)
+#else
+#define A_ROW(m) ((m) * AS_M)
+#endif
 // The global loads of the tiles at k0 into ra and rb (zero outside M, N and the split's k range). A convolution
 // gathers B from the input window of the work item's fixed output column (NT % BN == 0, so B_NN(e) is nn).
 #define LOAD_A(k0)                                                                                  \
     for (int r = 0; r < BK * BM / NT; ++r) {                                                        \
         const int m = m0 + A_MM(tid + r * NT), k = (k0) + A_KK(tid + r * NT);                       \
-        ra[r] = (m < M && k < kend) ? LOAD(A_T, a, aoff + m * AS_M + k * AS_K) : 0.0f;              \
+        ra[r] = (m < M && k < kend) ? LOAD(A_T, a, aoff + A_ROW(m) + k * AS_K) : 0.0f;              \
     }
 #if CONV == 2
 // (the depthwise taps in depthwise.cl's order: with float storage its outputs, bit for bit)
@@ -180,7 +186,7 @@
             const int m = m0 + A_MM(tid + r * NT), k = (k0) + A_KK(tid + r * NT);                   \
             const bool ok = m < M && k < kend;                                                      \
             CP_ASYNC(at_stages[s] + A_KK(tid + r * NT) * AROW + A_MM(tid + r * NT),                 \
-                     a + (ok ? aoff + m * AS_M + k * AS_K : 0), ok);                                \
+                     a + (ok ? aoff + A_ROW(m) + k * AS_K : 0), ok);                                \
         }                                                                                           \
         C_INNER_WINDOW(k0)                                                                          \
         for (int r = 0; r < BK * BN / NT; ++r)                                                      \

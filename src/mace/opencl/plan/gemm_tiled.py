@@ -30,11 +30,18 @@ def gpu_gemm(
     """gemm.gemm for GPU targets: the same contract (out[b][m][n], operands addressed as ``g`` says)."""
     bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
     nbatch = prod(bshape)
-    if g.m == 1 and g.n > 1 and len(bshape) == 1 and nbatch > 1 and b_bs[0] == 0 and _rows_out(p, out, g.n):
-        # A batch of rows times one matrix (transformer projections exported as [tokens, 1, features] @ W) is one
-        # product with the batch as m: the tiles, not nbatch GEMVs re-reading the matrix (ViT-B/16's 12 qkv
-        # projections on an H200: 1.85 -> 0.83 ms).
-        g = replace(g, m=nbatch, a_strides=(a_bs[0], g.a_strides[1]), c_strides=(c_bs[0], g.c_strides[1]), batch=())
+    rows: dict[str, Any] = {}
+    if _shares_b(p, out, g, bshape, a_bs, b_bs, c_bs):
+        # A batch of products of one B (transformer projections: [batch, tokens, features] @ W, or exported as
+        # [tokens, batch, features] through a Transpose view) is one product with the batch folded into m: whole
+        # tiles instead of each product's m padded to a block (ViT-B/16's MLP at batch 32, M 197 of each image),
+        # and no GEMV per row re-reading B where m is 1 (its qkv projections at batch 1 on an H200: 1.85 -> 0.83 ms).
+        # Rows lie uniformly apart unless A is a view whose batch stride is not m rows (A_ROWS).
+        m_stride = a_bs[0] if g.m == 1 else g.a_strides[0]
+        if g.m > 1 and a_bs[0] != g.m * g.a_strides[0]:
+            rows = {"A_ROWS": g.m, "AS_B": a_bs[0]}
+        c_strides = (c_bs[0], g.c_strides[1]) if g.m == 1 else g.c_strides
+        g = replace(g, m=nbatch * g.m, a_strides=(m_stride, g.a_strides[1]), c_strides=c_strides, batch=())
         g = replace(g, a_batch=(), b_batch=(), c_batch=())
         bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
         nbatch = prod(bshape)
@@ -50,7 +57,7 @@ def gpu_gemm(
         _gemv(p, node, a, b, bias, residual, out, g.n, g.k, g.a_strides[1], g.b_strides, g.c_strides[1], g, batch)
         return
     defines: dict[str, Any] = {"A_T": p.tag(a), "B_T": p.tag(b), "Y_T": p.tag(out), "M": g.m, "N": g.n, "K": g.k}
-    defines.update({"AS_M": g.a_strides[0], "AS_K": g.a_strides[1], "A_MFAST": g.a_strides[0] == 1, "CONV": 0})
+    defines.update({"AS_M": g.a_strides[0], "AS_K": g.a_strides[1], "A_MFAST": g.a_strides[0] == 1, "CONV": 0, **rows})
     defines.update({"BS_K": g.b_strides[0], "BS_N": g.b_strides[1], "B_NFAST": g.b_strides[1] == 1}, **batch)
     can_split = not any(c_bs) or bias is None
     _tiled(p, node, defines, [p.use(a), p.use(b)], bias, g.c_strides, residual, out, g, nbatch, can_split)
@@ -106,9 +113,15 @@ def weights_km(p: Planner, w: str, m: int, k: int, channels_inner: int = 0) -> s
     return p.derived(f"{w}@kcm", data.T, p.tag(w))
 
 
-def _rows_out(p: Planner, out: str, n: int) -> bool:
-    """Whether ``out``'s batch items lie n elements apart (not a slice of a Concat's output with another stride)."""
-    return p.placement.get(out, (out, 0, n))[2] == n
+def _shares_b(
+    p: Planner, out: str, g: GemmShape, bshape: list[int], a_bs: list[int], b_bs: list[int], c_bs: list[int]
+) -> bool:
+    """Whether ``g``'s batch (one dim after collapse) multiplies one B, with the bias's rows and out's rows each
+    uniformly apart across the batch (not a slice of a Concat's output with another stride), so it folds into m."""
+    if len(bshape) != 1 or bshape[0] == 1 or b_bs[0] != 0 or g.n == 1:
+        return False
+    bias_rows = g.m == 1 or c_bs[0] == g.m * g.c_strides[0]
+    return bias_rows and p.placement.get(out, (out, 0, g.m * g.n))[2] == g.m * g.n
 
 
 def _gpu_tile(
