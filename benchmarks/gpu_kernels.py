@@ -86,8 +86,6 @@ SWEEP: dict[str, TilingPolicy] = {
     "noci": replace(P, gpu_channels_inner=False),  # k with the window inner, as the weights lie
     "allci": replace(P, gpu_channels_inner_simt=True),  # ... channels inner on the SIMT tiles too
     "nomma": replace(P, gpu_mma_tiles=()),
-    "st2": replace(P, gpu_two_stages=True),  # two local stages, one barrier a k step
-    "st2mma": replace(P, gpu_two_stages=True, gpu_mma_products=True),
     "async": replace(P, gpu_mma_async=True),  # the tensor-core tiles' copies by cp.async, two stages
     "mmaany": replace(P, gpu_mma_min_groups_per_cu=0),  # the tensor cores however few blocks
     "mmag4": replace(P, gpu_groups_per_cu=4),

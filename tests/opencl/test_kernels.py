@@ -464,23 +464,6 @@ def test_gpu_tiles(make_gpu_executor, tile: GemmTile, vlds: bool) -> None:
     check(gpu_gemm_graph("fp32_fp32"), lambda graph: make_gpu_executor(graph, gpu_target(1, policy)))
 
 
-@pytest.mark.parametrize("tile", [TILES[0], BIG_TILES[0], BIG_TILES[4]], ids=lambda t: f"{t.bm}x{t.bn}-bk{t.bk}")
-def test_gpu_tiles_in_two_local_stages(make_gpu_executor, tile: GemmTile) -> None:
-    """gemm_tiled.cl STAGES2 (one barrier a k step, the next tiles stored into the other stage): the same outputs on
-    convs and products, k split or not."""
-    policy = replace(DEFAULT_POLICY, gpu_tiles=(tile,), gpu_two_stages=True, gpu_split_min_ktiles=1)
-    plans: list[Any] = []
-
-    def make(graph: Graph) -> Any:
-        executor = make_gpu_executor(graph, gpu_target(1, policy))
-        plans.append(executor.plan)
-        return executor
-
-    check(conv_graph("fp32_fp32"), make)
-    check(gpu_gemm_graph("fp32_fp32"), make)
-    assert all("#define STAGES2 1" in plan.source for plan in plans)
-
-
 SPLIT_ANY_K = replace(DEFAULT_POLICY, gpu_split_min_ktiles=1)  # a k split of a single BK step is worth it
 
 

@@ -25,9 +25,9 @@
 // epilogue, or, with SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx), the last of a block's work-groups to
 // finish does, in the same order (common.h's SPLITS_ARRIVE).
 // Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM MMA
-// MMA_ASYNC STAGES2; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD
-// SH SW PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and,
-// when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
+// MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW
+// PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE
+// A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
 //
 // MMA (targets with tensor cores, DeviceTarget.tensor_cores: NVIDIA, sm_80 on): the products run on the tensor cores
@@ -258,7 +258,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #else
 #define BROW (BN + (VLDS ? TN : 1))
 #endif
-#if MMA_ASYNC || STAGES2
+#if MMA_ASYNC
     __local float at_stages[2][BK * AROW] __attribute__((aligned(32)));
     __local float bt_stages[2][BK * BROW] __attribute__((aligned(32)));
 #else
@@ -304,15 +304,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #endif
 
     // A software pipeline over the k steps: the global loads of the next tile go to registers (ra, rb) while the
-    // work-group computes on the current one in local memory; with STAGES2 the registers then go to the other of two
-    // local stages, one barrier a step instead of two; with MMA_ASYNC the loads go by cp.async to the other stage,
+    // work-group computes on the current one in local memory; with MMA_ASYNC they go by cp.async to the other stage,
     // and each step waits for its own copies only. (Barriers stay unconditional: pocl replicates the code after a
     // barrier inside a branch.)
-#define STORE_TILES(at_, bt_)                                                                                    \
-    {                                                                                                            \
-        for (int r = 0; r < BK * BM / NT; ++r) (at_)[A_KK(tid + r * NT) * AROW + A_MM(tid + r * NT)] = ra[r];   \
-        for (int r = 0; r < BK * BN / NT; ++r) (bt_)[B_KK(tid + r * NT) * BROW + B_NN(tid + r * NT)] = rb[r];   \
-    }
 #if MMA_ASYNC
     ASYNC_TILES(kbeg, 0);
     CP_ASYNC_COMMIT();
@@ -320,11 +314,6 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #else
     float ra[BK * BM / NT], rb[BK * BN / NT];
     LOAD_TILES(kbeg);
-#if STAGES2
-    STORE_TILES(at_stages[0], bt_stages[0]);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    int stage = 0;
-#endif
 #endif
     for (int k0 = kbeg; k0 < kend; k0 += BK) {
 #if MMA_ASYNC
@@ -335,13 +324,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         __local const float* at = at_stages[stage];
         __local const float* bt = bt_stages[stage];
         stage ^= 1;
-#elif STAGES2
-        __local const float* at = at_stages[stage];
-        __local const float* bt = bt_stages[stage];
-        const bool more = k0 + BK < kend;
-        if (more) LOAD_TILES(k0 + BK);
 #else
-        STORE_TILES(at, bt);
+        for (int r = 0; r < BK * BM / NT; ++r) at[A_KK(tid + r * NT) * AROW + A_MM(tid + r * NT)] = ra[r];
+        for (int r = 0; r < BK * BN / NT; ++r) bt[B_KK(tid + r * NT) * BROW + B_NN(tid + r * NT)] = rb[r];
         barrier(CLK_LOCAL_MEM_FENCE);
         if (k0 + BK < kend) LOAD_TILES(k0 + BK);
 #endif
@@ -399,10 +384,6 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
             for (int i = 0; i < TM; ++i)
                 for (int j = 0; j < TN; ++j) acc[i][j] = mad(av[i], bv[j], acc[i][j]);
         }
-#endif
-#if STAGES2  // the other stage was last read before the previous step's barrier
-        if (more) STORE_TILES(at_stages[stage ^ 1], bt_stages[stage ^ 1]);
-        stage ^= 1;
 #endif
         barrier(CLK_LOCAL_MEM_FENCE);
     }

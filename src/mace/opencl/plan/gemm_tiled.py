@@ -165,8 +165,6 @@ def _tiled(
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     if tile.mma:
         defines["MMA"] = 1
-    if p.policy.gpu_two_stages and not defines.get("MMA_ASYNC"):
-        defines["STAGES2"] = 1
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})
     grid = [-(-g.n // tile.bn) * tile.ln, -(-g.m // tile.bm) * tile.lm, nbatch * splits]
     local = [tile.ln, tile.lm, 1]

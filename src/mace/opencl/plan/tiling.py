@@ -150,9 +150,6 @@ class TilingPolicy:
     # 8946 us and Inception-v3 17865 -> 17144, but cold builds 5.8 -> 6.2 s and 10.8 -> 13.6 (one build each, which
     # move 17 % alone); the 3 x 3 layers stay at 35 TFLOP/s, so the copies were not what bounds them.
     gpu_mma_async: bool = False
-    # gemm_tiled.cl's tiles in two local stages (STAGES2: the next step's tiles stored into the other while this one
-    # computes, one barrier a step instead of two), every tile but MMA_ASYNC's (which has its own two stages)
-    gpu_two_stages: bool = False
     gpu_mma_products: bool = False
     gpu_groups_per_cu: int = 2  # work-groups (k splits included) wanted per compute unit, convolutions
     # ... and matrix products: ViT-B/16 device time 3599 -> 3378 us with 4 (more k splits), where 4 for the
