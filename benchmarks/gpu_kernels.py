@@ -88,6 +88,7 @@ SWEEP: dict[str, TilingPolicy] = {
     "nomma": replace(P, gpu_mma_tiles=()),
     "async": replace(P, gpu_mma_async=True),  # the tensor-core tiles' copies by cp.async, two stages
     "mmaany": replace(P, gpu_mma_min_groups_per_cu=0),  # the tensor cores however few blocks
+    "nofloor": replace(P, gpu_mma_min_macs=0),  # ... however few multiply-adds
     "mmag4": replace(P, gpu_groups_per_cu=4),
     "mmaceil": replace(P, gpu_split_round_up=True),
     "blkall": replace(P, gpu_block_most_chunks=1 << 30, gpu_block_most_sums=1 << 30),  # every block with a tile
