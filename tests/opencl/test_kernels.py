@@ -607,6 +607,21 @@ def test_gpu_products_of_one_matrix_fold_into_m(make_gpu_executor) -> None:
     ]
 
 
+def test_plans_build_without_warnings(opencl_queue: Any) -> None:
+    """A plan's source repeats a kernel file once per specialization: a macro the file leaves defined is redefined by
+    the next chunk, which the compiler only warns about. GPU-target (one CU: no k splits; many: k split) and portable
+    plans of the test graphs build with -Werror. (CPU-target plans are left out: pocl warns about its own float16
+    ABI on CPUs without AVX-512.)"""
+    import pyopencl as cl
+
+    builders = [conv_graph("fp32_fp32"), gpu_gemm_graph("fp16_fp32"), images_graph(), concat_graph(),
+                depthwise_pointwise_graph("fp32_fp32"), shared_b_graph()]
+    for builder in builders:
+        for target in (gpu_target(1), gpu_target(100_000), None):
+            plan = planning.plan_graph(builder.graph(), target, None, None)
+            cl.Program(opencl_queue.context, plan.source).build(options=f"{plan.build_options} -Werror")
+
+
 def depthwise_pointwise_graph(data_type: str) -> GraphBuilder:
     """Depthwise convs read only by a 1x1 conv (inverted-residual blocks: fused into its loader on GPU targets):
     strides, asymmetric pads, dilation, with and without biases and activations, the 1x1's residual and activation,

@@ -476,6 +476,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #undef YN
 #undef A_KK
 #undef A_MM
+#undef A_ROW
 #undef B_KK
 #undef B_NN
 #undef LOAD_A
