@@ -45,6 +45,7 @@ SWEEP: dict[str, TilingPolicy] = {
     "t128x64": _big(BIG, GemmTile(16, 16, 8, 4, bk=16, max_splits=4)),
     "t64x128": _big(BIG, GemmTile(16, 16, 4, 8, bk=16, max_splits=4)),
     "ceil": replace(P, gpu_split_round_up=True),
+    "nowaves": replace(P, gpu_product_resident_items_per_cu=0),  # products' k splits rounded down, as before
     "g4": replace(P, gpu_groups_per_cu=4),
     "g3": replace(P, gpu_groups_per_cu=3),
     "noplace": replace(P, gpu_concat_in_place=False),

@@ -771,6 +771,22 @@ def test_gpu_target_plans() -> None:
             assert all(g % v == 0 for g, v in zip(launch.global_size, launch.local_size))
 
 
+def test_product_k_splits_fill_their_last_wave() -> None:
+    """A matrix product's k split (H200-shaped target: 132 CUs, 4 work-groups each wanted, two 256-item blocks
+    resident) rounds up where that leaves fewer slots idle in the last wave: ViT-B/16's MLP output product at batch
+    32 (300 blocks of 128 x 128) in 2, where rounded down it was 1; BERT-base's (192 blocks) stays at 2 (3 leaves as
+    many idle); one wave (a classifier) rounds down; convolutions are not touched; 0 turns it off."""
+    from mace.opencl.plan.tiling import gpu_gemm_tile
+
+    h200 = gpu_target(132)
+    off = replace(DEFAULT_POLICY, gpu_product_resident_items_per_cu=0)
+    assert gpu_gemm_tile(6304, 768, 3072, 1, h200, DEFAULT_POLICY).splits == 2
+    assert gpu_gemm_tile(6304, 768, 3072, 1, h200, off).splits == 1
+    assert gpu_gemm_tile(6304, 768, 3072, 1, h200, DEFAULT_POLICY, conv=True).splits == 1
+    assert gpu_gemm_tile(4096, 768, 3072, 1, h200, DEFAULT_POLICY).splits == 2
+    assert gpu_gemm_tile(32, 1000, 768, 1, h200, DEFAULT_POLICY) == gpu_gemm_tile(32, 1000, 768, 1, h200, off)
+
+
 def test_half_storage_follows_the_target() -> None:
     """fp16_fp32 stores float tensors half only on a target where that pays (a GPU with cl_khr_fp16); elsewhere its
     plan is the fp32 plan: the same source, so the same cached program, the file's half weights widened on upload."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import Any, Final, TypeVar
 
 from mace.opencl.plan.gemm_shape import GemmShape
@@ -155,6 +156,14 @@ class TilingPolicy:
     # ... and matrix products: ViT-B/16 device time 3599 -> 3378 us with 4 (more k splits), where 4 for the
     # convolutions too lost (ResNet-50 at batch 32: 10630 -> 11316 us; Inception-v3 1875 -> 1945)
     gpu_product_groups_per_cu: int = 4
+    # ... of which a product's k split takes, of the two nearest that many (rounded down and up), the one whose last
+    # wave of work-groups leaves the fewest slots idle (where there is more than one wave), a compute unit holding
+    # this many work items at once (an H200 holds two 256-item 8x8 blocks: ptxas gives them 123-127 registers each);
+    # ties take fewer splits. Measured on an H200 (kernels, batch 32): ViT-B/16's MLP output product (M 6304 N 768
+    # K 3072: 300 blocks of 128 x 128, 264 slots) 1111 -> 929 us split in 2 (+ 25 us of ksum), the model 40774 ->
+    # 38969 us; BERT-base's (192 blocks) stays at 2 splits (3: the same idle slots, 584 -> 631 us). 0 turns it off
+    # (rounded down, as convolutions are).
+    gpu_product_resident_items_per_cu: int = 512
     gpu_min_fill: float = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
     gpu_split_min_ktiles: int = 4  # a k split gets at least this many BK steps (and a split costs a launch)
     gpu_split_round_up: bool = False  # split k into ceil (not floor) of wanted / blocks: at least `want` work-groups
@@ -511,11 +520,31 @@ def gpu_gemm_tile(
         tile = max(tiles, key=parallel)  # the first of equals: the biggest
     groups = tile.groups(m, n, batch)
     wanted = _ceil_div(want, groups) if policy.gpu_split_round_up else want // groups
+    if not conv and policy.gpu_product_resident_items_per_cu and wanted >= 1:
+        wanted = _fullest_last_wave(groups, (want // groups, _ceil_div(want, groups)), most_splits(tile),
+                                    max(1, policy.gpu_product_resident_items_per_cu // (tile.lm * tile.ln))
+                                    * target.compute_units)
     splits = min(max(1, wanted), most_splits(tile))
     if splits <= 1:
         return tile
     ks = _ceil_div(_ceil_div(k, tile.bk), splits) * tile.bk
     return replace(tile, splits=_ceil_div(k, ks), ks=ks)
+
+
+def _fullest_last_wave(groups: int, choices: tuple[int, ...], most: int, slots: int) -> int:
+    """Of ``choices`` (k splits, at most ``most``; the first where that makes less than two waves of ``slots``:
+    nothing then waits for a slot), the one whose ``groups`` x splits work-groups fill their waves best; ties take
+    the fewer splits.
+
+        >>> _fullest_last_wave(300, (1, 2), 4, 264), _fullest_last_wave(192, (2, 3), 4, 264)
+        (2, 2)
+        >>> _fullest_last_wave(126, (4, 5), 100, 1056)
+        4
+    """
+    allowed = sorted({min(max(1, c), most) for c in choices})
+    if groups * allowed[0] <= slots:
+        return allowed[0]
+    return max(allowed, key=lambda s: (Fraction(groups * s, _ceil_div(groups * s, slots) * slots), -s))
 
 
 def _fits(tile: GemmTile, target: DeviceTarget) -> bool:
