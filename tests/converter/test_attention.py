@@ -366,3 +366,45 @@ def test_sliced_operands_are_views_and_unviewable_chains_are_copied(scrambled_v:
     assert launches == Counter({"MatMul": 1, SDPA: 1, **({"Slice": 1, "Transpose": 1} if scrambled_v else {})})
     f = {"x": random_array(10, 12, seed=2)}
     opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
+
+
+def _sequence_first_model(batch: int) -> Any:
+    """torch's MultiheadAttention as exported with its [tokens, batch, features] layout (torchvision's ViT): the
+    packed qkv product split by Reshape, Unsqueeze, Transpose, Squeeze and a Gather each, the heads moved by Reshape
+    [S, B * H, D] and Transpose, Reshape [B, H, S, D]; the output back by Transpose and Reshape [S * B, E]. At batch
+    > 1 the Reshape to [S, B * H, D] merges dims that lie apart in the qkv product (B and H): no single stride says
+    it, but the chain's end does."""
+    s, h, d = 5, 2, 4
+    e = h * d
+    inits = {"w": random_array(e, 3 * e, seed=7), "split": np.asarray([s, batch, 3, e], np.int64),
+             "zero": np.asarray([0], np.int64), "three": np.asarray([3], np.int64),
+             "heads": np.asarray([s, batch * h, d], np.int64), "bhsd": np.asarray([batch, h, s, d], np.int64),
+             "rows": np.asarray([s * batch, e], np.int64)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["qkv"]),
+             helper.make_node("Reshape", ["qkv", "split"], ["qkv4"]),
+             helper.make_node("Unsqueeze", ["qkv4", "zero"], ["qkv5"]),
+             helper.make_node("Transpose", ["qkv5"], ["parts5"], perm=[3, 1, 2, 0, 4]),
+             helper.make_node("Squeeze", ["parts5", "three"], ["parts"])]
+    for i, part in enumerate("qkv"):
+        inits[f"i{part}"] = np.asarray(i, np.int64)
+        nodes += [helper.make_node("Gather", ["parts", f"i{part}"], [f"{part}_sbe"], axis=0),
+                  helper.make_node("Reshape", [f"{part}_sbe", "heads"], [f"{part}_heads"]),
+                  helper.make_node("Transpose", [f"{part}_heads"], [f"{part}_first"], perm=[1, 0, 2]),
+                  helper.make_node("Reshape", [f"{part}_first", "bhsd"], [part if part != "k" else "k4"])]
+    nodes += [helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 1, 3, 2]),
+              helper.make_node("MatMul", ["q", "kt"], ["scores"]),
+              helper.make_node("Softmax", ["scores"], ["probs"], axis=-1),
+              helper.make_node("MatMul", ["probs", "v"], ["ctx"]),
+              helper.make_node("Transpose", ["ctx"], ["ctx_s"], perm=[2, 0, 1, 3]),
+              helper.make_node("Reshape", ["ctx_s", "rows"], ["y"])]
+    return onnx_model(nodes, {"x": [s, batch, e]}, {"y": None}, inits, opset=17)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_sequence_first_qkv_splits_are_views_at_any_batch(batch: int, opencl_check: OpenCLCheck) -> None:
+    model = _sequence_first_model(batch)
+    graph = _fused(model)
+    # one product and one attention (writing through the output Transpose): the split and the head moves are views
+    assert launch_ops(graph) == Counter({"MatMul": 1, SDPA: 1})
+    f = {"x": random_array(5, batch, 8, seed=3)}
+    opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))

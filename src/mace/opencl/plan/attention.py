@@ -21,7 +21,7 @@ from mace.opencl.plan.planner import Arg, Planner, View, lowers, optional, prepa
 from mace.opencl.plan.reduce import softmax
 from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, contiguous_strides, prod, row_offset
 from mace.opencl.plan.tiling import ATTENTION_VARIANTS, attention_rows
-from mace.opencl.plan.views import VIEW_OPS, compose, view_of
+from mace.opencl.plan.views import VIEW_OPS, Refined, compose, view_of
 
 OP = "ScaledDotProductAttention"
 
@@ -57,20 +57,27 @@ def view_attention_operands(p: Planner) -> None:
         while shrunk:  # a node that must be computed needs its input computed too
             kept = {name: node for name, node in chain.items() if _readers_allow(p, node, chain)}
             shrunk, chain = len(kept) < len(chain), kept
-        views: dict[str, View] = {}
+        views: dict[str, Refined] = {}
         failed = None
         for node in p.graph.nodes:
             if node.name in chain:
-                source = views.get(node.inputs[0]) or view_of(p, node.inputs[0])
+                source = views.get(node.inputs[0]) or Refined.of(view_of(p, node.inputs[0]), p.shape(node.inputs[0]))
                 view = compose(p, node, source)
-                if view is None:
+                # what an attention reads needs a stride a dim; a value only the chain reads may be finer
+                read = any(u.op == OP for u in p.consumers.get(node.outputs[0], []))
+                if view is None or (read and view.exact() is None):
                     failed = node.name
                     break
                 views[node.outputs[0]] = view
         if failed is None:
             break
         del chain[failed]
-    p.views.update(views)
+    for node in chain.values():
+        plain = views[node.outputs[0]].exact()
+        if plain is None:
+            p.absorbed.add(node.name)  # no kernel reads it: the chain's end reads its source
+        else:
+            p.views[node.outputs[0]] = plain
     for node in p.graph.nodes:
         if node.op == OP:
             writer = _output_transpose(p, node)
