@@ -75,6 +75,8 @@ def test_a_split_merged_and_parted_again_is_exact() -> None:
     moved = Refined("x", (*merged.dims[1:3], merged.dims[0], merged.dims[3]),
                     (*merged.strides[1:3], merged.strides[0], merged.strides[3]), (2, 1, 1), merged.offset)
     heads = refine_reshape(moved, [b, h, s, d])
-    assert heads is not None and (plain := heads.exact()) is not None
+    assert heads is not None
+    plain = heads.exact()
+    assert plain is not None
     expected = part.reshape(s, b * h, d).transpose(1, 0, 2).reshape(b, h, s, d)
     np.testing.assert_array_equal(read(qkv.ravel(), plain, expected.shape), expected)
