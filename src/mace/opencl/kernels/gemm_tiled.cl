@@ -24,9 +24,9 @@
 // sums to part[SPLITS][BATCH][M][N]. Then either SPLIT_K_SUM (below, a second launch) adds them and applies the
 // epilogue, or, with SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx), the last of a block's work-groups to
 // finish does, in the same order (common.h's SPLITS_ARRIVE).
-// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM MMA
-// MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW
-// PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE
+// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM MMA MMA_ASYNC;
+// AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH
+// DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE
 // A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
 //
