@@ -32,43 +32,6 @@ def view_of(p: Planner, value: str) -> View:
     return p.views.get(value) or View(value, tuple(contiguous_strides(p.shape(value))))
 
 
-def reshaped_strides(shape: Sequence[int], strides: Sequence[int], new_shape: Sequence[int]) -> tuple[int, ...] | None:
-    """The strides that read a strided tensor of ``shape`` as ``new_shape`` (same elements, row-major order), or None
-    where the dims a reshape merges are not contiguous with each other (numpy's no-copy reshape rule).
-
-    >>> reshaped_strides([4, 6], [6, 1], [2, 2, 3, 2])
-    (12, 6, 2, 1)
-    >>> reshaped_strides([6, 4], [1, 6], [24]) is None  # a transposed matrix does not flatten
-    True
-    >>> reshaped_strides([3, 1, 4], [4, 99, 1], [1, 12, 1])
-    (0, 1, 0)
-    """
-    if 0 in shape or 0 in new_shape:
-        return None
-    old = [(int(n), int(s)) for n, s in zip(shape, strides) if n != 1]
-    new = [i for i, n in enumerate(new_shape) if n != 1]
-    out = [0] * len(new_shape)
-    oi = ni = 0
-    while oi < len(old) and ni < len(new):
-        oj, nj = oi + 1, ni + 1
-        osize, nsize = old[oi][0], int(new_shape[new[ni]])
-        while osize != nsize:
-            if osize < nsize:
-                osize *= old[oj][0]
-                oj += 1
-            else:
-                nsize *= int(new_shape[new[nj]])
-                nj += 1
-        if any(old[k][1] != old[k + 1][1] * old[k + 1][0] for k in range(oi, oj - 1)):
-            return None
-        stride = old[oj - 1][1]
-        for k in range(nj - 1, ni - 1, -1):
-            out[new[k]] = stride
-            stride *= int(new_shape[new[k]])
-        oi, ni = oj, nj
-    return tuple(out)
-
-
 @dataclass(frozen=True)
 class Refined:
     """A view over finer dims than its value's: fine dim j has size ``dims[j]`` and stride ``strides[j]`` in
@@ -91,6 +54,13 @@ class Refined:
             out.append((at, at + g))
             at += g
         return out
+
+    def permuted(self, perm: Sequence[int]) -> Refined:
+        """The value's dims reordered as a Transpose with ``perm`` does (each moving its fine dims with it)."""
+        spans = self.spans()
+        order = [j for d in perm for j in range(*spans[d])]
+        return Refined(self.source, tuple(self.dims[j] for j in order), tuple(self.strides[j] for j in order),
+                       tuple(self.groups[d] for d in perm), self.offset)
 
     def exact(self) -> View | None:
         """The plain view, where each dim's fine dims lie as one (else None: no single stride reads it)."""
@@ -164,16 +134,12 @@ def refine_reshape(view: Refined, new_shape: Sequence[int]) -> Refined | None:
 def compose(p: Planner, node: Node, source: Refined) -> Refined | None:
     """The view of ``node``'s output when its input is read through ``source``; None where strides cannot say it."""
     shape = p.shape(node.inputs[0])
-    spans = source.spans()
     if node.op in ALIAS_OPS:
         if node.op == "Dropout" and any(p.is_used(extra) for extra in node.outputs[1:]):
             return None
         return refine_reshape(source, p.shape(node.outputs[0]))
     if node.op == "Transpose":
-        perm = ints(node.attrs.get("perm", list(range(len(shape)))[::-1]))
-        order = [j for d in perm for j in range(*spans[d])]
-        return Refined(source.source, tuple(source.dims[j] for j in order), tuple(source.strides[j] for j in order),
-                       tuple(source.groups[d] for d in perm), source.offset)
+        return source.permuted(ints(node.attrs.get("perm", list(range(len(shape)))[::-1])))
     if node.op == "Gather":
         index_name = node.inputs[1]
         indices = p.graph.constants.get(index_name)
@@ -184,7 +150,7 @@ def compose(p: Planner, node: Node, source: Refined) -> Refined | None:
         index += shape[axis] if index < 0 else 0
         if not 0 <= index < shape[axis]:
             return None
-        a, b = spans[axis]
+        a, b = source.spans()[axis]
         offset = source.offset
         for j in reversed(range(a, b)):  # the index's place in the dim's fine dims (row-major)
             offset += (index % source.dims[j]) * source.strides[j]
