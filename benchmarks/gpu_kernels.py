@@ -96,11 +96,19 @@ SWEEP: dict[str, TilingPolicy] = {
     "blkg2": replace(P, gpu_block_groups_per_cu=2),
     "blkg4": replace(P, gpu_block_groups_per_cu=4),
     "blkp32": replace(P, gpu_block_most_positions=32),
+    # whole waves of blocks, then the rest split into pieces (tiling._tail_split): off, the lone work-group's time
+    # 0.8 or 0.4 of a wave's, at most 4 pieces, and wherever the model says so (fewer blocks than a wave too)
+    "notail": replace(P, gpu_tail_split=False),
+    "lone8": replace(P, gpu_lone_time=0.8),
+    "lone4": replace(P, gpu_lone_time=0.4),
+    "tail4": replace(P, gpu_tail_most_splits=4),
+    "tail0": replace(P, gpu_tail_min_waves=0.0),
+    "tail0sum": replace(P, gpu_tail_min_waves=0.0, gpu_split_sum_most=1 << 30),
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }
-KEYS = ("M", "N", "K", "BATCH", "MMA", "C_INNER", "FOLD", "LM", "LN", "TM", "TN", "SPLITS", "KH", "KW", "SH", "LK",
-        "VEC", "CIN", "CE", "COUT", "OH", "TH", "TW", "CK", "BCO")
+KEYS = ("M", "N", "K", "BATCH", "MMA", "C_INNER", "FOLD", "LM", "LN", "TM", "TN", "SPLITS", "SPLIT_FROM", "KH", "KW",
+        "SH", "LK", "VEC", "CIN", "CE", "COUT", "OH", "TH", "TW", "CK", "BCO")
 
 
 def gpu_device(any_device: bool) -> cl.Device:

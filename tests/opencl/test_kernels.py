@@ -759,6 +759,55 @@ def test_split_sum_in_kernel_runs(opencl_queue: Any, fence_free_build: Any,
     executor._enqueue_kernels = real
     check(builder, lambda graph: executor)
 
+def tail_split_graph(data_type: str) -> GraphBuilder:
+    """Products and a convolution of 15 blocks of 128 x 128, more than two compute units hold (GemmTile.per_cu): a
+    product with a bias and a residual in the epilogue, a batch of 3 folded into m (the edges partial), and a 3 x 3
+    convolution of 5 images side by side (FOLD)."""
+    b = GraphBuilder("tail_split", data_type)
+    y = b.node("MatMul", [b.input("x", (384, 1024)), b.weight((1024, 640))], output=False)
+    b.node("Add", [b.node("Add", [y, b.weight((640,))], output=False), b.input("r", (384, 640))])
+    b.node("MatMul", [b.input("xb", (3, 200, 1024)), b.weight((1024, 380))])
+    b.node("Conv", [b.input("img", (5, 128, 11, 11)), b.weight((384, 128, 3, 3)), b.weight((384,))],
+           _conv_attrs([3, 3], pads=[1, 1, 1, 1], activation="Relu"))
+    return b
+
+
+def test_tail_split_whole_waves_then_pieces(opencl_queue: Any, fence_free_build: Any) -> None:
+    """Where a product's blocks alone make more than one wave, on an NVIDIA target the whole waves come first and the
+    blocks left over run as k-split pieces (SPLIT_FROM) summed by the last of them: one launch a product, its
+    work-groups in a row, counters for the split blocks only, and every output right (the whole blocks' and the
+    split ones'), three runs over the same counters."""
+    from mace.opencl.executor import Executor
+    from mace.opencl.plan.tiling import _tail_split
+
+    builder = tail_split_graph("fp32_fp32")
+    target = nvidia_target(DEFAULT_POLICY)
+    target = replace(target, compute_units=2)
+    executor = Executor(builder.graph(), opencl_queue.context, opencl_queue, fence_free_build, target=target)
+    plan = executor.plan
+    assert not any(launch.kernel.startswith("ksum") for launch in plan.launches)
+    tails = 0
+    for launch in plan.launches:
+        d = _defines(plan.source, launch.kernel)
+        if not launch.kernel.startswith("tgemm"):
+            continue
+        bm, bn = int(d["LM"]) * int(d["TM"]), int(d["LN"]) * int(d["TN"])
+        assert (bm, bn) == (128, 128), launch.kernel
+        blocks = -(-int(d["M"]) // bm) * -(-int(d["N"]) // bn) * int(d["BATCH"])
+        split_from, splits = _tail_split(blocks, int(d["K"]) // int(d["BK"]), 8, 2, 2, DEFAULT_POLICY)
+        assert 0 < split_from < blocks and splits > 1, (launch.kernel, blocks)
+        assert (int(d["SPLIT_FROM"]), int(d["SPLITS"]), d["SPLIT_SUM"]) == (split_from, splits, "1")
+        groups = [g // v for g, v in zip(launch.global_size, launch.local_size or ())]
+        assert groups == [split_from + (blocks - split_from) * splits, 1, 1]
+        assert plan.buffers["@counters"].shape[0] >= blocks - split_from
+        tails += 1
+    assert tails == 3
+    for _ in range(3):
+        check(builder, lambda graph: executor)
+    # elsewhere (no in-kernel sum) and with the policy off, the blocks stay whole
+    for other in (gpu_target(2), replace(target, policy=replace(DEFAULT_POLICY, gpu_tail_split=False))):
+        assert "#define SPLIT_FROM" not in planning.plan_graph(builder.graph(), other).source
+
 
 def test_gpu_target_plans() -> None:
     """A GPU target's plan is deterministic and fixes its work-groups."""

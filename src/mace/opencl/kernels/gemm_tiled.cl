@@ -21,14 +21,18 @@
 // and y, res and the partial sums keep the [image][m][position] layout.
 //
 // With SPLITS > 1 the z dimension also splits k into SPLITS ranges of KS, and each work-group writes its raw partial
-// sums to part[SPLITS][BATCH][M][N]. Then either SPLIT_K_SUM (below, a second launch) adds them and applies the
-// epilogue, or, with SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx), the last of a block's work-groups to
-// finish does, in the same order (common.h's SPLITS_ARRIVE).
-// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM MMA MMA_ASYNC;
-// AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH
-// DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE
-// A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
-// Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS); local size (LN, LM, 1).
+// sums to part[SPLITS][BATCH][M][N]; SPLIT_K_SUM (below, a second launch) adds them and applies the epilogue.
+// SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx) instead lays the work-groups in a row (global size (groups *
+// LN, LM, 1)): the blocks in order, the first SPLIT_FROM whole and each later one as SPLITS pieces side by side
+// (tiling.gpu_gemm_tile: whole waves of blocks, then pieces that fill the last waves), and the last of a block's
+// pieces to finish sums their part[split block][SPLITS][BM][BN] in ksum's order and applies the epilogue
+// (common.h's SPLITS_ARRIVE).
+// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM SPLIT_FROM MMA
+// MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD
+// PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0,
+// BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL;
+// ACTIVATE(v).
+// Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS), or SPLIT_SUM's; local size (LN, LM, 1).
 //
 // MMA (targets with tensor cores, DeviceTarget.tensor_cores: NVIDIA, sm_80 on): the products run on the tensor cores
 // through inline PTX, mma.sync m16n8k8 on TF32 operands, at fp32 accuracy: each operand is split into a high and a
@@ -79,6 +83,8 @@
 #define BM (LM * TM)
 #define BN (LN * TN)
 #define NT (LM * LN)
+#define BLOCKS_N ((N + BN - 1) / BN)
+#define BLOCKS_M ((M + BM - 1) / BM)
 #if FOLD  // column n's image and position, and y's positions per image (see FOLD above)
 #define IMG(n) ((n) / FOLD)
 #define POS(n) ((n) % FOLD)
@@ -221,9 +227,20 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #endif
 {
     const int lx = get_local_id(0), ly = get_local_id(1), tid = ly * LN + lx;
+#if SPLIT_SUM
+    // the work-groups in a row: the blocks in order (n fastest, then m, then the batch), the first SPLIT_FROM whole,
+    // each later one as SPLITS pieces side by side (see SPLIT_FROM above)
+    const int group = get_group_id(0), whole = group < SPLIT_FROM;
+    const int block = whole ? group : SPLIT_FROM + (group - SPLIT_FROM) / SPLITS;
+    const int split = whole ? 0 : (group - SPLIT_FROM) % SPLITS;
+    const int n0 = block % BLOCKS_N * BN, m0 = block / BLOCKS_N % BLOCKS_M * BM;
+    const int batch = block / (BLOCKS_N * BLOCKS_M);
+    const int kbeg = split * KS, kend = whole ? K : min(K, kbeg + KS);
+#else
     const int n0 = get_group_id(0) * BN, m0 = get_group_id(1) * BM;
     const int batch = get_group_id(2) / SPLITS, split = get_group_id(2) % SPLITS;
     const int kbeg = split * KS, kend = min(K, kbeg + KS);
+#endif
     int aoff = 0, boff = 0, coff = 0;
 #if BATCH_RANK > 0
     BATCH_OFFSETS(batch);
@@ -432,25 +449,36 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         }                                                                                                  \
     }
 #endif
-#if SPLITS > 1
-    EACH_OUTPUT(part[PART(split, m, n)] = acc_v);
 #if SPLIT_SUM
-    const int block = (batch * get_num_groups(1) + get_group_id(1)) * get_num_groups(0) + get_group_id(0);
-    SPLITS_ARRIVE(counts, block, arrived, tid, last);
-    if (last) {
-        // whole outputs a work item, consecutive across the work-group (coalesced reads), in a rolled loop: few copies
-        // of the epilogue in the code, not one for each of the TM x TN accumulators
-        __global volatile const float* sums = part;
+#if SPLIT_FROM
+    if (whole) {
+        EACH_OUTPUT(OUT(m, n, acc_v));
+    } else
+#endif
+    {
+        // a piece's partial sums: its block's BM x BN, row-major, the pieces of a block side by side
+        const int split_block = block - SPLIT_FROM;
+        __global float* piece = part + (split_block * SPLITS + split) * (BM * BN);
+        EACH_OUTPUT(piece[(m - m0) * BN + (n - n0)] = acc_v);
+        SPLITS_ARRIVE(counts, split_block, arrived, tid, last);
+        if (last) {
+            // whole outputs a work item, consecutive across the work-group (coalesced reads), in a rolled loop: few
+            // copies of the epilogue in the code, not one for each of the TM x TN accumulators. (Vector loads of 4
+            // consecutive outputs, 4 vectors at once, measured slower on an H200: Inception-v3's Mixed_6 convs at
+            // batch 32, 396 whole blocks and 6 pieces of the rest, 95-153 -> 102-173 us.)
+            __global volatile const float* sums = part + split_block * SPLITS * (BM * BN);
 #define SUM_VALID(e) (m0 + (e) / BN < M && n0 + (e) % BN < N)
-#define SUM_AT(s, e) PART(s, m0 + (e) / BN, n0 + (e) % BN)
+#define SUM_AT(s, e) ((s) * (BM * BN) + (e))
 #define SUM_DONE(e, total) OUT(m0 + (e) / BN, n0 + (e) % BN, total)
 #pragma unroll 1
-        SPLITS_TOTALS(BM * BN, sums, SUM_VALID, SUM_AT, SUM_DONE)
+            SPLITS_TOTALS(BM * BN, sums, SUM_VALID, SUM_AT, SUM_DONE)
 #undef SUM_VALID
 #undef SUM_AT
 #undef SUM_DONE
+        }
     }
-#endif
+#elif SPLITS > 1
+    EACH_OUTPUT(part[PART(split, m, n)] = acc_v);
 #else
     EACH_OUTPUT(OUT(m, n, acc_v));
 #endif
@@ -471,6 +499,8 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #undef BM
 #undef BN
 #undef NT
+#undef BLOCKS_N
+#undef BLOCKS_M
 #undef IMG
 #undef POS
 #undef YN

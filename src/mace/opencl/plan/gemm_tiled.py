@@ -168,11 +168,20 @@ def _tiled(
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})
     grid = [-(-g.n // tile.bn) * tile.ln, -(-g.m // tile.bm) * tile.lm, nbatch * splits]
     local = [tile.ln, tile.lm, 1]
-    summed = p.target.nvidia_ptx and splits * tile.tm * tile.tn <= p.policy.gpu_split_sum_most
-    sum_groups = tile.groups(g.m, g.n, nbatch) if splits > 1 and summed else 0
     shape = (splits, nbatch * fold, g.m, g.n // fold)  # y's layout: [image][m][position]
-    product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), shape, (grid, local),
-                     sum_groups, (g.alpha, g.beta))
+    summed = p.target.nvidia_ptx and splits * tile.tm * tile.tn <= p.policy.gpu_split_sum_most
+    if splits > 1 and (summed or tile.split_from):
+        # the last piece of a block sums them (SPLIT_SUM): the work-groups in a row, the whole blocks first
+        assert p.target.nvidia_ptx, "whole blocks before split ones need the in-kernel sum"
+        split_blocks = tile.groups(g.m, g.n, nbatch) - tile.split_from
+        defines["SPLIT_FROM"] = tile.split_from
+        grid = [(tile.split_from + split_blocks * splits) * tile.ln, tile.lm, 1]
+        part = (split_blocks, splits, tile.bm, tile.bn)
+        product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), shape, (grid, local),
+                         split_blocks, (g.alpha, g.beta), part)
+        return
+    product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), shape, (grid, local), 0,
+                     (g.alpha, g.beta))
 
 
 def product_launches(
@@ -186,14 +195,15 @@ def product_launches(
     sizes: tuple[list[int], list[int]],
     sum_groups: int,
     scale: tuple[float, float] = (1.0, 1.0),
+    summed_part: tuple[int, ...] = (),
 ) -> None:
     """The launches of a work-group tiled product (``family``: gemm_tiled.cl's tgemm, block.cl's irblock) whose
     ``writes`` = (out, bias, bias strides (m, n), residual) get the conv/GEMM epilogue, ``shape`` = (splits, batch,
     m, n), ``sizes`` = (global, local), ``scale`` = (ALPHA, BETA). With one split the product's launch applies the
-    epilogue; with more, its work-groups write partial sums to part[splits][batch][m][n], summed (in the same order)
-    by the last of each block's work-groups where ``sum_groups`` (the blocks, counted in Planner.counters: SPLIT_SUM,
-    NVIDIA targets) or else by a second launch (SPLIT_K_SUM). ``out`` may be a slice of a Concat's output
-    (placement.py)."""
+    epilogue; with more, its work-groups write partial sums to part[splits][batch][m][n] (or ``summed_part``, the
+    kernel's own layout), summed (in the same order) by the last of each block's work-groups where ``sum_groups``
+    (the blocks split, counted in Planner.counters: SPLIT_SUM, NVIDIA targets) or else by a second launch
+    (SPLIT_K_SUM). ``out`` may be a slice of a Concat's output (placement.py)."""
     out, bias, c_strides, residual = writes
     splits, batch, m, n = shape
     grid, local = sizes
@@ -208,7 +218,7 @@ def product_launches(
     if splits == 1:
         p.launch(node, p.kernel(family, {**defines, **epilogue}), grid, [*operands, *tail, p.define(root)], local)
         return
-    part = p.scratch(f"{out}@splitk", (splits, batch, m, n), "F32")
+    part = p.scratch(f"{out}@splitk", summed_part or (splits, batch, m, n), "F32")
     if sum_groups:
         args = [*operands, part, p.counters(sum_groups), *tail, p.define(root)]
         p.launch(node, p.kernel(family, {**defines, **epilogue, "SPLIT_SUM": 1}), grid, args, local)

@@ -58,6 +58,12 @@ class GemmTile:
     splits: int = 1
     ks: int = 0  # k per split (a multiple of bk); 0 means all of K
     max_splits: int = 0
+    # whole waves before pieces (gpu_gemm_tile's _tail_split, NVIDIA targets): the blocks before split_from are
+    # whole and each later one is ``splits`` pieces, summed by the last of them (gemm_tiled.cl SPLIT_SUM)
+    split_from: int = 0
+    # work-groups of this tile a compute unit holds at once (its registers, from ptxas on an H200; 0: not known, and
+    # then its blocks are split only as gpu_groups_per_cu says)
+    per_cu: int = 0
     products_only: bool = False  # chosen for matrix products, not for convolutions (whose gathered B it slows)
     mma: bool = False  # the tensor cores (3xTF32 mma.sync; gemm_tiled.cl MMA): only on DeviceTarget.tensor_cores
 
@@ -92,7 +98,7 @@ class GemmTile:
 # gemm_tiled.cl's tensor-core tiles (TilingPolicy.gpu_mma_tiles): 64 x 64 blocks on 4 warps, 32 x 32 each, BK 16.
 # Measured on an H200 (ResNet-50 at batch 32, kernels, an earlier split): BK 16 9.71 ms, BK 32 10.24, 128 x 64 blocks
 # on 8 warps 11.87.
-MMA_TILES: Final = (GemmTile(8, 16, 8, 4, bk=16, max_splits=4, mma=True),)
+MMA_TILES: Final = (GemmTile(8, 16, 8, 4, bk=16, max_splits=4, per_cu=3, mma=True),)
 
 
 @dataclass(frozen=True)
@@ -122,8 +128,8 @@ class TilingPolicy:
         GemmTile(16, 16, 4, 4),
         GemmTile(16, 16, 2, 2),
         GemmTile(8, 8, 2, 2),
-        GemmTile(16, 16, 8, 8, bk=8, max_splits=4),
-        GemmTile(8, 16, 8, 8, bk=16, max_splits=4, products_only=True),
+        GemmTile(16, 16, 8, 8, bk=8, max_splits=4, per_cu=2),
+        GemmTile(8, 16, 8, 8, bk=16, max_splits=4, per_cu=4, products_only=True),
     )
     # gemm_tiled.cl on tensor cores (DeviceTarget.tensor_cores), preferred there over gpu_tiles for convolutions of
     # at least gpu_mma_min_k terms (and for matrix products too with gpu_mma_products) whose blocks alone make
@@ -166,6 +172,27 @@ class TilingPolicy:
     gpu_product_resident_items_per_cu: int = 512
     gpu_min_fill: float = 0.75  # a tile whose blocks are mostly padding (M or N far below BM or BN) is skipped
     gpu_split_min_ktiles: int = 4  # a k split gets at least this many BK steps (and a split costs a launch)
+    # Where a product's blocks alone make more than gpu_tail_min_waves waves (all the work-groups its tile's
+    # GemmTile.per_cu lets the compute units hold at once) on an NVIDIA target (the pieces summed in the kernel,
+    # SPLIT_SUM), whole waves of blocks come first and the blocks left over are split into pieces (at most
+    # gpu_tail_most_splits) that fill the last waves, where _tail_split's model of the waves says that saves at least
+    # gpu_tail_min_gain of the time (with no whole wave, every block split, the sum as for other k splits). A compute
+    # unit running fewer work-groups than it holds runs each faster: one alone takes gpu_lone_time of a full wave's
+    # time; a piece costs gpu_piece_steps BK steps more than its share of k (its prologue, its partial sums stored, its
+    # arrival), and the last piece of a block half a step a piece to sum them. Fitted on an H200 (kernels, the 128 x 128
+    # SIMT block, 264 slots): ViT-B/16 at batch 32, its MLP's output product (300 blocks, K 3072) 1111 us whole, 904 in
+    # 2 uniform splits (+ 23 us of ksum), 866 as 264 whole + 36 in 7 pieces; the attention's (K 768) 246 + 23 -> 238;
+    # the MLP's first (1200 blocks) 975 -> 949 in 5 pieces; but the qkv product (900 blocks, 108 left over) 656 -> 671
+    # in 6; BERT-base's qkv (576) 465 -> 440. Below one wave: ResNet-50's layer4 3 x 3 convs at batch 32 (200
+    # tensor-core blocks, 396 slots) 305 -> 244 us in 5, Inception-v3's Mixed_7 ones (160) 131 -> 100 in 2; the floor
+    # of a quarter wave leaves the batch-1 plans of the benchmark models as they were. Models, kernels at batch 32:
+    # ViT-B/16 37981 -> 36252 us, BERT-base 23363 -> 22809, ResNet-50 9006 -> 8695, Inception-v3 17888 -> 16633.
+    gpu_tail_split: bool = True
+    gpu_tail_min_waves: float = 0.25
+    gpu_tail_most_splits: int = 8
+    gpu_tail_min_gain: float = 0.02
+    gpu_lone_time: float = 0.6
+    gpu_piece_steps: int = 8
     gpu_split_round_up: bool = False  # split k into ceil (not floor) of wanted / blocks: at least `want` work-groups
     # The last work-group of a block sums its k splits (gemm_tiled.cl SPLIT_SUM), not a second launch (SPLIT_K_SUM),
     # where each of its work items adds at most this many partial sums (SPLITS x TM x TN; 0: never), on
@@ -519,6 +546,15 @@ def gpu_gemm_tile(
     if tile is None:
         tile = max(tiles, key=parallel)  # the first of equals: the biggest
     groups = tile.groups(m, n, batch)
+    ksteps = _ceil_div(k, tile.bk)
+    if (can_split and target.nvidia_ptx and policy.gpu_tail_split and tile.per_cu
+            and groups > policy.gpu_tail_min_waves * tile.per_cu * target.compute_units):
+        most = min(ksteps // policy.gpu_split_min_ktiles, policy.gpu_tail_most_splits)
+        split_from, splits = _tail_split(groups, ksteps, most, target.compute_units, tile.per_cu, policy)
+        if splits <= 1:
+            return tile
+        ks = _ceil_div(ksteps, splits) * tile.bk
+        return replace(tile, splits=_ceil_div(k, ks), ks=ks, split_from=split_from)
     wanted = _ceil_div(want, groups) if policy.gpu_split_round_up else want // groups
     if not conv and policy.gpu_product_resident_items_per_cu and wanted >= 1:
         wanted = _fullest_last_wave(groups, (want // groups, _ceil_div(want, groups)), most_splits(tile),
@@ -529,6 +565,44 @@ def gpu_gemm_tile(
         return tile
     ks = _ceil_div(_ceil_div(k, tile.bk), splits) * tile.bk
     return replace(tile, splits=_ceil_div(k, ks), ks=ks)
+
+
+def _waves(groups: int, cus: int, per_cu: int, lone: float) -> float:
+    """The time ``groups`` equal work-groups take on ``cus`` compute units that hold ``per_cu`` each, in waves: a full
+    wave counts 1, the last one the time of its busiest compute unit, whose r work-groups take lone + (1 - lone) (r -
+    1) / (per_cu - 1) of a full wave's time.
+
+        >>> _waves(528, 132, 2, 0.6), _waves(300, 132, 2, 0.6), _waves(400, 132, 2, 0.6)
+        (2, 1.6, 2.0)
+    """
+    full, rest = divmod(groups, cus * per_cu)
+    if not rest:
+        return full
+    busiest = _ceil_div(rest, cus)
+    return full + (lone + (1 - lone) * (busiest - 1) / (per_cu - 1) if per_cu > 1 else 1.0)
+
+
+def _tail_split(blocks: int, ksteps: int, most: int, cus: int, per_cu: int, policy: TilingPolicy) -> tuple[int, int]:
+    """(split_from, splits): the first split_from of ``blocks`` whole (whole waves of them), each later one split
+    into ``splits`` pieces of its ``ksteps`` BK steps (at most ``most``; 1: none split), for the least time by
+    _waves, in units of a block's: a piece takes 1 / splits of it and ``policy.gpu_piece_steps`` steps more, and the
+    last piece of the last block half a step a piece to sum them. Only where that saves ``policy.gpu_tail_min_gain``
+    of the whole blocks' time; ties take fewer splits.
+
+        >>> h200 = (132, 2, DEFAULT_POLICY)
+        >>> _tail_split(300, 384, 8, *h200), _tail_split(576, 96, 8, *h200), _tail_split(900, 96, 8, *h200)
+        ((264, 7), (528, 5), (0, 1))
+    """
+    whole = float(_waves(blocks, cus, per_cu, policy.gpu_lone_time))
+    best = (whole * (1 - policy.gpu_tail_min_gain), 1, 0)
+    slots = cus * per_cu
+    for waves in range(blocks // slots + 1):
+        rest = blocks - waves * slots
+        for splits in range(2, most + 1) if rest else ():
+            piece = 1 / splits + policy.gpu_piece_steps / ksteps
+            t = waves + _waves(rest * splits, cus, per_cu, policy.gpu_lone_time) * piece + splits / (2 * ksteps)
+            best = min(best, (t, splits, -waves * slots))
+    return -best[2], best[1]
 
 
 def _fullest_last_wave(groups: int, choices: tuple[int, ...], most: int, slots: int) -> int:
