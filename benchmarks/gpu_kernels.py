@@ -30,7 +30,7 @@ from mace.opencl.profiling import profile_launches
 
 P = DEFAULT_POLICY
 SMALL = tuple(t for t in P.gpu_tiles if t.bm * t.bn <= 64 * 64)  # the tiles before the 8x8 register blocks
-BIG = GemmTile(16, 16, 8, 8, bk=8, max_splits=4)
+BIG = GemmTile(16, 16, 8, 8, bk=8, max_splits=4, per_cu=2, unroll=True)
 
 
 def _big(*tiles: GemmTile) -> TilingPolicy:
@@ -99,6 +99,8 @@ SWEEP: dict[str, TilingPolicy] = {
     # whole waves of blocks, then the rest split into pieces (tiling._tail_split): off, the lone work-group's time
     # 0.8 or 0.4 of a wave's, at most 4 pieces, and wherever the model says so (fewer blocks than a wave too)
     "notail": replace(P, gpu_tail_split=False),
+    "nounroll": replace(P, gpu_tiles=tuple(replace(t, unroll=False) for t in P.gpu_tiles)),  # gemm_tiled UNROLL_STEP
+    "allunroll": replace(P, gpu_tiles=tuple(replace(t, unroll=True) for t in P.gpu_tiles)),
     "lone8": replace(P, gpu_lone_time=0.8),
     "lone4": replace(P, gpu_lone_time=0.4),
     "tail4": replace(P, gpu_tail_most_splits=4),

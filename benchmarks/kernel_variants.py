@@ -39,7 +39,7 @@ SPLIT_LO_ROUNDED = """        (hi) = TF32_RNA(x);                               
 SPLIT_TRUNCATED = """        (hi) = as_uint(x) & 0xffffe000u;                                            \\
         (lo) = as_uint((x) - as_float(hi));                                         \\"""
 FENCE = 'asm volatile("membar.gl;" ::: "memory");'
-SUMS = "__global volatile const float* sums = part;"
+SUMS = "__global volatile const float* sums = part + split_block * SPLITS * (BM * BN);"
 ARRIVAL = "(arrived) = atomic_inc((counts) + (block));"  # common.h SPLITS_ARRIVE
 
 

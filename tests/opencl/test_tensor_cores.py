@@ -218,7 +218,7 @@ def test_kernel_variants_edit_what_the_nvidia_plans_hold() -> None:
         sys.path.pop(0)
     # 50 compute units: the first conv's 54 blocks of 64 x 64 take a k split in two, which the last work-group sums
     target = dataclasses.replace(H200_TC, nvidia_ptx=True, compute_units=50)
-    policy = dataclasses.replace(WITH_MMA, gpu_min_fill=0.0, gpu_split_round_up=True)
+    policy = dataclasses.replace(WITH_MMA, gpu_min_fill=0.0, gpu_split_round_up=True, gpu_tail_split=False)
     source = plan_graph(convert_onnx(conv_and_product_model()), target, policy=policy).source
     assert "#define SPLIT_SUM 1" in source and "#define MMA 1" in source
     for name, (edit, _) in kernel_variants.VARIANTS.items():

@@ -27,11 +27,11 @@
 // (tiling.gpu_gemm_tile: whole waves of blocks, then pieces that fill the last waves), and the last of a block's
 // pieces to finish sums their part[split block][SPLITS][BM][BN] in ksum's order and applies the epilogue
 // (common.h's SPLITS_ARRIVE).
-// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS SPLITS KS SPLIT_SUM SPLIT_FROM MMA
-// MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH KW SD SH SW PD
-// PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0,
-// BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL;
-// ACTIVATE(v).
+// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS UNROLL_STEP SPLITS KS SPLIT_SUM
+// SPLIT_FROM MMA MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH
+// KW SD SH SW PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK
+// and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N;
+// HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS), or SPLIT_SUM's; local size (LN, LM, 1).
 //
 // MMA (targets with tensor cores, DeviceTarget.tensor_cores: NVIDIA, sm_80 on): the products run on the tensor cores
@@ -122,7 +122,7 @@
 #define LOAD_A(k0)                                                                                  \
     for (int r = 0; r < BK * BM / NT; ++r) {                                                        \
         const int m = m0 + A_MM(tid + r * NT), k = (k0) + A_KK(tid + r * NT);                       \
-        ra[r] = (m < M && k < kend) ? LOAD(A_T, a, aoff + A_ROW(m) + k * AS_K) : 0.0f;              \
+        ra[r] = (inner || (m < M && k < kend)) ? LOAD(A_T, a, aoff + A_ROW(m) + k * AS_K) : 0.0f;   \
     }
 #if CONV == 2
 // (the depthwise taps in depthwise.cl's order: with float storage its outputs, bit for bit)
@@ -176,7 +176,7 @@
 #define LOAD_B(k0)                                                                                  \
     for (int r = 0; r < BK * BN / NT; ++r) {                                                        \
         const int n = n0 + B_NN(tid + r * NT), k = (k0) + B_KK(tid + r * NT);                       \
-        rb[r] = (n < N && k < kend) ? LOAD(B_T, b, boff + k * BS_K + n * BS_N) : 0.0f;              \
+        rb[r] = (inner || (n < N && k < kend)) ? LOAD(B_T, b, boff + k * BS_K + n * BS_N) : 0.0f;   \
     }
 #endif
 #define LOAD_TILES(k0) \
@@ -246,6 +246,12 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
     BATCH_OFFSETS(batch);
 #endif
 
+    // UNROLL_STEP (tiling.GemmTile.unroll): a block wholly inside M and N, in whole BK steps, loads unchecked
+#if UNROLL_STEP
+    const bool inner = m0 + BM <= M && n0 + BN <= N && K % BK == 0 && KS % BK == 0;
+#else
+    const bool inner = false;
+#endif
 #if CONV == 2 && DW_BIAS
 #define DW_BIAS_OF(ci) LOAD(DWB_T, dwb, ci)
 #elif CONV == 2
@@ -389,6 +395,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
             for (int j = 0; j < 4; ++j)
                 for (int r = 0; r < 4; ++r) acc[i][j][r] += kacc[i][j][r];
 #else
+#if UNROLL_STEP  // ... and its k step is unrolled
+#pragma unroll
+#endif
         for (int kk = 0; kk < BK; ++kk) {
             float av[TM], bv[TN];
 #if VLDS

@@ -163,6 +163,7 @@ def _tiled(
                          fused=defines["CONV"] == 2)
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
+    defines["UNROLL_STEP"] = tile.unroll
     if tile.mma:
         defines["MMA"] = 1
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})
