@@ -65,9 +65,10 @@ class GemmTile:
     # then its blocks are split only as gpu_groups_per_cu says)
     per_cu: int = 0
     # its k step's loop unrolled, and blocks wholly inside M and N load without bounds checks (gemm_tiled.cl
-    # UNROLL_STEP). Measured on an H200 (kernels) for the 128 x 128 block: ViT-B/16 at batch 32 36263 -> 33399 us,
-    # BERT-base 22815 -> 19802, ResNet-50 8734 -> 8368 (each alone: ViT +1 % and +3 %, BERT -4 % and -7 %); on the
-    # smaller tiles as well it lost at batch 1 (ResNet-50 922 -> 1006, MobileNet-v2 367 -> 385).
+    # UNROLL_STEP). Measured on an H200 (kernels, batch 32) for the 128 x 128 block: ViT-B/16 36242 -> 33343 us,
+    # BERT-base 22843 -> 19811, ResNet-50 8672 -> 8749 (each alone: ViT +1 % and +3 %, BERT -4 % and -7 %). On
+    # every tile (the tensor-core one's loads included) ResNet-50 at batch 32 gained 4 % but batch 1 lost (ResNet-50
+    # 922 -> 1006, MobileNet-v2 367 -> 385 us).
     unroll: bool = False
     products_only: bool = False  # chosen for matrix products, not for convolutions (whose gathered B it slows)
     mma: bool = False  # the tensor cores (3xTF32 mma.sync; gemm_tiled.cl MMA): only on DeviceTarget.tensor_cores
