@@ -247,8 +247,8 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #endif
 
     // UNROLL_STEP (tiling.GemmTile.unroll): a block wholly inside M and N, in whole BK steps, loads unchecked
-#if UNROLL_STEP
-    const bool inner = m0 + BM <= M && n0 + BN <= N && K % BK == 0 && KS % BK == 0;
+#if UNROLL_STEP && K % BK == 0 && KS % BK == 0
+    const bool inner = m0 + BM <= M && n0 + BN <= N;
 #else
     const bool inner = false;
 #endif
