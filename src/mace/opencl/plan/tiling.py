@@ -527,7 +527,9 @@ def gpu_gemm_tile(
     """The biggest of ``policy.gpu_tiles`` (not mostly padding; for a convolution, not ``products_only``) that fills
     ``policy.gpu_groups_per_cu`` work-groups per compute unit (a matrix product: ``gpu_product_groups_per_cu``),
     splitting k between work-groups where its blocks alone are too few; if none can, the one that comes closest.
-    ``only``: that tile (a tuned variant), with k split as for any other."""
+    Where its blocks make a quarter of a wave or more on an NVIDIA target, k is split as _tail_split's model of the
+    waves says instead (whole waves of blocks, then pieces: GemmTile.split_from). ``only``: that tile (a tuned
+    variant), with k split as for any other."""
     want = (policy.gpu_groups_per_cu if conv else policy.gpu_product_groups_per_cu) * target.compute_units
     allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
     if target.tensor_cores and k >= policy.gpu_mma_min_k and (conv or policy.gpu_mma_products):
