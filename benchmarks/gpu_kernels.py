@@ -97,15 +97,17 @@ SWEEP: dict[str, TilingPolicy] = {
     "blkg4": replace(P, gpu_block_groups_per_cu=4),
     "blkp32": replace(P, gpu_block_most_positions=32),
     # whole waves of blocks, then the rest split into pieces (tiling._tail_split): off, the lone work-group's time
-    # 0.8 or 0.4 of a wave's, at most 4 pieces, and wherever the model says so (fewer blocks than a wave too)
+    # 0.8 or 0.4 of a wave's, at most 4 pieces, wherever the model says so (below a quarter wave too), and that with
+    # every k split summed in the kernel
     "notail": replace(P, gpu_tail_split=False),
-    "nounroll": replace(P, gpu_tiles=tuple(replace(t, unroll=False) for t in P.gpu_tiles)),  # gemm_tiled UNROLL_STEP
-    "allunroll": replace(P, gpu_tiles=tuple(replace(t, unroll=True) for t in P.gpu_tiles)),
     "lone8": replace(P, gpu_lone_time=0.8),
     "lone4": replace(P, gpu_lone_time=0.4),
     "tail4": replace(P, gpu_tail_most_splits=4),
     "tail0": replace(P, gpu_tail_min_waves=0.0),
     "tail0sum": replace(P, gpu_tail_min_waves=0.0, gpu_split_sum_most=1 << 30),
+    # gemm_tiled.cl UNROLL_STEP (GemmTile.unroll) on no tile, on every tile
+    "nounroll": replace(P, gpu_tiles=tuple(replace(t, unroll=False) for t in P.gpu_tiles)),
+    "allunroll": replace(P, gpu_tiles=tuple(replace(t, unroll=True) for t in P.gpu_tiles)),
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }

@@ -171,6 +171,8 @@ def _tiled(
     local = [tile.ln, tile.lm, 1]
     shape = (splits, nbatch * fold, g.m, g.n // fold)  # y's layout: [image][m][position]
     summed = p.target.nvidia_ptx and splits * tile.tm * tile.tn <= p.policy.gpu_split_sum_most
+    split_blocks = 0  # the blocks split, and their partial sums' layout, where the kernel sums them
+    part: tuple[int, ...] = ()
     if splits > 1 and (summed or tile.split_from):
         # the last piece of a block sums them (SPLIT_SUM): the work-groups in a row, the whole blocks first
         assert p.target.nvidia_ptx, "whole blocks before split ones need the in-kernel sum"
@@ -178,11 +180,8 @@ def _tiled(
         defines["SPLIT_FROM"] = tile.split_from
         grid = [(tile.split_from + split_blocks * splits) * tile.ln, tile.lm, 1]
         part = (split_blocks, splits, tile.bm, tile.bn)
-        product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), shape, (grid, local),
-                         split_blocks, (g.alpha, g.beta), part)
-        return
-    product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), shape, (grid, local), 0,
-                     (g.alpha, g.beta))
+    product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), shape, (grid, local),
+                     split_blocks, (g.alpha, g.beta), part)
 
 
 def product_launches(

@@ -555,24 +555,22 @@ def gpu_gemm_tile(
         tile = max(tiles, key=parallel)  # the first of equals: the biggest
     groups = tile.groups(m, n, batch)
     ksteps = _ceil_div(k, tile.bk)
+    split_from = 0
     if (can_split and target.nvidia_ptx and policy.gpu_tail_split and tile.per_cu
             and groups > policy.gpu_tail_min_waves * tile.per_cu * target.compute_units):
         most = min(ksteps // policy.gpu_split_min_ktiles, policy.gpu_tail_most_splits)
         split_from, splits = _tail_split(groups, ksteps, most, target.compute_units, tile.per_cu, policy)
-        if splits <= 1:
-            return tile
-        ks = _ceil_div(ksteps, splits) * tile.bk
-        return replace(tile, splits=_ceil_div(k, ks), ks=ks, split_from=split_from)
-    wanted = _ceil_div(want, groups) if policy.gpu_split_round_up else want // groups
-    if not conv and policy.gpu_product_resident_items_per_cu and wanted >= 1:
-        wanted = _fullest_last_wave(groups, (want // groups, _ceil_div(want, groups)), most_splits(tile),
-                                    max(1, policy.gpu_product_resident_items_per_cu // (tile.lm * tile.ln))
-                                    * target.compute_units)
-    splits = min(max(1, wanted), most_splits(tile))
+    else:
+        wanted = _ceil_div(want, groups) if policy.gpu_split_round_up else want // groups
+        if not conv and policy.gpu_product_resident_items_per_cu and wanted >= 1:
+            wanted = _fullest_last_wave(groups, (want // groups, _ceil_div(want, groups)), most_splits(tile),
+                                        max(1, policy.gpu_product_resident_items_per_cu // (tile.lm * tile.ln))
+                                        * target.compute_units)
+        splits = min(max(1, wanted), most_splits(tile))
     if splits <= 1:
         return tile
-    ks = _ceil_div(_ceil_div(k, tile.bk), splits) * tile.bk
-    return replace(tile, splits=_ceil_div(k, ks), ks=ks)
+    ks = _ceil_div(ksteps, splits) * tile.bk
+    return replace(tile, splits=_ceil_div(k, ks), ks=ks, split_from=split_from)
 
 
 def _waves(groups: int, cus: int, per_cu: int, lone: float) -> float:
