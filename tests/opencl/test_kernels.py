@@ -759,6 +759,7 @@ def test_split_sum_in_kernel_runs(opencl_queue: Any, fence_free_build: Any,
     executor._enqueue_kernels = real
     check(builder, lambda graph: executor)
 
+
 def tail_split_graph(data_type: str) -> GraphBuilder:
     """Products and a convolution of 15 blocks of 128 x 128, more than two compute units hold (GemmTile.per_cu): a
     product with a bias and a residual in the epilogue, a batch of 3 folded into m (the edges partial), and a 3 x 3
