@@ -1,17 +1,20 @@
-"""Choosing an OpenCL device, describing it (the cache fingerprint), and spotting unregistered vendor drivers."""
+"""Choosing an OpenCL device, describing it (the cache fingerprint), spotting unregistered vendor drivers, and
+naming the step of a device failure."""
 
 from __future__ import annotations
 
 import glob
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyopencl as cl
 
 from mace import settings
 from mace.cachefiles.fingerprint import DeviceFingerprint
-from mace.errors import DeviceError
+from mace.errors import DeviceError, MaceError
 from mace.version import __version__
 
 # Vendor OpenCL libraries that an ICD loader can use once they are listed in /etc/OpenCL/vendors/*.icd.
@@ -176,3 +179,18 @@ def _registration_hint() -> str:
         f"run `{registration_commands(lib)}`"
         for vendor, lib in libs.items()
     )
+
+
+@contextmanager
+def device_step(step: str) -> Iterator[None]:
+    """Re-raises OpenCL failures as DeviceError naming the step that failed."""
+    try:
+        yield
+    except MaceError:
+        raise
+    except (cl.Error, MemoryError) as exc:
+        hint = ""
+        if "unknown target CPU" in str(exc):  # pocl's LLVM predates this CPU (pocl-binary-distribution 3.0 on Zen 5)
+            hint = ("; this pocl's LLVM does not know this CPU: use a pocl built for it (Debian/Ubuntu: apt install "
+                    "pocl-opencl-icd), or choose another device with --device")
+        raise DeviceError(f"OpenCL error while {step}: {exc}{hint}") from exc

@@ -10,34 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any
 
 import numpy as np
 import pyopencl as cl
 
-from mace.errors import DeviceError, InputError, MaceError
+from mace.errors import DeviceError, InputError
 from mace.model.ir import Graph, TensorInfo
+from mace.opencl.device import device_step
 from mace.opencl.memory import MemoryPlan, program_memory
 from mace.opencl.plan import Launch, ProgramPlan, TilingPolicy, plan_graph
+from mace.opencl.staging import HostStaging
 
 log = logging.getLogger("mace.opencl")
-
-
-@contextmanager
-def device_step(step: str) -> Iterator[None]:
-    """Re-raises OpenCL failures as DeviceError naming the step that failed."""
-    try:
-        yield
-    except MaceError:
-        raise
-    except (cl.Error, MemoryError) as exc:
-        hint = ""
-        if "unknown target CPU" in str(exc):  # pocl's LLVM predates this CPU (pocl-binary-distribution 3.0 on Zen 5)
-            hint = ("; this pocl's LLVM does not know this CPU: use a pocl built for it (Debian/Ubuntu: apt install "
-                    "pocl-opencl-icd), or choose another device with --device")
-        raise DeviceError(f"OpenCL error while {step}: {exc}{hint}") from exc
 
 
 def allocate_buffers(context: cl.Context, memory: MemoryPlan) -> dict[str, cl.Buffer]:
@@ -70,7 +57,8 @@ class Executor:
     """Executes ``graph`` on ``queue``'s device. ``build_program(source, options)`` returns a built program (the
     engine passes one that goes through the compiled-program cache). Activations share device memory where their
     lifetimes allow (memory.py); ``reuse_memory=False`` gives each its own buffer. ``target``, ``variants`` and
-    ``policy`` are plan_graph's."""
+    ``policy`` are plan_graph's. ``host_staging`` copies inputs and outputs through page-locked host memory
+    (HostStaging); by default only on devices whose memory is not the host's (discrete GPUs)."""
 
     name = "opencl"
 
@@ -84,6 +72,7 @@ class Executor:
         target: Any = None,
         variants: Mapping[str, int] | None = None,
         policy: TilingPolicy | None = None,
+        host_staging: bool | None = None,
     ) -> None:
         self.graph = graph
         self.context = context
@@ -100,6 +89,11 @@ class Executor:
         self.kernels = [self._kernel(launch) for launch in self.plan.launches]
         self._inputs = [(t.name, t.shape, self._host_dtype(t.name)) for t in graph.inputs]
         self._outputs = [(t, self.plan.buffers[self.plan.buffer_of(t.name)]) for t in graph.outputs]
+        if host_staging is None:
+            host_staging = not queue.device.host_unified_memory
+        staged = {name: (tuple(shape), dtype) for name, shape, dtype in self._inputs}
+        staged.update({t.name: (tuple(t.shape), buf.dtype) for t, buf in self._outputs})
+        self.staging = HostStaging(context, queue, staged) if host_staging else None
         self.stats: dict[str, Any] = {
             "kernels": len(self.kernels),
             "specializations": self.plan.source.count("#define KERNEL_NAME"),
@@ -125,24 +119,31 @@ class Executor:
         unknown = set(feeds) - {name for name, _, _ in self._inputs}
         if unknown:
             raise InputError(f"unknown input(s) {sorted(unknown)}; the model takes {[n for n, _, _ in self._inputs]}")
-        staged = []  # keeps the host copies alive until the non-blocking writes complete
+        pending = []  # keeps the host copies alive until the non-blocking writes complete
+        staged = self.staging.arrays if self.staging else {}
         for name, shape, dtype in self._inputs:
             if name not in feeds:
                 raise InputError(f"missing input {name!r} of shape {shape}")
-            data = np.ascontiguousarray(feeds[name], dtype=dtype)
+            # (a staged input is cast and made contiguous by its copy into the staging array)
+            data = np.asarray(feeds[name]) if name in staged else np.ascontiguousarray(feeds[name], dtype=dtype)
             if data.shape != tuple(shape):
                 if [d for d in data.shape if d != 1] != [d for d in shape if d != 1]:  # (1,) for () is fine
                     raise InputError(f"input {name!r} has shape {data.shape}, the model expects {tuple(shape)}")
                 data = data.reshape(shape)
+            buffer = self.buffers[self.plan.buffer_of(name)]
             with device_step(f"writing input {name}"):
-                if data.nbytes:
-                    cl.enqueue_copy(self.queue, self.buffers[self.plan.buffer_of(name)], data, is_blocking=False)
-            staged.append(data)
+                if self.staging and name in staged:
+                    self.staging.write(self.queue, buffer, name, data)
+                elif data.nbytes:
+                    cl.enqueue_copy(self.queue, buffer, data, is_blocking=False)
+                    pending.append(data)
         results: list[tuple[TensorInfo, np.ndarray]] = []
         try:
             self._enqueue_kernels()
             for info, buf in self._outputs:
-                host = np.empty(info.shape, buf.dtype)  # an alias's buffer may have another shape (Flatten, Reshape)
+                # (an alias's buffer may have another shape: Flatten, Reshape)
+                host = staged.get(info.name)
+                host = np.empty(info.shape, buf.dtype) if host is None else host
                 with device_step(f"reading output {info.name}"):
                     if host.nbytes:
                         cl.enqueue_copy(self.queue, host, self.buffers[buf.name], is_blocking=False)
@@ -152,8 +153,9 @@ class Executor:
         except DeviceError:
             self._after_failure()
             raise
-        del staged
-        return {info.name: _to_host(host, info.dtype) for info, host in results}
+        del pending
+        return {info.name: self.staging.read(info.name, info.dtype) if self.staging and info.name in staged
+                else _to_host(host, info.dtype) for info, host in results}
 
     def _after_failure(self) -> None:
         """After a failed run: waits for what was enqueued (the host arrays of pending reads are then released), and
