@@ -4,7 +4,9 @@
     python benchmarks/compare.py vit_b_16 | bert_base | resnet50 [--batch 32]   # exported here (torch_models.py)
 
 Peers (each skipped with the reason when not installed or no device): mace on the GPU (opencl, a GPU platform),
-mace on pocl (CPU OpenCL), the mace numpy reference (only with --with-reference: it is slow), onnxruntime CPU,
+mace on the GPU at TF32 accuracy (mace-gpu-tf32: GPUContextBuilder.set_tf32, products in one TF32 pass on NVIDIA
+tensor cores, as PyTorch's cuDNN convolutions round by default; its own ratios last), mace on pocl (CPU OpenCL), the
+mace numpy reference (only with --with-reference: it is slow), onnxruntime CPU,
 PyTorch eager on CUDA and PyTorch with the model captured once in a CUDA graph (torch-graph:
 cudnn.benchmark on, one replay per run, pinned host input copied in, output copied out; torch-graph-fp32: the same
 with TF32 off, so its convolutions and products round as mace's fp32 do: by default cuDNN convolves in TF32, 10
@@ -52,6 +54,7 @@ if peer.startswith("mace"):
     ctx = None
     if device != "cpu":
         b = mace.GPUContextBuilder().set_device(device.partition(":")[2])
+        b = b.set_tf32(bool(extra.get("tf32")))
         ctx = (b.set_storage_path(extra["storage"]) if extra.get("storage") else b.disable_storage()).finalize()
     engine = mace.Engine(model, device=device, gpu_context=ctx)
     fn = lambda: engine.run(feeds)
@@ -178,15 +181,15 @@ def main() -> int:
     peers = args.peers.split(",") + (["mace-reference"] if args.with_reference else [])
     steady: dict[str, tuple[str, int, dict[str, Any]]] = {}  # peer -> the child that measures its steady latency
     for peer in peers:
-        if peer in ("mace-gpu", "mace-pocl"):
-            want_gpu = peer == "mace-gpu"
+        if peer in ("mace-gpu", "mace-gpu-tf32", "mace-pocl"):
+            want_gpu = peer != "mace-pocl"
             match = next((name for name, gpu in platforms if gpu == want_gpu), None)
             if match is None:
                 results[peer] = {"skipped": "no GPU OpenCL platform" if want_gpu else "no pocl platform"}
                 continue
             device = f"opencl:{match.split()[0]}"
             storage = workdir / f"storage-{peer}"
-            extra = {**base, "device": device, "storage": str(storage)}
+            extra = {**base, "device": device, "storage": str(storage), "tf32": peer == "mace-gpu-tf32"}
             cold = run_child(peer, str(mace_model), 0, extra, COLD_ENV)
             steady[peer] = (str(mace_model), args.runs, extra)
             warm = run_child(peer, str(mace_model), args.runs, extra, COLD_ENV)
@@ -293,6 +296,12 @@ def print_table(report: dict[str, Any]) -> None:
             spread = f" (rounds {min(each):.2f}-{max(each):.2f})" if len(each) > 1 else ""
             parts.append(f"÷ {peer} {statistics.median(each):.2f}{spread}")
         print(f"{ref_peer} " + ", ".join(parts))
+    fast = results.get("mace-gpu-tf32", {})
+    if fast.get("median_ms") and "skipped" not in fast:  # (torch's defaults: convolutions in TF32, products fp32)
+        parts = [f"÷ {peer} {statistics.median(ratios(results, 'mace-gpu-tf32', peer)):.2f}"
+                 for peer in ("torch", "torch-graph") if results.get(peer, {}).get("median_ms")]
+        if parts:
+            print("mace-gpu-tf32 " + ", ".join(parts))
 
 
 if __name__ == "__main__":

@@ -195,6 +195,7 @@ def main() -> None:
     ap.add_argument("--sweep-runs", type=int, default=20)
     ap.add_argument("--portable", action="store_true", help="also the portable plan (no target)")
     ap.add_argument("--fp16", action="store_true", help="also the GPU plan with fp16 storage")
+    ap.add_argument("--tf32", action="store_true", help="also the GPU plan at TF32 accuracy (tensor cores)")
     ap.add_argument("--deadline", type=float, default=240.0)
     ap.add_argument("--any-device", action="store_true", help="no GPU: plan for one anyway on the first device")
     args = ap.parse_args()
@@ -223,6 +224,10 @@ def main() -> None:
             g16 = convert_onnx(path, data_type="fp16_fp32")
             res["gpu_fp16"] = measure(g16, queue, target, graphs[name][2], expected, args.runs)
             report(name, "gpu_fp16", res["gpu_fp16"])
+        if args.tf32:
+            fast = replace(target, tf32=target.tensor_cores)
+            res["gpu_tf32"] = measure(graph, queue, fast, feeds, expected, args.runs)
+            report(name, "gpu_tf32", res["gpu_tf32"])
         dump(args.out, results)
     chosen = [s for s in args.policies.split(",") if s] if args.policies else list(SWEEP) if args.sweep else []
     unknown = [name for name in chosen if name not in SWEEP]

@@ -26,7 +26,7 @@ def test_only_the_settings_module_reads_the_environment() -> None:
 
 def test_the_readme_lists_every_setting_with_its_default() -> None:
     readme = (REPO / "README.md").read_text()
-    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([A-Z_]+)` \|.*$", readme, re.M)}
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([A-Z0-9_]+)` \|.*$", readme, re.M)}
     assert set(rows) == {s.name for s in settings.SETTINGS}
     for s in settings.SETTINGS:
         assert s.default in rows[s.name], f"README row of {s.name} lacks its default {s.default!r}"

@@ -44,6 +44,8 @@ CACHE_KEY = Setting("MACE_CACHE_KEY", "unset (files unsigned)",
                     "HMAC-SHA256 key (UTF-8 text) that signs and checks both cache files")
 MAX_CACHE_BYTES = Setting("MACE_MAX_CACHE_BYTES", "unset (no cap)",
                           "cap on the program cache's binary bytes (a positive integer); least recently used go first")
+TF32 = Setting("MACE_TF32", "0", "1: products on NVIDIA tensor cores at TF32 accuracy (10-bit mantissas, as "
+               "PyTorch's cuDNN default), faster than fp32's; elsewhere no change")
 TUNING = Setting("MACE_TUNING", "0", "1: tune kernel variants and work-group sizes when an engine starts, then save")
 ONNX_BACKEND_DEVICE = Setting("MACE_BACKEND_DEVICE", "cpu",
                               "the device mace.onnx_backend runs ONNX's CPU test cases on (e.g. opencl)")
@@ -52,7 +54,7 @@ XDG_CACHE_HOME = Setting("XDG_CACHE_HOME", "~/.cache", "base of the default stor
 OCL_ICD_VENDORS = Setting("OCL_ICD_VENDORS", "/etc/OpenCL/vendors",
                           "where the OpenCL ICD loader finds drivers; mace devices looks there too")
 
-SETTINGS = (STORAGE_PATH, CACHE_KEY, MAX_CACHE_BYTES, TUNING, ONNX_BACKEND_DEVICE, DEBUG, XDG_CACHE_HOME,
+SETTINGS = (STORAGE_PATH, CACHE_KEY, MAX_CACHE_BYTES, TF32, TUNING, ONNX_BACKEND_DEVICE, DEBUG, XDG_CACHE_HOME,
             OCL_ICD_VENDORS)
 
 OFF_WORDS = frozenset({"0", "off", "false", "no", "none", "disable", "disabled"})
@@ -97,6 +99,10 @@ def max_cache_bytes() -> int | None:
 
 def tuning_at_start() -> bool:
     return flag(TUNING)
+
+
+def tf32() -> bool:
+    return flag(TF32)
 
 
 def onnx_backend_device() -> str:

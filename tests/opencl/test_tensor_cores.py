@@ -114,6 +114,54 @@ def test_mma_tiles_compute_at_fp32_accuracy(nvidia_sm80: Any) -> None:
     assert any("#define SPLITS 2" in c and "#define MMA 1" in c and "#define SPLIT_SUM 1" not in c for c in chunks[1])
 
 
+def test_tf32_targets_plan_one_pass_and_products_on_the_tensor_cores() -> None:
+    """DeviceTarget.tf32 (GPUContextBuilder.set_tf32, MACE_TF32): every MMA specialization in one TF32 pass, the
+    matrix products on the tensor cores under the default policy too (one pass beats the SIMT tiles), variant keys
+    of its own; without tensor cores the same program as fp32's."""
+    graph = convert_onnx(conv_and_product_model())
+    tf32 = dataclasses.replace(H200_TC, tf32=True)
+    exact, fast = plan_graph(graph, H200_TC, policy=FIRST_FIT), plan_graph(graph, tf32, policy=FIRST_FIT)
+    assert exact.source.count("#define MMA_PASSES 3") == 3 and "#define MMA_PASSES 1" not in exact.source
+    assert fast.source.count("#define MMA_PASSES 1") == 3 and "#define MMA_PASSES 3" not in fast.source
+    assert gpu_gemm_tile(256, 8192, 512, 1, tf32, MMA_ON).mma
+    assert not gpu_gemm_tile(256, 8192, 512, 1, H200_TC, MMA_ON).mma
+    for node in graph.nodes:
+        assert variant_key(graph, node, tf32) != variant_key(graph, node, H200_TC)
+    assert plan_graph(graph, dataclasses.replace(H200, tf32=True)).source == plan_graph(graph, H200).source
+
+
+def test_tf32_is_asked_for_by_setting_or_builder_and_taken_only_with_tensor_cores(monkeypatch: Any) -> None:
+    cl = pytest.importorskip("pyopencl")
+    import mace
+
+    monkeypatch.setenv("MACE_TF32", "1")
+    try:
+        ctx = mace.GPUContextBuilder().disable_storage().finalize()
+    except (mace.MaceError, cl.Error):
+        pytest.skip("no OpenCL device")
+    assert ctx.tf32 and not mace.GPUContextBuilder().set_tf32(False).disable_storage().finalize().tf32
+    monkeypatch.setenv("MACE_TF32", "sometimes")
+    with pytest.raises(mace.MaceError, match="MACE_TF32='sometimes' is not a yes/no value"):
+        mace.GPUContextBuilder()
+    engine = mace.Engine(convert_onnx(conv_and_product_model()), device="opencl", gpu_context=ctx)
+    assert engine.stats["tf32"] == DeviceTarget.from_device(ctx.device).tensor_cores
+
+
+def test_tf32_runs_at_tf32_accuracy(nvidia_sm80: Any) -> None:
+    """One pass: an error of TF32's order against onnxruntime (10-bit mantissas), well above the three passes'."""
+    queue, target = nvidia_sm80
+    model = conv_and_product_model()
+    graph = convert_onnx(model)
+    feeds = {"x": random_array(1, 13, 41, 41, seed=7)}
+    expected = run_onnxruntime(model, feeds)["y"]
+    scale = np.abs(expected).max()
+    errors = []
+    for tf32 in (False, True):
+        got = run(graph, queue, dataclasses.replace(target, tf32=tf32, policy=FIRST_FIT), feeds)["y"]
+        errors.append(float(np.abs(got - expected).max() / scale))
+    assert errors[0] < 1e-5 and 1e-5 < errors[1] < 5e-3, errors
+
+
 def test_mma_tiles_keep_infinities(nvidia_sm80: Any) -> None:
     """IEEE semantics on the tensor cores too (MMA_SPLIT's hold of hi): an infinite input gives +-inf of the right
     sign, 0 . inf and inf - inf NaN, as onnxruntime and the SIMT tiles do; finite values agree as usual. A 3x3 conv

@@ -14,6 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from mace import settings
 from mace.cli.files import check_output_dir, check_output_file, os_reason, write_error, write_file
 from mace.cli.shape_args import parse_shape_args, parse_shape_specs
 from mace.errors import MaceError
@@ -280,7 +281,7 @@ def _planned_launches(graph: Any) -> tuple[dict[str, int], dict[str, str]]:
         return counts, errors
     for number, choice in enumerate(choices):
         label = choice.label if [c.label for c in choices].count(choice.label) == 1 else f"{choice.label} #{number}"
-        count(label, lambda device=choice.device: program_plan(graph, device))
+        count(label, lambda device=choice.device: program_plan(graph, device, tf32=settings.tf32()))
     return counts, errors
 
 

@@ -55,7 +55,8 @@ class OpenCLRuntime:
             self.programs.warn(f"{len(doubles)} float64 tensor(s) (e.g. {doubles[0]!r}) are stored and computed as "
                                "float32 on OpenCL; use device='cpu' for float64 precision")
         self.graph = graph
-        self.target = DeviceTarget.from_device(gpu_context.device)
+        self.target = DeviceTarget.from_device(gpu_context.device, tf32=gpu_context.tf32)
+        self.stats["tf32"] = self.target.tf32
         self.tuned = None
         variants: dict[str, int] = {}
         start = time.perf_counter()
@@ -209,10 +210,12 @@ class OpenCLRuntime:
         return profile_launches(self.executor, feeds, repeats)
 
 
-def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None = None) -> ProgramPlan:
+def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None = None,
+                 tf32: bool = False) -> ProgramPlan:
     """The plan (program source, launches) the runtime builds for `graph` on `device`, with the kernel variants
-    `tuned` holds; `mace cache build` uses the same, so ahead-of-time programs have the keys the runtime looks up."""
-    target = DeviceTarget.from_device(device)
+    `tuned` holds (and at TF32 accuracy, GPUContext.tf32); `mace cache build` uses the same, so ahead-of-time
+    programs have the keys the runtime looks up."""
+    target = DeviceTarget.from_device(device, tf32=tf32)
     return plan_graph(graph, target, load_variants(tuned, graph, target) if tuned is not None else None)
 
 

@@ -28,7 +28,7 @@
 // pieces to finish sums their part[split block][SPLITS][BM][BN] in ksum's order and applies the epilogue
 // (common.h's SPLITS_ARRIVE).
 // Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS UNROLL_STEP SPLITS KS SPLIT_SUM
-// SPLIT_FROM MMA MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH
+// SPLIT_FROM MMA MMA_PASSES MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH
 // KW SD SH SW PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK
 // and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N;
 // HAS_RESIDUAL; ACTIVATE(v).
@@ -37,9 +37,11 @@
 // MMA (targets with tensor cores, DeviceTarget.tensor_cores: NVIDIA, sm_80 on): the products run on the tensor cores
 // through inline PTX, mma.sync m16n8k8 on TF32 operands, at fp32 accuracy: each operand is split into a high and a
 // low TF32 part, x = x_hi + x_lo (MMA_SPLIT), and a_lo b_hi + a_hi b_lo + a_hi b_hi summed (3xTF32: ~2^-21 of a
-// product lost, in the dropped a_lo b_lo and the low parts' own last bits). The tensor cores' accumulation
-// truncates, so each BK step's sums go into the fp32 accumulators with a rounded add. Warp w of the NT / 32 computes
-// a 32 x 32 piece of the block (2 x 4 tiles of 16 x 8, the PTX fragment layout); TM, TN only size the loaders.
+// product lost, in the dropped a_lo b_lo and the low parts' own last bits; MMA_PASSES 3), or at TF32 accuracy
+// (the user's choice, DeviceTarget.tf32: a_hi b_hi alone, ~2^-11 of a product lost; MMA_PASSES 1). The tensor
+// cores' accumulation truncates, so each BK step's sums go into the fp32 accumulators with a rounded add. Warp w of
+// the NT / 32 computes a 32 x 32 piece of the block (2 x 4 tiles of 16 x 8, the PTX fragment layout); TM, TN only
+// size the loaders.
 // Needs BM, BN multiples of 32, BK of 8. MMA_ASYNC (float operands, C_INNER): the tiles go from global to local
 // memory by cp.async into two stages, the next step's copies in flight while the current one computes, instead of
 // through registers (ra, rb) into one.
@@ -377,6 +379,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #pragma unroll
                 for (int q = 0; q < 2; ++q) MMA_SPLIT(bh[j][q], bl[j][q], x[q]);
             }
+#if MMA_PASSES == 3
             // the small products first, each a pass over the 8 tiles (independent accumulators between a tile's three)
 #pragma unroll
             for (int i = 0; i < 2; ++i)
@@ -386,6 +389,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
             for (int i = 0; i < 2; ++i)
 #pragma unroll
                 for (int j = 0; j < 4; ++j) MMA_TF32(kacc[i][j], ah[i], bl[j]);
+#endif
 #pragma unroll
             for (int i = 0; i < 2; ++i)
 #pragma unroll

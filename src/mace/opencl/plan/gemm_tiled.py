@@ -166,6 +166,7 @@ def _tiled(
     defines["UNROLL_STEP"] = tile.unroll
     if tile.mma:
         defines["MMA"] = 1
+        defines["MMA_PASSES"] = 1 if p.target.tf32 else 3
     defines.update({"SPLITS": splits, "KS": tile.ks if splits > 1 else g.k})
     grid = [-(-g.n // tile.bn) * tile.ln, -(-g.m // tile.bm) * tile.lm, nbatch * splits]
     local = [tile.ln, tile.lm, 1]

@@ -71,7 +71,7 @@ class GemmTile:
     # 922 -> 1006, MobileNet-v2 367 -> 385 us).
     unroll: bool = False
     products_only: bool = False  # chosen for matrix products, not for convolutions (whose gathered B it slows)
-    mma: bool = False  # the tensor cores (3xTF32 mma.sync; gemm_tiled.cl MMA): only on DeviceTarget.tensor_cores
+    mma: bool = False  # the tensor cores (mma.sync, 3xTF32 or TF32; gemm_tiled.cl MMA): only on tensor_cores
 
     def __post_init__(self) -> None:
         # gemm_tiled.cl's MMA form: one warp per 32 x 32 piece of the block, k in steps of 8
@@ -301,15 +301,20 @@ class DeviceTarget:
     # mma.sync on TF32 through inline PTX (gemm_tiled.cl MMA): NVIDIA's OpenCL compiler takes PTX, sm_80 and later
     # have the instruction
     tensor_cores: bool = False
+    # the tensor cores' products in one TF32 pass (operands rounded to 10 mantissa bits, as PyTorch's default
+    # cuDNN convolutions do: about 2^-11 of a product lost) instead of fp32 accuracy's three (gemm_tiled.cl
+    # MMA_PASSES); asked for by the user (GPUContextBuilder.set_tf32, MACE_TF32), only where tensor_cores
+    tf32: bool = False
     # NVIDIA's OpenCL compiler, which takes inline PTX: membar.gl, the device-scope fence that lets the last
     # work-group of a block sum the k splits (gemm_tiled.cl SPLIT_SUM)
     nvidia_ptx: bool = False
 
     @classmethod
-    def from_device(cls, device: Any, policy: TilingPolicy = DEFAULT_POLICY) -> DeviceTarget:
-        """The target of a ``pyopencl.Device``, planning with ``policy``."""
+    def from_device(cls, device: Any, policy: TilingPolicy = DEFAULT_POLICY, tf32: bool = False) -> DeviceTarget:
+        """The target of a ``pyopencl.Device``, planning with ``policy``; ``tf32`` where it has the tensor cores."""
         import pyopencl as cl  # only here: planning needs no OpenCL installation
 
+        tensor_cores = _nvidia_sm80(device)
         return cls(
             is_gpu=bool(int(device.type) & int(cl.device_type.GPU)),
             compute_units=int(device.max_compute_units),
@@ -317,7 +322,8 @@ class DeviceTarget:
             max_work_group_size=int(device.max_work_group_size),
             policy=policy,
             half_storage=bool(int(device.type) & int(cl.device_type.GPU)) and "cl_khr_fp16" in device.extensions,
-            tensor_cores=_nvidia_sm80(device),
+            tensor_cores=tensor_cores,
+            tf32=tf32 and tensor_cores,
             nvidia_ptx=_nvidia(device),
         )
 
@@ -532,7 +538,8 @@ def gpu_gemm_tile(
     variant), with k split as for any other."""
     want = (policy.gpu_groups_per_cu if conv else policy.gpu_product_groups_per_cu) * target.compute_units
     allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
-    if target.tensor_cores and k >= policy.gpu_mma_min_k and (conv or policy.gpu_mma_products):
+    # (at TF32 accuracy a product's one pass beats the SIMT tiles too)
+    if target.tensor_cores and k >= policy.gpu_mma_min_k and (conv or policy.gpu_mma_products or target.tf32):
         fewest = policy.gpu_mma_min_groups_per_cu * target.compute_units
         if m * n * k * batch >= policy.gpu_mma_min_macs:
             allowed = [*(t for t in policy.gpu_mma_tiles if t.groups(m, n, batch) >= fewest), *allowed]

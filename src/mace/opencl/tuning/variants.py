@@ -65,8 +65,8 @@ def _target_identity(target: DeviceTarget | None) -> dict[str, Any] | None:
     if target is None:
         return None
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
-              if f.name not in ("policy", "half_storage", "tensor_cores", "nvidia_ptx")}  # (half_storage: fp16_fp32)
-    for flag in ("tensor_cores", "nvidia_ptx"):  # added only where true: older keys keep their meaning elsewhere
+              if f.name not in ("policy", "half_storage", "tensor_cores", "nvidia_ptx", "tf32")}  # (half: fp16_fp32)
+    for flag in ("tensor_cores", "nvidia_ptx", "tf32"):  # added only where true: older keys keep their meaning
         if getattr(target, flag):
             fields[flag] = True
     if target.policy != DEFAULT_POLICY:
