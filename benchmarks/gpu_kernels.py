@@ -105,10 +105,10 @@ SWEEP: dict[str, TilingPolicy] = {
     "tail4": replace(P, gpu_tail_most_splits=4),
     "tail0": replace(P, gpu_tail_min_waves=0.0),
     "tail0sum": replace(P, gpu_tail_min_waves=0.0, gpu_split_sum_most=1 << 30),
-    # gemm_tiled.cl UNROLL_STEP (GemmTile.unroll) on no tile, on every SIMT tile, on the tensor-core tiles
+    # gemm_tiled.cl UNROLL_STEP (GemmTile.unroll) on no SIMT tile, on every one, off the tensor-core tiles
     "nounroll": replace(P, gpu_tiles=tuple(replace(t, unroll=False) for t in P.gpu_tiles)),
     "allunroll": replace(P, gpu_tiles=tuple(replace(t, unroll=True) for t in P.gpu_tiles)),
-    "mmaunroll": replace(P, gpu_mma_tiles=tuple(replace(t, unroll=True) for t in P.gpu_mma_tiles)),
+    "mmanounroll": replace(P, gpu_mma_tiles=tuple(replace(t, unroll=False) for t in P.gpu_mma_tiles)),
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }

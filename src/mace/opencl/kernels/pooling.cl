@@ -3,13 +3,14 @@
 // with COUNT_INCLUDE_PAD by the taps inside the padded input (input plus both pads), as onnxruntime does.
 // Defines: KERNEL_NAME; X_T Y_T; NC; ID IH IW OD OH OW; KD KH KW; SD SH SW; PD PH PW (leading pads); PDE PHE PWE
 // (trailing pads); DD DH DW; IS_MAX; COUNT_INCLUDE_PAD.
-// Global size: (OW, OD * OH, NC).
+// Global size: (NC * OD * OH * OW), an element's index in y: one flat dimension, so that the driver's work-groups
+// are full whatever the widths.
 
 __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
 {
-    const int ow = get_global_id(0), odh = get_global_id(1), nc = get_global_id(2);
-    if (ow >= OW || odh >= OD * OH || nc >= NC) return;
-    const int od = odh / OH, oh = odh % OH;
+    const int index = get_global_id(0);
+    if (index >= NC * OD * OH * OW) return;
+    const int ow = index % OW, oh = index / OW % OH, od = index / (OW * OH) % OD, nc = index / (OW * OH * OD);
     const int id0 = od * SD - PD, ih0 = oh * SH - PH, iw0 = ow * SW - PW;
     const int xbase = nc * (ID * IH * IW);
 #if IS_MAX
@@ -45,5 +46,5 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
     acc /= (float)valid;
 #endif
 #endif
-    STORE(Y_T, y, (nc * OD + od) * OH * OW + oh * OW + ow, acc);
+    STORE(Y_T, y, index, acc);
 }

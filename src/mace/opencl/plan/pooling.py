@@ -49,7 +49,7 @@ def _lower_pool(p: Planner, node: Node) -> None:
     defines.update({"ID": id_, "IH": ih, "IW": iw, "OD": od, "OH": oh, "OW": ow, "KD": kd, "KH": kh, "KW": kw})
     defines.update({"SD": sd, "SH": sh, "SW": sw, "PD": pd, "PH": ph, "PW": pw, "PDE": pde, "PHE": phe, "PWE": pwe})
     defines.update({"DD": dd, "DH": dh, "DW": dw, "IS_MAX": is_max, "COUNT_INCLUDE_PAD": include_pad})
-    p.launch(node, p.kernel("pool", defines), [ow, od * oh, nc], [src, p.define(y)])
+    p.launch(node, p.kernel("pool", defines), [nc * od * oh * ow], [src, p.define(y)])
 
 
 @lowers("GlobalAveragePool", "GlobalMaxPool")
