@@ -93,12 +93,16 @@ def run(graph: Graph, queue: Any, target: DeviceTarget, feeds: dict[str, np.ndar
     return Executor(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o), target=target).run(feeds)
 
 
+def conv_and_product_case() -> tuple[Graph, dict[str, np.ndarray], np.ndarray]:
+    """conv_and_product_model converted, an input, and onnxruntime's output for it."""
+    model = conv_and_product_model()
+    feeds = {"x": random_array(1, 13, 41, 41, seed=7)}
+    return convert_onnx(model), feeds, run_onnxruntime(model, feeds)["y"]
+
+
 def test_mma_tiles_compute_at_fp32_accuracy(nvidia_sm80: Any) -> None:
     queue, target = nvidia_sm80
-    model = conv_and_product_model()
-    graph = convert_onnx(model)
-    feeds = {"x": random_array(1, 13, 41, 41, seed=7)}
-    expected = run_onnxruntime(model, feeds)["y"]
+    graph, feeds, expected = conv_and_product_case()
     # and k split in two on 50 compute units, the splits summed by the last work-group (SPLIT_SUM) and by ksum (the
     # uniform split: this conv's 54 blocks are too few for the tail split to pay)
     split = dataclasses.replace(WITH_MMA, gpu_min_fill=0.0, gpu_split_round_up=True, gpu_tail_split=False)
@@ -150,10 +154,7 @@ def test_tf32_is_asked_for_by_setting_or_builder_and_taken_only_with_tensor_core
 def test_tf32_runs_at_tf32_accuracy(nvidia_sm80: Any) -> None:
     """One pass: an error of TF32's order against onnxruntime (10-bit mantissas), well above the three passes'."""
     queue, target = nvidia_sm80
-    model = conv_and_product_model()
-    graph = convert_onnx(model)
-    feeds = {"x": random_array(1, 13, 41, 41, seed=7)}
-    expected = run_onnxruntime(model, feeds)["y"]
+    graph, feeds, expected = conv_and_product_case()
     scale = np.abs(expected).max()
     errors = []
     for tf32 in (False, True):
