@@ -4,6 +4,7 @@ or with another run."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -81,3 +82,20 @@ def test_staged_runs_match_pageable_ones_and_own_their_outputs(opencl_queue: Any
 def test_staging_is_the_default_only_where_device_memory_is_not_the_hosts(opencl_queue: Any) -> None:
     executor = _executor(opencl_queue, None)
     assert (executor.staging is not None) == (not opencl_queue.device.host_unified_memory)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+def test_a_forked_child_makes_its_own_copy_threads() -> None:
+    """The copy threads are the process's: a child forked after they started has none of them, and would wait on its
+    first staged copy for ever if it took its parent's pool."""
+    from mace.opencl import staging
+
+    assert staging.copy_pool().submit(lambda: 1).result(timeout=5) == 1
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if its pool runs work
+        try:
+            os._exit(0 if staging.copy_pool().submit(lambda: 42).result(timeout=5) == 42 else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -29,6 +29,14 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
+def _forget_pool() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()  # a forked child has none of its parent's threads: it makes its own
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def copy_pool() -> ThreadPoolExecutor:
     """The process's copy threads, made on first use (numpy releases the GIL while it copies)."""
     global _pool
