@@ -59,7 +59,7 @@ def test_info_shows_ops_before_and_after(tmp_path: Path, capsys) -> None:
     graph = modelfile.load(model)
     assert info["launches"]["portable"] == len(plan_graph(graph).launches) > 50 and info["launch_errors"] == {}
     for choice in list_devices():
-        assert info["launches"][choice.label] == len(program_plan(graph, choice.device).launches)
+        assert info["launches"][choice.label] == len(program_plan(graph, choice.device, tf32=False).launches)
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ or with another run."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,52 @@ def test_a_forked_child_makes_its_own_copy_threads() -> None:
             os._exit(2)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_each_piece_is_uploaded_once_its_copy_has_landed(opencl_queue: Any, monkeypatch: Any) -> None:
+    """An upload is enqueued only after its piece's copy is done: each piece as enqueued (slow copies on the
+    threads, 16-byte pieces) already holds its share of the input, and the pieces cover it."""
+    import pyopencl as cl
+
+    from mace.opencl import staging
+
+    monkeypatch.setattr(staging, "PIECE_BYTES", 16)
+    executor = _executor(opencl_queue, True)
+    stage = executor.staging.arrays["x"]
+    copyto, enqueue_copy = np.copyto, cl.enqueue_copy
+    uploads: list[tuple[int, np.ndarray]] = []
+
+    def slow_copyto(dst: np.ndarray, src: np.ndarray, **kwargs: Any) -> None:
+        time.sleep(0.01)
+        copyto(dst, src, **kwargs)
+
+    def spy(queue: Any, dest: Any, src: Any, **kwargs: Any) -> Any:
+        if isinstance(src, np.ndarray) and np.shares_memory(src, stage):
+            uploads.append((kwargs.get("dst_offset", 0) // stage.itemsize, src.copy()))
+        return enqueue_copy(queue, dest, src, **kwargs)
+
+    monkeypatch.setattr(np, "copyto", slow_copyto)
+    monkeypatch.setattr(cl, "enqueue_copy", spy)
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4) + 1
+    got = executor.run({"x": x, "i": np.zeros((1, 4), np.int64)})
+    flat = x.reshape(-1)
+    assert len(uploads) == 6 and sum(piece.size for _, piece in uploads) == flat.size
+    for start, piece in uploads:
+        np.testing.assert_array_equal(piece, flat[start:start + piece.size])
+    np.testing.assert_allclose(got["y"], _expected(x, np.zeros((1, 4))), rtol=1e-6)
+
+
+def test_a_refused_page_locked_allocation_leaves_its_tensor_pageable(opencl_queue: Any, monkeypatch: Any,
+                                                                       caplog: Any) -> None:
+    import pyopencl as cl
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("no page-locked memory left")
+
+    monkeypatch.setattr(cl, "enqueue_map_buffer", refuse)
+    with caplog.at_level("WARNING", logger="mace.opencl"):
+        executor = _executor(opencl_queue, True)
+    assert executor.staging is not None and executor.staging.arrays == {}
+    assert "tensor x: no page-locked host memory for its 0.0 MB" in caplog.text
+    x, i = np.ones((2, 3, 4), np.float32), np.asarray([[1, 2, 3, 4]], np.int64)
+    np.testing.assert_allclose(executor.run({"x": x, "i": i})["y"], _expected(x, i), rtol=1e-6)

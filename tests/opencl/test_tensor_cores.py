@@ -147,8 +147,20 @@ def test_tf32_is_asked_for_by_setting_or_builder_and_taken_only_with_tensor_core
     monkeypatch.setenv("MACE_TF32", "sometimes")
     with pytest.raises(mace.MaceError, match="MACE_TF32='sometimes' is not a yes/no value"):
         mace.GPUContextBuilder()
-    engine = mace.Engine(convert_onnx(conv_and_product_model()), device="opencl", gpu_context=ctx)
-    assert engine.stats["tf32"] == DeviceTarget.from_device(ctx.device).tensor_cores
+    from mace.opencl import runtime
+
+    asked, from_device = [], DeviceTarget.from_device
+
+    def spy(device: Any, *args: Any, **kwargs: Any) -> DeviceTarget:
+        asked.append(kwargs.get("tf32"))
+        return from_device(device, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.DeviceTarget, "from_device", spy)
+    graph = convert_onnx(conv_and_product_model())
+    engine = mace.Engine(graph, device="opencl", gpu_context=ctx)
+    assert engine.stats["tf32"] == from_device(ctx.device).tensor_cores
+    runtime.program_plan(graph, ctx.device, tf32=True)  # (what mace cache build plans with)
+    assert asked == [True, True]
 
 
 def test_tf32_runs_at_tf32_accuracy(nvidia_sm80: Any) -> None:

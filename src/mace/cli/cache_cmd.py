@@ -121,7 +121,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         else:
             graphs = [model]
         for graph in graphs:
-            plan = program_plan(graph, ctx.device, tuned, ctx.tf32)
+            plan = program_plan(graph, ctx.device, tuned, tf32=ctx.tf32)
             cache.build(plan.source, plan.build_options)
     built = cache.stats["programs_from_source"]
     cache.save(strict=True)  # a file that cannot be written is the command's error (StoreError names it)

@@ -269,6 +269,7 @@ def _planned_launches(graph: Any) -> tuple[dict[str, int], dict[str, str]]:
         except Exception as exc:  # any lowering's failure is this plan's answer, not info's
             errors[label] = str(exc)
 
+    tf32 = settings.tf32()  # (read here: a bad value is the command's error, not each device's)
     count("portable", lambda: plan_graph(graph))
     try:
         import pyopencl as cl
@@ -281,7 +282,7 @@ def _planned_launches(graph: Any) -> tuple[dict[str, int], dict[str, str]]:
         return counts, errors
     for number, choice in enumerate(choices):
         label = choice.label if [c.label for c in choices].count(choice.label) == 1 else f"{choice.label} #{number}"
-        count(label, lambda device=choice.device: program_plan(graph, device, tf32=settings.tf32()))
+        count(label, lambda device=choice.device: program_plan(graph, device, tf32=tf32))
     return counts, errors
 
 

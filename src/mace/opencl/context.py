@@ -107,7 +107,8 @@ class GPUContextBuilder:
     def set_tf32(self, allow: bool = True) -> GPUContextBuilder:
         """Let matrix products and convolutions run on NVIDIA tensor cores at TF32 accuracy (operands rounded to 10
         mantissa bits, about 1e-3 relative error, as PyTorch's cuDNN convolutions by default), in one pass instead of
-        the three that keep fp32 accuracy. No change on devices without them (sm_80 and later)."""
+        the three that keep fp32 accuracy. No change on devices without them (NVIDIA's from sm_80 on have them).
+        ``mace cache build`` and ``mace tune`` take it from MACE_TF32."""
         self._tf32 = bool(allow)
         return self
 

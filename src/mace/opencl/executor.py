@@ -119,8 +119,8 @@ class Executor:
         unknown = set(feeds) - {name for name, _, _ in self._inputs}
         if unknown:
             raise InputError(f"unknown input(s) {sorted(unknown)}; the model takes {[n for n, _, _ in self._inputs]}")
-        pending = []  # keeps the host copies alive until the non-blocking writes complete
         staged = self.staging.arrays if self.staging else {}
+        inputs = []  # every input checked before any is written
         for name, shape, dtype in self._inputs:
             if name not in feeds:
                 raise InputError(f"missing input {name!r} of shape {shape}")
@@ -130,6 +130,9 @@ class Executor:
                 if [d for d in data.shape if d != 1] != [d for d in shape if d != 1]:  # (1,) for () is fine
                     raise InputError(f"input {name!r} has shape {data.shape}, the model expects {tuple(shape)}")
                 data = data.reshape(shape)
+            inputs.append((name, data))
+        pending = []  # keeps the host copies alive until the non-blocking writes complete
+        for name, data in inputs:
             buffer = self.buffers[self.plan.buffer_of(name)]
             with device_step(f"writing input {name}"):
                 if self.staging and name in staged:

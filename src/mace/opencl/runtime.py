@@ -210,8 +210,8 @@ class OpenCLRuntime:
         return profile_launches(self.executor, feeds, repeats)
 
 
-def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None = None,
-                 tf32: bool = False) -> ProgramPlan:
+def program_plan(graph: Graph, device: cl.Device, tuned: TunedParamsStore | None = None, *,
+                 tf32: bool) -> ProgramPlan:
     """The plan (program source, launches) the runtime builds for `graph` on `device`, with the kernel variants
     `tuned` holds (and at TF32 accuracy, GPUContext.tf32); `mace cache build` uses the same, so ahead-of-time
     programs have the keys the runtime looks up."""

@@ -4,12 +4,14 @@ From numpy's pageable memory a discrete GPU's driver first copies through bounce
 CPU core's memcpy speed, before its DMA can start; from page-locked (pinned) memory the DMA reads and writes directly.
 So each input is copied into a pinned array of its own by a few threads, piece by piece, and each piece's upload is
 enqueued as soon as it is there (the DMA of one overlaps the copies of the next); each output is read into its pinned
-array and copied out by the same threads. No array of one run is shared with the caller or with another run.
+array and copied out by the same threads. The arrays are the staging's, written again by the next run: a run
+returns copies of them. A tensor whose page-locked allocation fails stays on the pageable path (a warning).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +20,7 @@ from typing import cast
 import numpy as np
 import pyopencl as cl
 
-from mace.opencl.device import device_step
+log = logging.getLogger("mace.opencl")
 
 # A copy thread's piece of an array; one under two pieces is copied by the caller's thread alone (a thread hand-off
 # costs tens of microseconds, the copy of a piece about 0.1-0.3 ms)
@@ -61,7 +63,7 @@ def pieces(size: int, itemsize: int) -> list[tuple[int, int]]:
 
 class HostStaging:
     """Pinned host arrays (``arrays[name]``) for the tensors named in ``tensors``: ALLOC_HOST_PTR buffers, each mapped
-    once for the staging's life. Tensors of no bytes get none."""
+    once for the staging's life. Tensors of no bytes get none, nor those whose allocation the driver refuses."""
 
     def __init__(self, context: cl.Context, queue: cl.CommandQueue,
                  tensors: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
@@ -73,9 +75,13 @@ class HostStaging:
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             if not nbytes:
                 continue
-            with device_step(f"allocating {nbytes / 1e6:.1f} MB of page-locked host memory for tensor {name}"):
+            try:
                 buffer = cl.Buffer(context, flags, nbytes)
                 array, _ = cl.enqueue_map_buffer(queue, buffer, access, 0, tuple(shape), dtype, is_blocking=True)
+            except (cl.Error, MemoryError) as exc:  # (page-locked memory is a scarce resource; pageable still works)
+                log.warning("tensor %s: no page-locked host memory for its %.1f MB (%s); it is copied from pageable "
+                            "memory", name, nbytes / 1e6, exc)
+                continue
             self._buffers.append(buffer)
             self.arrays[name] = array
 

@@ -27,8 +27,8 @@
 // (tiling.gpu_gemm_tile: whole waves of blocks, then pieces that fill the last waves), and the last of a block's
 // pieces to finish sums their part[split block][SPLITS][BM][BN] in ksum's order and applies the epilogue
 // (common.h's SPLITS_ARRIVE).
-// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS UNROLL_STEP SPLITS KS SPLIT_SUM
-// SPLIT_FROM MMA MMA_PASSES MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH
+// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS UNROLL_STEP SPLITS KS
+// SPLIT_SUM SPLIT_FROM MMA MMA_PASSES MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C ID IH IW OD OH OW KD KH
 // KW SD SH SW PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T, DW_ACTIVATE(v)); BATCH, BATCH_RANK
 // and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M CS_N;
 // HAS_RESIDUAL; ACTIVATE(v).

@@ -3,8 +3,8 @@
 // with COUNT_INCLUDE_PAD by the taps inside the padded input (input plus both pads), as onnxruntime does.
 // Defines: KERNEL_NAME; X_T Y_T; NC; ID IH IW OD OH OW; KD KH KW; SD SH SW; PD PH PW (leading pads); PDE PHE PWE
 // (trailing pads); DD DH DW; IS_MAX; COUNT_INCLUDE_PAD.
-// Global size: (NC * OD * OH * OW), an element's index in y: one flat dimension, so that the driver's work-groups
-// are full whatever the widths.
+// Global size: (NC * OD * OH * OW) rounded up to a multiple of 256, an element's index in y: one flat dimension, so
+// that the driver's work-groups are full whatever the widths.
 
 __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
 {

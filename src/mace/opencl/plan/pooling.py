@@ -49,7 +49,8 @@ def _lower_pool(p: Planner, node: Node) -> None:
     defines.update({"ID": id_, "IH": ih, "IW": iw, "OD": od, "OH": oh, "OW": ow, "KD": kd, "KH": kh, "KW": kw})
     defines.update({"SD": sd, "SH": sh, "SW": sw, "PD": pd, "PH": ph, "PW": pw, "PDE": pde, "PHE": phe, "PWE": pwe})
     defines.update({"DD": dd, "DH": dh, "DW": dw, "IS_MAX": is_max, "COUNT_INCLUDE_PAD": include_pad})
-    p.launch(node, p.kernel("pool", defines), [nc * od * oh * ow], [src, p.define(y)])
+    # (rounded up: a size with no large divisor would leave the driver only small work-groups)
+    p.launch(node, p.kernel("pool", defines), [-(-nc * od * oh * ow // 256) * 256], [src, p.define(y)])
 
 
 @lowers("GlobalAveragePool", "GlobalMaxPool")

@@ -103,8 +103,7 @@ class GemmTile:
 
 # gemm_tiled.cl's tensor-core tiles (TilingPolicy.gpu_mma_tiles): 64 x 64 blocks on 4 warps, 32 x 32 each, BK 16.
 # Measured on an H200 (ResNet-50 at batch 32, kernels, an earlier split): BK 16 9.71 ms, BK 32 10.24, 128 x 64 blocks
-# on 8 warps 11.87. Its inner blocks' loads unchecked (unroll; one lease, kernels, µs): ResNet-50 at batch 32 8776 ->
-# 8380, Inception-v3 16571 -> 16290.
+# on 8 warps 11.87. Its inner blocks load unchecked (unroll: benchmarks/RESULTS.md, session 12).
 MMA_TILES: Final = (GemmTile(8, 16, 8, 4, bk=16, max_splits=4, per_cu=3, unroll=True, mma=True),)
 
 

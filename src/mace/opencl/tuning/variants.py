@@ -179,7 +179,7 @@ def tune_variants(
         if source in seen:  # on this model the variant changes no kernel: nothing to time
             continue
         seen.add(source)
-        trial = Executor(graph, context, queue, build, target=target, variants=chosen)
+        trial = Executor(graph, context, queue, build, target=target, variants=chosen, host_staging=False)
         if not outputs_agree(graph, trial.run(dict(feeds)), reference):
             result.rejected.append(variant)
             continue
