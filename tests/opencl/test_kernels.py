@@ -18,6 +18,7 @@ from mace.errors import DeviceError
 from mace.model.ir import Graph, Node, TensorInfo
 from mace.opencl import plan as planning
 from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget, GemmTile, TilingPolicy
+from mace.opencl.tuning.variants import variant_key
 from mace.ops.reference import run_node
 from support import onnxruntime_outputs, relative_error, shared_model
 
@@ -931,11 +932,15 @@ def cpu_rows_graph() -> GraphBuilder:
     return b
 
 
-@pytest.mark.parametrize("graph", ["cpu", "cpu_rows", "conv", "conv_fp16", "gemm"])
+AVX2 = replace(CPU, cpu_simd_floats=8)  # a CPU whose SIMD registers hold 8 floats: vectors of at most 8
+
+
+@pytest.mark.parametrize("graph", ["cpu", "cpu_rows", "conv", "conv_fp16", "gemm", "cpu@avx2", "cpu_rows@avx2"])
 def test_cpu_target(make_executor, graph: str) -> None:
+    name, _, simd = graph.partition("@")
     builder = {"cpu": cpu_graph, "cpu_rows": cpu_rows_graph, "conv": lambda: conv_graph("fp32_fp32"),
-               "conv_fp16": lambda: conv_graph("fp16_fp32"), "gemm": lambda: gemm_graph("fp32_fp32")}[graph]()
-    check(builder, lambda g: make_executor(g, target=CPU))
+               "conv_fp16": lambda: conv_graph("fp16_fp32"), "gemm": lambda: gemm_graph("fp32_fp32")}[name]()
+    check(builder, lambda g: make_executor(g, target=AVX2 if simd else CPU))
 
 
 def test_cpu_target_plans() -> None:
@@ -953,6 +958,14 @@ def test_cpu_target_plans() -> None:
         assert all(g % v == 0 for g, v in zip(launch.global_size, launch.local_size))
     portable = planning.plan_graph(cpu_graph().graph())
     assert "cpu_floatu16" not in portable.source and all(launch.local_size is None for launch in portable.launches)
+    # vectors at most a SIMD register wide; the tuned variants' keys of 16-float CPUs are those they always were
+    widths = {int(w) for w in re.findall(r"#define VW (\d+)", plan.source)}
+    narrow = {int(w) for w in re.findall(r"#define VW (\d+)", planning.plan_graph(cpu_graph().graph(), AVX2).source)}
+    assert 16 in widths and max(narrow) == 8 and narrow - {4, 8} == set()
+    graph = cpu_graph().graph()
+    node = graph.nodes[0]
+    assert variant_key(graph, node, CPU) == variant_key(graph, node, replace(CPU, cpu_simd_floats=16))
+    assert variant_key(graph, node, CPU) != variant_key(graph, node, AVX2)
 
 
 # --- pooling, reductions, normalization -------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ def _takes_conv_cpu(p: Planner, node: Node) -> bool:
     if not p.cpu or len(xs) - 2 > 2:
         return False
     s = _conv_window(node, xs[2:], p.shape(core[1])[2:])[1]
-    _, vw = cpu_conv_blocking(1, ys[-1], to3d(s, 1)[2], 1, p.policy)  # (VW depends on the columns only)
+    _, vw = cpu_conv_blocking(1, ys[-1], to3d(s, 1)[2], 1, p.cpu_vector)  # (VW depends on the columns only)
     values = [*core[:2], node.outputs[0], *(v for v in (optional(core, 2), residual) if v)]
     return bool(vw) and all(p.tag(v) == "F32" for v in values)
 
@@ -240,7 +240,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
         defines.update({"N": n, "C": c, "MULT": oc // c, "IH": ih, "IW": iw, "OH": oh, "OW": ow, "KH": kh, "KW": kw})
         defines.update({"SH": sh, "SW": sw, "PH": ph, "PW": pw, "DH": dh, "DW": dw})
         # CPU targets: depthwise_cpu.cl (fp32), RB x VW outputs per work item
-        rb, vw = cpu_depthwise_blocking(oh, ow, sw, _cpu_rows(p, node, p.policy.cpu_depthwise_rows), p.policy) \
+        rb, vw = cpu_depthwise_blocking(oh, ow, sw, _cpu_rows(p, node, p.policy.cpu_depthwise_rows), p.cpu_vector) \
             if p.cpu else (0, 0)
         if vw and all(p.tag(v) == "F32" for v in (x, w, y, *(v for v in (bias, residual) if v))):
             family, block, grid = "depthwise_cpu", {"RB": rb, "VW": vw}, [-(-ow // vw), -(-oh // rb), n * oc]
@@ -257,7 +257,7 @@ def _lower_conv(p: Planner, node: Node) -> None:
 
     ocg = oc // group
     if _takes_conv_cpu(p, node):
-        tm, vw = cpu_conv_blocking(ocg, ow, to3d(s, 1)[2], _cpu_rows(p, node, p.policy.cpu_gemm_rows), p.policy)
+        tm, vw = cpu_conv_blocking(ocg, ow, to3d(s, 1)[2], _cpu_rows(p, node, p.policy.cpu_gemm_rows), p.cpu_vector)
         _cpu_conv(p, node, (x, w, bias, residual, y), tm if p.is_const(w) else 1, vw, defines)
         return
     _unplaced(p, node, y)

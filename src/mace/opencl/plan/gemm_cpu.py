@@ -26,7 +26,7 @@ def cpu_gemm_applies(p: Planner, a: str, b: str, bias: str | None, residual: str
     """Whether cpu_gemm plans this product (else gemm.cl does): fp32 throughout, N of at least a vector, a bias along
     m or contiguous along n, B n-contiguous or a constant the planner can transpose."""
     values = [a, b, out, *(v for v in (bias, residual) if v is not None)]
-    if not cpu_gemm_blocking(g.m, g.n, 1, p.policy)[1] or any(p.tag(v) != "F32" for v in values):
+    if not cpu_gemm_blocking(g.m, g.n, 1, p.cpu_vector)[1] or any(p.tag(v) != "F32" for v in values):
         return False
     if bias is not None and g.c_strides[1] not in (0, 1):
         return False
@@ -42,7 +42,7 @@ def cpu_gemm(
     if not cpu_gemm_applies(p, a, b, bias, residual, out, g):
         return False
     rows = variant_rows(p.variant(node, CPU_ROW_VARIANTS), p.policy.cpu_gemm_rows)
-    tm, vw = cpu_gemm_blocking(g.m, g.n, rows, p.policy)
+    tm, vw = cpu_gemm_blocking(g.m, g.n, rows, p.cpu_vector)
     bshape, (a_bs, b_bs, c_bs) = collapse(g.batch, g.a_batch, g.b_batch, g.c_batch)
     nbatch = prod(bshape)
     b_buf, bs_k = p.use(b), g.b_strides[0]

@@ -41,7 +41,7 @@ def strided_copy(
     size = prod(shape)
     if p.cpu and tag in ("F32", "I32", "U32"):
         inner, rows = view[-1], prod(view[:-1])
-        vw = cpu_vector_width(inner, p.policy) or 1
+        vw = cpu_vector_width(inner, p.cpu_vector) or 1
         cpu: dict[str, Any] = {"ROWS": rows, "INNER": inner, "VW": vw}
         cpu.update({"SRC_BASE": src_base, "SRC_IS": ss[-1], "SRC_ROW(r)": row_offset(view[:-1], ss[:-1])})
         cpu.update({"DST_BASE": dst_base, "DST_IS": ds[-1], "DST_ROW(r)": row_offset(view[:-1], ds[:-1])})

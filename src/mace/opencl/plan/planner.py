@@ -142,6 +142,8 @@ class Planner:
         self.gpu = target is not None and target.tiled
         # CPU targets take the *_cpu.cl kernels where they apply, and every launch a work-group (tiling.py)
         self.cpu = target is not None and not target.is_gpu
+        # the widest vector of the CPU kernels' blocks, in floats: the policy's, at most the device's SIMD register
+        self.cpu_vector = min(self.policy.cpu_vector, target.cpu_simd_floats if target is not None else 16)
         # the storage the tensors get: fp16_fp32 keeps float tensors float where the target gains nothing by half
         float_storage = graph.data_type == "fp16_fp32" and target is not None and not target.half_storage
         self.data_type = "fp32_fp32" if float_storage else graph.data_type

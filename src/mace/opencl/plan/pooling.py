@@ -37,7 +37,7 @@ def _lower_pool(p: Planner, node: Node) -> None:
     is_max, include_pad = node.op == "MaxPool", bool(node.attrs.get("count_include_pad", 0))
     src, nc = p.use(x), xs[0] * xs[1]
     rows = variant_rows(p.variant(node, CPU_ROW_VARIANTS), p.policy.cpu_depthwise_rows) if p.cpu else 0
-    rb, vw = cpu_depthwise_blocking(oh, ow, sw, rows, p.policy) if p.cpu and nsp <= 2 else (0, 0)
+    rb, vw = cpu_depthwise_blocking(oh, ow, sw, rows, p.cpu_vector) if p.cpu and nsp <= 2 else (0, 0)
     if vw and p.tag(x) == p.tag(y) == "F32":
         cpu: dict[str, Any] = {"NC": nc, "IH": ih, "IW": iw, "OH": oh, "OW": ow, "KH": kh, "KW": kw, "SH": sh, "SW": sw}
         cpu.update({"PH": ph, "PW": pw, "PHE": phe, "PWE": pwe, "DH": dh, "DW": dw, "RB": rb, "VW": vw})

@@ -168,7 +168,7 @@ def softmax(p: Planner, node: Node, x: str, y: str, axis: int, log: bool, nan_to
         kernel = p.kernel("softmax", {**defines, **blocking.defines()})
         p.launch(node, kernel, blocking.global_size, args, blocking.local_size)
         return
-    vw = cpu_vector_width(dim, p.policy) if p.cpu and inner == 1 else 0
+    vw = cpu_vector_width(dim, p.cpu_vector) if p.cpu and inner == 1 else 0
     if vw and p.tag(x) == p.tag(y) == "F32":  # a CPU target: a row per work item, in vectors (softmax_cpu.cl)
         cpu = {"OUTER": outer, "D": dim, "VW": vw, "IS_LOG": log, **guard}
         p.launch(node, p.kernel("softmax_cpu", cpu), [outer], args)

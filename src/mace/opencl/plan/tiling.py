@@ -308,23 +308,27 @@ class DeviceTarget:
     # NVIDIA's OpenCL compiler, which takes inline PTX: membar.gl, the device-scope fence that lets the last
     # work-group of a block sum the k splits (gemm_tiled.cl SPLIT_SUM)
     nvidia_ptx: bool = False
+    # a CPU device's floats per SIMD register (OpenCL's native vector width: 8 with AVX2, 16 with AVX-512), the
+    # widest vector of the CPU kernels' blocks (Planner.cpu_vector; cpu_gemm_blocking says why); GPUs keep 16
+    cpu_simd_floats: int = 16
 
     @classmethod
     def from_device(cls, device: Any, policy: TilingPolicy = DEFAULT_POLICY, tf32: bool = False) -> DeviceTarget:
         """The target of a ``pyopencl.Device``, planning with ``policy``; ``tf32`` where it has the tensor cores."""
         import pyopencl as cl  # only here: planning needs no OpenCL installation
 
-        tensor_cores = _nvidia_sm80(device)
+        tensor_cores, gpu = _nvidia_sm80(device), bool(int(device.type) & int(cl.device_type.GPU))
         return cls(
-            is_gpu=bool(int(device.type) & int(cl.device_type.GPU)),
+            is_gpu=gpu,
             compute_units=int(device.max_compute_units),
             local_mem_bytes=int(device.local_mem_size),
             max_work_group_size=int(device.max_work_group_size),
             policy=policy,
-            half_storage=bool(int(device.type) & int(cl.device_type.GPU)) and "cl_khr_fp16" in device.extensions,
+            half_storage=gpu and "cl_khr_fp16" in device.extensions,
             tensor_cores=tensor_cores,
             tf32=tf32 and tensor_cores,
             nvidia_ptx=_nvidia(device),
+            cpu_simd_floats=16 if gpu else int(device.native_vector_width_float) or 16,
         )
 
     @property
@@ -423,38 +427,40 @@ def gpu_min_work_items(target: DeviceTarget, policy: TilingPolicy) -> int:
 # --- CPU targets ------------------------------------------------------------------------------------------------------
 
 
-def cpu_vector_width(n: int, policy: TilingPolicy, most: int = 16) -> int:
-    """The widest vector of at most ``policy.cpu_vector`` (and ``most``) floats, of 4, 8 or 16, that fits ``n``
-    elements; 0 where n < 4 (the portable kernels then serve)."""
-    return next((v for v in (16, 8, 4) if v <= min(policy.cpu_vector, most) and v <= n), 0)
+def cpu_vector_width(n: int, widest: int, most: int = 16) -> int:
+    """The widest vector of at most ``widest`` (Planner.cpu_vector) and ``most`` floats, of 4, 8 or 16, that fits
+    ``n`` elements; 0 where n < 4 (the portable kernels then serve)."""
+    return next((v for v in (16, 8, 4) if v <= min(widest, most) and v <= n), 0)
 
 
-def cpu_gemm_blocking(m: int, n: int, rows: int, policy: TilingPolicy) -> tuple[int, int]:
+def cpu_gemm_blocking(m: int, n: int, rows: int, widest: int) -> tuple[int, int]:
     """(TM, VW) for gemm_cpu.cl: ``rows`` (``policy.cpu_gemm_rows``, or a variant's: variant_rows) rows, fewer
-    where M is smaller, of one vector each. 8 x 16
-    reaches 60-100 GFLOP/s on MobileNet-v2's 1x1 convs on 2 AVX-512 cores; 16 rows are no faster, and 8 columns
-    half as fast. VW is 0 where N < 4."""
+    where M is smaller, of one vector each of at most ``widest`` floats. 8 x 16 reaches 60-100 GFLOP/s on
+    MobileNet-v2's 1x1 convs on 2 AVX-512 cores; 16 rows are no faster, and 8 columns half as fast. With AVX2 (16
+    registers of 8 floats: 8 x 16 spills its accumulators) 8 x 8 is faster, whole models on 2 cores of an AMD EPYC
+    (pocl 3.0): MobileNet-v2 12.89 -> 9.10 ms, SqueezeNet 1.1 11.12 -> 7.98, ShuffleNet-v2 9.90 -> 8.34 (4 x 16:
+    9.37, 9.40, 7.95). VW is 0 where N < 4."""
     tm = next(r for r in (16, 8, 4, 2, 1) if r <= rows and (r <= m or r == 1))
-    return tm, cpu_vector_width(n, policy)
+    return tm, cpu_vector_width(n, widest)
 
 
-def cpu_depthwise_blocking(oh: int, ow: int, sw: int, rows: int, policy: TilingPolicy) -> tuple[int, int]:
+def cpu_depthwise_blocking(oh: int, ow: int, sw: int, rows: int, widest: int) -> tuple[int, int]:
     """(RB, VW) for depthwise_cpu.cl: ``rows`` (``policy.cpu_depthwise_rows`` or a variant's) output rows, fewer
     where OH is smaller, of one vector each, its stride-2 loads 2 * VW <= 16 floats wide. VW is 0 where OW < 4."""
     rb = next(r for r in (8, 4, 2, 1) if r <= rows and (r <= oh or r == 1))
-    return rb, _cpu_row_width(ow, sw, policy)
+    return rb, _cpu_row_width(ow, sw, widest)
 
 
-def cpu_conv_blocking(oc_per_group: int, ow: int, sw: int, rows: int, policy: TilingPolicy) -> tuple[int, int]:
+def cpu_conv_blocking(oc_per_group: int, ow: int, sw: int, rows: int, widest: int) -> tuple[int, int]:
     """(TM, VW) for conv_cpu.cl: ``rows`` (``policy.cpu_gemm_rows`` or a variant's) output channels, a power of two
     dividing the group's, of one vector of output columns each, as cpu_depthwise_blocking's. VW is 0 where OW < 4."""
     tm = next(r for r in (16, 8, 4, 2, 1) if r <= rows and oc_per_group % r == 0)
-    return tm, _cpu_row_width(ow, sw, policy)
+    return tm, _cpu_row_width(ow, sw, widest)
 
 
-def _cpu_row_width(ow: int, sw: int, policy: TilingPolicy) -> int:
+def _cpu_row_width(ow: int, sw: int, widest: int) -> int:
     """VW of a kernel that reads its inputs with cpu.h's CPU_ROW, whose stride-2 loads are 2 * VW <= 16 wide."""
-    return cpu_vector_width(ow, policy, 16 // sw if sw <= 2 else 16)
+    return cpu_vector_width(ow, widest, 16 // sw if sw <= 2 else 16)
 
 
 def cpu_gemm_local_size(
