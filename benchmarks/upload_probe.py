@@ -3,6 +3,11 @@ the executor does, or through a pinned staging buffer (CL_MEM_ALLOC_HOST_PTR, ma
 the transfer from there), as PyTorch's CUDA-graph peer in compare.py does. Median of --runs, each finished.
 
     python3 benchmarks/upload_probe.py [--device nvidia] [--shapes 1x3x224x224,32x3x224x224,32x1000] [--json out.json]
+    python3 benchmarks/upload_probe.py --models MODEL.onnx ... [--rounds 3]
+
+--models: whole runs of each model in the executor, numpy in -> numpy out, its inputs and outputs through pinned
+memory in pieces (opencl/staging.py, the default on discrete GPUs), in one piece on the caller's thread, and
+straight from pageable memory, the forms taken in turn --rounds times (a median of medians), then the kernels alone.
 """
 
 from __future__ import annotations
@@ -64,11 +69,53 @@ def measure_shape(queue: cl.CommandQueue, shape: tuple[int, ...], runs: int) -> 
     return row
 
 
+def measure_model(queue: cl.CommandQueue, path: str, runs: int, rounds: int) -> dict:
+    from mace.converter import convert_onnx
+    from mace.opencl import staging
+    from mace.opencl.executor import Executor
+    from mace.opencl.plan import DeviceTarget
+
+    ctx = queue.context
+    graph = convert_onnx(path)
+    target = DeviceTarget.from_device(queue.device)
+    rng = np.random.default_rng(0)
+    feeds = {t.name: rng.standard_normal(t.shape).astype(np.float32) for t in graph.inputs}
+
+    def executor(staged: bool) -> Executor:
+        return Executor(graph, ctx, queue, lambda s, o: cl.Program(ctx, s).build(options=o), target=target,
+                        host_staging=staged)
+
+    pinned, pageable = executor(True), executor(False)
+    pieces = staging.PIECE_BYTES
+    forms: dict[str, tuple[Executor, int]] = {"pinned_pieces": (pinned, pieces), "pinned_one_piece": (pinned, 1 << 62),
+                                              "pageable": (pageable, pieces)}
+    medians: dict[str, list[float]] = {form: [] for form in forms}
+    for _ in range(rounds):
+        for form, (ex, piece_bytes) in forms.items():
+            staging.PIECE_BYTES = piece_bytes
+            medians[form].append(median_ms(lambda ex=ex: ex.run(feeds), runs))
+    staging.PIECE_BYTES = pieces
+    got, want = pinned.run(feeds), pageable.run(feeds)
+    if any(not np.array_equal(got[name], want[name]) for name in want):
+        raise SystemExit(f"{path}: the staged run's outputs differ from the pageable run's")
+
+    def kernels() -> None:
+        pageable._enqueue_kernels()  # (the launches alone: what the transfers add to)
+        queue.finish()
+
+    row = {"model": path, "input_mb": sum(a.nbytes for a in feeds.values()) / 1e6}
+    row.update({form: float(np.median(values)) for form, values in medians.items()})
+    row["kernels"] = median_ms(kernels, runs)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="", help="part of the platform or device name (default: the first GPU)")
     ap.add_argument("--shapes", default="1x3x224x224,32x3x224x224,32x1000")
     ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--models", nargs="+", help="ONNX files: whole runs instead of --shapes")
+    ap.add_argument("--rounds", type=int, default=3, help="--models: the forms taken in turn this many times")
     ap.add_argument("--json")
     args = ap.parse_args()
     devices = [d for p in cl.get_platforms() for d in p.get_devices()
@@ -80,6 +127,17 @@ def main() -> None:
     ctx = cl.Context([device])
     queue = cl.CommandQueue(ctx)
     rows = []
+    if args.models:
+        print(f"{device.name}: ms, median of {args.rounds} rounds' medians of {args.runs} runs")
+        print(f"{'model':>24s} {'MB in':>6s} {'pieces':>8s} {'1 piece':>8s} {'pageable':>8s} {'kernels':>8s}")
+        for path in args.models:
+            row = measure_model(queue, path, args.runs, args.rounds)
+            rows.append(row)
+            print(f"{Path(path).stem:>24s} {row['input_mb']:6.1f} {row['pinned_pieces']:8.3f} "
+                  f"{row['pinned_one_piece']:8.3f} {row['pageable']:8.3f} {row['kernels']:8.3f}", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"device": device.name, "rows": rows}, indent=1))
+        return
     print(f"{device.name}: ms, median of {args.runs}")
     print(f"{'shape':>16s} {'MB':>6s} {'write':>8s} {'staged':>8s} {'copyto':>8s} {'read':>8s} {'staged':>8s}")
     for text in args.shapes.split(","):
