@@ -89,11 +89,11 @@ class Executor:
         self.kernels = [self._kernel(launch) for launch in self.plan.launches]
         self._inputs = [(t.name, t.shape, self._host_dtype(t.name)) for t in graph.inputs]
         self._outputs = [(t, self.plan.buffers[self.plan.buffer_of(t.name)]) for t in graph.outputs]
-        if host_staging is None:
-            host_staging = not queue.device.host_unified_memory
-        staged = {name: (tuple(shape), dtype) for name, shape, dtype in self._inputs}
-        staged.update({t.name: (tuple(t.shape), buf.dtype) for t, buf in self._outputs})
-        self.staging = HostStaging(context, queue, staged) if host_staging else None
+        self.staging: HostStaging | None = None
+        if host_staging if host_staging is not None else not queue.device.host_unified_memory:
+            staged = {name: (tuple(shape), dtype) for name, shape, dtype in self._inputs}
+            staged.update({t.name: (tuple(t.shape), buf.dtype) for t, buf in self._outputs})
+            self.staging = HostStaging(context, queue, staged)
         self.stats: dict[str, Any] = {
             "kernels": len(self.kernels),
             "specializations": self.plan.source.count("#define KERNEL_NAME"),

@@ -94,8 +94,8 @@ class HostStaging:
             np.copyto(stage, data, casting="unsafe")
             cl.enqueue_copy(queue, buffer, stage, is_blocking=False)
             return
-        into, source = stage.reshape(-1), data.reshape(-1)
-        copies = [copy_pool().submit(np.copyto, into[a:b], source[a:b], casting="unsafe") for a, b in spans]
+        into = stage.reshape(-1)
+        copies = _copy_pieces(into, data.reshape(-1), spans)
         try:
             for (start, stop), copy in zip(spans, copies):
                 copy.result()
@@ -111,12 +111,16 @@ class HostStaging:
         if len(spans) == 1:
             np.copyto(out, stage, casting="unsafe")
             return out
-        into, source = out.reshape(-1), stage.reshape(-1)
-        copies = [copy_pool().submit(np.copyto, into[a:b], source[a:b], casting="unsafe") for a, b in spans]
+        copies = _copy_pieces(out.reshape(-1), stage.reshape(-1), spans)
         _wait(copies)
         for copy in copies:
             copy.result()  # (re-raises a copy's failure)
         return out
+
+
+def _copy_pieces(into: np.ndarray, source: np.ndarray, spans: list[tuple[int, int]]) -> list[Future[None]]:
+    """into[a:b] = source[a:b] (cast as casting="unsafe" does) for each span, on the copy threads."""
+    return [copy_pool().submit(np.copyto, into[a:b], source[a:b], casting="unsafe") for a, b in spans]
 
 
 def _wait(copies: list[Future[None]]) -> None:

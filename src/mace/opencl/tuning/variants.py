@@ -65,13 +65,13 @@ def _target_identity(target: DeviceTarget | None) -> dict[str, Any] | None:
     if target is None:
         return None
     fields = {f.name: getattr(target, f.name) for f in dataclasses.fields(target)
-              if f.name not in ("policy", "half_storage", "tensor_cores", "nvidia_ptx", "tf32")}  # (half: fp16_fp32)
-    fields.pop("cpu_simd_floats")
-    if target.cpu_simd_floats != 16:  # added only where not 16, likewise
-        fields["cpu_simd_floats"] = target.cpu_simd_floats
+              if f.name not in ("policy", "half_storage", "tensor_cores", "nvidia_ptx", "tf32", "cpu_simd_floats")}
+    # (half_storage: fp16_fp32's, in _specialization)
     for flag in ("tensor_cores", "nvidia_ptx", "tf32"):  # added only where true: older keys keep their meaning
         if getattr(target, flag):
             fields[flag] = True
+    if target.cpu_simd_floats != 16:  # likewise only where not 16
+        fields["cpu_simd_floats"] = target.cpu_simd_floats
     if target.policy != DEFAULT_POLICY:
         fields["policy"] = dataclasses.asdict(target.policy)
     return fields
