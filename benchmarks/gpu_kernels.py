@@ -109,6 +109,10 @@ SWEEP: dict[str, TilingPolicy] = {
     "nounroll": replace(P, gpu_tiles=tuple(replace(t, unroll=False) for t in P.gpu_tiles)),
     "allunroll": replace(P, gpu_tiles=tuple(replace(t, unroll=True) for t in P.gpu_tiles)),
     "mmanounroll": replace(P, gpu_mma_tiles=tuple(replace(t, unroll=False) for t in P.gpu_mma_tiles)),
+    # the tensor-core tiles without the 32 x 128 block (convolutions of 32 or 96 output channels), or with 32 x 64
+    "nomma32": replace(P, gpu_mma_tiles=MMA_TILES[:1]),
+    "mma32x64": replace(P, gpu_mma_tiles=(*MMA_TILES[:1], GemmTile(4, 16, 8, 4, bk=16, max_splits=4, per_cu=6,
+                                                                   unroll=True, mma=True))),
     "xall": replace(P, gpu_tiles=(*P.gpu_tiles, GemmTile(8, 16, 8, 8, bk=8, max_splits=4),
                                   GemmTile(16, 8, 8, 8, bk=8, max_splits=4), GemmTile(8, 8, 8, 8, bk=8, max_splits=4))),
 }

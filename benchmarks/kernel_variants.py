@@ -47,11 +47,33 @@ def replaced(old: str, new: str) -> Callable[[str], str | None]:
     return lambda source: source.replace(old, new) if old in source else None
 
 
+# the SIMT tiles' work items placed so that a warp covers 8 columns x 4 rows of the LN x LM grid, not 32 x 1 (or
+# 16 x 2): its vector reads of a k row then fall on 128 bytes of B and 64 of A
+LOCAL_IDS = "const int lx = get_local_id(0), ly = get_local_id(1), tid = ly * LN + lx;"
+WARP_8X4 = LOCAL_IDS + """
+#if !MMA && LN % 8 == 0 && LM % 4 == 0 && LM * LN % 32 == 0
+    const int wx_ = (tid / 32) % (LN / 8) * 8 + tid % 8, wy_ = (tid / 32) / (LN / 8) * 4 + tid % 32 / 8;
+#else
+    const int wx_ = lx, wy_ = ly;
+#endif"""
+
+
+def warp_8x4(source: str) -> str | None:
+    if LOCAL_IDS not in source:
+        return None
+    source = source.replace(LOCAL_IDS, WARP_8X4)
+    for old, new in (("+ ly * VM +", "+ wy_ * VM +"), ("+ lx * VN +", "+ wx_ * VN +"),
+                     ("(ly + (i) * LM)", "(wy_ + (i) * LM)"), ("(lx + (j) * LN)", "(wx_ + (j) * LN)")):
+        source = source.replace(old, new)
+    return source
+
+
 VARIANTS: dict[str, tuple[Callable[[str], str | None], bool]] = {  # name -> (edit or None, a correct program)
     "default": (lambda source: source, True),
     "mma_unheld": (replaced(SPLIT, SPLIT_UNHELD), True),  # NaN for an infinite operand
     "mma_lo_rounded": (replaced(SPLIT, SPLIT_LO_ROUNDED), True),
     "mma_hi_truncated": (replaced(SPLIT, SPLIT_TRUNCATED), True),
+    "warp8x4": (warp_8x4, True),
     "sum_no_fence": (replaced(FENCE, "mem_fence(CLK_GLOBAL_MEM_FENCE);"), False),
     "sum_no_volatile": (replaced(SUMS, SUMS.replace("volatile ", "")), False),
     "sum_no_atomic": (replaced(ARRIVAL, "(arrived) = (counts)[block];"), False),

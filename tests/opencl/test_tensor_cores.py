@@ -70,6 +70,16 @@ def test_tensor_core_targets_plan_mma_tiles_and_others_do_not_change() -> None:
     assert not gpu_gemm_tile(256, 8192, 512, 1, H200_TC, off, conv=True).mma
 
 
+def test_narrow_convolutions_take_the_32_row_tensor_core_block() -> None:
+    # 32 or 96 output channels: a 64-row block would be a quarter or half padding; 64, 128, 192 stay on 64 x 64, and
+    # 160 (a sixth padding there) too
+    blocks = {m: gpu_gemm_tile(m, 32 * 35 * 35, 864, 1, H200_TC, MMA_ON, conv=True) for m in (32, 64, 96, 160, 192)}
+    assert all(tile.mma for tile in blocks.values())
+    assert {m: (t.bm, t.bn) for m, t in blocks.items()} == {32: (32, 128), 64: (64, 64), 96: (32, 128),
+                                                            160: (64, 64), 192: (64, 64)}
+    assert not gpu_gemm_tile(48, 32 * 35 * 35, 864, 1, H200_TC, MMA_ON, conv=True).mma  # a quarter padding in both
+
+
 @pytest.fixture(scope="module")
 def nvidia_sm80() -> Any:
     cl = pytest.importorskip("pyopencl")
@@ -106,8 +116,10 @@ def test_mma_tiles_compute_at_fp32_accuracy(nvidia_sm80: Any) -> None:
     # and k split in two on 50 compute units, the splits summed by the last work-group (SPLIT_SUM) and by ksum (the
     # uniform split: this conv's 54 blocks are too few for the tail split to pay)
     split = dataclasses.replace(WITH_MMA, gpu_min_fill=0.0, gpu_split_round_up=True, gpu_tail_split=False)
+    # (every MMA tile alone: the 32 x 128 block too, which FIRST_FIT's order leaves behind the 64 x 64 one)
+    alone = [dataclasses.replace(FIRST_FIT, gpu_mma_tiles=(tile,)) for tile in MMA_TILES[1:]]
     targets = [dataclasses.replace(target, policy=policy)
-               for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), WITH_MMA)]
+               for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), WITH_MMA, *alone)]
     targets += [dataclasses.replace(target, compute_units=50,
                                     policy=dataclasses.replace(split, gpu_split_sum_most=most)) for most in (64, 0)]
     for tiled in targets:

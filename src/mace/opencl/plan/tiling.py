@@ -103,8 +103,15 @@ class GemmTile:
 
 # gemm_tiled.cl's tensor-core tiles (TilingPolicy.gpu_mma_tiles): 64 x 64 blocks on 4 warps, 32 x 32 each, BK 16.
 # Measured on an H200 (ResNet-50 at batch 32, kernels, an earlier split): BK 16 9.71 ms, BK 32 10.24, 128 x 64 blocks
-# on 8 warps 11.87. Its inner blocks load unchecked (unroll: benchmarks/RESULTS.md, session 12).
-MMA_TILES: Final = (GemmTile(8, 16, 8, 4, bk=16, max_splits=4, per_cu=3, unroll=True, mma=True),)
+# on 8 warps 11.87. Its inner blocks load unchecked (unroll: benchmarks/RESULTS.md, session 12). Then 32 x 128
+# blocks, for convolutions of 32 or 96 output channels, where a 64-row block is mostly padding (gpu_min_fill) and
+# the SIMT tiles ran at half the rate: Inception-v3 at batch 32, kernels 14217 -> 12999 us (Conv2d_2a_3x3, M 32,
+# 750 -> 426 us; the 96-channel 3 x 3 ones 383 -> 212, 258 -> 157), where 32 x 64 blocks on 2 warps gave 13111;
+# equal sizes keep this order, so M 64, 128, ... stay on the 64 x 64 block.
+MMA_TILES: Final = (
+    GemmTile(8, 16, 8, 4, bk=16, max_splits=4, per_cu=3, unroll=True, mma=True),
+    GemmTile(4, 32, 8, 4, bk=16, max_splits=4, per_cu=3, unroll=True, mma=True),
+)
 
 
 @dataclass(frozen=True)
