@@ -368,23 +368,30 @@ def test_sliced_operands_are_views_and_unviewable_chains_are_copied(scrambled_v:
     opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
 
 
-def _sequence_first_model(batch: int) -> Any:
+def _sequence_first_model(batch: int, h: int = 2, d: int = 4, block: str = "") -> Any:
     """torch's MultiheadAttention as exported with its [tokens, batch, features] layout (torchvision's ViT): the
     packed qkv product split by Reshape, Unsqueeze, Transpose, Squeeze and a Gather each, the heads moved by Reshape
     [S, B * H, D] and Transpose, Reshape [B, H, S, D]; the output back by Transpose and Reshape [S * B, E]. At batch
     > 1 the Reshape to [S, B * H, D] merges dims that lie apart in the qkv product (B and H): no single stride says
-    it, but the chain's end does."""
-    s, h, d = 5, 2, 4
+    it, but the chain's end does. ``block`` ("residual", or "late" for a residual computed after the output
+    projection): the encoder block around it, as torchvision's ViT has it: the input ``x`` [B, S, E] transposed to
+    [S, B, E] first, then the output projection (Gemm), Reshape [S, B, E], Transpose back to [B, S, E] and the
+    residual Add of ``x`` (late: of Relu(x), a node after the projection)."""
+    s = 5
     e = h * d
-    inits = {"w": random_array(e, 3 * e, seed=7), "split": np.asarray([s, batch, 3, e], np.int64),
-             "zero": np.asarray([0], np.int64), "three": np.asarray([3], np.int64),
+    bound = 2.0 * min(1.0, 8 / e)  # (-2, 2) at the smallest size; smaller for wide layers (soft attention)
+    inits = {"w": random_array(e, 3 * e, seed=7, low=-bound, high=bound),
+             "split": np.asarray([s, batch, 3, e], np.int64), "zero": np.asarray([0], np.int64),
+             "three": np.asarray([3], np.int64),
              "heads": np.asarray([s, batch * h, d], np.int64), "bhsd": np.asarray([batch, h, s, d], np.int64),
              "rows": np.asarray([s * batch, e], np.int64)}
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["qkv"]),
-             helper.make_node("Reshape", ["qkv", "split"], ["qkv4"]),
-             helper.make_node("Unsqueeze", ["qkv4", "zero"], ["qkv5"]),
-             helper.make_node("Transpose", ["qkv5"], ["parts5"], perm=[3, 1, 2, 0, 4]),
-             helper.make_node("Squeeze", ["parts5", "three"], ["parts"])]
+    first = "xs" if block else "x"
+    nodes = [helper.make_node("Transpose", ["x"], ["xs"], perm=[1, 0, 2])] if block else []
+    nodes += [helper.make_node("MatMul", [first, "w"], ["qkv"]),
+              helper.make_node("Reshape", ["qkv", "split"], ["qkv4"]),
+              helper.make_node("Unsqueeze", ["qkv4", "zero"], ["qkv5"]),
+              helper.make_node("Transpose", ["qkv5"], ["parts5"], perm=[3, 1, 2, 0, 4]),
+              helper.make_node("Squeeze", ["parts5", "three"], ["parts"])]
     for i, part in enumerate("qkv"):
         inits[f"i{part}"] = np.asarray(i, np.int64)
         nodes += [helper.make_node("Gather", ["parts", f"i{part}"], [f"{part}_sbe"], axis=0),
@@ -397,7 +404,16 @@ def _sequence_first_model(batch: int) -> Any:
               helper.make_node("MatMul", ["probs", "v"], ["ctx"]),
               helper.make_node("Transpose", ["ctx"], ["ctx_s"], perm=[2, 0, 1, 3]),
               helper.make_node("Reshape", ["ctx_s", "rows"], ["y"])]
-    return onnx_model(nodes, {"x": [s, batch, e]}, {"y": None}, inits, opset=17)
+    if not block:
+        return onnx_model(nodes, {"x": [s, batch, e]}, {"y": None}, inits, opset=17)
+    inits.update({"wo": random_array(e, e, seed=8, low=-bound, high=bound), "bo": random_array(e, seed=9),
+                  "sbe": np.asarray([s, batch, e], np.int64)})
+    nodes += [helper.make_node("Gemm", ["y", "wo", "bo"], ["o"], transB=1),
+              *([helper.make_node("Relu", ["x"], ["res"])] if block == "late" else []),
+              helper.make_node("Reshape", ["o", "sbe"], ["o3"]),
+              helper.make_node("Transpose", ["o3"], ["ob"], perm=[1, 0, 2]),
+              helper.make_node("Add", ["res" if block == "late" else "x", "ob"], ["out"])]
+    return onnx_model(nodes, {"x": [batch, s, e]}, {"out": None}, inits, opset=17)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -408,3 +424,21 @@ def test_sequence_first_qkv_splits_are_views_at_any_batch(batch: int, opencl_che
     assert launch_ops(graph) == Counter({"MatMul": 1, SDPA: 1})
     f = {"x": random_array(5, batch, 8, seed=3)}
     opencl_check(graph, f, check_cpu(model, graph, f), every_variant(graph))
+
+
+@pytest.mark.parametrize(("batch", "block"), [(1, "residual"), (3, "residual"), (3, "late"), (4, "big")])
+def test_sequence_first_output_projection_writes_the_transposed_rows(batch: int, block: str,
+                                                                     opencl_check: OpenCLCheck) -> None:
+    # the projection of the [tokens, batch] rows stores them as [batch, tokens] (gemm.fold_output_transposes): no
+    # launch for the Transpose back, nor for the residual Add after it where the residual is there before the
+    # projection (late: only the Transpose); "big": K 256, split between work-groups and summed (ksum, SPLIT_SUM)
+    model = _sequence_first_model(batch, h=4 if block == "big" else 2, d=64 if block == "big" else 4,
+                                  block="late" if block == "late" else "residual")
+    graph = _fused(model)
+    launches = launch_ops(graph)
+    assert not launches["Transpose"] and launches["Add"] == (block == "late"), launches
+    assert launches["Gemm"] == (2 if block == "big" else 1)  # (a big one's k split, summed by ksum)
+    assert ("#define Y_PERMUTE" in plan_graph(graph, GPU).source) == (batch > 1)
+    e = 256 if block == "big" else 8
+    f = {"x": random_array(batch, 5, e, seed=3)}
+    opencl_check(graph, f, check_cpu(model, graph, f))

@@ -31,7 +31,7 @@
 // SPLIT_SUM SPLIT_FROM MMA MMA_PASSES MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C
 // ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T,
 // DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET;
-// ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
+// Y_PERMUTE (optional, below); ALPHA BETA; HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v).
 // Global size: (ceil(N / BN) * LN, ceil(M / BM) * LM, BATCH * SPLITS), or SPLIT_SUM's; local size (LN, LM, 1).
 //
 // MMA (targets with tensor cores, DeviceTarget.tensor_cores: NVIDIA, sm_80 on): the products run on the tensor cores
@@ -47,8 +47,16 @@
 // through registers (ra, rb) into one.
 //
 // SPLIT_K_SUM: y = epilogue(sum over splits of part), one work item per output element.
-// Defines: SPLIT_K_SUM; KERNEL_NAME; C_T R_T Y_T; M N BATCH SPLITS; Y_BSTRIDE Y_OFFSET; ALPHA BETA; HAS_BIAS CS_M
-// CS_N; HAS_RESIDUAL; ACTIVATE(v). Global size: (BATCH * M * N).
+// Defines: SPLIT_K_SUM; KERNEL_NAME; C_T R_T Y_T; M N BATCH SPLITS; Y_BSTRIDE Y_OFFSET; Y_PERMUTE; ALPHA BETA;
+// HAS_BIAS CS_M CS_N; HAS_RESIDUAL; ACTIVATE(v). Global size: (BATCH * M * N).
+
+// Y_PERMUTE Q (one product, BATCH 1): output row r * Q + q is stored as row q * (M / Q) + r, and the residual read
+// there (a Transpose of [M / Q, Q, N] to [Q, M / Q, N] after the product, folded into its store)
+#if defined(Y_PERMUTE) && Y_PERMUTE > 1
+#define YROW(m) ((m) % Y_PERMUTE * (M / Y_PERMUTE) + (m) / Y_PERMUTE)
+#else
+#define YROW(m) (m)
+#endif
 
 #if TILED_GEMM
 #if MMA && !defined(MMA_HELPERS)
@@ -426,7 +434,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #define OUT_BIAS(m, n) -0.0f  // x + -0 is x, -0 included: nothing added
 #endif
 #if HAS_RESIDUAL
-#define OUT_RES(m, n) LOAD(R_T, res, (IMG(n) * M + (m)) * YN + POS(n))
+#define OUT_RES(m, n) LOAD(R_T, res, (IMG(n) * M + YROW(m)) * YN + POS(n))
 #else
 #define OUT_RES(m, n) -0.0f
 #endif
@@ -436,7 +444,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         float v = ALPHA * (sum);                                                                           \
         v += OUT_BIAS(m, n);                                                                               \
         v += OUT_RES(m, n);                                                                                \
-        STORE(Y_T, y, IMG(n) * Y_BSTRIDE + Y_OFFSET + (m) * YN + POS(n), ACTIVATE(v));                     \
+        STORE(Y_T, y, IMG(n) * Y_BSTRIDE + Y_OFFSET + YROW(m) * YN + POS(n), ACTIVATE(v));                 \
     }
 #define PART(s, m, n) ((s) * (BATCH * M * N) + (IMG(n) * M + (m)) * YN + POS(n))
 // STMT for each output (m, n) of this work item, its sum in acc_v
@@ -545,14 +553,16 @@ __kernel void KERNEL_NAME(__global const float* part,
     float sum = 0.0f;
     for (int s = 0; s < SPLITS; ++s) sum += part[s * (BATCH * M * N) + yo];
     float v = ALPHA * sum;
+    const int m = (yo / N) % M, n = yo % N;  // (the bias does not vary over the batch: codegen checks)
+    const int at = batch * M * N + YROW(m) * N + n;  // where y[batch][m][n] and its residual lie
 #if HAS_BIAS
-    const int m = (yo / N) % M, n = yo % N;  // the bias does not vary over the batch (codegen checks)
     v += BETA * LOAD(C_T, c, m * CS_M + n * CS_N);
 #endif
 #if HAS_RESIDUAL
-    v += LOAD(R_T, res, yo);
+    v += LOAD(R_T, res, at);
 #endif
-    STORE(Y_T, y, batch * Y_BSTRIDE + Y_OFFSET + yo % (M * N), ACTIVATE(v));
+    STORE(Y_T, y, batch * Y_BSTRIDE + Y_OFFSET + at % (M * N), ACTIVATE(v));
 }
 #endif  // SPLIT_K_SUM
+#undef YROW
 

@@ -5,6 +5,7 @@ targets take gemm_tiled.py's kernels instead, CPU targets gemm_cpu.py's where it
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -64,7 +65,8 @@ def _lower_gemm(p: Planner, node: Node) -> None:
         c_strides = (bs[0], bs[1])
     alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
     shape = GemmShape(m, n, k, a_strides, b_strides, c_strides, alpha=alpha, beta=beta)
-    gemm(p, node, a, b, bias, residual, y, shape)
+    y, permute, added = p.permuted_outputs.get(y, (y, 1, None))
+    gemm(p, node, a, b, bias, residual or added, y, replace(shape, y_permute=permute))
 
 
 @prepass
@@ -122,7 +124,51 @@ def _lower_matmul(p: Planner, node: Node) -> None:
     core, residual = epilogue_split(node)
     a, b, bias, y = core[0], core[1], optional(core, 2), node.outputs[0]
     a, b, shape = matmul_operands(p, a, b, bias, y)
-    gemm(p, node, a, b, bias, residual, y, shape)
+    y, permute, added = p.permuted_outputs.get(y, (y, 1, None))
+    gemm(p, node, a, b, bias, residual or added, y, replace(shape, y_permute=permute))
+
+
+@prepass
+def fold_output_transposes(p: Planner) -> None:
+    """GPU targets: a 2-D product (Gemm, MatMul) of [R * Q, N] whose output only a Reshape to [R, Q, N] reads, and
+    that only a Transpose to [Q, R, N], writes the Transpose's output itself, its rows permuted as it stores them
+    (gemm_tiled.cl Y_PERMUTE): torch's sequence-first attention output (torchvision's ViT at batch > 1), where the
+    Transpose was a copy kernel. An Add that is the Transpose's only reader, of a tensor of its shape computed
+    before the product, becomes the product's residual (where neither has an activation): no launch for it either.
+    Sets ``p.permuted_outputs`` and absorbs the nodes."""
+    if not p.gpu:
+        return
+    producers = p.graph.producers()
+    order = {node.name: i for i, node in enumerate(p.graph.nodes)}
+    for node in p.graph.nodes:
+        y = node.outputs[0] if node.op in ("Gemm", "MatMul") and node.outputs else ""
+        reshape = _sole_reader(p, y, "Reshape") if y and len(p.shape(y)) == 2 else None
+        transpose = _sole_reader(p, reshape.outputs[0], "Transpose") if reshape else None
+        if reshape is None or transpose is None or [int(d) for d in transpose.attrs.get("perm", [])] != [1, 0, 2]:
+            continue
+        (rows, n), split = p.shape(y), p.shape(reshape.outputs[0])
+        if len(split) != 3 or split[0] * split[1] != rows or split[2] != n or split[1] < 2 or n < 2:
+            continue
+        final, residual, absorbed = transpose.outputs[0], None, [reshape, transpose]
+        add = _sole_reader(p, final, "Add")
+        if add is not None and not node.attrs.get("residual") and not node.attrs.get("activation") \
+                and not add.attrs.get("activation") and len(add.inputs) == 2:
+            other = add.inputs[1] if add.inputs[0] == final else add.inputs[0]
+            source = producers.get(other)
+            if (other != final and p.shape(other) == p.shape(final) and p.tag(other) == p.tag(final)
+                    and (source is None or order[source.name] < order[node.name])):
+                final, residual = add.outputs[0], other
+                absorbed.append(add)
+        p.permuted_outputs[y] = (final, split[1], residual)
+        p.absorbed.update(n.name for n in absorbed)
+
+
+def _sole_reader(p: Planner, value: str, op: str) -> Node | None:
+    """The node of type ``op`` that is ``value``'s only reader, where ``value`` is no graph output."""
+    users = p.consumers.get(value, [])
+    if value in p.graph_outputs or len(users) != 1 or users[0].op != op:
+        return None
+    return users[0]
 
 
 def matmul_operands(

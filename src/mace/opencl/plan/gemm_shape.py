@@ -10,7 +10,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class GemmShape:
     """How gemm.cl addresses its operands: element strides of A over (m, k), B over (k, n), the bias over (m, n), and
-    of each operand over the batch dims."""
+    of each operand over the batch dims. ``y_permute`` Q > 1 (one 2-D product, GPU targets only): output row
+    r * Q + q is stored as row q * (M / Q) + r, a Transpose of [M / Q, Q, N] to [Q, M / Q, N] folded into the store
+    (gemm.fold_output_transposes), the residual read at the same place."""
 
     m: int
     n: int
@@ -24,3 +26,4 @@ class GemmShape:
     c_batch: tuple[int, ...] = ()
     alpha: float = 1.0
     beta: float = 1.0
+    y_permute: int = 1

@@ -48,6 +48,7 @@ def gpu_gemm(
     batch: dict[str, Any] = {"BATCH": nbatch, "BATCH_RANK": len(bshape) if nbatch > 1 else 0}
     if nbatch > 1:
         batch.update({"BATCH_SHAPE": bshape, "A_BSTRIDES": a_bs, "B_BSTRIDES": b_bs, "C_BSTRIDES": c_bs})
+    assert g.y_permute == 1 or (nbatch == 1 and g.m > 1 and g.n > 1), "permuted rows: one product of rows and columns"
     if g.n == 1 and g.m > 1:  # y = A.b is y^T = b^T.A^T: a row times a matrix, with the operands' roles swapped
         swapped = dict(batch, A_BSTRIDES=b_bs, B_BSTRIDES=a_bs) if nbatch > 1 else batch
         b_strides = (g.a_strides[1], g.a_strides[0])
@@ -60,7 +61,8 @@ def gpu_gemm(
     defines.update({"AS_M": g.a_strides[0], "AS_K": g.a_strides[1], "A_MFAST": g.a_strides[0] == 1, "CONV": 0, **rows})
     defines.update({"BS_K": g.b_strides[0], "BS_N": g.b_strides[1], "B_NFAST": g.b_strides[1] == 1}, **batch)
     can_split = not any(c_bs) or bias is None
-    _tiled(p, node, defines, [p.use(a), p.use(b)], bias, g.c_strides, residual, out, g, nbatch, can_split)
+    _tiled(p, node, defines, [p.use(a), p.use(b)], bias, g.c_strides, residual, out, g, nbatch, can_split,
+           y_permute=g.y_permute)
 
 
 def gpu_conv(
@@ -154,9 +156,10 @@ def _tiled(
     can_split: bool,
     fold: int = 1,
     tile: GemmTile | None = None,
+    y_permute: int = 1,
 ) -> None:
     """``g``'s product on gemm_tiled.cl, ``nbatch`` of them (``fold``: that many images side by side along n, FOLD),
-    with ``tile`` or else _gpu_tile's choice."""
+    with ``tile`` or else _gpu_tile's choice; ``y_permute``: product_launches'."""
     assert p.target is not None
     if tile is None:
         tile = _gpu_tile(p, node, g.m, g.n, g.k, nbatch, can_split, conv=bool(defines["CONV"]),
@@ -182,7 +185,7 @@ def _tiled(
         grid = [(tile.split_from + split_blocks * splits) * tile.ln, tile.lm, 1]
         part = (split_blocks, splits, tile.bm, tile.bn)
     product_launches(p, node, "tgemm", defines, operands, (out, bias, c_strides, residual), shape, (grid, local),
-                     split_blocks, (g.alpha, g.beta), part)
+                     split_blocks, (g.alpha, g.beta), part, y_permute)
 
 
 def product_launches(
@@ -197,6 +200,7 @@ def product_launches(
     sum_groups: int,
     scale: tuple[float, float] = (1.0, 1.0),
     summed_part: tuple[int, ...] = (),
+    y_permute: int = 1,
 ) -> None:
     """The launches of a work-group tiled product (``family``: gemm_tiled.cl's tgemm, block.cl's irblock) whose
     ``writes`` = (out, bias, bias strides (m, n), residual) get the conv/GEMM epilogue, ``shape`` = (splits, batch,
@@ -204,13 +208,17 @@ def product_launches(
     epilogue; with more, its work-groups write partial sums to part[splits][batch][m][n] (or ``summed_part``, the
     kernel's own layout), summed (in the same order) by the last of each block's work-groups where ``sum_groups``
     (the blocks split, counted in Planner.counters: SPLIT_SUM, NVIDIA targets) or else by a second launch
-    (SPLIT_K_SUM). ``out`` may be a slice of a Concat's output (placement.py)."""
+    (SPLIT_K_SUM). ``out`` may be a slice of a Concat's output (placement.py), or with ``y_permute`` Q > 1 (gemm_tiled's
+    only) take row r * Q + q at row q * (m / Q) + r, and the residual from there (GemmShape.y_permute)."""
     out, bias, c_strides, residual = writes
     splits, batch, m, n = shape
     grid, local = sizes
     root, offset, bstride = p.placement.get(out, (out, 0, m * n))  # a slice of a Concat's output (placement.py)
     epilogue: dict[str, Any] = {"Y_T": p.tag(out), "Y_BSTRIDE": bstride, "Y_OFFSET": offset}
     epilogue.update({"ALPHA": scale[0], "BETA": scale[1], "HAS_BIAS": bias is not None})
+    if y_permute > 1:
+        assert batch == 1 and m % y_permute == 0 and out not in p.placement, "permuted rows: one unplaced product"
+        epilogue["Y_PERMUTE"] = y_permute
     tail: list[Arg] = []
     if bias is not None:
         epilogue.update({"C_T": p.tag(bias), "CS_M": c_strides[0], "CS_N": c_strides[1]})

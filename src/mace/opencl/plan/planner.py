@@ -168,6 +168,10 @@ class Planner:
         # nodes whose output another node's launch writes (the Transpose after an attention) or computes where it
         # reads it (a depthwise conv in its pointwise reader's loader), lowered to nothing
         self.absorbed: set[str] = set()
+        # product output -> (the value its launch writes instead, Q, a residual it adds): a [R * Q, N] product whose
+        # rows reach the rest of the graph only through a Reshape to [R, Q, N], a Transpose to [Q, R, N] and maybe
+        # an Add, which are lowered to nothing (set by gemm.fold_output_transposes)
+        self.permuted_outputs: dict[str, tuple[str, int, str | None]] = {}
         # pointwise Conv -> the depthwise Conv whose output its GEMM's loader computes (set by conv.fuse_depthwise)
         self.fused_depthwise: dict[str, Node] = {}
         # pointwise Conv -> the expand Conv before its fused depthwise conv, the block's shape and blocking: the three
