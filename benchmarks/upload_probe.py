@@ -4,6 +4,11 @@ the transfer from there), as PyTorch's CUDA-graph peer in compare.py does. Media
 
     python3 benchmarks/upload_probe.py [--device nvidia] [--shapes 1x3x224x224,32x3x224x224,32x1000] [--json out.json]
     python3 benchmarks/upload_probe.py --models MODEL.onnx ... [--rounds 3]
+    python3 benchmarks/upload_probe.py --pieces 32x3x224x224
+
+--pieces SHAPE: one float input of SHAPE copied from numpy into pinned memory on 4 or 8 threads in pieces of 1, 2 or
+4 MB and uploaded (one upload after the copies, each piece's enqueued in order as its copy ends, or by the thread
+that copied it), against one thread and one upload: what opencl/staging.py's PIECE_BYTES and COPY_THREADS trade.
 
 --models: whole runs of each model in the executor, numpy in -> numpy out, its inputs and outputs through pinned
 memory in pieces (opencl/staging.py, the default on discrete GPUs), in one piece on the caller's thread, and
@@ -13,10 +18,12 @@ straight from pageable memory, the forms taken in turn --rounds times (a median 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyopencl as cl
@@ -109,6 +116,64 @@ def measure_model(queue: cl.CommandQueue, path: str, runs: int, rounds: int) -> 
     return row
 
 
+def measure_pieces(queue: cl.CommandQueue, shape: tuple[int, ...], runs: int) -> dict[str, float]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mace.opencl.staging import HostStaging
+
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    stage = HostStaging(queue.context, queue, {"x": (shape, np.dtype(np.float32))}).arrays["x"]
+    buffer = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, data.nbytes)
+
+    def one_thread() -> None:
+        np.copyto(stage, data)
+        cl.enqueue_copy(queue, buffer, stage, is_blocking=False)
+        queue.finish()
+
+    rows = {"1 thread, one upload": median_ms(one_thread, runs)}
+    for threads in (4, 8):
+        with ThreadPoolExecutor(threads) as pool:
+            for mb in (1, 2, 4):
+                count = max(1, data.nbytes // (mb << 20))
+                spans = list(itertools.pairwise([data.size * i // count for i in range(count + 1)]))
+                for form, fn in _piece_forms(queue, buffer, stage, data, pool, spans).items():
+                    rows[f"{threads} threads, {mb} MB: {form}"] = median_ms(fn, runs)
+    return rows
+
+
+def _piece_forms(queue: cl.CommandQueue, buffer: cl.Buffer, stage: np.ndarray, data: np.ndarray, pool: Any,
+                 spans: list[tuple[int, int]]) -> dict[str, Callable[[], None]]:
+    """data copied into stage in ``spans`` on ``pool`` and uploaded to ``buffer``, three ways, each finished."""
+    flat, source = stage.reshape(-1), data.reshape(-1)
+
+    def upload(a: int, b: int) -> None:
+        cl.enqueue_copy(queue, buffer, flat[a:b], dst_offset=a * flat.itemsize, is_blocking=False)
+
+    def copy(a: int, b: int, then_upload: bool) -> None:
+        np.copyto(flat[a:b], source[a:b])
+        if then_upload:
+            upload(a, b)
+
+    def then_one() -> None:
+        for done in [pool.submit(copy, a, b, False) for a, b in spans]:
+            done.result()
+        cl.enqueue_copy(queue, buffer, stage, is_blocking=False)
+        queue.finish()
+
+    def in_order() -> None:
+        for (a, b), done in zip(spans, [pool.submit(copy, a, b, False) for a, b in spans]):
+            done.result()
+            upload(a, b)
+        queue.finish()
+
+    def by_copier() -> None:
+        for done in [pool.submit(copy, a, b, True) for a, b in spans]:
+            done.result()
+        queue.finish()
+
+    return {"copies, one upload": then_one, "each upload in order": in_order, "each upload by its copier": by_copier}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="", help="part of the platform or device name (default: the first GPU)")
@@ -116,6 +181,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=60)
     ap.add_argument("--models", nargs="+", help="ONNX files: whole runs instead of --shapes")
     ap.add_argument("--rounds", type=int, default=3, help="--models: the forms taken in turn this many times")
+    ap.add_argument("--pieces", help="SHAPE: the staging's piece sizes and threads for one input of SHAPE")
     ap.add_argument("--json")
     args = ap.parse_args()
     devices = [d for p in cl.get_platforms() for d in p.get_devices()
@@ -127,6 +193,15 @@ def main() -> None:
     ctx = cl.Context([device])
     queue = cl.CommandQueue(ctx)
     rows = []
+    if args.pieces:
+        shape = tuple(int(d) for d in args.pieces.split("x"))
+        print(f"{device.name}: ms, median of {args.runs}, {4 * np.prod(shape) / 1e6:.1f} MB copied and uploaded")
+        times = measure_pieces(queue, shape, args.runs)
+        for form, ms in times.items():
+            print(f"  {form:48s} {ms:8.3f}")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"device": device.name, "shape": shape, "ms": times}, indent=1))
+        return
     if args.models:
         print(f"{device.name}: ms, median of {args.rounds} rounds' medians of {args.runs} runs")
         print(f"{'model':>24s} {'MB in':>6s} {'pieces':>8s} {'1 piece':>8s} {'pageable':>8s} {'kernels':>8s}")
