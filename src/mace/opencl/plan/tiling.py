@@ -153,7 +153,10 @@ class TilingPolicy:
     # layers that need k splits to fill the GPU lose (ResNet-50's 3 x 3 ones 40 -> 43 us), hence the groups bound;
     # those that fill it gain a few us (Inception-v3's two: 40.7 -> 31.7, 63.1 -> 53.2), but a tensor-core
     # specialization costs about a second of cold build (those two: 6.2 -> 8.1 s), hence the floor of multiply-adds,
-    # which leaves the benchmark models' batch-1 programs on the SIMT tiles.
+    # which leaves the benchmark models' batch-1 programs on the SIMT tiles. Measured again in session 13 (H200,
+    # cold builds, driver caches off): without the floor Inception-v3 at batch 1 takes 3 stem layers onto the tensor
+    # cores, kernels 1650 -> 1599 us, cold build 5.2-6.1 -> 5.7-6.6 s; ResNet-50 one, 922 -> 917 us, 2.3-2.5 ->
+    # 2.6 s: kept.
     # Before the fold and C_INNER, the held split was only as fast as the SIMT tiles, kernels:
     # ResNet-50 at batch 32 10.62 -> 10.53-10.62 ms held
     # (9.99-10.07 without the hold, which gave NaN for an infinite operand; 2.4e-5 -> 2.2e-5 from onnxruntime),
