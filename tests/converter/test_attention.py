@@ -21,7 +21,7 @@ from targets import GPU, OpenCLCheck
 import mace
 from mace.converter import convert_onnx
 from mace.model.ir import Graph
-from mace.opencl.plan import plan_graph
+from mace.opencl.plan import DeviceTarget, plan_graph
 from mace.opencl.plan.tiling import ATTENTION_VARIANTS
 from support import onnx_model, random_array, run_onnxruntime
 
@@ -431,7 +431,8 @@ def test_sequence_first_output_projection_writes_the_transposed_rows(batch: int,
                                                                      opencl_check: OpenCLCheck) -> None:
     # the projection of the [tokens, batch] rows stores them as [batch, tokens] (gemm.fold_output_transposes): no
     # launch for the Transpose back, nor for the residual Add after it where the residual is there before the
-    # projection (late: only the Transpose); "big": K 256, split between work-groups and summed (ksum, SPLIT_SUM)
+    # projection (late: only the Transpose); "big": K 256, split between work-groups and summed by a second launch
+    # (ksum; the in-kernel sum of NVIDIA targets: the test below)
     model = _sequence_first_model(batch, h=4 if block == "big" else 2, d=64 if block == "big" else 4,
                                   block="late" if block == "late" else "residual")
     graph = _fused(model)
@@ -441,4 +442,69 @@ def test_sequence_first_output_projection_writes_the_transposed_rows(batch: int,
     assert ("#define Y_PERMUTE" in plan_graph(graph, GPU).source) == (batch > 1)
     e = 256 if block == "big" else 8
     f = {"x": random_array(batch, 5, e, seed=3)}
+    opencl_check(graph, f, check_cpu(model, graph, f))
+
+
+def test_sequence_first_output_projection_sums_its_splits_in_the_kernel_on_nvidia() -> None:
+    cl = pytest.importorskip("pyopencl")
+    from mace.opencl.executor import Executor
+
+    try:
+        devices = [d for p in cl.get_platforms() for d in p.get_devices()]
+    except cl.Error:
+        devices = []
+    device = next((d for d in devices if DeviceTarget.from_device(d).nvidia_ptx), None)
+    if device is None:
+        pytest.skip("no NVIDIA OpenCL device (the in-kernel split sum, SPLIT_SUM)")
+    target = DeviceTarget.from_device(device)
+    model = _sequence_first_model(4, h=4, d=64, block="residual")
+    graph = _fused(model)
+    chunks = plan_graph(graph, target).source.split("// ---- ")
+    assert any("#define Y_PERMUTE 4" in c and "#define SPLIT_SUM 1" in c for c in chunks)
+    ctx = cl.Context([device])
+    f = {"x": random_array(4, 5, 256, seed=3)}
+    got = Executor(graph, ctx, cl.CommandQueue(ctx), lambda s, o: cl.Program(ctx, s).build(options=o),
+                   target=target).run(f)
+    expected = run_onnxruntime(model, f)["out"]
+    np.testing.assert_allclose(got["out"], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def _projections_model(reader: str) -> Any:
+    """2-D products of [S * B, E] rows, each through Reshape [S, B, E] and Transpose [B, S, E], that fold_transposes
+    or an attention's views already read through strides (``reader``: "matmul", a MatMul of the Transpose;
+    "attention", per-head Q, K, V moved to [B, H, S, D] by Reshape and Transpose into one attention)."""
+    s, b, h, d = 5, 3, 2, 4
+    e = h * d
+    inits = {"sbe": np.asarray([s, b, e], np.int64), "bshd": np.asarray([b, s, h, d], np.int64),
+             "scale": np.asarray(math.sqrt(d), np.float32), "w2": random_array(e, 4, seed=3)}
+    nodes = []
+    for i, part in enumerate("qkv" if reader == "attention" else "q"):
+        inits[f"w{part}"] = random_array(e, e, seed=10 + i, low=-0.5, high=0.5)
+        nodes += [helper.make_node("Gemm", ["x", f"w{part}"], [f"{part}2"]),
+                  helper.make_node("Reshape", [f"{part}2", "sbe"], [f"{part}3"]),
+                  helper.make_node("Transpose", [f"{part}3"], [f"{part}b"], perm=[1, 0, 2])]
+        if reader == "attention":
+            nodes += [helper.make_node("Reshape", [f"{part}b", "bshd"], [f"{part}4"]),
+                      helper.make_node("Transpose", [f"{part}4"], [f"{part}h"],
+                                       perm=[0, 2, 3, 1] if part == "k" else [0, 2, 1, 3])]
+    if reader == "attention":
+        nodes += [helper.make_node("MatMul", ["qh", "kh"], ["scores"]),
+                  helper.make_node("Div", ["scores", "scale"], ["scaled"]),
+                  helper.make_node("Softmax", ["scaled"], ["probs"], axis=-1),
+                  helper.make_node("MatMul", ["probs", "vh"], ["out"])]
+    else:
+        nodes.append(helper.make_node("MatMul", ["qb", "w2"], ["out"]))
+    return onnx_model(nodes, {"x": [s * b, e]}, {"out": None}, inits, opset=17)
+
+
+@pytest.mark.parametrize("reader", ["matmul", "attention"])
+def test_output_transposes_read_through_strides_stay_views(reader: str, opencl_check: OpenCLCheck) -> None:
+    # the Transpose after the product is a view its reader takes through strides (fold_transposes, or the start of
+    # an attention's chain of views): the product writes either its own rows (matmul) or the transposed ones that
+    # the chain then reads (attention), and every plan matches
+    model = _projections_model(reader)
+    graph = convert_onnx(model)
+    launches = launch_ops(graph)
+    assert not launches["Transpose"] and not launches["Reshape"], launches
+    f = {"x": random_array(15, 8, seed=4)}
     opencl_check(graph, f, check_cpu(model, graph, f))

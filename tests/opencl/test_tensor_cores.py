@@ -72,12 +72,16 @@ def test_tensor_core_targets_plan_mma_tiles_and_others_do_not_change() -> None:
 
 def test_narrow_convolutions_take_the_32_row_tensor_core_block() -> None:
     # 32 or 96 output channels: a 64-row block would be a quarter or half padding; 64, 128, 192 stay on 64 x 64, and
-    # 160 (a sixth padding there) too
+    # 160 (a sixth padding there) too: the 32-row block is taken where it is more than gpu_mma_fill_gain as full
     blocks = {m: gpu_gemm_tile(m, 32 * 35 * 35, 864, 1, H200_TC, MMA_ON, conv=True) for m in (32, 64, 96, 160, 192)}
     assert all(tile.mma for tile in blocks.values())
     assert {m: (t.bm, t.bn) for m, t in blocks.items()} == {32: (32, 128), 64: (64, 64), 96: (32, 128),
                                                             160: (64, 64), 192: (64, 64)}
     assert not gpu_gemm_tile(48, 32 * 35 * 35, 864, 1, H200_TC, MMA_ON, conv=True).mma  # a quarter padding in both
+    # ... where n fills whole blocks too (32 images of 56 x 56: the 64-row block exactly at the floor of a quarter
+    # padding) 96 still takes 32 rows, and 48, as full on either, the 64 x 64 block
+    assert gpu_gemm_tile(96, 32 * 56 * 56, 576, 1, H200_TC, MMA_ON, conv=True).bm == 32
+    assert gpu_gemm_tile(48, 32 * 56 * 56, 576, 1, H200_TC, MMA_ON, conv=True).bm == 64
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,16 @@ OP = "ScaledDotProductAttention"
 
 
 def _chain_nodes(p: Planner) -> dict[str, Node]:
-    """The view-op nodes on the chains that end in an attention's operands (name -> node)."""
+    """The view-op nodes on the chains that end in an attention's operands (name -> node); a chain starts after a
+    node another launch writes the output of (Planner.absorbed: gemm.fold_output_transposes)."""
     producers = p.graph.producers()
     found: dict[str, Node] = {}
     for node in p.graph.nodes:
         if node.op != OP:
             continue
         for value in node.inputs[:4]:
-            while value and (producer := producers.get(value)) is not None and producer.op in VIEW_OPS:
+            while (value and (producer := producers.get(value)) is not None and producer.op in VIEW_OPS
+                   and producer.name not in p.absorbed):
                 found[producer.name] = producer
                 value = producer.inputs[0]
     return found

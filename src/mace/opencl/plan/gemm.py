@@ -146,8 +146,10 @@ def fold_output_transposes(p: Planner) -> None:
         transpose = _sole_reader(p, reshape.outputs[0], "Transpose") if reshape else None
         if reshape is None or transpose is None or [int(d) for d in transpose.attrs.get("perm", [])] != [1, 0, 2]:
             continue
-        (rows, n), split = p.shape(y), p.shape(reshape.outputs[0])
-        if len(split) != 3 or split[0] * split[1] != rows or split[2] != n or split[1] < 2 or n < 2:
+        if transpose.outputs[0] in p.views:  # (MatMuls read it through strides: fold_transposes)
+            continue
+        (rows, cols), split = p.shape(y), p.shape(reshape.outputs[0])
+        if len(split) != 3 or split[0] * split[1] != rows or split[2] != cols or min(split[0], split[1], cols) < 2:
             continue
         final, residual, absorbed = transpose.outputs[0], None, [reshape, transpose]
         add = _sole_reader(p, final, "Add")
@@ -160,7 +162,7 @@ def fold_output_transposes(p: Planner) -> None:
                 final, residual = add.outputs[0], other
                 absorbed.append(add)
         p.permuted_outputs[y] = (final, split[1], residual)
-        p.absorbed.update(n.name for n in absorbed)
+        p.absorbed.update(a.name for a in absorbed)
 
 
 def _sole_reader(p: Planner, value: str, op: str) -> Node | None:

@@ -168,6 +168,10 @@ class TilingPolicy:
     gpu_mma_min_k: int = 128
     gpu_mma_min_groups_per_cu: int = 1
     gpu_mma_min_macs: int = 1 << 30
+    # ... the 32 x 128 block before the 64 x 64 one where its blocks are more than this much fuller: it runs at ~0.8 of
+    # the bigger one's rate per useful multiply-add (Inception-v3 at batch 32 on an H200: Conv2d_2a_3x3, M 32, 426 us
+    # against Conv2d_2b_3x3, M 64 of the same N and K, 679), so M 96 (fill 1 against 0.75) takes it, M 48 and 160 not
+    gpu_mma_fill_gain: float = 1.25
     # ... their tiles copied from global to local memory by cp.async into two stages (gemm_tiled.cl MMA_ASYNC), on
     # float operands with k channels inner. Off: measured on an H200 (kernels, batch 32, one lease) ResNet-50 9101 ->
     # 8946 us and Inception-v3 17865 -> 17144, but cold builds 5.8 -> 6.2 s and 10.8 -> 13.6 (one build each, which
@@ -562,6 +566,7 @@ def gpu_gemm_tile(
     # tensor-core tiles first, then the biggest (a stable sort: equals keep the policy's order)
     by_size = sorted(allowed, key=lambda t: (t.mma, t.bm * t.bn, t.tm * t.tn), reverse=True)
     fitting = [t for t in by_size if t.fill(m, n) >= policy.gpu_min_fill and _fits(t, target)]
+    fitting = _fullest_mma_first(fitting, m, n, policy.gpu_mma_fill_gain)
     tiles = [only] if only is not None else fitting or by_size[-1:]
 
     def most_splits(t: GemmTile) -> int:
@@ -594,6 +599,26 @@ def gpu_gemm_tile(
         return tile
     ks = _ceil_div(ksteps, splits) * tile.bk
     return replace(tile, splits=_ceil_div(k, ks), ks=ks, split_from=split_from)
+
+
+def _fullest_mma_first(tiles: list[GemmTile], m: int, n: int, gain: float) -> list[GemmTile]:
+    """``tiles`` with a later tensor-core tile of the first one's size moved before it where its blocks are more
+    than ``gain`` times as full (TilingPolicy.gpu_mma_fill_gain).
+
+        >>> big, narrow = MMA_TILES
+        >>> [t.bm for t in _fullest_mma_first([big, narrow], 96, 1 << 16, 1.25)]
+        [32, 64]
+        >>> [t.bm for t in _fullest_mma_first([big, narrow], 160, 1 << 16, 1.25)]
+        [64, 32]
+    """
+    if not tiles or not tiles[0].mma:
+        return tiles
+    first = tiles[0]
+    same = [t for t in tiles[1:] if t.mma and t.bm * t.bn == first.bm * first.bn]
+    best = max(same, key=lambda t: t.fill(m, n), default=first)
+    if best.fill(m, n) <= gain * first.fill(m, n):
+        return tiles
+    return [best, *(t for t in tiles if t is not best)]
 
 
 def _waves(groups: int, cus: int, per_cu: int, lone: float) -> float:
