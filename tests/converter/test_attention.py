@@ -497,6 +497,20 @@ def _projections_model(reader: str) -> Any:
     return onnx_model(nodes, {"x": [s * b, e]}, {"out": None}, inits, opset=17)
 
 
+def test_a_product_with_its_own_residual_keeps_its_rows(opencl_check: OpenCLCheck) -> None:
+    # Gemm + Add (fused: its residual, in the product's rows), then Reshape and Transpose: the Transpose is a launch
+    inits = {"w": random_array(8, 8, seed=1), "b": random_array(8, seed=2), "rqn": np.asarray([3, 2, 8], np.int64)}
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["o"]), helper.make_node("Add", ["o", "r"], ["o2"]),
+             helper.make_node("Reshape", ["o2", "rqn"], ["o3"]),
+             helper.make_node("Transpose", ["o3"], ["out"], perm=[1, 0, 2])]
+    model = onnx_model(nodes, {"x": [6, 8], "r": [6, 8]}, {"out": None}, inits, opset=17)
+    graph = convert_onnx(model)
+    assert [n.op for n in graph.nodes if n.attrs.get("residual")] == ["Gemm"]
+    assert launch_ops(graph)["Transpose"] == 1
+    f = {"x": random_array(6, 8, seed=4), "r": random_array(6, 8, seed=5)}
+    opencl_check(graph, f, check_cpu(model, graph, f))
+
+
 @pytest.mark.parametrize("reader", ["matmul", "attention"])
 def test_output_transposes_read_through_strides_stay_views(reader: str, opencl_check: OpenCLCheck) -> None:
     # the Transpose after the product is a view its reader takes through strides (fold_transposes, or the start of

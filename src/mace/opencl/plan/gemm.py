@@ -135,13 +135,15 @@ def fold_output_transposes(p: Planner) -> None:
     (gemm_tiled.cl Y_PERMUTE): torch's sequence-first attention output (torchvision's ViT at batch > 1), where the
     Transpose was a copy kernel. An Add that is the Transpose's only reader, of a tensor of its shape computed
     before the product, becomes the product's residual (where neither has an activation): no launch for it either.
-    Sets ``p.permuted_outputs`` and absorbs the nodes."""
+    A product with a residual of its own is left as it is. Sets ``p.permuted_outputs`` and absorbs the nodes."""
     if not p.gpu:
         return
     producers = p.graph.producers()
     order = {node.name: i for i, node in enumerate(p.graph.nodes)}
     for node in p.graph.nodes:
-        y = node.outputs[0] if node.op in ("Gemm", "MatMul") and node.outputs else ""
+        # (not one with a residual of its own: that lies in the product's rows, which the epilogue would read
+        # permuted)
+        y = node.outputs[0] if node.op in ("Gemm", "MatMul") and node.outputs and not node.attrs.get("residual") else ""
         reshape = _sole_reader(p, y, "Reshape") if y and len(p.shape(y)) == 2 else None
         transpose = _sole_reader(p, reshape.outputs[0], "Transpose") if reshape else None
         if reshape is None or transpose is None or [int(d) for d in transpose.attrs.get("perm", [])] != [1, 0, 2]:
@@ -153,8 +155,8 @@ def fold_output_transposes(p: Planner) -> None:
             continue
         final, residual, absorbed = transpose.outputs[0], None, [reshape, transpose]
         add = _sole_reader(p, final, "Add")
-        if add is not None and not node.attrs.get("residual") and not node.attrs.get("activation") \
-                and not add.attrs.get("activation") and len(add.inputs) == 2:
+        if add is not None and not node.attrs.get("activation") and not add.attrs.get("activation") \
+                and len(add.inputs) == 2:
             other = add.inputs[1] if add.inputs[0] == final else add.inputs[0]
             source = producers.get(other)
             if (other != final and p.shape(other) == p.shape(final) and p.tag(other) == p.tag(final)
