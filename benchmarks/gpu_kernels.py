@@ -96,7 +96,7 @@ SWEEP: dict[str, TilingPolicy] = {
     "blkg2": replace(P, gpu_block_groups_per_cu=2),
     "blkg4": replace(P, gpu_block_groups_per_cu=4),
     "blkp32": replace(P, gpu_block_most_positions=32),
-    # whole waves of blocks, then the rest split into pieces (tiling._tail_split): off, the lone work-group's time
+    # whole waves of blocks, then the rest split into pieces (tiling_gpu._tail_split): off, the lone work-group's time
     # 0.8 or 0.4 of a wave's, at most 4 pieces, wherever the model says so (below a quarter wave too), and that with
     # every k split summed in the kernel
     "notail": replace(P, gpu_tail_split=False),

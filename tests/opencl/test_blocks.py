@@ -1,5 +1,5 @@
 """Inverted residual blocks (1x1 expand conv -> depthwise conv -> 1x1 project conv) as one launch of block.cl on GPU
-targets (conv.fuse_blocks, tiling.gpu_block_tile), run on whatever device the tests have and checked against
+targets (conv.fuse_blocks, tiling_gpu.gpu_block_tile), run on whatever device the tests have and checked against
 onnxruntime: window shapes, biases and activations or none, a residual, 1D, expanded channels that are no multiple of
 a chunk, output channels split into blocks, the expanded channels split between work-groups and summed by a second
 launch or (NVIDIA targets) by the last work-group, and blocks that must stay apart."""
@@ -17,7 +17,7 @@ from onnx import helper
 from mace.converter import convert_onnx
 from mace.opencl import plan as planning
 from mace.opencl.plan import DEFAULT_POLICY, DeviceTarget
-from mace.opencl.plan.tiling import BlockWindow, block_local_floats, gpu_block_tile
+from mace.opencl.plan.tiling_gpu import BlockWindow, block_local_floats, gpu_block_tile
 from support import onnx_model, random_array, run_onnxruntime
 
 # every block that has a blocking, however many chunks a work-group takes and partial sums the last one adds

@@ -780,7 +780,7 @@ def test_tail_split_whole_waves_then_pieces(opencl_queue: Any, fence_free_build:
     work-groups in a row, counters for the split blocks only, and every output right (the whole blocks' and the
     split ones'), three runs over the same counters."""
     from mace.opencl.executor import Executor
-    from mace.opencl.plan.tiling import _tail_split
+    from mace.opencl.plan.tiling_gpu import _tail_split
 
     builder = tail_split_graph("fp32_fp32")
     target = nvidia_target(DEFAULT_POLICY)
@@ -827,7 +827,7 @@ def test_product_k_splits_fill_their_last_wave() -> None:
     resident) rounds up where that leaves fewer slots idle in the last wave: ViT-B/16's MLP output product at batch
     32 (300 blocks of 128 x 128) in 2, where rounded down it was 1; BERT-base's (192 blocks) stays at 2 (3 leaves as
     many idle); one wave (a classifier) rounds down; convolutions are not touched; 0 turns it off."""
-    from mace.opencl.plan.tiling import gpu_gemm_tile
+    from mace.opencl.plan.tiling_gpu import gpu_gemm_tile
 
     h200 = gpu_target(132)
     off = replace(DEFAULT_POLICY, gpu_product_resident_items_per_cu=0)

@@ -20,7 +20,8 @@ from onnx import helper
 from mace.converter import convert_onnx
 from mace.model.ir import Graph
 from mace.opencl.plan import DeviceTarget, plan_graph
-from mace.opencl.plan.tiling import DEFAULT_POLICY, MMA_TILES, gpu_gemm_tile
+from mace.opencl.plan.tiling import DEFAULT_POLICY, MMA_TILES
+from mace.opencl.plan.tiling_gpu import gpu_gemm_tile
 from mace.opencl.tuning.variants import variant_key
 from support import onnx_model, random_array, run_onnxruntime
 

@@ -24,7 +24,7 @@
 // sums to part[SPLITS][BATCH][M][N]; SPLIT_K_SUM (below, a second launch) adds them and applies the epilogue.
 // SPLIT_SUM (NVIDIA targets, DeviceTarget.nvidia_ptx) instead lays the work-groups in a row (global size (groups *
 // LN, LM, 1)): the blocks in order, the first SPLIT_FROM whole and each later one as SPLITS pieces side by side
-// (tiling.gpu_gemm_tile: whole waves of blocks, then pieces that fill the last waves), and the last of a block's
+// (tiling_gpu.gpu_gemm_tile: whole waves of blocks, then pieces that fill the last waves), and the last of a block's
 // pieces to finish sums their part[split block][SPLITS][BM][BN] in ksum's order and applies the epilogue
 // (common.h's SPLITS_ARRIVE).
 // Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS UNROLL_STEP SPLITS KS

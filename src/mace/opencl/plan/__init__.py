@@ -23,9 +23,12 @@ Split, Gather, Pad, ...), ``shape`` (aliases, Shape/Size, Cast); ``gemm_tiled`` 
 ``block`` its inverted residual blocks in one kernel;
 ``placement`` the prepass that lets convs write into their slice of a Concat on GPU targets.
 
-The imports go one way: templates <- gemm_shape <- tiling <- planner <- the family modules (gemm_tiled <- gemm <-
-conv <- placement; gemm_tiled <- block <- conv; elementwise <- norm, shape; reduce <- pooling); no module here
-imports this package's ``__init__``.
+The tiling: ``tiling`` the policy, the device class, the portable kernels' blocking and the tuner's variants;
+``tiling_gpu`` GPU targets' work-group tiles, ``tiling_cpu`` CPU targets' blocking.
+
+The imports go one way: templates <- gemm_shape <- tiling <- tiling_gpu, tiling_cpu <- planner <- the family
+modules (gemm_tiled <- gemm <- conv <- placement; gemm_tiled <- block <- conv; elementwise <- norm, shape; reduce <-
+pooling); no module here imports this package's ``__init__``.
 """
 
 # The family modules register their lowerings on import.

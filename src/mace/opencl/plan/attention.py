@@ -6,7 +6,7 @@ views: no launch computes them when every reader of every value on the chain is 
 lets an attention write its output through the Transpose that is its only reader (the heads back to tokens), so that
 Transpose is lowered to nothing.
 
-Which kernel: GPU targets take attention.cl's tiled form where D and DV are multiples of 4 (tiling.attention_rows),
+Which kernel: GPU targets take attention.cl's tiled form where D and DV are multiples of 4 (tiling_gpu.attention_rows),
 else its per-row form, as the portable plan does; CPU targets compute the attention as two products and a softmax
 on their own kernels (_decomposed), from plain operands.
 """
@@ -20,7 +20,8 @@ from mace.opencl.plan.gemm import gemm, matmul_operands
 from mace.opencl.plan.planner import Arg, Planner, View, lowers, optional, prepass
 from mace.opencl.plan.reduce import softmax
 from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, contiguous_strides, prod, row_offset
-from mace.opencl.plan.tiling import ATTENTION_VARIANTS, attention_rows
+from mace.opencl.plan.tiling import ATTENTION_VARIANTS
+from mace.opencl.plan.tiling_gpu import attention_rows
 from mace.opencl.plan.views import VIEW_OPS, Refined, compose, view_of
 
 OP = "ScaledDotProductAttention"

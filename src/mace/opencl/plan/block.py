@@ -1,6 +1,6 @@
 """Inverted residual blocks on GPU targets: a 1x1 expand conv, a depthwise conv and a 1x1 project conv (MobileNet-v2's
 bottleneck) as one launch of block.cl, whose work-groups keep the expanded tensor and the depthwise output in local
-memory (conv.fuse_blocks decides which blocks; tiling.gpu_block_tile how). Elsewhere such a block is two launches:
+memory (conv.fuse_blocks decides which blocks; tiling_gpu.gpu_block_tile how). Elsewhere such a block is two launches:
 the expand's product, and the projection's with the depthwise conv in its loader (conv.fuse_depthwise)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from mace.model.ir import Node
 from mace.opencl.plan.gemm_tiled import product_launches, weights_km
 from mace.opencl.plan.planner import Arg, Planner, optional
 from mace.opencl.plan.templates import activation_macro
-from mace.opencl.plan.tiling import BlockTile, BlockWindow
+from mace.opencl.plan.tiling_gpu import BlockTile, BlockWindow
 
 
 def gpu_block(

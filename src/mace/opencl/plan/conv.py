@@ -34,16 +34,13 @@ from mace.opencl.plan.templates import FLOAT_TAGS, prod, to3d
 from mace.opencl.plan.tiling import (
     CPU_ROW_VARIANTS,
     WORK_ITEM_FLOOR_VARIANTS,
-    BlockWindow,
     conv_tiling,
-    cpu_conv_blocking,
-    cpu_depthwise_blocking,
     depthwise_tiling,
-    gpu_block_tile,
-    gpu_min_work_items,
     variant_floor,
     variant_rows,
 )
+from mace.opencl.plan.tiling_cpu import cpu_conv_blocking, cpu_depthwise_blocking
+from mace.opencl.plan.tiling_gpu import BlockWindow, gpu_block_tile, gpu_min_work_items
 
 
 def _conv_window(node: Node, in_sp: Sequence[int], kernel: Sequence[int]) -> tuple[list[int], ...]:

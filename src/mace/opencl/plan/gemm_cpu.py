@@ -18,7 +18,8 @@ from mace.model.ir import Node
 from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.planner import Arg, Planner
 from mace.opencl.plan.templates import collapse, prod
-from mace.opencl.plan.tiling import CPU_ROW_VARIANTS, cpu_gemm_blocking, cpu_gemm_local_size, variant_rows
+from mace.opencl.plan.tiling import CPU_ROW_VARIANTS, variant_rows
+from mace.opencl.plan.tiling_cpu import cpu_gemm_blocking, cpu_gemm_local_size
 
 
 def cpu_gemm_applies(p: Planner, a: str, b: str, bias: str | None, residual: str | None, out: str,

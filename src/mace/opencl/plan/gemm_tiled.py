@@ -5,7 +5,7 @@ implicit GEMM: the kernel gathers the input windows itself), gemv.cl for product
 The portable kernels give each work item a few outputs and a serial loop over k: a GPU then sees a few thousand work
 items on a 7x7 layer, each streaming thousands of operands from global memory, and a classifier's 1000 outputs run as
 250 work items. Here work-groups share operands through local memory, small outputs split k between work-groups
-(tiling.gpu_gemm_tile), and a GEMV spreads each output's k over a work-group. A conv whose output only a channel
+(tiling_gpu.gpu_gemm_tile), and a GEMV spreads each output's k over a work-group. A conv whose output only a channel
 Concat reads writes its slice of the Concat's output directly (placement.place_concat_operands).
 
 Measured on an H200 (benchmarks/gpu_kernels.py), batch 1: MobileNet-v2 2.27 -> 0.71 ms, ResNet-50 7.28 -> 1.19 ms,
@@ -21,7 +21,8 @@ from mace.model.ir import Node
 from mace.opencl.plan.gemm_shape import GemmShape
 from mace.opencl.plan.planner import Arg, Planner, optional
 from mace.opencl.plan.templates import FLOAT_TAGS, activation_macro, collapse, prod
-from mace.opencl.plan.tiling import GemmTile, gemv_blocking, gpu_gemm_tile, variant_tile
+from mace.opencl.plan.tiling import GemmTile, variant_tile
+from mace.opencl.plan.tiling_gpu import gemv_blocking, gpu_gemm_tile
 
 
 def gpu_gemm(

@@ -20,7 +20,7 @@ from mace.model import rules
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
 from mace.opencl.plan.templates import FLOAT_TAGS, broadcast_strides, collapse, contiguous_strides, prod, row_offset
-from mace.opencl.plan.tiling import cpu_vector_width
+from mace.opencl.plan.tiling_cpu import cpu_vector_width
 
 # --- the shared lowerings ------------------------------------------------------------------------------------------
 

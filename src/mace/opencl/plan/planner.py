@@ -17,14 +17,9 @@ import numpy as np
 from mace.errors import DeviceError
 from mace.model.ir import Graph, Node, TensorInfo, fresh_name
 from mace.opencl.plan.templates import FAMILIES, TAG_DTYPES, activation_macro, c_value, storage_tag, template
-from mace.opencl.plan.tiling import (
-    DEFAULT_POLICY,
-    BlockTile,
-    BlockWindow,
-    DeviceTarget,
-    TilingPolicy,
-    cpu_local_size,
-)
+from mace.opencl.plan.tiling import DEFAULT_POLICY, DeviceTarget, TilingPolicy
+from mace.opencl.plan.tiling_cpu import cpu_local_size
+from mace.opencl.plan.tiling_gpu import BlockTile, BlockWindow
 
 # Deterministic, and valid for every OpenCL 1.2+ device: the cached binary is keyed on these.
 BUILD_OPTIONS = "-cl-std=CL1.2 -cl-mad-enable"
@@ -36,7 +31,7 @@ Arg = str | np.int32 | np.float32  # a buffer name (key of ProgramPlan.buffers) 
 class Launch:
     """One kernel enqueue. ``local_size`` None lets the driver choose (the tuner may set it later); a given one is
     the kernel's own (``reqd_work_group_size``), unless ``tunable_local``: the plan's default, which the tuner may
-    replace (CPU targets, tiling.cpu_local_size)."""
+    replace (CPU targets, tiling_cpu.cpu_local_size)."""
 
     kernel: str
     node: str
@@ -319,7 +314,7 @@ class Planner:
         """Appends a launch; a kernel that needs its work-group size (``reqd_work_group_size``) passes it as
         ``local_size``, and every global size must then be a multiple of it (-cl-std=CL1.2: uniform work-groups). On
         a CPU target every other launch gets ``cpu_local`` (a CPU kernel's own choice) or else
-        ``tiling.cpu_local_size``, as a default the tuner may replace."""
+        ``tiling_cpu.cpu_local_size``, as a default the tuner may replace."""
         if all(int(g) > 0 for g in global_size):
             local = None if local_size is None else tuple(int(v) for v in local_size)
             tunable = local is None and self.cpu

@@ -16,7 +16,8 @@ from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, lowers
 from mace.opencl.plan.reduce import reduce
 from mace.opencl.plan.templates import to3d
-from mace.opencl.plan.tiling import CPU_ROW_VARIANTS, cpu_depthwise_blocking, variant_rows
+from mace.opencl.plan.tiling import CPU_ROW_VARIANTS, variant_rows
+from mace.opencl.plan.tiling_cpu import cpu_depthwise_blocking
 
 
 @lowers("MaxPool", "AveragePool")

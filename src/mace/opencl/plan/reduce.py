@@ -21,7 +21,7 @@ from typing import Any
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
 from mace.opencl.plan.templates import collapse, contiguous_strides, prod
-from mace.opencl.plan.tiling import cpu_vector_width
+from mace.opencl.plan.tiling_cpu import cpu_vector_width
 
 ROW_LANES_MAX = 256  # work items sharing one row, at most
 ROW_LANES_MIN = 64  # a shorter row is not split below this many lanes just to fill them evenly

@@ -1,5 +1,6 @@
-"""Work per work item: the blocking each tiled kernel gets (gemm.cl, conv.cl, depthwise.cl; on GPU targets
-gemm_tiled.cl and gemv.cl).
+"""Work per work item: the tiling policy (TilingPolicy, GemmTile), the device class it plans for (DeviceTarget),
+the blocking of the portable kernels (gemm.cl, conv.cl, depthwise.cl) and the tuner's variants of them all. The
+choices for GPU targets' work-group tiles are in tiling_gpu.py, for CPU targets' kernels in tiling_cpu.py.
 
 One place for these choices, so a tuner can replace them. They depend on the graph, the device class (DeviceTarget)
 and its tiling policy (TilingPolicy, data: nothing here reads a module global that a caller may change) only: the
@@ -11,16 +12,14 @@ busy. On an H200 this is within 5% of the best fixed blocking per model, where t
 (``min_work_items=0``): a per-device value is the tuner's to pick.
 
 A GPU target (DeviceTarget.tiled) instead runs matrix products and group-1 convolutions on work-group tiles through
-local memory (gpu_gemm_tile, gemv_blocking), 3-6x faster than the portable kernels on an H200
+local memory (tiling_gpu.gpu_gemm_tile, gemv_blocking), 3-6x faster than the portable kernels on an H200
 (benchmarks/gpu_kernels.py).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from fractions import Fraction
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from mace.opencl.plan.gemm_shape import GemmShape
@@ -33,7 +32,7 @@ def _biggest(candidates: Sequence[_Block], work_items: Callable[[_Block], int], 
     return next((c for c in candidates if work_items(c) >= least), candidates[-1])
 
 
-def _ceil_div(a: int, b: int) -> int:
+def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -94,11 +93,11 @@ class GemmTile:
         return 4 * self.bk * (self.bm + self.tm + self.bn + self.tn)
 
     def groups(self, m: int, n: int, batch: int) -> int:
-        return _ceil_div(m, self.bm) * _ceil_div(n, self.bn) * batch
+        return ceil_div(m, self.bm) * ceil_div(n, self.bn) * batch
 
     def fill(self, m: int, n: int) -> float:
         """The useful fraction of the blocks (the rest is padding past M and N)."""
-        return m * n / (_ceil_div(m, self.bm) * self.bm * _ceil_div(n, self.bn) * self.bn)
+        return m * n / (ceil_div(m, self.bm) * self.bm * ceil_div(n, self.bn) * self.bn)
 
 
 # gemm_tiled.cl's tensor-core tiles (TilingPolicy.gpu_mma_tiles): 64 x 64 blocks on 4 warps, 32 x 32 each, BK 16.
@@ -375,7 +374,7 @@ def gemm_tiling(g: GemmShape, floats: bool, least: int) -> tuple[int, int, int, 
     batch = prod(g.batch)
 
     def items(tile: tuple[int, int, int, int]) -> int:
-        return _ceil_div(g.m, tile[0]) * _ceil_div(g.n, tile[1]) * batch
+        return ceil_div(g.m, tile[0]) * ceil_div(g.n, tile[1]) * batch
 
     if floats and g.b_strides[1] == 1 and g.n >= 4:
         tiles = [(4, 8, 8, 1), (4, 4, 4, 1), (2, 4, 4, 1), (1, 4, 4, 1)] if g.n >= 8 else [(4, 4, 4, 1), (1, 4, 4, 1)]
@@ -391,447 +390,14 @@ def conv_tiling(n: int, oc_per_group: int, groups: int, out_spatial: Sequence[in
     biggest block that leaves ``least`` work items."""
     ow, rows = out_spatial[-1], prod(out_spatial[:-1])
     blocks = [(b, min(p, ow)) for b, p in ((8, 4), (4, 4), (4, 2), (2, 2), (1, 1)) if oc_per_group % b == 0]
-    return _biggest(blocks, lambda c: n * groups * (oc_per_group // c[0]) * rows * _ceil_div(ow, c[1]), least)
+    return _biggest(blocks, lambda c: n * groups * (oc_per_group // c[0]) * rows * ceil_div(ow, c[1]), least)
 
 
 def depthwise_tiling(n: int, oc: int, oh: int, ow: int, least: int) -> int:
     """PB for depthwise.cl: output columns per work item, a vector width; the widest that leaves ``least`` work
     items."""
     widths = [v for v in (8, 4, 2, 1) if v <= ow]
-    return _biggest(widths, lambda v: n * oc * oh * _ceil_div(ow, v), least)
-
-
-ATTENTION_VARIANTS = 3  # attention.cl on a GPU: the policy's rows per work-group, the other ones, the per-row form
-
-
-def attention_rows(sq: int, batch_heads: int, d: int, dv: int, target: DeviceTarget, policy: TilingPolicy,
-                   variant: int) -> int:
-    """BQ, the query rows per work-group of attention.cl's tiled form (0: its per-row form): 32 where that gives
-    every compute unit a work-group, else 16 (``variant`` 1 swaps them, 2 asks for the per-row form); 0 where the
-    shapes do not suit the tiled form (D or DV not a multiple of 4) or its local memory does not fit.
-
-        >>> h200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
-        >>> attention_rows(197, 12, 64, 64, h200, DEFAULT_POLICY, 0), attention_rows(197, 96, 64, 64, h200,
-        ...                                                                         DEFAULT_POLICY, 0)
-        (16, 32)
-        >>> attention_rows(197, 12, 64, 50, h200, DEFAULT_POLICY, 0), attention_rows(197, 12, 64, 64, h200,
-        ...                                                                         DEFAULT_POLICY, 2)
-        (0, 0)
-    """
-    if variant == 2 or d % 4 or dv % 4:
-        return 0
-    big = -(-sq // 32) * batch_heads >= policy.gpu_attention_groups_per_cu * target.compute_units
-    rows = 32 if big != (variant == 1) else 16
-
-    def local_bytes(bq: int) -> int:  # Q, K, V blocks, the weights, the row partials (attention.cl)
-        return 4 * (bq * (d + 4) + 32 * (d + 4) + 32 * (-(-dv // 32) * 32) + bq * 36 + 5 * bq)
-
-    for bq in (rows, 16):
-        if local_bytes(bq) <= target.local_mem_bytes:
-            return bq
-    return 0
-
-
-def gpu_min_work_items(target: DeviceTarget, policy: TilingPolicy) -> int:
-    """``min_work_items`` for the direct kernels (conv.cl, depthwise.cl) on a GPU target: enough work items to fill
-    every compute unit."""
-    return policy.gpu_work_items_per_cu * target.compute_units
-
-
-# --- CPU targets ------------------------------------------------------------------------------------------------------
-
-
-def cpu_vector_width(n: int, widest: int, most: int = 16) -> int:
-    """The widest vector of at most ``widest`` (Planner.cpu_vector) and ``most`` floats, of 4, 8 or 16, that fits
-    ``n`` elements; 0 where n < 4 (the portable kernels then serve)."""
-    return next((v for v in (16, 8, 4) if v <= min(widest, most) and v <= n), 0)
-
-
-def cpu_gemm_blocking(m: int, n: int, rows: int, widest: int) -> tuple[int, int]:
-    """(TM, VW) for gemm_cpu.cl: ``rows`` (``policy.cpu_gemm_rows``, or a variant's: variant_rows) rows, fewer
-    where M is smaller, of one vector each of at most ``widest`` floats. 8 x 16 reaches 60-100 GFLOP/s on
-    MobileNet-v2's 1x1 convs on 2 AVX-512 cores; 16 rows are no faster, and 8 columns half as fast. With AVX2 (16
-    registers of 8 floats: 8 x 16 spills its accumulators) 8 x 8 is faster, whole models on 2 cores of an AMD EPYC
-    (pocl 3.0): MobileNet-v2 12.89 -> 9.10 ms, SqueezeNet 1.1 11.12 -> 7.98, ShuffleNet-v2 9.90 -> 8.34 (4 x 16:
-    9.37, 9.40, 7.95). VW is 0 where N < 4."""
-    tm = next(r for r in (16, 8, 4, 2, 1) if r <= rows and (r <= m or r == 1))
-    return tm, cpu_vector_width(n, widest)
-
-
-def cpu_depthwise_blocking(oh: int, ow: int, sw: int, rows: int, widest: int) -> tuple[int, int]:
-    """(RB, VW) for depthwise_cpu.cl: ``rows`` (``policy.cpu_depthwise_rows`` or a variant's) output rows, fewer
-    where OH is smaller, of one vector each, its stride-2 loads 2 * VW <= 16 floats wide. VW is 0 where OW < 4."""
-    rb = next(r for r in (8, 4, 2, 1) if r <= rows and (r <= oh or r == 1))
-    return rb, _cpu_row_width(ow, sw, widest)
-
-
-def cpu_conv_blocking(oc_per_group: int, ow: int, sw: int, rows: int, widest: int) -> tuple[int, int]:
-    """(TM, VW) for conv_cpu.cl: ``rows`` (``policy.cpu_gemm_rows`` or a variant's) output channels, a power of two
-    dividing the group's, of one vector of output columns each, as cpu_depthwise_blocking's. VW is 0 where OW < 4."""
-    tm = next(r for r in (16, 8, 4, 2, 1) if r <= rows and oc_per_group % r == 0)
-    return tm, _cpu_row_width(ow, sw, widest)
-
-
-def _cpu_row_width(ow: int, sw: int, widest: int) -> int:
-    """VW of a kernel that reads its inputs with cpu.h's CPU_ROW, whose stride-2 loads are 2 * VW <= 16 wide."""
-    return cpu_vector_width(ow, widest, 16 // sw if sw <= 2 else 16)
-
-
-def cpu_gemm_local_size(
-    global_size: Sequence[int], k: int, vw: int, target: DeviceTarget, policy: TilingPolicy
-) -> tuple[int, ...]:
-    """The work-group of a gemm_cpu.cl launch (global size (column blocks, row blocks, batch)) whose B is bigger
-    than ``policy.cpu_gemm_panel_bytes``: every row block of the most column blocks whose B panel (K x VW floats
-    each) fits that, fewer where that leaves less than ``policy.cpu_groups_per_core`` work-groups per compute unit.
-    cpu_local_size's choice (one row block and all columns, so each work-group reads the whole of B) where B fits,
-    or no such panel does: a [197, 384] x [384, 1536] MatMul read its 2.4 MB of B 25 times from L3 (5.5 ms on 2
-    cores; 7.5 ms before).
-
-        >>> cpu = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 21, max_work_group_size=4096)
-        >>> cpu_gemm_local_size((96, 25, 1), 384, 16, cpu, DEFAULT_POLICY)
-        (12, 25, 1)
-    """
-    cols, rows, batch = (int(g) for g in global_size)
-    if cols * k * vw * 4 <= policy.cpu_gemm_panel_bytes:
-        return cpu_local_size(global_size, target, policy)
-    want = policy.cpu_groups_per_core * target.compute_units
-    fits = [v for v in divisors(cols) if v * rows <= target.max_work_group_size]
-    panel = [v for v in fits if v * k * vw * 4 <= policy.cpu_gemm_panel_bytes and (cols // v) * batch >= want]
-    if not panel:
-        return cpu_local_size(global_size, target, policy)
-    return panel[0], rows, 1
-
-
-def divisors(n: int) -> list[int]:
-    """The divisors of ``n`` >= 1, biggest first, by trial division up to its square root: a local size is a divisor
-    of its global size, and global sizes run to billions of work items (a walk down from n took minutes).
-
-        >>> divisors(12), divisors(1), divisors(2_147_483_647)[:2]
-        ([12, 6, 4, 3, 2, 1], [1], [2147483647, 1])
-    """
-    small = [v for v in range(1, math.isqrt(n) + 1) if n % v == 0]
-    return sorted({*small, *(n // v for v in small)}, reverse=True)
-
-
-def cpu_local_size(global_size: Sequence[int], target: DeviceTarget, policy: TilingPolicy) -> tuple[int, ...]:
-    """The work-group of a launch on a CPU target: at least ``policy.cpu_groups_per_core`` work-groups per compute
-    unit where the grid has them, splitting the outer dims first (pocl vectorizes a work-group's loop along dim 0),
-    each local size a divisor of its global size (-cl-std=CL1.2: uniform work-groups), within the device's limit.
-
-        >>> cpu = DeviceTarget(is_gpu=False, compute_units=2, local_mem_bytes=1 << 21, max_work_group_size=4096)
-        >>> cpu_local_size((196, 18, 4), cpu, DEFAULT_POLICY), cpu_local_size((3, 5), cpu, DEFAULT_POLICY)
-        ((196, 9, 1), (1, 1))
-    """
-    dims = [int(g) for g in global_size]
-    local = list(dims)
-    want = policy.cpu_groups_per_core * target.compute_units
-    for d in reversed(range(len(dims))):
-        others = prod([g // v for g, v in zip(dims, local)]) // (dims[d] // local[d])
-        local[d] = next((v for v in divisors(dims[d]) if others * (dims[d] // v) >= want), 1)
-        if others * (dims[d] // local[d]) >= want:
-            break
-    for d in reversed(range(len(dims))):  # within the device's work-group size
-        while prod(local) > target.max_work_group_size and local[d] > 1:
-            local[d] = next(v for v in divisors(dims[d]) if v < local[d])
-    return tuple(local)
-
-
-# --- GPU targets ------------------------------------------------------------------------------------------------------
-
-
-def gpu_gemm_tile(
-    m: int,
-    n: int,
-    k: int,
-    batch: int,
-    target: DeviceTarget,
-    policy: TilingPolicy,
-    can_split: bool = True,
-    only: GemmTile | None = None,
-    conv: bool = False,
-) -> GemmTile:
-    """The biggest of ``policy.gpu_tiles`` (not mostly padding; for a convolution, not ``products_only``) that fills
-    ``policy.gpu_groups_per_cu`` work-groups per compute unit (a matrix product: ``gpu_product_groups_per_cu``),
-    splitting k between work-groups where its blocks alone are too few; if none can, the one that comes closest.
-    Where its blocks make a quarter of a wave or more on an NVIDIA target, k is split as _tail_split's model of the
-    waves says instead (whole waves of blocks, then pieces: GemmTile.split_from). ``only``: that tile (a tuned
-    variant), with k split as for any other."""
-    want = (policy.gpu_groups_per_cu if conv else policy.gpu_product_groups_per_cu) * target.compute_units
-    allowed = [t for t in policy.gpu_tiles if not (conv and t.products_only)] or list(policy.gpu_tiles)
-    # (at TF32 accuracy a product's one pass beats the SIMT tiles too)
-    if target.tensor_cores and k >= policy.gpu_mma_min_k and (conv or policy.gpu_mma_products or target.tf32):
-        fewest = policy.gpu_mma_min_groups_per_cu * target.compute_units
-        if m * n * k * batch >= policy.gpu_mma_min_macs:
-            allowed = [*(t for t in policy.gpu_mma_tiles if t.groups(m, n, batch) >= fewest), *allowed]
-    # tensor-core tiles first, then the biggest (a stable sort: equals keep the policy's order)
-    by_size = sorted(allowed, key=lambda t: (t.mma, t.bm * t.bn, t.tm * t.tn), reverse=True)
-    fitting = [t for t in by_size if t.fill(m, n) >= policy.gpu_min_fill and _fits(t, target)]
-    fitting = _fullest_mma_first(fitting, m, n, policy.gpu_mma_fill_gain)
-    tiles = [only] if only is not None else fitting or by_size[-1:]
-
-    def most_splits(t: GemmTile) -> int:
-        if not can_split:
-            return 1
-        most = max(1, _ceil_div(k, t.bk) // policy.gpu_split_min_ktiles)
-        return min(most, t.max_splits) if t.max_splits else most
-
-    def parallel(t: GemmTile) -> int:
-        return t.groups(m, n, batch) * most_splits(t)
-
-    tile = next((t for t in tiles if parallel(t) >= want), None)
-    if tile is None:
-        tile = max(tiles, key=parallel)  # the first of equals: the biggest
-    groups = tile.groups(m, n, batch)
-    ksteps = _ceil_div(k, tile.bk)
-    split_from = 0
-    if (can_split and target.nvidia_ptx and policy.gpu_tail_split and tile.per_cu
-            and groups > policy.gpu_tail_min_waves * tile.per_cu * target.compute_units):
-        most = min(ksteps // policy.gpu_split_min_ktiles, policy.gpu_tail_most_splits)
-        split_from, splits = _tail_split(groups, ksteps, most, target.compute_units, tile.per_cu, policy)
-    else:
-        wanted = _ceil_div(want, groups) if policy.gpu_split_round_up else want // groups
-        if not conv and policy.gpu_product_resident_items_per_cu and wanted >= 1:
-            wanted = _fullest_last_wave(groups, (want // groups, _ceil_div(want, groups)), most_splits(tile),
-                                        max(1, policy.gpu_product_resident_items_per_cu // (tile.lm * tile.ln))
-                                        * target.compute_units)
-        splits = min(max(1, wanted), most_splits(tile))
-    if splits <= 1:
-        return tile
-    ks = _ceil_div(ksteps, splits) * tile.bk
-    return replace(tile, splits=_ceil_div(k, ks), ks=ks, split_from=split_from)
-
-
-def _fullest_mma_first(tiles: list[GemmTile], m: int, n: int, gain: float) -> list[GemmTile]:
-    """``tiles`` with a later tensor-core tile of the first one's size moved before it where its blocks are more
-    than ``gain`` times as full (TilingPolicy.gpu_mma_fill_gain).
-
-        >>> big, narrow = MMA_TILES
-        >>> [t.bm for t in _fullest_mma_first([big, narrow], 96, 1 << 16, 1.25)]
-        [32, 64]
-        >>> [t.bm for t in _fullest_mma_first([big, narrow], 160, 1 << 16, 1.25)]
-        [64, 32]
-    """
-    if not tiles or not tiles[0].mma:
-        return tiles
-    first = tiles[0]
-    same = [t for t in tiles[1:] if t.mma and t.bm * t.bn == first.bm * first.bn]
-    best = max(same, key=lambda t: t.fill(m, n), default=first)
-    if best.fill(m, n) <= gain * first.fill(m, n):
-        return tiles
-    return [best, *(t for t in tiles if t is not best)]
-
-
-def _waves(groups: int, cus: int, per_cu: int, lone: float) -> float:
-    """The time ``groups`` equal work-groups take on ``cus`` compute units that hold ``per_cu`` each, in waves: a full
-    wave counts 1, the last one the time of its busiest compute unit, whose r work-groups take lone + (1 - lone) (r -
-    1) / (per_cu - 1) of a full wave's time.
-
-        >>> _waves(528, 132, 2, 0.6), _waves(300, 132, 2, 0.6), _waves(400, 132, 2, 0.6)
-        (2, 1.6, 2.0)
-    """
-    full, rest = divmod(groups, cus * per_cu)
-    if not rest:
-        return full
-    busiest = _ceil_div(rest, cus)
-    return full + (lone + (1 - lone) * (busiest - 1) / (per_cu - 1) if per_cu > 1 else 1.0)
-
-
-def _tail_split(blocks: int, ksteps: int, most: int, cus: int, per_cu: int, policy: TilingPolicy) -> tuple[int, int]:
-    """(split_from, splits): the first split_from of ``blocks`` whole (whole waves of them), each later one split
-    into ``splits`` pieces of its ``ksteps`` BK steps (at most ``most``; 1: none split), for the least time by
-    _waves, in units of a block's: a piece takes 1 / splits of it and ``policy.gpu_piece_steps`` steps more, and the
-    last piece of the last block half a step a piece to sum them. Only where that saves ``policy.gpu_tail_min_gain``
-    of the whole blocks' time; ties take fewer splits.
-
-        >>> h200 = (132, 2, DEFAULT_POLICY)
-        >>> _tail_split(300, 384, 8, *h200), _tail_split(576, 96, 8, *h200), _tail_split(900, 96, 8, *h200)
-        ((264, 7), (528, 5), (0, 1))
-    """
-    whole = float(_waves(blocks, cus, per_cu, policy.gpu_lone_time))
-    best = (whole * (1 - policy.gpu_tail_min_gain), 1, 0)
-    slots = cus * per_cu
-    for waves in range(blocks // slots + 1):
-        rest = blocks - waves * slots
-        for splits in range(2, most + 1) if rest else ():
-            piece = 1 / splits + policy.gpu_piece_steps / ksteps
-            t = waves + _waves(rest * splits, cus, per_cu, policy.gpu_lone_time) * piece + splits / (2 * ksteps)
-            best = min(best, (t, splits, -waves * slots))
-    return -best[2], best[1]
-
-
-def _fullest_last_wave(groups: int, choices: tuple[int, ...], most: int, slots: int) -> int:
-    """Of ``choices`` (k splits, at most ``most``; the first where that makes less than two waves of ``slots``:
-    nothing then waits for a slot), the one whose ``groups`` x splits work-groups fill their waves best; ties take
-    the fewer splits.
-
-        >>> _fullest_last_wave(300, (1, 2), 4, 264), _fullest_last_wave(192, (2, 3), 4, 264)
-        (2, 2)
-        >>> _fullest_last_wave(126, (4, 5), 100, 1056)
-        4
-    """
-    allowed = sorted({min(max(1, c), most) for c in choices})
-    if groups * allowed[0] <= slots:
-        return allowed[0]
-    return max(allowed, key=lambda s: (Fraction(groups * s, _ceil_div(groups * s, slots) * slots), -s))
-
-
-def _fits(tile: GemmTile, target: DeviceTarget) -> bool:
-    return tile.lm * tile.ln <= target.max_work_group_size and tile.local_bytes <= target.local_mem_bytes
-
-
-@dataclass(frozen=True)
-class BlockWindow:
-    """An inverted residual block's shape (block.cl): channels in, expanded and out, the depthwise conv's input and
-    output maps (H, W) and window (kernel, strides, dilations, leading pads; each (H, W)), and the images."""
-
-    cin: int
-    ce: int
-    cout: int
-    in_hw: tuple[int, int]
-    out_hw: tuple[int, int]
-    kernel: tuple[int, int]
-    strides: tuple[int, int]
-    dilations: tuple[int, int]
-    pads: tuple[int, int]
-    images: int
-
-    def halo(self, th: int, tw: int) -> tuple[int, int]:
-        """The input window (rows, columns) of a th x tw tile of outputs."""
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
-        return (th - 1) * sh + (kh - 1) * dh + 1, (tw - 1) * sw + (kw - 1) * dw + 1
-
-
-@dataclass(frozen=True)
-class BlockTile:
-    """block.cl's blocking: a work-group of ``nt`` work items computes a th x tw tile of output positions and ``bco``
-    output channels over ``ks`` expanded channels (``splits`` work-groups share a tile's), ``ck`` at a time, the
-    expand staging ``bki`` input channels at a time. The work items' layouts: the expand's ck x halo outputs as lac x
-    lap (tac x tap each), the projection's bco x th * tw as lco x lcp (tco x tcp each)."""
-
-    th: int
-    tw: int
-    ck: int
-    bki: int
-    bco: int
-    splits: int
-    ks: int
-    lac: int
-    lap: int
-    tac: int
-    tap: int
-    lco: int
-    lcp: int
-    tco: int
-    tcp: int
-    nt: int
-
-    def groups(self, b: BlockWindow) -> int:
-        """Work-groups per image and split."""
-        (oh, ow) = b.out_hw
-        return _ceil_div(oh, self.th) * _ceil_div(ow, self.tw) * _ceil_div(b.cout, self.bco)
-
-
-def block_local_floats(b: BlockWindow, th: int, tw: int, ck: int, bki: int, bco: int) -> int:
-    """The local memory block.cl's work-groups take, in floats: x and we staged, e on the halo, d, the chunk's wp and
-    dww."""
-    hh, hw = b.halo(th, tw)
-    return bki * hh * hw + bki * ck + ck * hh * hw + ck * th * tw + ck * bco + ck * b.kernel[0] * b.kernel[1]
-
-
-def gpu_block_tile(b: BlockWindow, target: DeviceTarget, policy: TilingPolicy) -> BlockTile | None:
-    """The blocking of an inverted residual block on block.cl, or None where no tile fits the local memory and
-    register budgets or the policy's bounds on chunks and partial sums (then the block stays two launches,
-    conv.fuse_depthwise's). The tile of output positions (at most ``policy.gpu_block_most_positions``) that costs the
-    least expand work recomputed on the halos plus projection padded past the map, the biggest chunks of expanded
-    channels that fit; output channels split into blocks where one work item would hold more than
-    ``policy.gpu_block_most_accumulators`` sums; and the expanded channels split between work-groups until there are
-    ``policy.gpu_block_groups_per_cu`` per compute unit.
-
-        >>> h200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
-        >>> b = BlockWindow(32, 192, 32, (28, 28), (28, 28), (3, 3), (1, 1), (1, 1), (1, 1), 1)
-        >>> t = gpu_block_tile(b, h200, DEFAULT_POLICY)
-        >>> (t.th, t.tw, t.ck, t.bco, t.splits, t.ks)
-        (7, 7, 32, 32, 6, 32)
-        >>> gpu_block_tile(replace(b, images=32), h200, DEFAULT_POLICY) is None  # 6 chunks a work-group
-        True
-    """
-    nt = policy.gpu_block_work_items
-    if nt > target.max_work_group_size:
-        return None
-    (oh, ow), most = b.out_hw, policy.gpu_block_most_accumulators
-    budget = min(target.local_mem_bytes, policy.gpu_block_local_bytes) // 4
-
-    def layout(rows: int, cols: int, exact_rows: bool) -> tuple[int, int, int, int] | None:
-        """(L rows, L cols, T rows, T cols): nt work items over a rows x cols block, rows ones dividing it where
-        ``exact_rows``; the least time a k step of a work item takes, its T rows x T cols multiply-adds and T rows +
-        T cols reads of local memory, a read costing as much as 4 multiply-adds (32 reads and 128 multiply-adds a
-        clock on a compute unit of a recent NVIDIA GPU); of equals, the fewest padded outputs."""
-        best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
-        for lr in (1, 2, 4, 8, 16, 32, 64):
-            if nt % lr or (exact_rows and rows % lr):
-                continue
-            lc = nt // lr
-            tr, tc = _ceil_div(rows, lr), _ceil_div(cols, lc)
-            if tr * tc > most:
-                continue
-            key = (tr * tc + 4 * (tr + tc), lr * tr * lc * tc)
-            if best is None or key < best[0]:
-                best = (key, (lr, lc, tr, tc))
-        return None if best is None else best[1]
-
-    def projection(positions: int) -> tuple[int, int, tuple[int, int, int, int]] | None:
-        """(output channels a block, blocks, the projection's layout) for a tile of ``positions``: the fewest
-        blocks whose layout holds."""
-        for cblocks in range(1, b.cout + 1):
-            bco = _ceil_div(b.cout, cblocks)
-            lay = layout(bco, positions, False)
-            if lay is not None:
-                return bco, cblocks, lay
-        return None
-
-    # every tile of output positions with its cost (expand work on the halos plus the projection padded past the
-    # map, per expanded channel), cheapest first (of equals, the most positions, then the first listed); the first
-    # whose chunks fit the local memory and whose expand has a layout is taken
-    projections = {positions: projection(positions) for positions in range(1, policy.gpu_block_most_positions + 1)}
-    candidates = []
-    for th in range(1, min(oh, 16) + 1):
-        for tw in range(1, min(ow, 16) + 1):
-            proj = projections.get(th * tw)
-            if proj is None:
-                continue
-            hh, hw = b.halo(th, tw)
-            tiles = _ceil_div(oh, th) * _ceil_div(ow, tw)
-            cost = tiles * proj[1] * (hh * hw * b.cin + th * tw * proj[0])
-            candidates.append(((cost, -th * tw), th, tw, proj))
-    # input channels staged at a time: all of them where they fit (one round trip to memory a chunk), else 32 ... 8
-    staged = sorted({min(v, _ceil_div(b.cin, 8) * 8) for v in (64, 32, 16, 8)}, reverse=True)
-    for _, th, tw, (bco, _, (lco, lcp, tco, tcp)) in sorted(candidates, key=lambda c: c[0]):
-        hh, hw = b.halo(th, tw)
-        sizes = [(ck, bki) for ck in (32, 16, 8) for bki in staged
-                 if block_local_floats(b, th, tw, ck, bki, bco) <= budget]
-        expand = next(((ck, bki, lay) for ck, bki in sizes if (lay := layout(ck, hh * hw, True))), None)
-        if expand is not None:
-            ck, bki, (lac, lap, tac, tap) = expand
-            tile = BlockTile(th, tw, ck, bki, bco, 1, 0, lac, lap, tac, tap, lco, lcp, tco, tcp, nt)
-            break
-    else:
-        return None
-    chunks = _ceil_div(b.ce, tile.ck)
-    want = policy.gpu_block_groups_per_cu * target.compute_units
-    splits = min(chunks, max(1, want // (tile.groups(b) * b.images)))
-    ks = _ceil_div(chunks, splits) * tile.ck
-    tile = replace(tile, splits=_ceil_div(b.ce, ks), ks=ks)
-    sums = tile.splits * _ceil_div(tile.bco * tile.th * tile.tw, nt) if tile.splits > 1 else 0
-    if ks // tile.ck > policy.gpu_block_most_chunks or sums > policy.gpu_block_most_sums:
-        return None
-    return tile
-
-
-def gemv_blocking(k_contiguous: bool, k: int, policy: TilingPolicy) -> tuple[int, int, int]:
-    """(LN, LK, VEC) for gemv.cl: columns and k slices per work-group, and the k vector width of a load."""
-    if k_contiguous:
-        return 4, policy.gemv_k_lanes, 4 if k >= 4 * policy.gemv_k_lanes else 1
-    return policy.gemv_n_lanes[0], policy.gemv_n_lanes[1], 1
+    return _biggest(widths, lambda v: n * oc * oh * ceil_div(ow, v), least)
 
 
 # --- kernel variants: the tuner's choices -----------------------------------------------------------------------------
@@ -857,6 +423,9 @@ def variant_rows(variant: int, rows: int) -> int:
     """Rows per work item of a CPU-kernel variant, ``rows`` being the policy's (the kernels take up to 16)."""
     return (rows, min(16, 2 * rows), max(1, rows // 2))[variant]
 
+
+# attention.cl on a GPU: the policy's rows per work-group, the other ones, the per-row form
+ATTENTION_VARIANTS: Final = 3
 
 # gemm_tiled.cl: the policy's tile, or one of policy.gpu_tiles (TilingPolicy.gpu_tile_variants in all)
 
