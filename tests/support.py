@@ -103,3 +103,13 @@ def run_onnxruntime(model: Any, feeds: Mapping[str, np.ndarray]) -> dict[str, np
 
 def random_array(*shape: int, seed: int = 0, low: float = -2.0, high: float = 2.0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
+
+
+def opencl_devices() -> list[Any]:
+    """Every OpenCL device of every platform ([] without an ICD loader or a platform); the test is skipped where
+    pyopencl is not installed."""
+    cl = pytest.importorskip("pyopencl")
+    try:
+        return [d for platform in cl.get_platforms() for d in platform.get_devices()]
+    except cl.Error:
+        return []

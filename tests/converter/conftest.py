@@ -11,6 +11,7 @@ import pytest
 from targets import CPU, GPU, OpenCLCheck
 
 from mace.model.ir import Graph
+from support import opencl_devices
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +20,7 @@ def opencl_check() -> OpenCLCheck:
     CPU-target plan and the GPU-target plan (each of ``variants``: node name -> kernel variant) and compares every
     output, NaNs at the same places."""
     cl = pytest.importorskip("pyopencl")
-    try:
-        devices = [d for platform in cl.get_platforms() for d in platform.get_devices()]
-    except cl.Error:
-        devices = []
+    devices = opencl_devices()
     if not devices:
         pytest.skip("no OpenCL device")
     from mace.opencl.executor import Executor

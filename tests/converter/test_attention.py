@@ -23,7 +23,7 @@ from mace.converter import convert_onnx
 from mace.model.ir import Graph
 from mace.opencl.plan import DeviceTarget, plan_graph
 from mace.opencl.plan.tiling import ATTENTION_VARIANTS
-from support import onnx_model, random_array, run_onnxruntime
+from support import onnx_model, opencl_devices, random_array, run_onnxruntime
 
 DATA = Path(__file__).parent / "data"
 SDPA = "ScaledDotProductAttention"
@@ -449,11 +449,7 @@ def test_sequence_first_output_projection_sums_its_splits_in_the_kernel_on_nvidi
     cl = pytest.importorskip("pyopencl")
     from mace.opencl.executor import Executor
 
-    try:
-        devices = [d for p in cl.get_platforms() for d in p.get_devices()]
-    except cl.Error:
-        devices = []
-    device = next((d for d in devices if DeviceTarget.from_device(d).nvidia_ptx), None)
+    device = next((d for d in opencl_devices() if DeviceTarget.from_device(d).nvidia_ptx), None)
     if device is None:
         pytest.skip("no NVIDIA OpenCL device (the in-kernel split sum, SPLIT_SUM)")
     target = DeviceTarget.from_device(device)

@@ -11,15 +11,13 @@ import pytest
 
 from mace.model.ir import Graph
 from mace.opencl.plan import DeviceTarget, TilingPolicy
+from support import opencl_devices
 
 
 @pytest.fixture(scope="session")
 def opencl_queue() -> Any:
     cl = pytest.importorskip("pyopencl")
-    try:
-        devices = [d for platform in cl.get_platforms() for d in platform.get_devices()]
-    except cl.Error:  # no ICD loader or no platform
-        devices = []
+    devices = opencl_devices()
     wanted = os.environ.get("MACE_TEST_OPENCL_DEVICE", "")
     devices = [d for d in devices if wanted.lower() in d.name.lower()]
     if not devices:

@@ -23,7 +23,7 @@ from mace.opencl.plan import DeviceTarget, plan_graph
 from mace.opencl.plan.tiling import DEFAULT_POLICY, MMA_TILES
 from mace.opencl.plan.tiling_gpu import gpu_gemm_tile
 from mace.opencl.tuning.variants import variant_key
-from support import onnx_model, random_array, run_onnxruntime
+from support import onnx_model, opencl_devices, random_array, run_onnxruntime
 
 H200 = DeviceTarget(is_gpu=True, compute_units=132, local_mem_bytes=49152, max_work_group_size=1024)
 H200_TC = dataclasses.replace(H200, tensor_cores=True)
@@ -88,11 +88,7 @@ def test_narrow_convolutions_take_the_32_row_tensor_core_block() -> None:
 @pytest.fixture(scope="module")
 def nvidia_sm80() -> Any:
     cl = pytest.importorskip("pyopencl")
-    try:
-        devices = [d for p in cl.get_platforms() for d in p.get_devices()]
-    except cl.Error:
-        devices = []
-    for device in devices:
+    for device in opencl_devices():
         target = DeviceTarget.from_device(device)
         if target.tensor_cores and target.tiled:
             return cl.CommandQueue(cl.Context([device])), target
