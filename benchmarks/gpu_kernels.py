@@ -49,6 +49,7 @@ SWEEP: dict[str, TilingPolicy] = {
     "g4": replace(P, gpu_groups_per_cu=4),
     "g3": replace(P, gpu_groups_per_cu=3),
     "noplace": replace(P, gpu_concat_in_place=False),
+    "nooutperm": replace(P, gpu_fold_output_transposes=False),  # the Transpose after a product a copy kernel
     "kt2": replace(P, gpu_split_min_ktiles=2),
     "kt8": replace(P, gpu_split_min_ktiles=8),
     "g1": replace(P, gpu_groups_per_cu=1),

@@ -7,6 +7,7 @@ kernel variant). The near misses stay unfused."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from pathlib import Path
@@ -439,10 +440,16 @@ def test_sequence_first_output_projection_writes_the_transposed_rows(batch: int,
     launches = launch_ops(graph)
     assert not launches["Transpose"] and launches["Add"] == (block == "late"), launches
     assert launches["Gemm"] == (2 if block == "big" else 1)  # (a big one's k split, summed by ksum)
-    assert ("#define Y_PERMUTE" in plan_graph(graph, GPU).source) == (batch > 1)
+    plan = plan_graph(graph, GPU)
+    assert ("#define Y_PERMUTE" in plan.source) == (batch > 1)
+    off = dataclasses.replace(GPU, policy=dataclasses.replace(GPU.policy, gpu_fold_output_transposes=False))
+    assert launch_ops(graph, off)["Transpose"] == (batch > 1)  # (the policy's switch: a copy kernel again)
     e = 256 if block == "big" else 8
     f = {"x": random_array(batch, 5, e, seed=3)}
-    opencl_check(graph, f, check_cpu(model, graph, f))
+    # every tile the product's lowering offers (the tuner's variants)
+    gemm = next(n.name for n in graph.nodes if n.op == "Gemm")
+    tiles = tuple({gemm: v} for v in range(plan.variant_counts.get(gemm, 1)))
+    opencl_check(graph, f, check_cpu(model, graph, f), tiles)
 
 
 def test_sequence_first_output_projection_sums_its_splits_in_the_kernel_on_nvidia() -> None:

@@ -135,8 +135,9 @@ def fold_output_transposes(p: Planner) -> None:
     (gemm_tiled.cl Y_PERMUTE): torch's sequence-first attention output (torchvision's ViT at batch > 1), where the
     Transpose was a copy kernel. An Add that is the Transpose's only reader, of a tensor of its shape computed
     before the product, becomes the product's residual (where neither has an activation): no launch for it either.
-    A product with a residual of its own is left as it is. Sets ``p.permuted_outputs`` and absorbs the nodes."""
-    if not p.gpu:
+    A product with a residual of its own is left as it is. Sets ``p.permuted_outputs`` and absorbs the nodes
+    (policy ``gpu_fold_output_transposes``)."""
+    if not (p.gpu and p.policy.gpu_fold_output_transposes):
         return
     producers = p.graph.producers()
     order = {node.name: i for i, node in enumerate(p.graph.nodes)}

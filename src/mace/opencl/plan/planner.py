@@ -135,7 +135,7 @@ class Planner:
         self.variants_used: dict[str, int] = {}
         # GPU targets take the work-group tiled kernels (gemm_tiled.py); everything else plans as with no target
         self.gpu = target is not None and target.tiled
-        # CPU targets take the *_cpu.cl kernels where they apply, and every launch a work-group (tiling.py)
+        # CPU targets take the *_cpu.cl kernels where they apply, and every launch a work-group (tiling_cpu.py)
         self.cpu = target is not None and not target.is_gpu
         # the widest vector of the CPU kernels' blocks, in floats: the policy's, at most the device's SIMD register
         self.cpu_vector = min(self.policy.cpu_vector, target.cpu_simd_floats if target is not None else 16)
