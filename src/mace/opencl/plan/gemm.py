@@ -22,9 +22,11 @@ from mace.opencl.plan.tiling import WORK_ITEM_FLOOR_VARIANTS, gemm_tiling, varia
 def gemm(
     p: Planner, node: Node, a: str, b: str, bias: str | None, residual: str | None, out: str, g: GemmShape
 ) -> None:
-    """out[b][m][n] = act(alpha * A.B + beta * bias + residual), the operands addressed as ``g`` says."""
+    """out[b][m][n] = act(alpha * A.B + beta * bias + residual), the operands addressed as ``g`` says; on a GPU
+    target an ``out`` that fold_output_transposes permutes is written where it says instead."""
     if p.gpu:
-        gpu_gemm(p, node, a, b, bias, residual, out, g)
+        out, permute, added = p.permuted_outputs.get(out, (out, 1, None))
+        gpu_gemm(p, node, a, b, bias, residual or added, out, replace(g, y_permute=permute))
         return
     if p.cpu and cpu_gemm(p, node, a, b, bias, residual, out, g):
         return
@@ -65,8 +67,7 @@ def _lower_gemm(p: Planner, node: Node) -> None:
         c_strides = (bs[0], bs[1])
     alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
     shape = GemmShape(m, n, k, a_strides, b_strides, c_strides, alpha=alpha, beta=beta)
-    y, permute, added = p.permuted_outputs.get(y, (y, 1, None))
-    gemm(p, node, a, b, bias, residual or added, y, replace(shape, y_permute=permute))
+    gemm(p, node, a, b, bias, residual, y, shape)
 
 
 @prepass
@@ -124,8 +125,7 @@ def _lower_matmul(p: Planner, node: Node) -> None:
     core, residual = epilogue_split(node)
     a, b, bias, y = core[0], core[1], optional(core, 2), node.outputs[0]
     a, b, shape = matmul_operands(p, a, b, bias, y)
-    y, permute, added = p.permuted_outputs.get(y, (y, 1, None))
-    gemm(p, node, a, b, bias, residual or added, y, replace(shape, y_permute=permute))
+    gemm(p, node, a, b, bias, residual, y, shape)
 
 
 @prepass
