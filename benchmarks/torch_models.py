@@ -11,6 +11,7 @@ fixed batch (mace specializes programs to shapes): one file per batch size, name
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,56 @@ MODELS = {
 }
 
 
+def _zoo(name: str) -> ModelSpec:
+    """Any other model by name, random weights: ``ARCH`` a torchvision classifier (224 x 224), ``seg/ARCH`` a
+    torchvision segmentation model (its "out", 224 x 224), ``video/ARCH`` a torchvision video classifier (8 frames
+    of 112 x 112), ``timm/ARCH`` a timm model at its default input size."""
+    kind, _, arch = name.rpartition("/")
+    shape = {"video": (3, 8, 112, 112)}.get(kind, (3, 224, 224))
+
+    def build() -> Any:
+        import torch
+
+        if kind == "timm":
+            import timm
+
+            net = timm.create_model(arch, pretrained=False)
+            return net
+        import torchvision
+
+        group = {"": torchvision.models, "seg": torchvision.models.segmentation,
+                 "video": torchvision.models.video}.get(kind)
+        if group is None or not hasattr(group, arch):
+            raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}, or torchvision's/timm's names")
+        net = getattr(group, arch)(weights=None)
+        if kind == "seg":
+
+            class Out(torch.nn.Module):  # the segmentation map alone: one tensor
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.net = net
+
+                def forward(self, x: Any) -> Any:
+                    return self.net(x)["out"]
+
+            return Out()
+        return net
+
+    def inputs(batch: int) -> list[tuple[str, np.ndarray]]:
+        size = shape
+        if kind == "timm":
+            import timm
+
+            size = tuple(timm.create_model(arch, pretrained=False).default_cfg["input_size"])
+        return [("input", np.random.default_rng(0).standard_normal((batch, *size)).astype(np.float32))]
+
+    return ModelSpec(build, inputs, calibrate=True)
+
+
+def spec(name: str) -> ModelSpec:
+    return MODELS[name] if name in MODELS else _zoo(name)
+
+
 def arch_of(path_or_name: str) -> str:
     """The model name of an exported file ("resnet50_b32.onnx" -> "resnet50")."""
     stem = Path(path_or_name).stem
@@ -101,18 +152,16 @@ def build(name: str, seed: int = 0) -> Any:
     """The module in eval mode with random weights (seeded), BatchNorm calibrated where the spec says so."""
     import torch
 
-    if name not in MODELS:
-        raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    spec = MODELS[name]
+    model = spec(name)
     torch.manual_seed(seed)
-    net = spec.build()
-    if spec.calibrate:
+    net = model.build()
+    if model.calibrate and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
         for module in net.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.reset_running_stats()
                 module.momentum = None  # a cumulative average over the calibration batches
         net.train()
-        example = spec.inputs(16)[0][1]
+        example = model.inputs(16)[0][1]
         with torch.no_grad():
             for _ in range(4):
                 net(torch.randn(*example.shape))
@@ -123,12 +172,12 @@ def export(name: str, batch: int, out_dir: Path) -> Path:
     """NAME_bBATCH.onnx in ``out_dir`` (opset 17, TorchScript exporter), reused when it is already there."""
     import torch
 
-    path = out_dir / f"{name}_b{batch}.onnx"
+    path = out_dir / f"{name.replace('/', '-')}_b{batch}.onnx"
     if path.exists():
         return path
     out_dir.mkdir(parents=True, exist_ok=True)
     net = build(name)
-    inputs = MODELS[name].inputs(batch)
+    inputs = spec(name).inputs(batch)
     args = tuple(torch.from_numpy(a) for _, a in inputs)
     tmp = path.with_suffix(".tmp.onnx")
     torch.onnx.export(net, args, str(tmp), input_names=[n for n, _ in inputs], output_names=["output"],
@@ -139,12 +188,20 @@ def export(name: str, batch: int, out_dir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="+", choices=sorted(MODELS))
+    parser.add_argument("names", nargs="+", help=f"{', '.join(MODELS)}, or (zoo) ARCH, seg/ARCH, video/ARCH, "
+                        "timm/ARCH: torchvision's or timm's models by name")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("."))
     args = parser.parse_args()
+    failed = []
     for name in args.names:
-        print(export(name, args.batch, args.out))
+        try:
+            print(export(name, args.batch, args.out), flush=True)
+        except Exception as e:  # a zoo sweep goes on past a model that does not export
+            failed.append(name)
+            print(f"{name}: not exported: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr, flush=True)
+    if failed:
+        raise SystemExit(f"not exported: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
