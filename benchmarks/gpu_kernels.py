@@ -110,13 +110,6 @@ SWEEP: dict[str, TilingPolicy] = {
     "nounroll": replace(P, gpu_tiles=tuple(replace(t, unroll=False) for t in P.gpu_tiles)),
     "allunroll": replace(P, gpu_tiles=tuple(replace(t, unroll=True) for t in P.gpu_tiles)),
     "mmanounroll": replace(P, gpu_mma_tiles=tuple(replace(t, unroll=False) for t in P.gpu_mma_tiles)),
-    # two local stages (gemm_tiled.cl STAGES): every SIMT tile, the 128 x 128 one alone, the tensor-core tiles, all
-    "st2": replace(P, gpu_tiles=tuple(replace(t, stages=2) for t in P.gpu_tiles)),
-    "st2big": replace(P, gpu_tiles=tuple(replace(t, stages=2 if t.bm * t.bn >= 128 * 128 else 1)
-                                          for t in P.gpu_tiles)),
-    "st2mma": replace(P, gpu_mma_tiles=tuple(replace(t, stages=2) for t in P.gpu_mma_tiles)),
-    "st2all": replace(P, gpu_tiles=tuple(replace(t, stages=2) for t in P.gpu_tiles),
-                      gpu_mma_tiles=tuple(replace(t, stages=2) for t in P.gpu_mma_tiles)),
     # the tensor-core tiles without the 32 x 128 block (convolutions of 32 or 96 output channels), or with 32 x 64
     "nomma32": replace(P, gpu_mma_tiles=MMA_TILES[:1]),
     "mma32x64": replace(P, gpu_mma_tiles=(*MMA_TILES[:1], GemmTile(4, 16, 8, 4, bk=16, max_splits=4, per_cu=6,

@@ -112,7 +112,8 @@ def _zoo(name: str) -> ModelSpec:
                  "video": torchvision.models.video}.get(kind)
         if group is None or not hasattr(group, arch):
             raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}, or torchvision's/timm's names")
-        net = getattr(group, arch)(weights=None)
+        extra = {"weights_backbone": None} if kind == "seg" else {}  # (its default backbone is pretrained)
+        net = getattr(group, arch)(weights=None, **extra)
         if kind == "seg":
 
             class Out(torch.nn.Module):  # the segmentation map alone: one tensor

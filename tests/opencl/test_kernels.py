@@ -450,15 +450,10 @@ TILE_CASES = [
     *((t, i != 1) for i, t in enumerate(TILES[:3])),
     *((t, True) for t in TILES[3:]),
     (BIG_TILES[0], False),
-    # two local stages (STAGES 2): vector and scalar reads, BK 8 and 16
-    (replace(BIG_TILES[0], stages=2), True),
-    (replace(TILES[0], stages=2), False),
-    (replace(BIG_TILES[4], bk=16, stages=2), True),
 ]
 
 
-TILE_IDS = [f"{t.bm}x{t.bn}-{t.tm}x{t.tn}-bk{t.bk}-{'v' if v else 's'}{'-st2' if t.stages == 2 else ''}"
-            for t, v in TILE_CASES]
+TILE_IDS = [f"{t.bm}x{t.bn}-{t.tm}x{t.tn}-bk{t.bk}-{'v' if v else 's'}" for t, v in TILE_CASES]
 
 
 @pytest.mark.parametrize(("tile", "vlds"), TILE_CASES, ids=TILE_IDS)

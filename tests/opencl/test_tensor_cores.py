@@ -119,8 +119,6 @@ def test_mma_tiles_compute_at_fp32_accuracy(nvidia_sm80: Any) -> None:
     split = dataclasses.replace(WITH_MMA, gpu_min_fill=0.0, gpu_split_round_up=True, gpu_tail_split=False)
     # (every MMA tile alone: the 32 x 128 block too, which FIRST_FIT's order leaves behind the 64 x 64 one)
     alone = [dataclasses.replace(FIRST_FIT, gpu_mma_tiles=(tile,)) for tile in MMA_TILES[1:]]
-    # (and each with two local stages)
-    alone += [dataclasses.replace(FIRST_FIT, gpu_mma_tiles=(dataclasses.replace(tile, stages=2),)) for tile in MMA_TILES]
     targets = [dataclasses.replace(target, policy=policy)
                for policy in (FIRST_FIT, dataclasses.replace(FIRST_FIT, gpu_mma_tiles=()), WITH_MMA, *alone)]
     targets += [dataclasses.replace(target, compute_units=50,

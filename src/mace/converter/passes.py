@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from mace.converter.attention import fuse_attention, fuse_qkv_projections, transposes_as_reshapes
+from mace.converter.einsum import lower_einsum
 from mace.converter.matching import Match, constant_scalar, other_operand, replace, single_consumer
 from mace.model.ir import FUSABLE_PRODUCERS, Graph, Node, TensorInfo
 from mace.model.rules import (
@@ -423,6 +424,7 @@ PASSES: list[tuple[str, Callable[[Graph], int]]] = [
     ("remove_identities", remove_identities),
     ("eliminate_dead_code", eliminate_dead_code),
     ("explicit_attributes", explicit_attributes),
+    ("lower_einsum", lower_einsum),
     ("fold_batchnorm", fold_batchnorm),
     ("transposes_as_reshapes", transposes_as_reshapes),
     ("fuse_attention", fuse_attention),

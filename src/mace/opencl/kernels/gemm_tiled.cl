@@ -27,7 +27,7 @@
 // (tiling_gpu.gpu_gemm_tile: whole waves of blocks, then pieces that fill the last waves), and the last of a block's
 // pieces to finish sums their part[split block][SPLITS][BM][BN] in ksum's order and applies the epilogue
 // (common.h's SPLITS_ARRIVE).
-// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS UNROLL_STEP STAGES SPLITS KS
+// Defines: TILED_GEMM; KERNEL_NAME; A_T B_T C_T R_T Y_T; M N K; LM LN TM TN BK VLDS UNROLL_STEP SPLITS KS
 // SPLIT_SUM SPLIT_FROM MMA MMA_PASSES MMA_ASYNC; AS_M AS_K A_MFAST (A_ROWS AS_B); CONV and BS_K BS_N B_NFAST, or C
 // ID IH IW OD OH OW KD KH KW SD SH SW PD PH PW DD DH DW, C_INNER, FOLD (CONV 2: DWW_T, DW_BIAS and DWB_T,
 // DW_ACTIVATE(v)); BATCH, BATCH_RANK and, when > 0, BATCH_SHAPE A_BSTRIDES B_BSTRIDES C_BSTRIDES; Y_BSTRIDE Y_OFFSET;
@@ -45,8 +45,6 @@
 // Needs BM, BN multiples of 32, BK of 8. MMA_ASYNC (float operands, C_INNER): the tiles go from global to local
 // memory by cp.async into two stages, the next step's copies in flight while the current one computes, instead of
 // through registers (ra, rb) into one.
-// STAGES 2 (tiling.GemmTile.stages; not with MMA_ASYNC): two local stages through the registers, the next step's
-// tiles stored into the other stage after this step's products, one barrier a step instead of two.
 //
 // SPLIT_K_SUM: y = epilogue(sum over splits of part), one work item per output element.
 // Defines: SPLIT_K_SUM; KERNEL_NAME; C_T R_T Y_T; M N BATCH SPLITS; Y_BSTRIDE Y_OFFSET; Y_PERMUTE; ALPHA BETA;
@@ -293,7 +291,7 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
 #else
 #define BROW (BN + (VLDS ? TN : 1))
 #endif
-#if MMA_ASYNC || STAGES == 2
+#if MMA_ASYNC
     __local float at_stages[2][BK * AROW] __attribute__((aligned(32)));
     __local float bt_stages[2][BK * BROW] __attribute__((aligned(32)));
 #else
@@ -342,20 +340,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
     // work-group computes on the current one in local memory; with MMA_ASYNC they go by cp.async to the other stage,
     // and each step waits for its own copies only. (Barriers stay unconditional: pocl replicates the code after a
     // barrier inside a branch.)
-#define STORE_TILES(at, bt)                                                                                     \
-    {                                                                                                           \
-        for (int r = 0; r < BK * BM / NT; ++r) (at)[A_KK(tid + r * NT) * AROW + A_MM(tid + r * NT)] = ra[r];   \
-        for (int r = 0; r < BK * BN / NT; ++r) (bt)[B_KK(tid + r * NT) * BROW + B_NN(tid + r * NT)] = rb[r];   \
-    }
 #if MMA_ASYNC
     ASYNC_TILES(kbeg, 0);
     CP_ASYNC_COMMIT();
-    int stage = 0;
-#elif STAGES == 2
-    float ra[BK * BM / NT], rb[BK * BN / NT];
-    LOAD_TILES(kbeg);
-    STORE_TILES(at_stages[0], bt_stages[0]);
-    barrier(CLK_LOCAL_MEM_FENCE);
     int stage = 0;
 #else
     float ra[BK * BM / NT], rb[BK * BN / NT];
@@ -370,13 +357,9 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
         __local const float* at = at_stages[stage];
         __local const float* bt = bt_stages[stage];
         stage ^= 1;
-#elif STAGES == 2
-        // the next step's loads in flight during this one, stored after it into the other stage: one barrier a step
-        __local const float* at = at_stages[stage];
-        __local const float* bt = bt_stages[stage];
-        if (k0 + BK < kend) LOAD_TILES(k0 + BK);
 #else
-        STORE_TILES(at, bt);
+        for (int r = 0; r < BK * BM / NT; ++r) at[A_KK(tid + r * NT) * AROW + A_MM(tid + r * NT)] = ra[r];
+        for (int r = 0; r < BK * BN / NT; ++r) bt[B_KK(tid + r * NT) * BROW + B_NN(tid + r * NT)] = rb[r];
         barrier(CLK_LOCAL_MEM_FENCE);
         if (k0 + BK < kend) LOAD_TILES(k0 + BK);
 #endif
@@ -439,10 +422,6 @@ void KERNEL_NAME(__global const TYPE(A_T)* a,
             for (int i = 0; i < TM; ++i)
                 for (int j = 0; j < TN; ++j) acc[i][j] = mad(av[i], bv[j], acc[i][j]);
         }
-#endif
-#if STAGES == 2 && !MMA_ASYNC
-        if (k0 + BK < kend) STORE_TILES(at_stages[stage ^ 1], bt_stages[stage ^ 1]);
-        stage ^= 1;
 #endif
         barrier(CLK_LOCAL_MEM_FENCE);
     }

@@ -168,8 +168,6 @@ def _tiled(
     splits = tile.splits
     defines.update({"LM": tile.lm, "LN": tile.ln, "TM": tile.tm, "TN": tile.tn, "BK": tile.bk, "VLDS": tile.vlds})
     defines["UNROLL_STEP"] = tile.unroll
-    if tile.stages > 1 and "MMA_ASYNC" not in defines:
-        defines["STAGES"] = tile.stages
     if tile.mma:
         defines["MMA"] = 1
         defines["MMA_PASSES"] = 1 if p.target.tf32 else 3

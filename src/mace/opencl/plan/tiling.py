@@ -69,16 +69,11 @@ class GemmTile:
     # every tile (the tensor-core one's loads included) ResNet-50 at batch 32 gained 4 % but batch 1 lost (ResNet-50
     # 922 -> 1006, MobileNet-v2 367 -> 385 us).
     unroll: bool = False
-    # local stages (gemm_tiled.cl STAGES): 2 stores the next step's tiles into the other one after this step's
-    # products, one barrier a step instead of two, for twice the local memory
-    stages: int = 1
     products_only: bool = False  # chosen for matrix products, not for convolutions (whose gathered B it slows)
     mma: bool = False  # the tensor cores (mma.sync, 3xTF32 or TF32; gemm_tiled.cl MMA): only on tensor_cores
 
     def __post_init__(self) -> None:
         # gemm_tiled.cl's MMA form: one warp per 32 x 32 piece of the block, k in steps of 8
-        if self.stages not in (1, 2):
-            raise ValueError(f"{self}: gemm_tiled.cl has 1 or 2 local stages")
         if self.mma and (self.bm % 32 or self.bn % 32 or self.bk % 8 or self.lm * self.ln * 32 != self.bm * self.bn):
             raise ValueError(f"{self} cannot take the MMA form: BM, BN multiples of 32, BK of 8, one warp per 32 x 32")
 
@@ -94,8 +89,8 @@ class GemmTile:
     def local_bytes(self) -> int:
         """The most local memory its work-groups take (both tiles, rows padded)."""
         if self.mma:
-            return 4 * self.stages * self.bk * (self.bm + 8 + self.bn + 8)
-        return 4 * self.stages * self.bk * (self.bm + self.tm + self.bn + self.tn)
+            return 4 * self.bk * (self.bm + 8 + self.bn + 8)
+        return 4 * self.bk * (self.bm + self.tm + self.bn + self.tn)
 
     def groups(self, m: int, n: int, batch: int) -> int:
         return ceil_div(m, self.bm) * ceil_div(n, self.bn) * batch
