@@ -200,3 +200,45 @@ def test_fusing_blocks_is_a_policy() -> None:
     off = planning.plan_graph(graph, replace(ONE_CU, policy=replace(ANY, gpu_fuse_blocks=False)))
     on = planning.plan_graph(graph, ONE_CU)
     assert not _irblocks(off) and "KERNEL_NAME irblock" not in off.source and len(off.launches) == len(on.launches) + 5
+
+
+def _depthwise(name: str, x: str, c: int, seed: int) -> tuple[Any, dict[str, np.ndarray]]:
+    """A 3 x 3 depthwise conv of ``c`` channels (pads 1, a bias) reading ``x``, writing ``name``."""
+    init = {f"{name}w": random_array(c, 1, 3, 3, seed=seed, low=-0.5, high=0.5),
+            f"{name}b": random_array(c, seed=seed + 1, low=-0.2, high=0.2)}
+    node = helper.make_node("Conv", [x, f"{name}w", f"{name}b"], [name], group=c, kernel_shape=[3, 3],
+                            pads=[1, 1, 1, 1], name=name)
+    return node, init
+
+
+def test_blocks_that_chain_or_follow_a_depthwise_conv_stay_computed(make_executor: Any) -> None:
+    """MobileNet-v4's shapes: a block's project conv that is the next one's expand (a -> depthwise y -> c: the second
+    stays apart) and an expand conv that computed a depthwise conv in its loader (s -> e, ExtraDW: s is launched, the
+    block fused). Every tensor a launch reads is computed before it, and the outputs match onnxruntime."""
+    nodes, init = [], {}
+    a = _block("a", "x", 16, 48, 16, [3, 3], 10, pads=[1, 1, 1, 1])
+    y = _depthwise("y", "ap", 16, 20)
+    c = _block("c", "y", 16, 32, 16, [3, 3], 30, pads=[1, 1, 1, 1])
+    s = _depthwise("s", "x", 16, 40)
+    e = _block("e", "s", 16, 48, 24, [3, 3], 50, pads=[1, 1, 1, 1])
+    for part_nodes, part_init in (a, c, e):
+        nodes += part_nodes
+        init.update(part_init)
+    for node, part_init in (y, s):
+        nodes.append(node)
+        init.update(part_init)
+    nodes.sort(key=lambda n: ["a", "y", "c", "s", "e"].index(n.output[0][0]))
+    model = onnx_model(nodes, {"x": [2, 16, 13, 11]}, {"cp": None, "ep": None}, init)
+    feeds = {"x": random_array(2, 16, 13, 11, seed=1)}
+    graph = convert_onnx(model)
+    for target in (ONE_CU, MANY_CUS, replace(MANY_CUS, policy=DEFAULT_POLICY)):
+        executor = make_executor(graph, target=target)
+        blocks = sorted(launch.node for launch in _irblocks(executor.plan))
+        launched = {launch.node for launch in executor.plan.launches}
+        if target is ONE_CU:
+            assert blocks == ["aproject", "cproject", "eproject"]  # y and s launched: their block's input
+            assert {"y", "s"} <= launched and not {"aexpand", "cexpand", "eexpand"} & launched
+        got = executor.run(feeds)
+        for name, ref in run_onnxruntime(model, feeds).items():
+            np.testing.assert_allclose(got[name], ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()),
+                                       err_msg=f"{name} on {target}")

@@ -1012,6 +1012,9 @@ def test_reduce_softmax(make_executor, target: DeviceTarget | None) -> None:
     b.node("Softmax", [x], {"axis": 1})
     b.node("Softmax", [x], {"axis": -1})
     b.node("LogSoftmax", [x], {"axis": 2})
+    b.node("CumSum", [x, axes(1, np.int64)])
+    b.node("CumSum", [x, axes(-1, np.int64)], {"exclusive": 1, "reverse": 1})
+    b.node("CumSum", [x, axes([0], np.int32)], {"reverse": 1})
     check(b, lambda g: make_executor(g, target=target))
 
 

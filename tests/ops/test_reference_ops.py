@@ -500,6 +500,13 @@ def test_arg_extreme(op: str, attrs: dict) -> None:
     check(op, [x], attrs, opset=13)
 
 
+@pytest.mark.parametrize("attrs", [{}, {"exclusive": 1}, {"reverse": 1}, {"exclusive": 1, "reverse": 1}])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_cum_sum(attrs: dict, axis: int) -> None:
+    check("CumSum", [rand(3, 4, 5), np.array(axis, np.int64)], attrs)
+    check("CumSum", [np.arange(12, dtype=np.int64).reshape(3, 4), np.array([axis], np.int32)], attrs)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Shape and index ops
 

@@ -1,4 +1,5 @@
-"""Reductions (opset 18 form: ``axes`` is an optional input; keepdims, noop_with_empty_axes) and ArgMax/ArgMin."""
+"""Reductions (opset 18 form: ``axes`` is an optional input; keepdims, noop_with_empty_axes), ArgMax/ArgMin, and
+CumSum (the running sum along an axis)."""
 
 from __future__ import annotations
 
@@ -103,3 +104,19 @@ def arg_max(inputs: Inputs, attrs: Attrs) -> Outputs:
 @register("ArgMin")
 def arg_min(inputs: Inputs, attrs: Attrs) -> Outputs:
     return [_arg_extreme(required(inputs, 0), attrs, np.argmin)]
+
+
+@register("CumSum")
+def cum_sum(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """Along ``axis`` (a one-element input); ``exclusive``: each sum leaves its own element out; ``reverse``: from
+    the end. Sums in the input's type (int64 stays exact), floats in float32 as onnxruntime does."""
+    x, axis_in = required(inputs, 0), required(inputs, 1)
+    if axis_in.size != 1:
+        raise ValueError(f"CumSum axis must have one element, got shape {list(axis_in.shape)}")
+    axis = normalize_axis(int(axis_in.reshape(())), x.ndim)
+    reverse, exclusive = bool(int(attrs.get("reverse", 0))), bool(int(attrs.get("exclusive", 0)))
+    v = np.flip(x, axis) if reverse else x
+    y = np.cumsum(v, axis=axis, dtype=x.dtype)
+    if exclusive:
+        y = np.concatenate([np.zeros_like(np.take(y, [0], axis)), np.take(y, range(x.shape[axis] - 1), axis)], axis)
+    return [np.flip(y, axis) if reverse else y]

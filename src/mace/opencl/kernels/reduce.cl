@@ -71,3 +71,28 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
     STORE(Y_T, y, outer * INNER + inner, arg);
 }
 #endif
+
+#ifdef CUM_SUM
+// CumSum along one axis of x viewed as [OUTER][D][INNER]: a work item per line, the running sum in float; EXCLUSIVE
+// leaves each element out of its own sum, REVERSE runs from the end.
+// Defines: KERNEL_NAME; X_T Y_T; OUTER D INNER; EXCLUSIVE; REVERSE.
+// Global size: (INNER, OUTER).
+__kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
+{
+    const int inner = get_global_id(0), outer = get_global_id(1);
+    if (inner >= INNER || outer >= OUTER) return;
+    const int base = outer * D * INNER + inner;
+    float sum = 0.0f;
+    for (int j = 0; j < D; ++j) {
+        const int at = base + (REVERSE ? D - 1 - j : j) * INNER;
+        const float v = LOAD(X_T, x, at);
+#if EXCLUSIVE
+        STORE(Y_T, y, at, sum);
+        sum += v;
+#else
+        sum += v;
+        STORE(Y_T, y, at, sum);
+#endif
+    }
+}
+#endif

@@ -148,15 +148,22 @@ def fuse_blocks(p: Planner) -> None:
     """GPU targets (``policy.gpu_fuse_blocks``), after fuse_depthwise: a 1x1 conv whose loader computes a depthwise
     conv, that depthwise conv reading a 1x1 conv (no residual, constant float weights) that nothing else reads, is an
     inverted residual block: the three are one launch of block.cl (block.gpu_block), where gpu_block_tile finds a
-    blocking. Sets ``p.fused_blocks`` and adds the expand conv to ``p.absorbed``."""
+    blocking. Sets ``p.fused_blocks`` and adds the expand conv to ``p.absorbed``. In graph order: where blocks
+    chain (a block's project conv is the next one's expand: 1x1 -> depthwise -> 1x1 -> depthwise -> 1x1, as in
+    MobileNet-v4) the first is fused and the second stays apart, and an expand conv that computed a depthwise conv
+    before it in its loader (MobileNet-v4's ExtraDW block) gives it up, to be launched by itself."""
     if not (p.gpu and p.policy.gpu_fuse_blocks):
         return
     assert p.target is not None
     producers, nodes = p.graph.producers(), {node.name: node for node in p.graph.nodes}
-    for name, depthwise in p.fused_depthwise.items():
+    for name, depthwise in list(p.fused_depthwise.items()):
+        if name not in p.fused_depthwise:  # (it gave its depthwise conv up to a block below)
+            continue
         project, dx = nodes[name], depthwise.inputs[0]
         expand = producers.get(dx)
         if expand is None or expand.op != "Conv" or expand.attrs.get("residual") or not takes_gpu_gemm(p, expand):
+            continue
+        if expand.name in p.fused_blocks:  # the project conv of the block before: its input is inside that block
             continue
         sole = [u.name for u in p.consumers.get(dx, [])] == [depthwise.name] and depthwise.inputs.count(dx) == 1
         weights = all(p.is_const(w) and p.tag(w) in FLOAT_TAGS for w in (expand.inputs[1], project.inputs[1]))
@@ -170,6 +177,9 @@ def fuse_blocks(p: Planner) -> None:
             _hw(lead, 0), xs[0])
         tile = gpu_block_tile(window, p.target, p.policy)
         if tile is not None:
+            start = p.fused_depthwise.pop(expand.name, None)
+            if start is not None:  # block.cl reads the expand conv's input as stored: that depthwise conv stores it
+                p.absorbed.discard(start.name)
             p.fused_blocks[name] = (expand, window, tile)
             p.absorbed.add(expand.name)
 

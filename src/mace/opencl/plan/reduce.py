@@ -1,4 +1,4 @@
-"""Reductions on reduce.cl (Reduce*, ArgMax/ArgMin) and Softmax/LogSoftmax on softmax.cl.
+"""Reductions on reduce.cl (Reduce*, ArgMax/ArgMin, CumSum) and Softmax/LogSoftmax on softmax.cl.
 
 A Reduce* is one work item per output element; both the kept and the reduced dims are collapsed first, so any set of
 axes becomes at most a few strided loops. ``reduce`` also lowers the global pools (pooling.py).
@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mace.errors import DeviceError
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
-from mace.opencl.plan.templates import collapse, contiguous_strides, prod
+from mace.opencl.plan.templates import FLOAT_TAGS, collapse, contiguous_strides, prod
 from mace.opencl.plan.tiling_cpu import cpu_vector_width
 
 ROW_LANES_MAX = 256  # work items sharing one row, at most
@@ -145,6 +146,23 @@ def _lower_arg_reduce(p: Planner, node: Node) -> None:
     defines.update({"IS_MAX": node.op == "ArgMax", "SELECT_LAST": bool(node.attrs.get("select_last_index", 0))})
     src = p.use(x)
     p.launch(node, p.kernel("argreduce", defines), [inner, outer], [src, p.define(y)])
+
+
+@lowers("CumSum")
+def _lower_cumsum(p: Planner, node: Node) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    if p.tag(x) not in FLOAT_TAGS:
+        raise DeviceError(f"OpenCL runtime has no kernel for CumSum of {p.tag(x)} values (node {node.name})")
+    shape = p.shape(x)
+    axis_values = p.const(node.inputs[1], "axis", node)
+    if axis_values.size != 1:
+        raise DeviceError(f"CumSum axis must have one element (node {node.name})")
+    axis = positive_axis(int(axis_values.reshape(())), len(shape))
+    outer, dim, inner = prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
+    defines = {"X_T": p.tag(x), "Y_T": p.tag(y), "OUTER": outer, "D": dim, "INNER": inner}
+    defines.update({"EXCLUSIVE": bool(node.attrs.get("exclusive", 0)), "REVERSE": bool(node.attrs.get("reverse", 0))})
+    src = p.use(x)
+    p.launch(node, p.kernel("cumsum", defines), [inner, outer], [src, p.define(y)])
 
 
 @lowers("Softmax", "LogSoftmax")

@@ -80,6 +80,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "pool_cpu": ("pool_cpu.cl", None),
     "reduce": ("reduce.cl", "REDUCE"),
     "argreduce": ("reduce.cl", "ARG_REDUCE"),
+    "cumsum": ("reduce.cl", "CUM_SUM"),
     "softmax": ("softmax.cl", None),
     "softmax_cpu": ("softmax_cpu.cl", None),
     "rownorm": ("norm.cl", "ROW_NORM"),
