@@ -32,10 +32,27 @@ def test_custom_domain_is_unsupported() -> None:
 
 
 def test_unsupported_attribute_is_named() -> None:
-    node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="up", mode="cubic")
-    model = onnx_model([node], {"x": [1, 1, 4, 4]}, {"y": [1, 1, 8, 8]}, {"s": np.array([1, 1, 2, 2], np.float32)})
-    with pytest.raises(UnsupportedOpError, match="mode='cubic'"):
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], storage_order=1)
+    model = onnx_model([node], {"x": [1, 1, 4, 4]}, {"y": [1, 1, 3, 3]})
+    with pytest.raises(UnsupportedOpError, match="storage_order=1 is not supported"):
         convert_onnx(model)
+
+
+def test_bicubic_resize_converts_and_matches_onnxruntime() -> None:
+    """torch's bicubic interpolation (CrossViT's second branch: 240 -> 224) as exported: cubic_coeff_a -0.75,
+    pytorch_half_pixel, sizes; on the numpy reference and on OpenCL."""
+    import mace
+    from support import random_array, run_onnxruntime
+
+    node = helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="down", mode="cubic", cubic_coeff_a=-0.75,
+                            coordinate_transformation_mode="pytorch_half_pixel")
+    model = onnx_model([node], {"x": [1, 3, 24, 20]}, {"y": None}, {"sizes": np.array([1, 3, 22, 17], np.int64)})
+    feeds = {"x": random_array(1, 3, 24, 20)}
+    expected = run_onnxruntime(model, feeds)["y"]
+    graph = convert_onnx(model)
+    for device in ("cpu", "opencl"):
+        np.testing.assert_allclose(mace.Engine(graph, device=device).run(feeds)["y"], expected, rtol=1e-5, atol=1e-5,
+                                   err_msg=device)
 
 
 def _dynamic_model() -> onnx.ModelProto:

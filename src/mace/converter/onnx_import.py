@@ -196,8 +196,6 @@ class _Importer:
             raise unsupported("the Indices output is not supported")
         if node.op in ("MaxPool", "AveragePool", "Conv", "ConvTranspose") and node.attrs.get("storage_order", 0):
             raise unsupported("storage_order=1 is not supported")
-        if node.op == "Resize" and node.attrs.get("mode", "nearest") not in ("nearest", "linear", "bilinear"):
-            raise unsupported(f"mode={node.attrs.get('mode')!r} is not supported (nearest, linear)")
         if node.op == "BatchNormalization" and node.attrs.get("training_mode", 0):
             raise unsupported("training_mode=1 is not supported (inference only)")
 
