@@ -157,8 +157,16 @@ def test_unary(make_executor) -> None:
         ("Sign", {}),
         ("Sin", {}),
         ("Cos", {}),
+        ("Atan", {}),
+        ("Sinh", {}),
+        ("Cosh", {}),
+        ("Asinh", {}),
     ]:
         b.node(op, [x], attrs)
+    unit = b.input("unit", (2, 3, 4, 5), -0.99, 0.99)  # (the inverse functions' domains)
+    for op in ("Asin", "Acos", "Atanh", "Tan"):
+        b.node(op, [unit])
+    b.node("Acosh", [b.input("above_one", (2, 3, 4, 5), 1.01, 5.0)])
     b.node("Clip", [x, b.const(-1.0), b.const(2.0)])
     b.node("Clip", [x, "", b.const(0.5)])
     b.node("Clip", [x, b.input("lo", (), -1.0, 0.0), b.input("hi", (), 0.0, 1.0)])  # run-time bounds

@@ -108,6 +108,15 @@ _FLOAT_UNARY: dict[str, Unary] = {
     "Round": np.round,  # half to even, as ONNX
     "Sin": np.sin,
     "Cos": np.cos,
+    "Tan": np.tan,
+    "Asin": np.arcsin,
+    "Acos": np.arccos,
+    "Atan": np.arctan,
+    "Sinh": np.sinh,
+    "Cosh": np.cosh,
+    "Asinh": np.arcsinh,
+    "Acosh": np.arccosh,
+    "Atanh": np.arctanh,
 }
 _EXACT_UNARY: dict[str, Unary] = {"Abs": np.abs, "Neg": np.negative, "Sign": np.sign}
 

@@ -62,6 +62,15 @@ UNARY: dict[str, Callable[[dict[str, Any]], str]] = {
     "Sign": lambda a: "(isnan($0) ? $0 : sign($0))",  # OpenCL's sign(NaN) is 0
     "Sin": lambda a: "sin($0)",
     "Cos": lambda a: "cos($0)",
+    "Tan": lambda a: "tan($0)",
+    "Asin": lambda a: "asin($0)",
+    "Acos": lambda a: "acos($0)",
+    "Atan": lambda a: "atan($0)",
+    "Sinh": lambda a: "sinh($0)",
+    "Cosh": lambda a: "cosh($0)",
+    "Asinh": lambda a: "asinh($0)",
+    "Acosh": lambda a: "acosh($0)",
+    "Atanh": lambda a: "atanh($0)",
     "Not": lambda a: "($0 == 0)",
     "IsNaN": lambda a: "isnan($0)",
     "IsInf": lambda a: (
