@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from mace.converter.normalize import Constants, normalize_node
 from mace.converter.onnx_attention import AttentionUnsupported, expand_attention
+from mace.converter.onnx_norms import NormUnsupported, expand_group_norm, expand_rms_norm
 from mace.errors import ConversionError, UnsupportedOpError
 from mace.model.ir import Graph, Node, TensorInfo, fresh_name
 from mace.ops.reference import REFERENCE_OPS
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 
 # Ops the converter accepts. Some exist only to be folded (Constant) or rewired (Identity), the rest run.
 FOLD_ONLY_OPS = ("Constant",)
-SUPPORTED_OPS = tuple(sorted(set(REFERENCE_OPS) | set(FOLD_ONLY_OPS) | {"Upsample", "Attention"}))
+# (and ops imported as other IR nodes: onnx_attention.py, onnx_norms.py)
+SUPPORTED_OPS = tuple(sorted(set(REFERENCE_OPS) | set(FOLD_ONLY_OPS) | {"Upsample", "Attention", "GroupNormalization",
+                                                                       "RMSNormalization"}))
 # Random or stateful ops are never folded even when their inputs are constant.
 NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 # Shape-like constants are passed to ONNX's shape inference by value; large weights only by shape.
@@ -203,6 +206,9 @@ class _Importer:
         if node.op == "Attention":
             self._attention(node)
             return
+        if node.op in ("GroupNormalization", "RMSNormalization"):
+            self._norm(node)
+            return
         if node.op == "Constant":
             self._add_constant(node.outputs[0], self._constant_value(node))
             return
@@ -237,6 +243,19 @@ class _Importer:
         try:
             nodes = expand_attention(node, shapes, dtypes, self._add_constant, self.fresh)
         except AttentionUnsupported as exc:
+            raise UnsupportedOpError(node.op, node.name, self.opset, str(exc), list(SUPPORTED_OPS)) from exc
+        for part in nodes:
+            self._import_node(part)
+
+    def _norm(self, node: Node) -> None:
+        """GroupNormalization, RMSNormalization: the IR nodes of onnx_norms, each imported (folded, shapes inferred)."""
+        shapes = {n: self.tensors[n].shape for n in node.inputs if n}
+        try:
+            if node.op == "GroupNormalization":
+                nodes = expand_group_norm(node, shapes, self.opset, self._add_constant, self.fresh)
+            else:
+                nodes = expand_rms_norm(node, shapes, self._add_constant, self.fresh)
+        except NormUnsupported as exc:
             raise UnsupportedOpError(node.op, node.name, self.opset, str(exc), list(SUPPORTED_OPS)) from exc
         for part in nodes:
             self._import_node(part)

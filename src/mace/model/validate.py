@@ -42,8 +42,8 @@ FLOAT_ATTRS = {"alpha", "beta", "gamma", "epsilon", "momentum", "bias", "lambd",
 # unary ops whose output has the input's shape
 SAME_SHAPE_OPS = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Celu", "Selu",
                   "Softplus", "Softsign", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round",
-                  "Erf", "Gelu", "Mish", "Identity", "Softmax", "LogSoftmax", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
-                  "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Not",
+                  "Erf", "Gelu", "Mish", "Identity", "Softmax", "LogSoftmax", "Sin", "Cos", "Tan", "Asin", "Acos",
+                  "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Not",
                   "ThresholdedRelu", "Dropout", "LRN", "BatchNormalization", "InstanceNormalization",
                   "LayerNormalization"}
 AXIS_OPS = {"Concat", "Softmax", "LogSoftmax", "Hardmax", "Flatten", "Gather", "Split", "ArgMax", "ArgMin",
