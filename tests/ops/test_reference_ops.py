@@ -520,6 +520,14 @@ def test_cum_sum(attrs: dict, axis: int) -> None:
 # Shape and index ops
 
 
+@pytest.mark.parametrize("upper", [0, 1])
+@pytest.mark.parametrize("k", [None, 0, 2, -1, 9])
+def test_trilu(upper: int, k: int | None) -> None:
+    extra = [] if k is None else [np.array(k, np.int64)]
+    check("Trilu", [rand(2, 4, 5), *extra], {"upper": upper}, opset=14)
+    check("Trilu", [np.arange(12, dtype=np.int64).reshape(3, 4), *extra], {"upper": upper}, opset=14)
+
+
 def test_concat() -> None:
     check("Concat", [rand(2, 3, 4), rand(2, 1, 4, seed=1), rand(2, 5, 4, seed=2)], {"axis": 1})
     check("Concat", [rand(2, 3), rand(2, 2, seed=1)], {"axis": -1})

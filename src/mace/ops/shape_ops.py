@@ -210,6 +210,17 @@ def scatter_nd(inputs: Inputs, attrs: Attrs) -> Outputs:
     return [out]
 
 
+@register("Trilu")
+def trilu(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """The upper (``upper`` 1, the default) or lower triangle of the two innermost dims, from diagonal ``k`` (an
+    optional one-element input: 0 the main one, > 0 above it), the rest zero."""
+    x, k_in = required(inputs, 0), arg(inputs, 1)
+    if x.ndim < 2:
+        raise ValueError(f"Trilu needs at least 2 dimensions, got shape {list(x.shape)}")
+    k = int(np.asarray(k_in).reshape(())) if k_in is not None and np.asarray(k_in).size else 0
+    return [np.triu(x, k) if int(attrs.get("upper", 1)) else np.tril(x, k)]
+
+
 @register("Pad")
 def pad(inputs: Inputs, attrs: Attrs) -> Outputs:
     """``pads`` is [begin of each axis..., end of each axis...] over ``axes`` (default all); negative pads crop."""

@@ -176,3 +176,21 @@ __kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const TYPE
 }
 #endif
 #endif
+
+#ifdef TRILU
+// Trilu: y = x where column - row of the two innermost dims is >= K (UPPER) or <= K (lower), else zero (bits).
+// Defines: KERNEL_NAME; T; SIZE; ROWS COLS (the two innermost dims); K; UPPER.
+// Global size: (SIZE).
+__kernel void KERNEL_NAME(__global const BITS(T)* x, __global BITS(T)* y)
+{
+    const int gid = get_global_id(0);
+    if (gid >= SIZE) return;
+    const int col = gid % COLS, row = gid / COLS % ROWS;
+#if UPPER
+    const bool keep = col - row >= K;
+#else
+    const bool keep = col - row <= K;
+#endif
+    y[gid] = keep ? x[gid] : 0;
+}
+#endif

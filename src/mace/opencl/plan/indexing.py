@@ -225,6 +225,23 @@ def _lower_gather_elements(p: Planner, node: Node) -> None:
     p.launch(node, p.kernel("gather_elements", defines), [prod(out_shape)], args)
 
 
+@lowers("Trilu")
+def _lower_trilu(p: Planner, node: Node) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    shape = p.shape(x)
+    if len(shape) < 2:
+        raise DeviceError(f"Trilu {node.name}: needs at least 2 dimensions, got {list(shape)}")
+    k_name = optional(node.inputs, 1)
+    k = int(p.const(k_name, "k", node).reshape(())) if k_name else 0
+    src = p.use(x)
+    out = p.define(y)
+    if not prod(shape):
+        return
+    defines = {"T": p.tag(x), "SIZE": prod(shape), "ROWS": shape[-2], "COLS": shape[-1], "K": k,
+               "UPPER": bool(node.attrs.get("upper", 1))}
+    p.launch(node, p.kernel("trilu", defines), [prod(shape)], [src, out])
+
+
 @lowers("GatherND")
 def _lower_gather_nd(p: Planner, node: Node) -> None:
     x, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]

@@ -91,6 +91,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "gather": ("indexing.cl", "GATHER"),
     "pad": ("indexing.cl", "PAD"),
     "gather_elements": ("indexing.cl", "GATHER_ELEMENTS"),
+    "trilu": ("indexing.cl", "TRILU"),
     "gather_nd": ("indexing.cl", "GATHER_ND"),
     "scatter_nd": ("indexing.cl", "SCATTER_ND"),
 }
