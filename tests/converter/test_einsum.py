@@ -98,3 +98,30 @@ def test_equations_spell_out_ellipses_and_implicit_outputs() -> None:
     ]:
         with pytest.raises(ConversionError, match=message):
             parse_equation(equation, ranks)
+
+
+def test_maxvit_attention_einsums_become_one_attention(opencl_check: OpenCLCheck) -> None:
+    """MaxViT's relative attention as torchvision writes it: q scaled, einsum("bghid,bghjd->bghij") with k, plus a
+    position bias, softmax, einsum("bghij,bghjd->bghid") with v: lowered, then fused like any exported attention,
+    K's Transpose read through strides on the GPU target."""
+    shape = (1, 2, 3, 7, 8)  # batch, windows, heads, tokens, head size
+    names = ["q", "k", "v"]
+    nodes = [helper.make_node("Mul", ["q", "scale"], ["qs"]),
+             helper.make_node("Einsum", ["qs", "k"], ["s"], equation="B G H I D, B G H J D -> B G H I J"),
+             helper.make_node("Add", ["s", "bias"], ["sb"]),
+             helper.make_node("Softmax", ["sb"], ["p"], axis=-1),
+             helper.make_node("Einsum", ["p", "v"], ["y"], equation="bghij,bghjd->bghid")]
+    init = {"scale": np.array(8 ** -0.5, np.float32), "bias": random_array(3, 7, 7, seed=9)}
+    model = onnx_model(nodes, dict.fromkeys(names, list(shape)), {"y": None}, init)
+    graph = convert_onnx(model)
+    assert Counter(n.op for n in graph.nodes) == {"ScaledDotProductAttention": 1, "Transpose": 1}  # (K^T: a view)
+    feeds = {name: random_array(*shape, seed=i) for i, name in enumerate(names)}
+    expected = run_onnxruntime(model, feeds)
+    np.testing.assert_allclose(mace.Engine(graph, device="cpu").run(feeds)["y"], expected["y"], rtol=1e-5, atol=1e-5)
+    opencl_check(graph, feeds, expected)
+
+
+def test_a_malformed_equation_names_the_node() -> None:
+    model = einsum_model("ij,jk->ik", [(2, 3)] * 1)
+    with pytest.raises(ConversionError, match="einsum"):
+        convert_onnx(model)

@@ -167,7 +167,10 @@ def lower_einsum(graph: Graph) -> int:
     for node in list(graph.nodes):
         if node.op != "Einsum" or len(node.outputs) != 1:
             continue
-        parsed = _lowerable(graph, node)
+        try:
+            parsed = _lowerable(graph, node)
+        except ConversionError as exc:
+            raise ConversionError(f"node {node.name!r}: {exc}") from exc
         if parsed is None:
             continue
         terms, out = parsed
