@@ -112,7 +112,7 @@ def test_maxvit_attention_einsums_become_one_attention(opencl_check: OpenCLCheck
              helper.make_node("Softmax", ["sb"], ["p"], axis=-1),
              helper.make_node("Einsum", ["p", "v"], ["y"], equation="bghij,bghjd->bghid")]
     init = {"scale": np.array(8 ** -0.5, np.float32), "bias": random_array(3, 7, 7, seed=9)}
-    model = onnx_model(nodes, dict.fromkeys(names, list(shape)), {"y": None}, init)
+    model = onnx_model(nodes, {name: list(shape) for name in names}, {"y": None}, init)
     graph = convert_onnx(model)
     assert Counter(n.op for n in graph.nodes) == {"ScaledDotProductAttention": 1, "Transpose": 1}  # (K^T: a view)
     feeds = {name: random_array(*shape, seed=i) for i, name in enumerate(names)}

@@ -456,9 +456,9 @@ def test_optimize_reports_every_pass_and_the_pipeline_matches_onnxruntime() -> N
     model = onnx_model(nodes, {"x": [1, 3, 7, 7]}, {"y": None}, init)
     graph = convert_onnx(model)
     assert graph.metadata["passes"] == {"remove_identities": 1, "eliminate_dead_code": 1, "explicit_attributes": 2,
-                                        "lower_einsum": 0, "fold_batchnorm": 1, "transposes_as_reshapes": 0, "fuse_attention": 0,
-                                        "fuse_gelu": 0, "fuse_matmul_bias": 0, "fuse_residual_add": 1,
-                                        "fuse_qkv_projections": 0, "fuse_activations": 2,
+                                        "lower_einsum": 0, "fold_batchnorm": 1, "transposes_as_reshapes": 0,
+                                        "fuse_attention": 0, "fuse_gelu": 0, "fuse_matmul_bias": 0,
+                                        "fuse_residual_add": 1, "fuse_qkv_projections": 0, "fuse_activations": 2,
                                         "store_half_weights": 0}
     assert graph.op_histogram() == {"Conv+Add+Clip": 1, "Conv+SiLU": 1}
     assert graph.nodes[0].attrs["pads"] == [1, 1, 1, 1]
