@@ -7,7 +7,7 @@ support raises ``NotImplementedError("<Op>: <attr>=<value> is not supported")``.
 inputs: treat them as read-only.
 
 The ops live by family in sibling modules: activations, elementwise, conv, pool, resize, shape_ops, linalg, reduce,
-normalization.
+normalization, recurrent.
 
 >>> import numpy as np
 >>> x = np.array([[-2.0, 3.0]], np.float32)
@@ -17,7 +17,7 @@ normalization.
 
 from __future__ import annotations
 
-from mace.ops import activations, conv, elementwise, linalg, normalization, pool, reduce, resize, shape_ops
+from mace.ops import activations, conv, elementwise, linalg, normalization, pool, recurrent, reduce, resize, shape_ops
 from mace.ops.activations import apply_activation
 from mace.ops.common import Attrs, Inputs, MissingInputError, OpFn, Outputs
 
@@ -31,6 +31,7 @@ REFERENCE_OPS: dict[str, OpFn] = {
     **normalization.OPS,
     **linalg.OPS,
     **reduce.OPS,
+    **recurrent.OPS,
     **resize.OPS,
     **shape_ops.OPS,
 }

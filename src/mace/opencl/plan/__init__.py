@@ -41,6 +41,7 @@ from mace.opencl.plan import (  # noqa: F401
     norm,
     placement,
     pooling,
+    recurrent,
     reduce,
     resize,
     shape,

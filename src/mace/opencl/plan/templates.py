@@ -92,6 +92,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "pad": ("indexing.cl", "PAD"),
     "gather_elements": ("indexing.cl", "GATHER_ELEMENTS"),
     "trilu": ("indexing.cl", "TRILU"),
+    "lstm": ("recurrent.cl", "LSTM"),
     "gather_nd": ("indexing.cl", "GATHER_ND"),
     "scatter_nd": ("indexing.cl", "SCATTER_ND"),
 }
