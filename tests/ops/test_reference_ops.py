@@ -240,6 +240,8 @@ ACTIVATION_CASES = [
     ("Selu", {}),
     ("Selu", {"alpha": 1.5, "gamma": 1.1}),
     ("ThresholdedRelu", {"alpha": 0.5}),
+    ("Shrink", {}),
+    ("Shrink", {"lambd": 1.5, "bias": -0.25}),
     ("Softplus", {}),
     ("Softsign", {}),
     ("Mish", {}),

@@ -192,6 +192,7 @@ ACTIVATION_DEFAULTS: dict[str, dict[str, float]] = {
     "Celu": {"alpha": 1.0},
     "Selu": {"alpha": SELU_ALPHA, "gamma": SELU_GAMMA},
     "ThresholdedRelu": {"alpha": 1.0},
+    "Shrink": {"lambd": 0.5, "bias": 0.0},
 }
 
 

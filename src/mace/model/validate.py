@@ -44,7 +44,7 @@ SAME_SHAPE_OPS = {"Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "T
                   "Softplus", "Softsign", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round",
                   "Erf", "Gelu", "Mish", "Identity", "Softmax", "LogSoftmax", "Sin", "Cos", "Tan", "Asin", "Acos",
                   "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Not",
-                  "ThresholdedRelu", "Dropout", "LRN", "BatchNormalization", "InstanceNormalization",
+                  "ThresholdedRelu", "Shrink", "Dropout", "LRN", "BatchNormalization", "InstanceNormalization",
                   "LayerNormalization"}
 AXIS_OPS = {"Concat", "Softmax", "LogSoftmax", "Hardmax", "Flatten", "Gather", "Split", "ArgMax", "ArgMin",
             "CumSum", "LayerNormalization"}

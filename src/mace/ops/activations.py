@@ -225,6 +225,15 @@ def _thresholded_relu(inputs: Inputs, attrs: Attrs) -> Outputs:
     return [like(np.where(x > activation_attr("ThresholdedRelu", attrs, "alpha"), x, 0), x)]
 
 
+@register("Shrink")
+def _shrink(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """x - bias above lambd, x + bias below -lambd, else 0."""
+    x = required(inputs, 0)
+    lambd, bias = (activation_attr("Shrink", attrs, k) for k in ("lambd", "bias"))
+    xf = _f(x)
+    return [like(np.where(xf > lambd, xf - bias, np.where(xf < -lambd, xf + bias, 0)), x)]
+
+
 @register("Softplus")
 def _softplus(inputs: Inputs, attrs: Attrs) -> Outputs:
     return [like(np.logaddexp(0, _f(required(inputs, 0))), required(inputs, 0))]

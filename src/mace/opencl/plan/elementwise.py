@@ -41,6 +41,10 @@ UNARY: dict[str, Callable[[dict[str, Any]], str]] = {
         f"(AT_LEAST($0, 0.0f) + AT_MOST({_f(a, 'Celu', 'alpha')} * expm1($0 / {_f(a, 'Celu', 'alpha')}), 0.0f))"
     ),
     "ThresholdedRelu": lambda a: f"($0 > {_f(a, 'ThresholdedRelu', 'alpha')} ? $0 : 0.0f)",
+    "Shrink": lambda a: (
+        f"($0 > {_f(a, 'Shrink', 'lambd')} ? $0 - {_f(a, 'Shrink', 'bias')} : "
+        f"($0 < -({_f(a, 'Shrink', 'lambd')}) ? $0 + {_f(a, 'Shrink', 'bias')} : 0.0f))"
+    ),
     "Softplus": lambda a: _SOFTPLUS,
     "Softsign": lambda a: "($0 / (1.0f + fabs($0)))",
     "Mish": lambda a: f"($0 * tanh{_SOFTPLUS})",
