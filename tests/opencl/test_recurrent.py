@@ -1,6 +1,7 @@
-"""LSTM: the numpy reference against onnxruntime, and recurrent.cl (portable, CPU- and GPU-target plans) against
-onnxruntime: directions, biases, sequence lengths, initial states, peepholes, clip, input_forget, absent outputs,
-and the batch-first layout (which onnxruntime lacks: checked against the sequence-first result)."""
+"""LSTM and GRU: the numpy reference against onnxruntime, and recurrent.cl (portable, CPU- and GPU-target plans)
+against onnxruntime: directions, biases, sequence lengths, initial states, peepholes, clip, input_forget,
+linear_before_reset, absent outputs, and the batch-first layout (which onnxruntime lacks: checked against the
+sequence-first result)."""
 
 from __future__ import annotations
 
@@ -21,27 +22,30 @@ SEQ, BATCH, IN, HID = 5, 3, 4, 6
 
 
 def lstm_model(direction: str, full: bool, outputs: tuple[str, ...] = ("y", "yh", "yc"), hidden: int = HID,
-               size_in: int = IN, **attrs: Any) -> tuple[Any, dict[str, np.ndarray]]:
-    """An LSTM of constant weights over input x (SEQ x BATCH x IN); ``full``: biases, sequence lengths (a run-time
-    input), initial states and peepholes too."""
+               size_in: int = IN, op: str = "LSTM", **attrs: Any) -> tuple[Any, dict[str, np.ndarray]]:
+    """An LSTM (or GRU) of constant weights over input x (SEQ x BATCH x IN); ``full``: biases, sequence lengths (a
+    run-time input), initial states and (LSTM) peepholes too."""
     dirs = 2 if direction == "bidirectional" else 1
-    init = {"w": random_array(dirs, 4 * hidden, size_in, seed=1, low=-0.5, high=0.5),
-            "r": random_array(dirs, 4 * hidden, hidden, seed=2, low=-0.5, high=0.5)}
+    gates = 4 if op == "LSTM" else 3
+    init = {"w": random_array(dirs, gates * hidden, size_in, seed=1, low=-0.5, high=0.5),
+            "r": random_array(dirs, gates * hidden, hidden, seed=2, low=-0.5, high=0.5)}
     inputs: dict[str, Any] = {"x": [SEQ, BATCH, size_in]}
     feeds = {"x": random_array(SEQ, BATCH, size_in, seed=3)}
     names = ["x", "w", "r"]
     if full:
-        init.update({"b": random_array(dirs, 8 * hidden, seed=4, low=-0.3, high=0.3),
-                     "h0": random_array(dirs, BATCH, hidden, seed=5, low=-0.5, high=0.5),
-                     "c0": random_array(dirs, BATCH, hidden, seed=6, low=-0.5, high=0.5),
-                     "p": random_array(dirs, 3 * hidden, seed=7, low=-0.3, high=0.3)})
+        init.update({"b": random_array(dirs, 2 * gates * hidden, seed=4, low=-0.3, high=0.3),
+                     "h0": random_array(dirs, BATCH, hidden, seed=5, low=-0.5, high=0.5)})
         inputs["lens"] = ([BATCH], np.int32)
         feeds["lens"] = np.array([SEQ, 2, 4][:BATCH], np.int32)
-        names += ["b", "lens", "h0", "c0", "p"]
-    outs = [o if o in outputs else "" for o in ("y", "yh", "yc")]
+        names += ["b", "lens", "h0"]
+        if op == "LSTM":
+            init.update({"c0": random_array(dirs, BATCH, hidden, seed=6, low=-0.5, high=0.5),
+                         "p": random_array(dirs, 3 * hidden, seed=7, low=-0.3, high=0.3)})
+            names += ["c0", "p"]
+    outs = [o if o in outputs else "" for o in ("y", "yh", "yc")[: 3 if op == "LSTM" else 2]]
     while outs and not outs[-1]:
         outs.pop()
-    node = helper.make_node("LSTM", names, outs, name="lstm", hidden_size=hidden, direction=direction, **attrs)
+    node = helper.make_node(op, names, outs, name=op.lower(), hidden_size=hidden, direction=direction, **attrs)
     model = onnx_model([node], inputs, {o: None for o in outs if o}, init)
     return model, feeds
 
@@ -62,6 +66,18 @@ def _check(model: Any, feeds: dict[str, np.ndarray], make_executor: Any) -> None
 @pytest.mark.parametrize("full", [False, True], ids=["plain", "full"])
 def test_lstm_matches_onnxruntime(direction: str, full: bool, make_executor: Any) -> None:
     _check(*lstm_model(direction, full), make_executor)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("linear_before_reset", [0, 1])
+def test_gru_matches_onnxruntime(direction: str, linear_before_reset: int, make_executor: Any) -> None:
+    _check(*lstm_model(direction, True, op="GRU", linear_before_reset=linear_before_reset), make_executor)
+
+
+def test_gru_plain_clipped_wide_and_h_alone(make_executor: Any) -> None:
+    _check(*lstm_model("forward", False, op="GRU"), make_executor)
+    _check(*lstm_model("bidirectional", True, op="GRU", clip=0.3), make_executor)
+    _check(*lstm_model("reverse", True, outputs=("yh",), hidden=70, size_in=9, op="GRU"), make_executor)
 
 
 def test_lstm_clip_input_forget_and_absent_outputs(make_executor: Any) -> None:

@@ -1,13 +1,12 @@
-#ifdef LSTM
-// LSTM (ONNX: gates i, o, f, c; f = sigmoid, g = h = tanh), the whole recurrence in one launch: a work-group per
-// (batch entry, direction), its work items sharing the hidden units (unit j on item j % LH) with h in local memory
-// (two buffers: the step reads one, writes the other), c and the step's x too. Each step, each unit's four gates
-// are its rows of W . x_t + R . h + Wb + Rb (+ peepholes). Past an entry's sequence length its outputs are zero and
-// its states stay; reversed directions start at each entry's own last element.
-// Defines: KERNEL_NAME; X_T W_T R_T B_T L_T S_T P_T Y_T; SEQ BATCH IN HID DIRS; REVERSE (direction 0 backward too);
-// LAYOUT (1: x [batch][seq][in], y [batch][seq][dirs][hid], states [batch][dirs][hid]); HAS_CLIP and CLIP (each
-// activation's input held to [-CLIP, CLIP]); INPUT_FORGET; HAS_Y HAS_YH HAS_YC.
+// LSTM and GRU (ONNX; activations sigmoid and tanh), the whole recurrence in one launch: a work-group per (batch
+// entry, direction), its work items sharing the hidden units (unit j on item j % LH), h in local memory (two
+// buffers: a step reads one and writes the other), and the step's x too. Past an entry's sequence length its outputs
+// are zero and its states stay; reversed directions start at each entry's own last element.
+// Shared defines: SEQ BATCH IN HID DIRS; REVERSE (direction 0 backward too); LAYOUT (1: x [batch][seq][in],
+// y [batch][seq][dirs][hid], states [batch][dirs][hid]); HAS_CLIP and CLIP (each activation's input held to
+// [-CLIP, CLIP]); HAS_Y HAS_YH.
 // Global size: (LH, BATCH * DIRS); local size (LH, 1).
+#if defined(LSTM) || defined(GRU)
 #if LAYOUT
 #define X_AT(t, b, i) (((b) * SEQ + (t)) * IN + (i))
 #define Y_AT(t, d, b, j) ((((b) * SEQ + (t)) * DIRS + (d)) * HID + (j))
@@ -22,6 +21,12 @@
 #else
 #define GATE(v) (v)
 #endif
+#endif
+
+#ifdef LSTM
+// LSTM: gates i, o, f, c; each unit's four are its rows of W . x_t + R . h + Wb + Rb (+ peepholes); c in local
+// memory (each unit's read only by its work item).
+// Defines: KERNEL_NAME; X_T W_T R_T B_T L_T S_T P_T Y_T; the shared ones; INPUT_FORGET; HAS_YC.
 
 __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)* w, __global const TYPE(R_T)* r,
                           __global const TYPE(B_T)* bias, __global const TYPE(L_T)* lens,
@@ -90,5 +95,76 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
         STORE(Y_T, yc, S_AT(d, b, j), c[j]);
 #endif
     }
+}
+#endif
+
+#ifdef GRU
+// GRU: gates z, r, h. A step in two phases: each unit's z and r (its rows of W . x_t + R . h + biases), r * h into
+// local memory (LINEAR_BEFORE_RESET 0: the candidate's recurrent term is R_h . (r * h), which needs every unit's r),
+// then each unit's candidate and new h.
+// Defines: KERNEL_NAME; X_T W_T R_T B_T L_T S_T Y_T; the shared ones; LINEAR_BEFORE_RESET.
+__kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)* w, __global const TYPE(R_T)* r,
+                          __global const TYPE(B_T)* bias, __global const TYPE(L_T)* lens,
+                          __global const TYPE(S_T)* h0
+#if HAS_Y
+                          , __global TYPE(Y_T)* y
+#endif
+#if HAS_YH
+                          , __global TYPE(Y_T)* yh
+#endif
+)
+{
+    const int lid = get_local_id(0), lh = get_local_size(0);
+    const int b = get_group_id(1) % BATCH, d = get_group_id(1) / BATCH;
+    const bool backward = REVERSE || d == 1;
+    __local float h[2][HID], rh[HID], z[HID], xt[IN];
+    for (int j = lid; j < HID; j += lh) h[0][j] = LOAD(S_T, h0, S_AT(d, b, j));
+    const int len = (int)LOAD(L_T, lens, b);
+    const int wd = d * 3 * HID * IN, rd = d * 3 * HID * HID, bd = d * 6 * HID;
+    int cur = 0;
+    for (int step = 0; step < SEQ; ++step) {
+        const bool live = step < len;
+        const int t = backward ? max(len - 1 - step, 0) : step;
+        barrier(CLK_LOCAL_MEM_FENCE);  // (h[cur] complete; the last step's reads of xt and rh done)
+        for (int i = lid; i < IN; i += lh) xt[i] = live ? LOAD(X_T, x, X_AT(t, b, i)) : 0.0f;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int j = lid; j < HID; j += lh) {
+            float g[2];
+            for (int k = 0; k < 2; ++k) {
+                const int row = k * HID + j;
+                float s = LOAD(B_T, bias, bd + row) + LOAD(B_T, bias, bd + 3 * HID + row);
+                for (int i = 0; i < IN; ++i) s = mad(LOAD(W_T, w, wd + row * IN + i), xt[i], s);
+                for (int m = 0; m < HID; ++m) s = mad(LOAD(R_T, r, rd + row * HID + m), h[cur][m], s);
+                g[k] = ACT_SIGMOID(GATE(s));
+            }
+            z[j] = g[0];
+            rh[j] = LINEAR_BEFORE_RESET ? g[1] : g[1] * h[cur][j];  // (the reset gate itself, or r * h)
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int j = lid; j < HID; j += lh) {
+            const int row = 2 * HID + j;
+            float s = LOAD(B_T, bias, bd + row);
+            for (int i = 0; i < IN; ++i) s = mad(LOAD(W_T, w, wd + row * IN + i), xt[i], s);
+            float rec = LOAD(B_T, bias, bd + 3 * HID + row);
+#if LINEAR_BEFORE_RESET
+            for (int m = 0; m < HID; ++m) rec = mad(LOAD(R_T, r, rd + row * HID + m), h[cur][m], rec);
+            rec *= rh[j];
+#else
+            for (int m = 0; m < HID; ++m) rec = mad(LOAD(R_T, r, rd + row * HID + m), rh[m], rec);
+#endif
+            const float cand = tanh(GATE(s + rec));
+            const float hj = h[cur][j];
+            const float hn = (1.0f - z[j]) * cand + z[j] * hj;
+            h[cur ^ 1][j] = live ? hn : hj;
+#if HAS_Y
+            STORE(Y_T, y, Y_AT(live ? t : step, d, b, j), live ? hn : 0.0f);
+#endif
+        }
+        cur ^= 1;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+#if HAS_YH
+    for (int j = lid; j < HID; j += lh) STORE(Y_T, yh, S_AT(d, b, j), h[cur][j]);
+#endif
 }
 #endif

@@ -19,7 +19,7 @@ literals and stride helpers; ``tiling.py`` the device target, the tiling policy 
 ``gemm_shape.py`` how a matrix product addresses its operands; then one module per op family, named like the kernel
 file it mostly emits: ``elementwise``, ``conv`` (Conv, ConvTranspose, depthwise), ``gemm`` (Gemm, MatMul),
 ``pooling``, ``reduce`` (Reduce*, ArgMax, CumSum, Softmax), ``norm``, ``resize``, ``indexing`` (Transpose, Slice,
-Concat, Split, Gather, Pad, Trilu, ...), ``shape`` (aliases, Shape/Size, Cast), ``recurrent`` (LSTM);
+Concat, Split, Gather, Pad, Trilu, ...), ``shape`` (aliases, Shape/Size, Cast), ``recurrent`` (LSTM, GRU);
 ``gemm_tiled`` the GPU target's matrix products;
 ``block`` its inverted residual blocks in one kernel;
 ``placement`` the prepass that lets convs write into their slice of a Concat on GPU targets.

@@ -93,6 +93,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "gather_elements": ("indexing.cl", "GATHER_ELEMENTS"),
     "trilu": ("indexing.cl", "TRILU"),
     "lstm": ("recurrent.cl", "LSTM"),
+    "gru": ("recurrent.cl", "GRU"),
     "gather_nd": ("indexing.cl", "GATHER_ND"),
     "scatter_nd": ("indexing.cl", "SCATTER_ND"),
 }
