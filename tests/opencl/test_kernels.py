@@ -1026,6 +1026,10 @@ def test_reduce_softmax(make_executor, target: DeviceTarget | None) -> None:
     b.node("CumSum", [x, axes(1, np.int64)])
     b.node("CumSum", [x, axes(-1, np.int64)], {"exclusive": 1, "reverse": 1})
     b.node("CumSum", [x, axes([0], np.int32)], {"reverse": 1})
+    b.node("TopK", [x, axes([3], np.int64)], outputs=2)
+    b.node("TopK", [x, axes([2], np.int64)], {"axis": 1, "largest": 0}, outputs=2)
+    ties = b.node("Floor", [b.node("Mul", [x, b.const(2.0)], output=False)], output=False)  # equal values
+    b.node("TopK", [ties, axes([4], np.int64)], {"axis": 2}, outputs=2)
     check(b, lambda g: make_executor(g, target=target))
 
 

@@ -518,6 +518,14 @@ def test_cum_sum(attrs: dict, axis: int) -> None:
     check("CumSum", [np.arange(12, dtype=np.int64).reshape(3, 4), np.array([axis], np.int32)], attrs)
 
 
+@pytest.mark.parametrize("largest", [0, 1])
+@pytest.mark.parametrize(("axis", "k"), [(-1, 3), (1, 1), (0, 3), (2, 0), (-1, 4)])
+def test_top_k(largest: int, axis: int, k: int) -> None:
+    x = np.random.default_rng(0).integers(0, 5, (3, 7, 4)).astype(np.float32)  # ties: equal values in index order
+    check("TopK", [x, np.array([k], np.int64)], {"axis": axis, "largest": largest})
+    check("TopK", [np.arange(24, dtype=np.int64).reshape(4, 6) % 5, np.array([2], np.int64)], {"largest": largest})
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Shape and index ops
 

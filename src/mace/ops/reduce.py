@@ -1,5 +1,5 @@
-"""Reductions (opset 18 form: ``axes`` is an optional input; keepdims, noop_with_empty_axes), ArgMax/ArgMin, and
-CumSum (the running sum along an axis)."""
+"""Reductions (opset 18 form: ``axes`` is an optional input; keepdims, noop_with_empty_axes), ArgMax/ArgMin,
+CumSum (the running sum along an axis) and TopK."""
 
 from __future__ import annotations
 
@@ -120,3 +120,22 @@ def cum_sum(inputs: Inputs, attrs: Attrs) -> Outputs:
     if exclusive:
         y = np.concatenate([np.zeros_like(np.take(y, [0], axis)), np.take(y, range(x.shape[axis] - 1), axis)], axis)
     return [np.flip(y, axis) if reverse else y]
+
+
+@register("TopK")
+def top_k(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """The ``k`` largest (``largest`` 0: smallest) elements along ``axis`` and their int64 indices, in order (also
+    for ``sorted`` 0, whose order ONNX leaves open); equal values in index order, as onnxruntime; NaNs come after
+    every number (numpy's sort order)."""
+    x, k_in = required(inputs, 0), required(inputs, 1)
+    if k_in.size != 1:
+        raise ValueError(f"TopK: K must have one element, got shape {list(k_in.shape)}")
+    axis = normalize_axis(int(attrs.get("axis", -1)), x.ndim)
+    k = int(k_in.reshape(()))
+    if not 0 <= k <= x.shape[axis]:
+        raise ValueError(f"TopK: K={k} is outside [0, {x.shape[axis]}] (axis {axis} of shape {list(x.shape)})")
+    largest = bool(int(attrs.get("largest", 1)))
+    keys = -x.astype(np.float64) if largest and x.dtype.kind == "f" else (-x.astype(np.int64) if largest else x)
+    order = np.argsort(keys, axis=axis, kind="stable")
+    index = np.take(order, np.arange(k), axis=axis)
+    return [np.take_along_axis(x, index, axis=axis), index.astype(np.int64)]

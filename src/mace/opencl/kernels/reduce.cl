@@ -96,3 +96,36 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* y)
     }
 }
 #endif
+
+#ifdef TOP_K
+// TopK along one axis of x viewed as [OUTER][D][INNER]: a work item per element, which counts the elements ranked
+// before it (better: greater, or smaller without LARGEST; equal ones by index; NaNs after every number) and, where
+// that rank is below K, writes itself there: the K best in order.
+// Defines: KERNEL_NAME; X_T Y_T I_T; OUTER D INNER K; LARGEST.
+// Global size: (D, OUTER * INNER).
+__kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global TYPE(Y_T)* values, __global TYPE(I_T)* indices)
+{
+    const int i = get_global_id(0), line = get_global_id(1);
+    if (i >= D || line >= OUTER * INNER) return;
+    const int outer = line / INNER, inner = line % INNER, base = outer * D * INNER + inner;
+    const float v = LOAD(X_T, x, base + i * INNER);
+    const bool vnan = isnan(v);
+    int rank = 0;
+    for (int j = 0; j < D && rank < K; ++j) {
+        const float u = LOAD(X_T, x, base + j * INNER);
+        const bool unan = isnan(u);
+#if LARGEST
+        const bool better = !unan && (vnan || u > v);
+#else
+        const bool better = !unan && (vnan || u < v);
+#endif
+        const bool tie = j < i && (unan ? vnan : (!vnan && u == v));
+        rank += better || tie;
+    }
+    if (rank < K) {
+        const int at = (outer * K + rank) * INNER + inner;
+        STORE(Y_T, values, at, v);
+        STORE(I_T, indices, at, i);
+    }
+}
+#endif

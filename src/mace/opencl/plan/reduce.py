@@ -1,4 +1,4 @@
-"""Reductions on reduce.cl (Reduce*, ArgMax/ArgMin, CumSum) and Softmax/LogSoftmax on softmax.cl.
+"""Reductions on reduce.cl (Reduce*, ArgMax/ArgMin, CumSum, TopK) and Softmax/LogSoftmax on softmax.cl.
 
 A Reduce* is one work item per output element; both the kept and the reduced dims are collapsed first, so any set of
 axes becomes at most a few strided loops. ``reduce`` also lowers the global pools (pooling.py).
@@ -163,6 +163,22 @@ def _lower_cumsum(p: Planner, node: Node) -> None:
     defines.update({"EXCLUSIVE": bool(node.attrs.get("exclusive", 0)), "REVERSE": bool(node.attrs.get("reverse", 0))})
     src = p.use(x)
     p.launch(node, p.kernel("cumsum", defines), [inner, outer], [src, p.define(y)])
+
+
+@lowers("TopK")
+def _lower_top_k(p: Planner, node: Node) -> None:
+    x, values, indices = node.inputs[0], node.outputs[0], node.outputs[1]
+    if p.tag(x) not in FLOAT_TAGS:
+        raise DeviceError(f"OpenCL runtime has no kernel for TopK of {p.tag(x)} values (node {node.name})")
+    shape = p.shape(x)
+    axis = positive_axis(int(node.attrs.get("axis", -1)), len(shape))
+    k = int(p.const(node.inputs[1], "K", node).reshape(-1)[0])
+    outer, dim, inner = prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
+    defines = {"X_T": p.tag(x), "Y_T": p.tag(values), "I_T": p.tag(indices), "OUTER": outer, "D": dim,
+               "INNER": inner, "K": k, "LARGEST": bool(node.attrs.get("largest", 1))}
+    src = p.use(x)
+    args = [src, p.define(values), p.define(indices)]
+    p.launch(node, p.kernel("topk", defines), [dim, outer * inner], args)
 
 
 @lowers("Softmax", "LogSoftmax")

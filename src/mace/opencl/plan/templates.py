@@ -81,6 +81,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "reduce": ("reduce.cl", "REDUCE"),
     "argreduce": ("reduce.cl", "ARG_REDUCE"),
     "cumsum": ("reduce.cl", "CUM_SUM"),
+    "topk": ("reduce.cl", "TOP_K"),
     "softmax": ("softmax.cl", None),
     "softmax_cpu": ("softmax_cpu.cl", None),
     "rownorm": ("norm.cl", "ROW_NORM"),
