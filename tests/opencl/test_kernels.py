@@ -1075,6 +1075,11 @@ def test_indexing(make_executor, target: DeviceTarget | None) -> None:
     b.node("Gather", [x, b.const([[0, 1], [3, 2]], i64)], {"axis": 2})
     b.node("GatherElements", [x, b.const(b.rng.integers(-4, 4, (2, 6, 3, 5)), i64)], {"axis": 2})
     b.node("Trilu", [x])
+    perm = np.argsort(b.rng.random((2, 6, 4, 5)), axis=2).astype(i64)  # a permutation along axis 2
+    b.node("ScatterElements", [x, b.const(perm, i64), b.input("su", (2, 6, 4, 5))], {"axis": 2})
+    repeats = b.const(b.rng.integers(-6, 6, (2, 3, 4, 5)), i64)
+    b.node("ScatterElements", [x, repeats, b.input("sa", (2, 3, 4, 5))], {"axis": 1, "reduction": "add"})
+    b.node("ScatterElements", [x, repeats, b.input("sm", (2, 3, 4, 5))], {"axis": 1, "reduction": "max"})
     b.node("Trilu", [x, b.const(-1, i64)], {"upper": 0})
     b.node("Trilu", [b.input("ti", (3, 7), low=-9, high=9, dtype=i64), b.const(2, i64)])
     b.node("Pad", [x, b.const([0, 1, 2, 0, 0, 2, 1, 3], i64), b.const(1.5)])

@@ -530,6 +530,18 @@ def test_top_k(largest: int, axis: int, k: int) -> None:
 # Shape and index ops
 
 
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_scatter_elements(reduction: str, axis: int) -> None:
+    data, rng = rand(3, 4, 5), np.random.default_rng(1)
+    if reduction == "none":  # a permutation along the axis: ONNX leaves repeated positions undefined
+        indices = np.argsort(rng.random(data.shape), axis=axis).astype(np.int64) - 1  # (-1 counts from the end)
+    else:  # repeats, negatives, a smaller shape
+        indices = rng.integers(-3, 3, (2, 3, 4)).astype(np.int64)
+    check("ScatterElements", [data, indices, rand(*indices.shape, seed=4)], {"axis": axis, "reduction": reduction},
+          opset=18)
+
+
 @pytest.mark.parametrize("upper", [0, 1])
 @pytest.mark.parametrize("k", [None, 0, 2, -1, 9])
 def test_trilu(upper: int, k: int | None) -> None:

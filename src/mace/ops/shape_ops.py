@@ -210,6 +210,34 @@ def scatter_nd(inputs: Inputs, attrs: Attrs) -> Outputs:
     return [out]
 
 
+@register("ScatterElements")
+def scatter_elements(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """A copy of data where each element of ``updates`` goes to its own position with the ``axis`` coordinate
+    replaced by ``indices`` there (negative ones count from the end), or is combined with what is there
+    (``reduction`` add, mul, max, min, in index order). Repeated positions without a reduction: the last update."""
+    data, indices, updates = required(inputs, 0), required(inputs, 1).astype(np.int64), required(inputs, 2)
+    axis = normalize_axis(int(attrs.get("axis", 0)), data.ndim)
+    reduction = str(attrs.get("reduction", "none"))
+    if reduction not in rules.SCATTER_REDUCTIONS:
+        raise NotImplementedError(f"ScatterElements: reduction={reduction!r} is not supported")
+    if indices.shape != updates.shape or indices.ndim != data.ndim:
+        raise ValueError(f"ScatterElements: indices {list(indices.shape)} and updates {list(updates.shape)} must "
+                         f"have one shape, of data's rank {data.ndim}")
+    dim = data.shape[axis]
+    index = np.where(indices < 0, indices + dim, indices)
+    if index.size and (index.min() < 0 or index.max() >= dim):
+        raise ValueError(f"ScatterElements: an index is outside [-{dim}, {dim - 1}] along axis {axis}")
+    coords = list(np.indices(indices.shape, sparse=False))
+    coords[axis] = index
+    out = data.copy()
+    values = updates.astype(data.dtype, copy=False)
+    if reduction == "none":
+        out[tuple(coords)] = values
+    else:
+        _SCATTER_UFUNCS[reduction].at(out, tuple(coords), values)
+    return [out]
+
+
 @register("Trilu")
 def trilu(inputs: Inputs, attrs: Attrs) -> Outputs:
     """The upper (``upper`` 1, the default) or lower triangle of the two innermost dims, from diagonal ``k`` (an

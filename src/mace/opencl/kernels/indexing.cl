@@ -194,3 +194,55 @@ __kernel void KERNEL_NAME(__global const BITS(T)* x, __global BITS(T)* y)
     y[gid] = keep ? x[gid] : 0;
 }
 #endif
+
+#ifdef SCATTER_ELEMENTS
+// ScatterElements, after y has been written with a copy of data: element i of updates (indices' shape SHAPE) goes to
+// its own position in y with the AXIS coordinate replaced by indices[i] (negative ones counting from the end; one
+// outside is skipped, the reference op raises), raw bits (REDUCTION 0; repeated positions: any one of them), or is
+// combined with what is there (1 add, 2 mul, 3 max, 4 min, in ACC) by one work item in index order.
+// Defines: KERNEL_NAME; T I_T; SIZE RANK SHAPE (of indices); Y_STRIDES; AXIS AXIS_DIM; REDUCTION ACC.
+// Global size: (SIZE) for REDUCTION 0, else (1).
+static inline int CAT(KERNEL_NAME, _at)(__global const TYPE(I_T)* indices, const int gid)
+{
+    const int shape[RANK] = {SHAPE};
+    const int ys[RANK] = {Y_STRIDES};
+    long idx = LOAD(I_T, indices, gid);
+    if (idx < 0) idx += AXIS_DIM;
+    if (idx < 0 || idx >= AXIS_DIM) return -1;
+    int off = 0, rem = gid;
+    for (int d = RANK - 1; d >= 0; --d) {
+        const int c = d > 0 ? rem % shape[d] : rem;
+        rem /= shape[d];
+        off += (d == AXIS ? (int)idx : c) * ys[d];
+    }
+    return off;
+}
+#if REDUCTION == 0
+__kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const BITS(T)* updates, __global BITS(T)* y)
+{
+    const int gid = get_global_id(0);
+    if (gid >= SIZE) return;
+    const int at = CAT(KERNEL_NAME, _at)(indices, gid);
+    if (at >= 0) y[at] = updates[gid];
+}
+#else
+__kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const TYPE(T)* updates, __global TYPE(T)* y)
+{
+    if (get_global_id(0) != 0) return;
+    for (int gid = 0; gid < SIZE; ++gid) {
+        const int at = CAT(KERNEL_NAME, _at)(indices, gid);
+        if (at < 0) continue;
+        const ACC v = LOAD(T, y, at), u = LOAD(T, updates, gid);
+#if REDUCTION == 1
+        STORE(T, y, at, v + u);
+#elif REDUCTION == 2
+        STORE(T, y, at, v * u);
+#elif REDUCTION == 3
+        STORE(T, y, at, max(v, u));
+#else
+        STORE(T, y, at, min(v, u));
+#endif
+    }
+}
+#endif
+#endif

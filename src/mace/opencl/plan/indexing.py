@@ -285,6 +285,32 @@ def _lower_scatter_nd(p: Planner, node: Node) -> None:
     p.launch(node, p.kernel("scatter_nd", defines), grid, [p.use(indices), p.use(updates), out])
 
 
+@lowers("ScatterElements")
+def _lower_scatter_elements(p: Planner, node: Node) -> None:
+    """y = data copied, then each update written (or combined) at its position (indexing.cl SCATTER_ELEMENTS)."""
+    data, indices, updates, y = node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]
+    shape, ishape = p.shape(data), p.shape(indices)
+    reduction = str(node.attrs.get("reduction", "none"))
+    if reduction not in rules.SCATTER_REDUCTIONS:
+        raise DeviceError(f"OpenCL runtime has no kernel for ScatterElements reduction {reduction!r} "
+                          f"(node {node.name})")
+    tag = p.tag(y)
+    if p.tag(updates) != tag:
+        raise DeviceError(f"ScatterElements {node.name}: updates stored as {p.tag(updates)}, data as {tag}")
+    axis = positive_axis(int(node.attrs.get("axis", 0)), len(shape))
+    out = p.define(y)
+    if prod(shape):
+        copy_view(p, node, shape, contiguous_strides(shape))
+    if not prod(ishape):
+        return
+    defines: dict[str, Any] = {"T": tag, "I_T": p.tag(indices), "SIZE": prod(ishape), "RANK": len(ishape)}
+    defines.update({"SHAPE": list(ishape), "Y_STRIDES": contiguous_strides(shape), "AXIS": axis,
+                    "AXIS_DIM": shape[axis], "REDUCTION": rules.SCATTER_REDUCTIONS.index(reduction)})
+    defines["ACC"] = "float" if tag in FLOAT_TAGS else "long"
+    grid = [prod(ishape)] if reduction == "none" else [1]
+    p.launch(node, p.kernel("scatter_elements", defines), grid, [p.use(indices), p.use(updates), out])
+
+
 def _bits_literal(value: float, tag: str) -> str:
     """A value as the raw bits BITS(tag) holds (indexing.cl moves bits, not numbers)."""
     if tag == "F32":

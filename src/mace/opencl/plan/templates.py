@@ -97,6 +97,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "gru": ("recurrent.cl", "GRU"),
     "gather_nd": ("indexing.cl", "GATHER_ND"),
     "scatter_nd": ("indexing.cl", "SCATTER_ND"),
+    "scatter_elements": ("indexing.cl", "SCATTER_ELEMENTS"),
 }
 
 
