@@ -227,7 +227,7 @@ def scatter_elements(inputs: Inputs, attrs: Attrs) -> Outputs:
     index = np.where(indices < 0, indices + dim, indices)
     if index.size and (index.min() < 0 or index.max() >= dim):
         raise ValueError(f"ScatterElements: an index is outside [-{dim}, {dim - 1}] along axis {axis}")
-    coords = list(np.indices(indices.shape, sparse=False))
+    coords: list[np.ndarray] = [np.asarray(c) for c in np.indices(indices.shape)]
     coords[axis] = index
     out = data.copy()
     values = updates.astype(data.dtype, copy=False)
