@@ -1075,6 +1075,9 @@ def test_indexing(make_executor, target: DeviceTarget | None) -> None:
     b.node("Gather", [x, b.const([[0, 1], [3, 2]], i64)], {"axis": 2})
     b.node("GatherElements", [x, b.const(b.rng.integers(-4, 4, (2, 6, 3, 5)), i64)], {"axis": 2})
     b.node("Trilu", [x])
+    labels = b.input("labels", (2, 3), low=-5, high=5, dtype=i64)  # (some outside depth 4: no class)
+    b.node("OneHot", [labels, b.const(4, i64), b.const([0.0, 1.0])])
+    b.node("OneHot", [labels, b.const(4, i64), b.const([-2.0, 3.0])], {"axis": 0})
     perm = np.argsort(b.rng.random((2, 6, 4, 5)), axis=2).astype(i64)  # a permutation along axis 2
     b.node("ScatterElements", [x, b.const(perm, i64), b.input("su", (2, 6, 4, 5))], {"axis": 2})
     repeats = b.const(b.rng.integers(-6, 6, (2, 3, 4, 5)), i64)

@@ -542,6 +542,13 @@ def test_scatter_elements(reduction: str, axis: int) -> None:
           opset=18)
 
 
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_one_hot(axis: int) -> None:
+    indices = np.array([[0, 3, -1], [5, -6, 2]], np.int64)  # 5 and -6: outside depth 4, no class
+    check("OneHot", [indices, np.array(4, np.int64), np.array([-1.0, 2.5], np.float32)], {"axis": axis})
+    check("OneHot", [indices, np.array([4], np.int64), np.array([0, 1], np.int64)], {"axis": axis})
+
+
 @pytest.mark.parametrize("upper", [0, 1])
 @pytest.mark.parametrize("k", [None, 0, 2, -1, 9])
 def test_trilu(upper: int, k: int | None) -> None:

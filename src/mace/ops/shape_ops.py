@@ -238,6 +238,24 @@ def scatter_elements(inputs: Inputs, attrs: Attrs) -> Outputs:
     return [out]
 
 
+@register("OneHot")
+def one_hot(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """values[1] where the new ``axis`` (of ``depth`` classes) equals indices (negative ones count from the end;
+    ones outside [-depth, depth - 1] match nothing), values[0] elsewhere."""
+    indices, depth_in, values = required(inputs, 0), required(inputs, 1), required(inputs, 2)
+    if depth_in.size != 1 or values.size != 2:
+        raise ValueError(f"OneHot: depth must have one element and values two, got {list(depth_in.shape)} and "
+                         f"{list(values.shape)}")
+    depth = int(np.asarray(depth_in).reshape(()))
+    axis = normalize_axis(int(attrs.get("axis", -1)), indices.ndim + 1)
+    index = np.asarray(indices).astype(np.int64)
+    index = np.where(index < 0, index + depth, index)
+    classes = np.arange(depth).reshape([depth if d == axis else 1 for d in range(indices.ndim + 1)])
+    hot = np.expand_dims(index, axis) == classes
+    off, on = values.reshape(-1)
+    return [np.where(hot, on, off).astype(values.dtype)]
+
+
 @register("Trilu")
 def trilu(inputs: Inputs, attrs: Attrs) -> Outputs:
     """The upper (``upper`` 1, the default) or lower triangle of the two innermost dims, from diagonal ``k`` (an

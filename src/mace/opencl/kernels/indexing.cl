@@ -246,3 +246,20 @@ __kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const TYPE
 }
 #endif
 #endif
+
+#ifdef ONE_HOT
+// OneHot: y (SIZE elements, the new axis of DEPTH classes at AXIS, with OUTER elements before it and INNER after it
+// in indices' order) is values[1] where its class equals indices there (negative ones counting from the end), else
+// values[0]; raw bits.
+// Defines: KERNEL_NAME; T I_T; SIZE DEPTH INNER.
+// Global size: (SIZE).
+__kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const BITS(T)* values, __global BITS(T)* y)
+{
+    const int gid = get_global_id(0);
+    if (gid >= SIZE) return;
+    const int inner = gid % INNER, c = gid / INNER % DEPTH, outer = gid / (INNER * DEPTH);
+    long idx = LOAD(I_T, indices, outer * INNER + inner);
+    if (idx < 0) idx += DEPTH;
+    y[gid] = values[idx == c ? 1 : 0];
+}
+#endif

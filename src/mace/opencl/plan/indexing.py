@@ -242,6 +242,20 @@ def _lower_trilu(p: Planner, node: Node) -> None:
     p.launch(node, p.kernel("trilu", defines), [prod(shape)], [src, out])
 
 
+@lowers("OneHot")
+def _lower_one_hot(p: Planner, node: Node) -> None:
+    indices, values, y = node.inputs[0], node.inputs[2], node.outputs[0]
+    ys = p.shape(y)
+    axis = positive_axis(int(node.attrs.get("axis", -1)), len(ys))
+    if p.tag(values) != p.tag(y):
+        raise DeviceError(f"OneHot {node.name}: values stored as {p.tag(values)}, the output as {p.tag(y)}")
+    args = [p.use(indices), p.use(values), p.define(y)]
+    if not prod(ys):
+        return
+    defines = {"T": p.tag(y), "I_T": p.tag(indices), "SIZE": prod(ys), "DEPTH": ys[axis], "INNER": prod(ys[axis + 1 :])}
+    p.launch(node, p.kernel("one_hot", defines), [prod(ys)], args)
+
+
 @lowers("GatherND")
 def _lower_gather_nd(p: Planner, node: Node) -> None:
     x, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]

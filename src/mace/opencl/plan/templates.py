@@ -93,6 +93,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "pad": ("indexing.cl", "PAD"),
     "gather_elements": ("indexing.cl", "GATHER_ELEMENTS"),
     "trilu": ("indexing.cl", "TRILU"),
+    "one_hot": ("indexing.cl", "ONE_HOT"),
     "lstm": ("recurrent.cl", "LSTM"),
     "gru": ("recurrent.cl", "GRU"),
     "gather_nd": ("indexing.cl", "GATHER_ND"),
