@@ -1,5 +1,6 @@
-"""converter/onnx_norms.py: ONNX's GroupNormalization (opset 18: per-group scale; opset 21: per channel) and
-RMSNormalization (opset 23) imported as InstanceNormalization / reductions, against onnxruntime on the numpy
+"""converter/onnx_norms.py: ONNX's GroupNormalization (opset 18: per-group scale; opset 21: per channel),
+RMSNormalization (opset 23), LpNormalization and MeanVarianceNormalization imported as InstanceNormalization /
+reductions, against onnxruntime on the numpy
 reference and on OpenCL (portable, CPU- and GPU-target plans)."""
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from support import onnx_model, random_array, run_onnxruntime
 def _check(model: object, feeds: dict[str, np.ndarray], opencl_check: OpenCLCheck) -> None:
     expected = run_onnxruntime(model, feeds)
     graph = convert_onnx(model)
-    assert not {n.op for n in graph.nodes} & {"GroupNormalization", "RMSNormalization"}
+    assert not {n.op for n in graph.nodes} & {"GroupNormalization", "RMSNormalization", "LpNormalization",
+                                             "MeanVarianceNormalization"}
     got = mace.Engine(graph, device="cpu").run(feeds)
     for name, value in expected.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
@@ -63,3 +65,20 @@ def test_group_normalization_that_does_not_divide_is_named() -> None:
                        {"s": np.ones(6, np.float32), "b": np.zeros(6, np.float32)}, opset=18)
     with pytest.raises(UnsupportedOpError, match="opset 18 wants 3 values"):
         convert_onnx(model)
+
+
+@pytest.mark.parametrize(("p_norm", "axis"), [(2, -1), (1, 1), (2, 0)])
+def test_lp_normalization_matches(p_norm: int, axis: int, opencl_check: OpenCLCheck) -> None:
+    node = helper.make_node("LpNormalization", ["x"], ["y"], name="lp", axis=axis, p=p_norm)
+    model = onnx_model([node], {"x": [3, 4, 5]}, {"y": None})
+    x = random_array(3, 4, 5, seed=1)
+    x[1, :, 2] = 0.0
+    x[:, 2, :] = 0.0  # zero norms along every axis tried: zeros out, as onnxruntime
+    _check(model, {"x": x}, opencl_check)
+
+
+@pytest.mark.parametrize("axes", [None, [1], [0, 1, 2, 3]])
+def test_mean_variance_normalization_matches(axes: list[int] | None, opencl_check: OpenCLCheck) -> None:
+    node = helper.make_node("MeanVarianceNormalization", ["x"], ["y"], name="mvn", **({"axes": axes} if axes else {}))
+    model = onnx_model([node], {"x": [2, 3, 4, 5]}, {"y": None})
+    _check(model, {"x": random_array(2, 3, 4, 5, seed=1) * 2 + 1}, opencl_check)

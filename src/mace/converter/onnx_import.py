@@ -20,7 +20,13 @@ from onnx import helper, numpy_helper, shape_inference
 
 from mace.converter.normalize import Constants, normalize_node
 from mace.converter.onnx_attention import AttentionUnsupported, expand_attention
-from mace.converter.onnx_norms import NormUnsupported, expand_group_norm, expand_rms_norm
+from mace.converter.onnx_norms import (
+    NormUnsupported,
+    expand_group_norm,
+    expand_lp_norm,
+    expand_mvn,
+    expand_rms_norm,
+)
 from mace.errors import ConversionError, UnsupportedOpError
 from mace.model.ir import Graph, Node, TensorInfo, fresh_name
 from mace.ops.reference import REFERENCE_OPS
@@ -30,8 +36,8 @@ log = logging.getLogger(__name__)
 # Ops the converter accepts. Some exist only to be folded (Constant) or rewired (Identity), the rest run.
 FOLD_ONLY_OPS = ("Constant",)
 # (and ops imported as other IR nodes: onnx_attention.py, onnx_norms.py)
-SUPPORTED_OPS = tuple(sorted(set(REFERENCE_OPS) | set(FOLD_ONLY_OPS) | {"Upsample", "Attention", "GroupNormalization",
-                                                                       "RMSNormalization"}))
+NORMS = ("GroupNormalization", "RMSNormalization", "LpNormalization", "MeanVarianceNormalization")
+SUPPORTED_OPS = tuple(sorted(set(REFERENCE_OPS) | set(FOLD_ONLY_OPS) | {"Upsample", "Attention", *NORMS}))
 # Random or stateful ops are never folded even when their inputs are constant.
 NEVER_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 # Shape-like constants are passed to ONNX's shape inference by value; large weights only by shape.
@@ -206,7 +212,7 @@ class _Importer:
         if node.op == "Attention":
             self._attention(node)
             return
-        if node.op in ("GroupNormalization", "RMSNormalization"):
+        if node.op in NORMS:
             self._norm(node)
             return
         if node.op == "Constant":
@@ -248,13 +254,15 @@ class _Importer:
             self._import_node(part)
 
     def _norm(self, node: Node) -> None:
-        """GroupNormalization, RMSNormalization: the IR nodes of onnx_norms, each imported (folded, shapes inferred)."""
+        """The normalizations of onnx_norms as its IR nodes, each imported (folded, shapes inferred)."""
         shapes = {n: self.tensors[n].shape for n in node.inputs if n}
         try:
             if node.op == "GroupNormalization":
                 nodes = expand_group_norm(node, shapes, self.opset, self._add_constant, self.fresh)
             else:
-                nodes = expand_rms_norm(node, shapes, self._add_constant, self.fresh)
+                expand = {"RMSNormalization": expand_rms_norm, "LpNormalization": expand_lp_norm,
+                          "MeanVarianceNormalization": expand_mvn}[node.op]
+                nodes = expand(node, shapes, self._add_constant, self.fresh)
         except NormUnsupported as exc:
             raise UnsupportedOpError(node.op, node.name, self.opset, str(exc), list(SUPPORTED_OPS)) from exc
         for part in nodes:

@@ -1,10 +1,13 @@
-"""ONNX's GroupNormalization (opset 18 and 21) and RMSNormalization (opset 23) as IR nodes every runtime has.
+"""ONNX's GroupNormalization (opset 18 and 21), RMSNormalization (opset 23), LpNormalization and
+MeanVarianceNormalization as IR nodes every runtime has.
 
 GroupNormalization of X [N, C, ...] in G groups is an InstanceNormalization of X viewed as [N, G, C / G * ...]
 (each group's mean and variance over its channels and positions), viewed back. Opset 18 scales and shifts per group:
 its scale and bias are the instance norm's; opset 21 per channel: a Mul and an Add after it (scale and bias as
 [C, 1, ...]). RMSNormalization over the axes from ``axis`` on is X / sqrt(mean(X * X) + epsilon) * scale.
-Both compute in float32 whatever stash_type asks (it only lets a runtime compute in more).
+Both compute in float32 whatever stash_type asks (it only lets a runtime compute in more). LpNormalization is
+X / ||X||_p along ``axis`` (p 1 or 2), a zero norm leaving X as it is (zero), as onnxruntime; MeanVarianceNormalization
+(X - mean) / sqrt(variance + 1e-9) over ``axes`` (default 0, 2, 3), ONNX's function body.
 """
 
 from __future__ import annotations
@@ -94,4 +97,40 @@ def expand_rms_norm(node: Node, shapes: Mapping[str, tuple[int, ...]], add_const
     rms = b.add("Sqrt", [b.add("Add", [mean, b.const("epsilon", eps, np.float32)], "plus_epsilon")], "rms")
     normed = b.add("Div", [x, rms], "normalized")
     b.add("Mul", [normed, scale], "scaled", out=node.outputs[0])
+    return b.nodes
+
+
+def expand_lp_norm(node: Node, shapes: Mapping[str, tuple[int, ...]], add_constant: AddConstant,
+                   fresh: Callable[[str], str]) -> list[Node]:
+    """The IR nodes computing ``node`` (an ONNX LpNormalization), in order."""
+    x = node.inputs[0]
+    rank, p_norm = len(shapes[x]), int(node.attrs.get("p", 2))
+    if p_norm not in (1, 2):
+        raise NormUnsupported(f"p={p_norm}: LpNormalization takes p 1 or 2")
+    axis = int(node.attrs.get("axis", -1))
+    if not -rank <= axis < rank:
+        raise NormUnsupported(f"axis {axis} is outside the input's {rank} dimensions")
+    b = _Nodes(node, add_constant, fresh)
+    norm = b.add("ReduceL2" if p_norm == 2 else "ReduceL1", [x, b.const("axes", [axis % rank])], "norm", keepdims=1)
+    zero = b.add("Equal", [norm, b.const("zero", 0.0, np.float32)], "zero_norm")
+    safe = b.add("Where", [zero, b.const("one", 1.0, np.float32), norm], "divisor")
+    b.add("Div", [x, safe], "normalized", out=node.outputs[0])
+    return b.nodes
+
+
+def expand_mvn(node: Node, shapes: Mapping[str, tuple[int, ...]], add_constant: AddConstant,
+               fresh: Callable[[str], str]) -> list[Node]:
+    """The IR nodes computing ``node`` (an ONNX MeanVarianceNormalization), in order."""
+    x = node.inputs[0]
+    rank = len(shapes[x])
+    axes = [int(a) for a in node.attrs.get("axes", [0, 2, 3])]
+    if any(not -rank <= a < rank for a in axes):
+        raise NormUnsupported(f"axes {axes} are outside the input's {rank} dimensions")
+    b = _Nodes(node, add_constant, fresh)
+    axes_c = b.const("axes", sorted({a % rank for a in axes}))
+    mean = b.add("ReduceMean", [x, axes_c], "mean", keepdims=1)
+    centered = b.add("Sub", [x, mean], "centered")
+    variance = b.add("ReduceMean", [b.add("Mul", [centered, centered], "square"), axes_c], "variance", keepdims=1)
+    std = b.add("Sqrt", [b.add("Add", [variance, b.const("epsilon", 1e-9, np.float32)], "plus_epsilon")], "std")
+    b.add("Div", [centered, std], "normalized", out=node.outputs[0])
     return b.nodes
