@@ -57,7 +57,13 @@ def _check(path: str, args: argparse.Namespace, ctx: Any, rows: list[dict[str, A
     feeds = {}
     for i in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in i.shape]
-        feeds[i.name] = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        rng = np.random.default_rng(0)
+        kind = i.type.removeprefix("tensor(").removesuffix(")")
+        if kind.startswith(("int", "uint")):  # token ids below 100 (masks and token types 0 or 1), else floats
+            high = 2 if any(word in i.name.lower() for word in ("mask", "type")) else 100
+            feeds[i.name] = rng.integers(0, high, shape).astype(kind)
+        else:
+            feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
     expected = session.run(None, feeds)
     for data_type in args.data_types.split(","):
         graph = mace.converter.convert_onnx(path, data_type=data_type)
