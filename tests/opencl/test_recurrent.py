@@ -1,4 +1,4 @@
-"""LSTM and GRU: the numpy reference against onnxruntime, and recurrent.cl (portable, CPU- and GPU-target plans)
+"""LSTM, GRU and RNN: the numpy reference against onnxruntime, and recurrent.cl (portable, CPU- and GPU-target plans)
 against onnxruntime: directions, biases, sequence lengths, initial states, peepholes, clip, input_forget,
 linear_before_reset, absent outputs, and the batch-first layout (which onnxruntime lacks: checked against the
 sequence-first result)."""
@@ -21,12 +21,12 @@ CPU = DeviceTarget(False, 2, 1 << 21, 4096)
 SEQ, BATCH, IN, HID = 5, 3, 4, 6
 
 
-def lstm_model(direction: str, full: bool, outputs: tuple[str, ...] = ("y", "yh", "yc"), hidden: int = HID,
+def recurrent_model(direction: str, full: bool, outputs: tuple[str, ...] = ("y", "yh", "yc"), hidden: int = HID,
                size_in: int = IN, op: str = "LSTM", **attrs: Any) -> tuple[Any, dict[str, np.ndarray]]:
-    """An LSTM (or GRU) of constant weights over input x (SEQ x BATCH x IN); ``full``: biases, sequence lengths (a
+    """An LSTM (GRU, RNN) of constant weights over input x (SEQ x BATCH x IN); ``full``: biases, sequence lengths (a
     run-time input), initial states and (LSTM) peepholes too."""
     dirs = 2 if direction == "bidirectional" else 1
-    gates = 4 if op == "LSTM" else 3
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
     init = {"w": random_array(dirs, gates * hidden, size_in, seed=1, low=-0.5, high=0.5),
             "r": random_array(dirs, gates * hidden, hidden, seed=2, low=-0.5, high=0.5)}
     inputs: dict[str, Any] = {"x": [SEQ, BATCH, size_in]}
@@ -65,34 +65,40 @@ def _check(model: Any, feeds: dict[str, np.ndarray], make_executor: Any) -> None
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("full", [False, True], ids=["plain", "full"])
 def test_lstm_matches_onnxruntime(direction: str, full: bool, make_executor: Any) -> None:
-    _check(*lstm_model(direction, full), make_executor)
+    _check(*recurrent_model(direction, full), make_executor)
 
 
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("linear_before_reset", [0, 1])
 def test_gru_matches_onnxruntime(direction: str, linear_before_reset: int, make_executor: Any) -> None:
-    _check(*lstm_model(direction, True, op="GRU", linear_before_reset=linear_before_reset), make_executor)
+    _check(*recurrent_model(direction, True, op="GRU", linear_before_reset=linear_before_reset), make_executor)
 
 
 def test_gru_plain_clipped_wide_and_h_alone(make_executor: Any) -> None:
-    _check(*lstm_model("forward", False, op="GRU"), make_executor)
-    _check(*lstm_model("bidirectional", True, op="GRU", clip=0.3), make_executor)
-    _check(*lstm_model("reverse", True, outputs=("yh",), hidden=70, size_in=9, op="GRU"), make_executor)
+    _check(*recurrent_model("forward", False, op="GRU"), make_executor)
+    _check(*recurrent_model("bidirectional", True, op="GRU", clip=0.3), make_executor)
+    _check(*recurrent_model("reverse", True, outputs=("yh",), hidden=70, size_in=9, op="GRU"), make_executor)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_rnn_matches_onnxruntime(direction: str, make_executor: Any) -> None:
+    _check(*recurrent_model(direction, True, op="RNN"), make_executor)
+    _check(*recurrent_model(direction, False, op="RNN", clip=0.5, hidden=70), make_executor)
 
 
 def test_lstm_clip_input_forget_and_absent_outputs(make_executor: Any) -> None:
-    _check(*lstm_model("bidirectional", True, clip=0.4, input_forget=1), make_executor)
-    _check(*lstm_model("forward", True, outputs=("yh",)), make_executor)  # Y_h alone
-    _check(*lstm_model("reverse", False, outputs=("y",)), make_executor)
+    _check(*recurrent_model("bidirectional", True, clip=0.4, input_forget=1), make_executor)
+    _check(*recurrent_model("forward", True, outputs=("yh",)), make_executor)  # Y_h alone
+    _check(*recurrent_model("reverse", False, outputs=("y",)), make_executor)
 
 
 def test_lstm_with_more_units_than_work_items(make_executor: Any) -> None:
     """A hidden size above the portable plan's 64 work items: each takes several units."""
-    _check(*lstm_model("forward", True, hidden=70, size_in=9), make_executor)
+    _check(*recurrent_model("forward", True, hidden=70, size_in=9), make_executor)
 
 
 def test_lstm_batch_first_layout_equals_the_sequence_first_one(make_executor: Any) -> None:
-    model, feeds = lstm_model("bidirectional", False)
+    model, feeds = recurrent_model("bidirectional", False)
     expected = run_onnxruntime(model, feeds)
     node = model.graph.node[0]
     node.attribute.append(helper.make_attribute("layout", 1))

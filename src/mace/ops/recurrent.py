@@ -1,9 +1,9 @@
-"""LSTM and GRU (ONNX semantics), the recurrence step by step in float32.
+"""LSTM, GRU and RNN (ONNX semantics), the recurrence step by step in float32.
 
-Both: forward, reverse or bidirectional; optional biases, sequence lengths and initial states; ``clip`` (each
+All: forward, reverse or bidirectional; optional biases, sequence lengths and initial states; ``clip`` (each
 activation's input held to [-clip, clip]); ``layout`` 1 (batch first). LSTM's gates are i, o, f, c, with optional
 peepholes and ``input_forget``; GRU's z, r, h, with ``linear_before_reset``. Activations are ONNX's defaults (LSTM:
-Sigmoid, Tanh, Tanh; GRU: Sigmoid, Tanh) for every direction; other lists raise NotImplementedError. Past its sequence
+Sigmoid, Tanh, Tanh; GRU: Sigmoid, Tanh; RNN: Tanh) for every direction; other lists raise NotImplementedError. Past its sequence
 length a batch entry's outputs are zero and its states stay as they were; reversed directions start at each entry's
 own last element.
 """
@@ -20,7 +20,7 @@ from mace.ops.common import Attrs, Inputs, OpFn, Outputs, arg, registrar, requir
 OPS: dict[str, OpFn] = {}
 register = registrar(OPS)
 
-ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh")}
+ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
 DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 # a cell: (x_t . W^T, h, the cell's other states, direction) -> (new h, new other states)
 Cell = Callable[[np.ndarray, np.ndarray, list[np.ndarray], int], tuple[np.ndarray, list[np.ndarray]]]
@@ -143,6 +143,22 @@ def gru(inputs: Inputs, attrs: Attrs) -> Outputs:
             recurrent = (reset * h) @ rd[part[2]].T + rb[part[2]]
         candidate = np.tanh(_clip(xw[:, part[2]] + recurrent + wb[part[2]], a.clip))
         return (1.0 - z) * candidate + z * h, []
+
+    dtype = required(inputs, 0).dtype
+    return [v.astype(dtype) for v in _run(x, w, a, lens, [h0], hidden, cell)]
+
+
+@register("RNN")
+def rnn(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """Inputs X, W, R, B, sequence_lens, initial_h; outputs Y, Y_h: h = tanh(W . x_t + R . h + Wb + Rb)."""
+    a = recurrent_attrs("RNN", attrs)
+    x, w, r = required(inputs, 0), required(inputs, 1), required(inputs, 2)
+    b, lens, h0 = (arg(inputs, i) for i in range(3, 6))
+    hidden = a.hidden or r.shape[-1]
+
+    def cell(xw: np.ndarray, h: np.ndarray, rest: list[np.ndarray], d: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        bias = _bias(b, d, 2 * hidden)
+        return np.tanh(_clip(xw + h @ r[d].astype(np.float32).T + bias[:hidden] + bias[hidden:], a.clip)), []
 
     dtype = required(inputs, 0).dtype
     return [v.astype(dtype) for v in _run(x, w, a, lens, [h0], hidden, cell)]

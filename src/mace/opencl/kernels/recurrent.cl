@@ -1,4 +1,4 @@
-// LSTM and GRU (ONNX; activations sigmoid and tanh), the whole recurrence in one launch: a work-group per (batch
+// LSTM, GRU and RNN (ONNX; activations sigmoid and tanh), the whole recurrence in one launch: a work-group per (batch
 // entry, direction), its work items sharing the hidden units (unit j on item j % LH), h in local memory (two
 // buffers: a step reads one and writes the other), and the step's x too. Past an entry's sequence length its outputs
 // are zero and its states stay; reversed directions start at each entry's own last element.
@@ -6,7 +6,7 @@
 // y [batch][seq][dirs][hid], states [batch][dirs][hid]); HAS_CLIP and CLIP (each activation's input held to
 // [-CLIP, CLIP]); HAS_Y HAS_YH.
 // Global size: (LH, BATCH * DIRS); local size (LH, 1).
-#if defined(LSTM) || defined(GRU)
+#if defined(LSTM) || defined(GRU) || defined(RNN)
 #if LAYOUT
 #define X_AT(t, b, i) (((b) * SEQ + (t)) * IN + (i))
 #define Y_AT(t, d, b, j) ((((b) * SEQ + (t)) * DIRS + (d)) * HID + (j))
@@ -156,6 +156,53 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
             const float hj = h[cur][j];
             const float hn = (1.0f - z[j]) * cand + z[j] * hj;
             h[cur ^ 1][j] = live ? hn : hj;
+#if HAS_Y
+            STORE(Y_T, y, Y_AT(live ? t : step, d, b, j), live ? hn : 0.0f);
+#endif
+        }
+        cur ^= 1;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+#if HAS_YH
+    for (int j = lid; j < HID; j += lh) STORE(Y_T, yh, S_AT(d, b, j), h[cur][j]);
+#endif
+}
+#endif
+
+#ifdef RNN
+// RNN: each unit's h = tanh(its row of W . x_t + R . h + Wb + Rb).
+// Defines: KERNEL_NAME; X_T W_T R_T B_T L_T S_T Y_T; the shared ones.
+__kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)* w, __global const TYPE(R_T)* r,
+                          __global const TYPE(B_T)* bias, __global const TYPE(L_T)* lens,
+                          __global const TYPE(S_T)* h0
+#if HAS_Y
+                          , __global TYPE(Y_T)* y
+#endif
+#if HAS_YH
+                          , __global TYPE(Y_T)* yh
+#endif
+)
+{
+    const int lid = get_local_id(0), lh = get_local_size(0);
+    const int b = get_group_id(1) % BATCH, d = get_group_id(1) / BATCH;
+    const bool backward = REVERSE || d == 1;
+    __local float h[2][HID], xt[IN];
+    for (int j = lid; j < HID; j += lh) h[0][j] = LOAD(S_T, h0, S_AT(d, b, j));
+    const int len = (int)LOAD(L_T, lens, b);
+    const int wd = d * HID * IN, rd = d * HID * HID, bd = d * 2 * HID;
+    int cur = 0;
+    for (int step = 0; step < SEQ; ++step) {
+        const bool live = step < len;
+        const int t = backward ? max(len - 1 - step, 0) : step;
+        barrier(CLK_LOCAL_MEM_FENCE);  // (h[cur] complete; the last step's reads of xt done)
+        for (int i = lid; i < IN; i += lh) xt[i] = live ? LOAD(X_T, x, X_AT(t, b, i)) : 0.0f;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int j = lid; j < HID; j += lh) {
+            float s = LOAD(B_T, bias, bd + j) + LOAD(B_T, bias, bd + HID + j);
+            for (int i = 0; i < IN; ++i) s = mad(LOAD(W_T, w, wd + j * IN + i), xt[i], s);
+            for (int m = 0; m < HID; ++m) s = mad(LOAD(R_T, r, rd + j * HID + m), h[cur][m], s);
+            const float hn = tanh(GATE(s));
+            h[cur ^ 1][j] = live ? hn : h[cur][j];
 #if HAS_Y
             STORE(Y_T, y, Y_AT(live ? t : step, d, b, j), live ? hn : 0.0f);
 #endif

@@ -1,4 +1,4 @@
-"""LSTM and GRU on recurrent.cl: the whole recurrence in one launch, a work-group per (batch entry, direction).
+"""LSTM, GRU and RNN on recurrent.cl: the whole recurrence in one launch, a work-group per (batch entry, direction).
 
 Absent optional inputs (biases, sequence lengths, initial states, peepholes) are uploaded as the zeros (or full
 lengths) they mean, so each kernel has one signature; absent outputs are not written. The work items of a
@@ -21,10 +21,10 @@ from mace.ops.recurrent import recurrent_attrs
 # work items of a work-group: up to this many, one per hidden unit (the portable plan's, without a device target)
 RECURRENT_ITEMS = 256
 PORTABLE_RECURRENT_ITEMS = 64
-GATES = {"LSTM": 4, "GRU": 3}
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
 
-@lowers("LSTM", "GRU")
+@lowers("LSTM", "GRU", "RNN")
 def _lower_recurrent(p: Planner, node: Node) -> None:
     try:
         a = recurrent_attrs(node.op, node.attrs)
@@ -37,7 +37,7 @@ def _lower_recurrent(p: Planner, node: Node) -> None:
     size_in, hidden = xs[2], a.hidden or p.shape(r)[-1]
     if p.tag(x) not in FLOAT_TAGS:
         raise DeviceError(f"OpenCL runtime has no kernel for {node.op} of {p.tag(x)} values (node {node.name})")
-    local_floats = (3 if lstm else 4) * hidden + size_in
+    local_floats = {"LSTM": 3, "GRU": 4, "RNN": 2}[node.op] * hidden + size_in
     if p.target is not None and 4 * local_floats > p.target.local_mem_bytes:
         raise DeviceError(f"{node.op} {node.name}: hidden size {hidden} and input size {size_in} need "
                           f"{4 * local_floats} bytes of local memory, the device has {p.target.local_mem_bytes}")
@@ -76,7 +76,7 @@ def _lower_recurrent(p: Planner, node: Node) -> None:
                     "CLIP": c_float(a.clip)})
     if lstm:
         defines.update({"P_T": optional_inputs[4][1], "INPUT_FORGET": a.input_forget})
-    else:
+    elif node.op == "GRU":
         defines["LINEAR_BEFORE_RESET"] = a.linear_before_reset
     for key, out in zip(("HAS_Y", "HAS_YH", "HAS_YC"), outputs):
         defines[key] = out in written

@@ -96,6 +96,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "one_hot": ("indexing.cl", "ONE_HOT"),
     "lstm": ("recurrent.cl", "LSTM"),
     "gru": ("recurrent.cl", "GRU"),
+    "rnn": ("recurrent.cl", "RNN"),
     "gather_nd": ("indexing.cl", "GATHER_ND"),
     "scatter_nd": ("indexing.cl", "SCATTER_ND"),
     "scatter_elements": ("indexing.cl", "SCATTER_ELEMENTS"),
