@@ -3,9 +3,9 @@
 All: forward, reverse or bidirectional; optional biases, sequence lengths and initial states; ``clip`` (each
 activation's input held to [-clip, clip]); ``layout`` 1 (batch first). LSTM's gates are i, o, f, c, with optional
 peepholes and ``input_forget``; GRU's z, r, h, with ``linear_before_reset``. Activations are ONNX's defaults (LSTM:
-Sigmoid, Tanh, Tanh; GRU: Sigmoid, Tanh; RNN: Tanh) for every direction; other lists raise NotImplementedError. Past its sequence
-length a batch entry's outputs are zero and its states stay as they were; reversed directions start at each entry's
-own last element.
+Sigmoid, Tanh, Tanh; GRU: Sigmoid, Tanh; RNN: Tanh) for every direction; other lists raise NotImplementedError.
+Past its sequence length a batch entry's outputs are zero and its states stay as they were; reversed directions
+start at each entry's own last element.
 """
 
 from __future__ import annotations

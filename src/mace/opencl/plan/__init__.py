@@ -20,7 +20,7 @@ literals and stride helpers; ``tiling.py`` the device target, the tiling policy 
 file it mostly emits: ``elementwise``, ``conv`` (Conv, ConvTranspose, depthwise), ``gemm`` (Gemm, MatMul),
 ``pooling``, ``reduce`` (Reduce*, ArgMax, CumSum, TopK, Softmax), ``norm``, ``resize``, ``indexing`` (Transpose,
 Slice, Concat, Split, Gather, Scatter*, OneHot, Pad, Trilu, ...), ``shape`` (aliases, Shape/Size, Cast),
-``recurrent`` (LSTM, GRU); ``gemm_tiled`` the GPU target's matrix products;
+``recurrent`` (LSTM, GRU, RNN); ``gemm_tiled`` the GPU target's matrix products;
 ``block`` its inverted residual blocks in one kernel;
 ``placement`` the prepass that lets convs write into their slice of a Concat on GPU targets.
 
