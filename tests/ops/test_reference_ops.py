@@ -968,3 +968,18 @@ def test_float16_stays_float16(op: str, inputs: list, attrs: dict, halved: tuple
     want = REFERENCE_OPS[op](rounded, attrs)[0]
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [0, 1])
+def test_grid_sample(mode: str, padding: str, align: int) -> None:
+    """Points inside, on the edges and outside (up to 1.4 of the span), and centers and corners exactly."""
+    grid = rand(2, 4, 7, 2, seed=2, low=-1.4, high=1.4)
+    grid[0, 0, :4] = [[0.0, 0.0], [1.0, -1.0], [-1.0, 1.0], [0.5, -0.5]]
+    check("GridSample", [rand(2, 3, 5, 6), grid], {"mode": mode, "padding_mode": padding, "align_corners": align},
+          opset=16)
+
+
+def test_grid_sample_opset_20_linear() -> None:
+    check("GridSample", [rand(1, 2, 4, 4), rand(1, 3, 3, 2, seed=2, low=-1.2, high=1.2)], {"mode": "linear"}, opset=20)

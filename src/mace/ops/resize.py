@@ -1,4 +1,5 @@
-"""Resize (nearest / linear / cubic, every coordinate_transformation_mode; scales or sizes) and legacy Upsample.
+"""Resize (nearest / linear / cubic, every coordinate_transformation_mode; scales or sizes), legacy Upsample, and
+GridSample (2-D: nearest / bilinear, zeros / border / reflection padding, align_corners).
 
 Interpolation is separable, so it is done one axis at a time: each output coordinate maps back to an input
 coordinate, then 1 (nearest), 2 (linear) or 4 (cubic) input rows are gathered and weighted. Linear clamps the
@@ -100,3 +101,68 @@ def upsample(inputs: Inputs, attrs: Attrs) -> Outputs:
         raise NotImplementedError(f"Upsample: mode={mode!r} is not supported")
     resize_attrs = {"mode": mode, **rules.UPSAMPLE_ATTRS}
     return resize([required(inputs, 0), None, scales], resize_attrs)
+
+
+GRID_MODES = {"nearest": 0, "bilinear": 1, "linear": 1}  # (opset 20 renamed bilinear linear)
+GRID_PADDINGS = ("zeros", "border", "reflection")
+
+
+def grid_sample_attrs(attrs: Attrs) -> tuple[int, int, bool]:
+    """(mode: 0 nearest, 1 bilinear; padding: an index of GRID_PADDINGS; align_corners), checked."""
+    mode, padding = str(attrs.get("mode", "bilinear")), str(attrs.get("padding_mode", "zeros"))
+    if mode not in GRID_MODES:
+        raise NotImplementedError(f"GridSample: mode={mode!r} is not supported (nearest, bilinear / linear)")
+    if padding not in GRID_PADDINGS:
+        raise NotImplementedError(f"GridSample: padding_mode={padding!r} is not supported")
+    return GRID_MODES[mode], GRID_PADDINGS.index(padding), bool(int(attrs.get("align_corners", 0)))
+
+
+def grid_coordinates(g: np.ndarray, size: int, padding: int, align: bool) -> np.ndarray:
+    """Normalized grid coordinates ([-1, 1] spans the input) as input coordinates along an axis of ``size``, in
+    float32: held inside (border) or reflected at the edges (reflection; then held) as onnxruntime and torch do."""
+    f = np.float32
+    g = g.astype(f)
+    x = (g + f(1)) / f(2) * f(size - 1) if align else ((g + f(1)) * f(size) - f(1)) / f(2)
+    if padding == 2:  # reflection, about the edge pixels' centers (align_corners) or their outer edges
+        low, high = (f(0), f(size - 1)) if align else (f(-0.5), f(size - 0.5))
+        span = high - low
+        if span <= 0:
+            return np.zeros_like(x)
+        d = np.abs(x - low)
+        flips, extra = np.floor(d / span), np.fmod(d, span)
+        x = np.where(flips % 2 == 0, low + extra, high - extra).astype(f)
+    if padding >= 1:
+        x = np.clip(x, f(0), f(size - 1))
+    return x
+
+
+@register("GridSample")
+def grid_sample(inputs: Inputs, attrs: Attrs) -> Outputs:
+    """X [N, C, H, W] sampled at grid [N, Ho, Wo, 2] (x then y, normalized): [N, C, Ho, Wo]. Nearest rounds half to
+    even; samples outside the input are zero with zeros padding."""
+    x, grid = required(inputs, 0), required(inputs, 1)
+    if x.ndim != 4 or grid.ndim != 4 or grid.shape[-1] != 2 or grid.shape[0] != x.shape[0]:
+        raise NotImplementedError(f"GridSample: X {list(x.shape)} and grid {list(grid.shape)}: only 2-D sampling "
+                                  "([N, C, H, W] at [N, Ho, Wo, 2]) is supported")
+    mode, padding, align = grid_sample_attrs(attrs)
+    n, _, h, w = x.shape
+    xc = x.astype(compute_dtype(x.dtype), copy=False)
+    ix = grid_coordinates(grid[..., 0], w, padding, align)  # [N, Ho, Wo]
+    iy = grid_coordinates(grid[..., 1], h, padding, align)
+    batch = np.arange(n)[:, None, None]
+
+    def tap(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:  # [N, C, Ho, Wo], zero outside
+        inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+        yc, xcl = np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)
+        values = xc[batch, :, yc, xcl]  # [N, Ho, Wo, C]
+        return np.where(inside[..., None], values, 0).transpose(0, 3, 1, 2)
+
+    if mode == 0:
+        y = tap(np.rint(iy).astype(np.int64), np.rint(ix).astype(np.int64))
+    else:
+        x0, y0 = np.floor(ix), np.floor(iy)
+        fx, fy = (ix - x0)[:, None], (iy - y0)[:, None]
+        x0i, y0i = x0.astype(np.int64), y0.astype(np.int64)
+        y = ((1 - fy) * ((1 - fx) * tap(y0i, x0i) + fx * tap(y0i, x0i + 1))
+             + fy * ((1 - fx) * tap(y0i + 1, x0i) + fx * tap(y0i + 1, x0i + 1)))
+    return [y.astype(x.dtype, copy=False)]

@@ -18,9 +18,9 @@ Where things are: ``planner.py`` the plan, the planner core and the op registry;
 literals and stride helpers; ``tiling.py`` the device target, the tiling policy and the work per work item;
 ``gemm_shape.py`` how a matrix product addresses its operands; then one module per op family, named like the kernel
 file it mostly emits: ``elementwise``, ``conv`` (Conv, ConvTranspose, depthwise), ``gemm`` (Gemm, MatMul),
-``pooling``, ``reduce`` (Reduce*, ArgMax, CumSum, TopK, Softmax), ``norm``, ``resize``, ``indexing`` (Transpose,
-Slice, Concat, Split, Gather, Scatter*, OneHot, Pad, Trilu, ...), ``shape`` (aliases, Shape/Size, Cast),
-``recurrent`` (LSTM, GRU, RNN); ``gemm_tiled`` the GPU target's matrix products;
+``pooling``, ``reduce`` (Reduce*, ArgMax, CumSum, TopK, Softmax), ``norm``, ``resize`` (and GridSample),
+``indexing`` (Transpose, Slice, Concat, Split, Gather, Scatter*, OneHot, Pad, Trilu, ...), ``shape`` (aliases,
+Shape/Size, Cast), ``recurrent`` (LSTM, GRU, RNN); ``gemm_tiled`` the GPU target's matrix products;
 ``block`` its inverted residual blocks in one kernel;
 ``placement`` the prepass that lets convs write into their slice of a Concat on GPU targets.
 

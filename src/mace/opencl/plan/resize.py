@@ -1,4 +1,4 @@
-"""Resize (and legacy Upsample) on resize.cl, over the two innermost dims.
+"""Resize (and legacy Upsample) on resize.cl, over the two innermost dims; GridSample on grid_sample.cl.
 
 The coordinate arithmetic of ONNX Resize (transformation modes, nearest rounding, cubic coefficients, exclude_outside)
 runs here on the host, once: ``resize_taps`` gives each output row/column its input indices and weights, uploaded as
@@ -14,6 +14,7 @@ from mace.model import rules
 from mace.model.ir import Node
 from mace.opencl.plan.planner import Planner, ints, lowers, optional, positive_axis
 from mace.opencl.plan.templates import prod
+from mace.ops.resize import grid_sample_attrs
 
 
 def resize_taps(
@@ -104,3 +105,21 @@ def _lower_resize(p: Planner, node: Node) -> None:
     defines.update({"OW": ys[-1], "TH": th, "TW": tw})
     src = p.use(x)
     p.launch(node, p.kernel("resize", defines), [ys[-1], ys[-2], outer], [src, hidx, hw, widx, ww, p.define(y)])
+
+
+@lowers("GridSample")
+def _lower_grid_sample(p: Planner, node: Node) -> None:
+    x, grid, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    xs, gs = p.shape(x), p.shape(grid)
+    if len(xs) != 4 or len(gs) != 4 or gs[-1] != 2:
+        raise DeviceError(f"OpenCL runtime samples only 2-D grids ([N, C, H, W] at [N, Ho, Wo, 2]), not X {list(xs)} "
+                          f"at grid {list(gs)} (node {node.name})")
+    try:
+        mode, padding, align = grid_sample_attrs(node.attrs)
+    except NotImplementedError as exc:
+        raise DeviceError(f"OpenCL runtime: {exc} (node {node.name})") from exc
+    n, c, h, w = xs
+    defines = {"X_T": p.tag(x), "G_T": p.tag(grid), "Y_T": p.tag(y), "N": n, "C": c, "H": h, "W": w, "OH": gs[1],
+               "OW": gs[2], "MODE": mode, "PADDING": padding, "ALIGN": align}
+    args = [p.use(x), p.use(grid), p.define(y)]
+    p.launch(node, p.kernel("grid_sample", defines), [gs[2], gs[1], n * c], args)

@@ -87,6 +87,7 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
     "rownorm": ("norm.cl", "ROW_NORM"),
     "lrn": ("norm.cl", "LRN"),
     "resize": ("resize.cl", None),
+    "grid_sample": ("grid_sample.cl", None),
     "copy": ("indexing.cl", "STRIDED_COPY"),
     "copy_cpu": ("copy_cpu.cl", None),
     "gather": ("indexing.cl", "GATHER"),
