@@ -540,6 +540,9 @@ def test_scatter_elements(reduction: str, axis: int) -> None:
         indices = rng.integers(-3, 3, (2, 3, 4)).astype(np.int64)
     check("ScatterElements", [data, indices, rand(*indices.shape, seed=4)], {"axis": axis, "reduction": reduction},
           opset=18)
+    too_wide = np.zeros((3, 5, 5), np.int64) if axis != 1 else np.zeros((4, 4, 5), np.int64)
+    with pytest.raises(ValueError, match="reach past data"):
+        REFERENCE_OPS["ScatterElements"]([data, too_wide, rand(*too_wide.shape)], {"axis": axis})
 
 
 @pytest.mark.parametrize("axis", [-1, 0, 1])

@@ -223,6 +223,9 @@ def scatter_elements(inputs: Inputs, attrs: Attrs) -> Outputs:
     if indices.shape != updates.shape or indices.ndim != data.ndim:
         raise ValueError(f"ScatterElements: indices {list(indices.shape)} and updates {list(updates.shape)} must "
                          f"have one shape, of data's rank {data.ndim}")
+    if any(i > d for k, (i, d) in enumerate(zip(indices.shape, data.shape)) if k != axis):
+        raise ValueError(f"ScatterElements: indices {list(indices.shape)} reach past data {list(data.shape)} off "
+                         f"axis {axis}")
     dim = data.shape[axis]
     index = np.where(indices < 0, indices + dim, indices)
     if index.size and (index.min() < 0 or index.max() >= dim):

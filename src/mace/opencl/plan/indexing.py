@@ -312,6 +312,9 @@ def _lower_scatter_elements(p: Planner, node: Node) -> None:
     if p.tag(updates) != tag:
         raise DeviceError(f"ScatterElements {node.name}: updates stored as {p.tag(updates)}, data as {tag}")
     axis = positive_axis(int(node.attrs.get("axis", 0)), len(shape))
+    if len(ishape) != len(shape) or any(i > d for k, (i, d) in enumerate(zip(ishape, shape)) if k != axis):
+        raise DeviceError(f"ScatterElements {node.name}: indices {list(ishape)} reach past data {list(shape)} off "
+                          f"axis {axis}")
     out = p.define(y)
     if prod(shape):
         copy_view(p, node, shape, contiguous_strides(shape))
