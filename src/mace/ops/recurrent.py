@@ -66,8 +66,8 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def _run(x: np.ndarray, w: np.ndarray, a: RecurrentAttrs, lens: np.ndarray | None, states0: list[np.ndarray | None],
          hidden: int, cell: Cell) -> list[np.ndarray]:
     """The recurrence over x (in its layout) for every direction: [Y, then each state's final value], in x's layout.
-    ``states0``: the initial states (h first; None: zeros), in the layout too."""
-    f32 = np.float32
+    ``states0``: the initial states (h first; None: zeros), in the layout too. The outputs have x's type."""
+    f32, dtype = np.float32, x.dtype
     if a.layout:  # [batch, seq, ...] -> [seq, batch, ...]; the states [batch, dirs, H] -> [dirs, batch, H]
         x = x.transpose(1, 0, 2)
         states0 = [None if s is None else s.transpose(1, 0, 2) for s in states0]
@@ -91,21 +91,27 @@ def _run(x: np.ndarray, w: np.ndarray, a: RecurrentAttrs, lens: np.ndarray | Non
         for final, state in zip(finals, states):
             final[d] = state
     if a.layout:  # Y [batch, seq, dirs, H], the states [batch, dirs, H]
-        return [y.transpose(2, 0, 1, 3), *(f.transpose(1, 0, 2) for f in finals)]
-    return [y, *finals]
+        y, finals = y.transpose(2, 0, 1, 3), [f.transpose(1, 0, 2) for f in finals]
+    return [v.astype(dtype) for v in (y, *finals)]
 
 
 def _bias(b: np.ndarray | None, d: int, size: int) -> np.ndarray:
     return np.zeros(size, np.float32) if b is None or not b.size else b[d].astype(np.float32)
 
 
+def _operands(op: str, inputs: Inputs, attrs: Attrs) -> tuple[RecurrentAttrs, np.ndarray, np.ndarray, np.ndarray,
+                                                                 np.ndarray | None, np.ndarray | None, int]:
+    """What LSTM, GRU and RNN read alike: (attributes, X, W, R, B, sequence_lens, hidden size)."""
+    a = recurrent_attrs(op, attrs)
+    x, w, r = required(inputs, 0), required(inputs, 1), required(inputs, 2)
+    return a, x, w, r, arg(inputs, 3), arg(inputs, 4), a.hidden or r.shape[-1]
+
+
 @register("LSTM")
 def lstm(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Inputs X, W, R, B, sequence_lens, initial_h, initial_c, P; outputs Y, Y_h, Y_c."""
-    a = recurrent_attrs("LSTM", attrs)
-    x, w, r = required(inputs, 0), required(inputs, 1), required(inputs, 2)
-    b, lens, h0, c0, p = (arg(inputs, i) for i in range(3, 8))
-    hidden = a.hidden or r.shape[-1]
+    a, x, w, r, b, lens, hidden = _operands("LSTM", inputs, attrs)
+    h0, c0, p = (arg(inputs, i) for i in range(5, 8))
 
     def cell(xw: np.ndarray, h: np.ndarray, rest: list[np.ndarray], d: int) -> tuple[np.ndarray, list[np.ndarray]]:
         (c,) = rest
@@ -119,17 +125,13 @@ def lstm(inputs: Inputs, attrs: Attrs) -> Outputs:
         o = _sigmoid(_clip(go + po * c_new, a.clip))
         return o * np.tanh(c_new), [c_new]
 
-    dtype = required(inputs, 0).dtype
-    return [v.astype(dtype) for v in _run(x, w, a, lens, [h0, c0], hidden, cell)]
+    return _run(x, w, a, lens, [h0, c0], hidden, cell)
 
 
 @register("GRU")
 def gru(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Inputs X, W, R, B, sequence_lens, initial_h; outputs Y, Y_h."""
-    a = recurrent_attrs("GRU", attrs)
-    x, w, r = required(inputs, 0), required(inputs, 1), required(inputs, 2)
-    b, lens, h0 = (arg(inputs, i) for i in range(3, 6))
-    hidden = a.hidden or r.shape[-1]
+    a, x, w, r, b, lens, hidden = _operands("GRU", inputs, attrs)
 
     def cell(xw: np.ndarray, h: np.ndarray, rest: list[np.ndarray], d: int) -> tuple[np.ndarray, list[np.ndarray]]:
         bias, rd = _bias(b, d, 6 * hidden), r[d].astype(np.float32)
@@ -144,21 +146,16 @@ def gru(inputs: Inputs, attrs: Attrs) -> Outputs:
         candidate = np.tanh(_clip(xw[:, part[2]] + recurrent + wb[part[2]], a.clip))
         return (1.0 - z) * candidate + z * h, []
 
-    dtype = required(inputs, 0).dtype
-    return [v.astype(dtype) for v in _run(x, w, a, lens, [h0], hidden, cell)]
+    return _run(x, w, a, lens, [arg(inputs, 5)], hidden, cell)
 
 
 @register("RNN")
 def rnn(inputs: Inputs, attrs: Attrs) -> Outputs:
     """Inputs X, W, R, B, sequence_lens, initial_h; outputs Y, Y_h: h = tanh(W . x_t + R . h + Wb + Rb)."""
-    a = recurrent_attrs("RNN", attrs)
-    x, w, r = required(inputs, 0), required(inputs, 1), required(inputs, 2)
-    b, lens, h0 = (arg(inputs, i) for i in range(3, 6))
-    hidden = a.hidden or r.shape[-1]
+    a, x, w, r, b, lens, hidden = _operands("RNN", inputs, attrs)
 
     def cell(xw: np.ndarray, h: np.ndarray, rest: list[np.ndarray], d: int) -> tuple[np.ndarray, list[np.ndarray]]:
         bias = _bias(b, d, 2 * hidden)
         return np.tanh(_clip(xw + h @ r[d].astype(np.float32).T + bias[:hidden] + bias[hidden:], a.clip)), []
 
-    dtype = required(inputs, 0).dtype
-    return [v.astype(dtype) for v in _run(x, w, a, lens, [h0], hidden, cell)]
+    return _run(x, w, a, lens, [arg(inputs, 5)], hidden, cell)
