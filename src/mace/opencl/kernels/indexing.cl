@@ -124,6 +124,19 @@ __kernel void KERNEL_NAME(__global const BITS(T)* x, __global const TYPE(I_T)* i
 }
 #endif
 
+#if defined(SCATTER_ND) || defined(SCATTER_ELEMENTS)
+// the scatters' reductions: what is at a position combined with an update (REDUCTION 1 add, 2 mul, 3 max, 4 min)
+#if REDUCTION == 1
+#define SCATTER_COMBINE(v, u) ((v) + (u))
+#elif REDUCTION == 2
+#define SCATTER_COMBINE(v, u) ((v) * (u))
+#elif REDUCTION == 3
+#define SCATTER_COMBINE(v, u) max((v), (u))
+#else
+#define SCATTER_COMBINE(v, u) min((v), (u))
+#endif
+#endif
+
 #ifdef SCATTER_ND
 // ScatterND, after y has been written with a copy of data: the NUPD index rows (K coordinates each into data's first
 // K dims DIMS, negative ones counting from the end) pick slices of SLICE elements of y, which take the updates
@@ -163,15 +176,7 @@ __kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const TYPE
         if (position < 0) continue;
         const int at = position * SLICE + i;
         const ACC v = LOAD(T, y, at), u = LOAD(T, updates, row * SLICE + i);
-#if REDUCTION == 1
-        STORE(T, y, at, v + u);
-#elif REDUCTION == 2
-        STORE(T, y, at, v * u);
-#elif REDUCTION == 3
-        STORE(T, y, at, max(v, u));
-#else
-        STORE(T, y, at, min(v, u));
-#endif
+        STORE(T, y, at, SCATTER_COMBINE(v, u));
     }
 }
 #endif
@@ -233,15 +238,7 @@ __kernel void KERNEL_NAME(__global const TYPE(I_T)* indices, __global const TYPE
         const int at = CAT(KERNEL_NAME, _at)(indices, gid);
         if (at < 0) continue;
         const ACC v = LOAD(T, y, at), u = LOAD(T, updates, gid);
-#if REDUCTION == 1
-        STORE(T, y, at, v + u);
-#elif REDUCTION == 2
-        STORE(T, y, at, v * u);
-#elif REDUCTION == 3
-        STORE(T, y, at, max(v, u));
-#else
-        STORE(T, y, at, min(v, u));
-#endif
+        STORE(T, y, at, SCATTER_COMBINE(v, u));
     }
 }
 #endif

@@ -277,54 +277,52 @@ def _lower_gather_nd(p: Planner, node: Node) -> None:
 @lowers("ScatterND")
 def _lower_scatter_nd(p: Planner, node: Node) -> None:
     """y = data copied, then the updates scattered into it (indexing.cl SCATTER_ND; exported masks usually fold)."""
-    data, indices, updates, y = node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]
-    shape, ishape = p.shape(data), p.shape(indices)
-    reduction = str(node.attrs.get("reduction", "none"))
-    if reduction not in rules.SCATTER_REDUCTIONS:
-        raise DeviceError(f"OpenCL runtime has no kernel for ScatterND reduction {reduction!r} (node {node.name})")
+    indices, updates = node.inputs[1], node.inputs[2]
+    shape, ishape = p.shape(node.inputs[0]), p.shape(indices)
+    defines, out = _scatter_into_copy(p, node)
     k = ishape[-1]
-    tag = p.tag(y)
-    if p.tag(updates) != tag:
-        raise DeviceError(f"ScatterND {node.name}: updates stored as {p.tag(updates)}, data as {tag}")
-    out = p.define(y)
-    if prod(shape):
-        copy_view(p, node, shape, contiguous_strides(shape))
     nupd, slice_size = prod(ishape[:-1]), prod(shape[k:])
     if not nupd * slice_size:
         return
-    defines: dict[str, Any] = {"T": tag, "I_T": p.tag(indices), "NUPD": nupd, "K": k, "SLICE": slice_size}
-    defines.update({"DIMS": list(shape[:k]) or [1], "REDUCTION": rules.SCATTER_REDUCTIONS.index(reduction)})
-    defines["ACC"] = "float" if tag in FLOAT_TAGS else "long"
-    grid = [nupd * slice_size] if reduction == "none" else [slice_size]
+    defines.update({"NUPD": nupd, "K": k, "SLICE": slice_size, "DIMS": list(shape[:k]) or [1]})
+    grid = [nupd * slice_size] if defines["REDUCTION"] == 0 else [slice_size]
     p.launch(node, p.kernel("scatter_nd", defines), grid, [p.use(indices), p.use(updates), out])
+
+
+def _scatter_into_copy(p: Planner, node: Node) -> tuple[dict[str, Any], str]:
+    """What ScatterND and ScatterElements share: the reduction and the updates' storage checked, y defined and
+    written with a copy of data; (the defines T I_T REDUCTION ACC, y's buffer)."""
+    data, indices, updates, y = node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]
+    reduction = str(node.attrs.get("reduction", "none"))
+    if reduction not in rules.SCATTER_REDUCTIONS:
+        raise DeviceError(f"OpenCL runtime has no kernel for {node.op} reduction {reduction!r} (node {node.name})")
+    tag = p.tag(y)
+    if p.tag(updates) != tag:
+        raise DeviceError(f"{node.op} {node.name}: updates stored as {p.tag(updates)}, data as {tag}")
+    out = p.define(y)
+    shape = p.shape(data)
+    if prod(shape):
+        copy_view(p, node, shape, contiguous_strides(shape))
+    defines: dict[str, Any] = {"T": tag, "I_T": p.tag(indices), "REDUCTION": rules.SCATTER_REDUCTIONS.index(reduction),
+                               "ACC": "float" if tag in FLOAT_TAGS else "long"}
+    return defines, out
 
 
 @lowers("ScatterElements")
 def _lower_scatter_elements(p: Planner, node: Node) -> None:
     """y = data copied, then each update written (or combined) at its position (indexing.cl SCATTER_ELEMENTS)."""
-    data, indices, updates, y = node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]
-    shape, ishape = p.shape(data), p.shape(indices)
-    reduction = str(node.attrs.get("reduction", "none"))
-    if reduction not in rules.SCATTER_REDUCTIONS:
-        raise DeviceError(f"OpenCL runtime has no kernel for ScatterElements reduction {reduction!r} "
-                          f"(node {node.name})")
-    tag = p.tag(y)
-    if p.tag(updates) != tag:
-        raise DeviceError(f"ScatterElements {node.name}: updates stored as {p.tag(updates)}, data as {tag}")
+    indices, updates = node.inputs[1], node.inputs[2]
+    shape, ishape = p.shape(node.inputs[0]), p.shape(indices)
     axis = positive_axis(int(node.attrs.get("axis", 0)), len(shape))
     if len(ishape) != len(shape) or any(i > d for k, (i, d) in enumerate(zip(ishape, shape)) if k != axis):
         raise DeviceError(f"ScatterElements {node.name}: indices {list(ishape)} reach past data {list(shape)} off "
                           f"axis {axis}")
-    out = p.define(y)
-    if prod(shape):
-        copy_view(p, node, shape, contiguous_strides(shape))
+    defines, out = _scatter_into_copy(p, node)
     if not prod(ishape):
         return
-    defines: dict[str, Any] = {"T": tag, "I_T": p.tag(indices), "SIZE": prod(ishape), "RANK": len(ishape)}
-    defines.update({"SHAPE": list(ishape), "Y_STRIDES": contiguous_strides(shape), "AXIS": axis,
-                    "AXIS_DIM": shape[axis], "REDUCTION": rules.SCATTER_REDUCTIONS.index(reduction)})
-    defines["ACC"] = "float" if tag in FLOAT_TAGS else "long"
-    grid = [prod(ishape)] if reduction == "none" else [1]
+    defines.update({"SIZE": prod(ishape), "RANK": len(ishape), "SHAPE": list(ishape),
+                    "Y_STRIDES": contiguous_strides(shape), "AXIS": axis, "AXIS_DIM": shape[axis]})
+    grid = [prod(ishape)] if defines["REDUCTION"] == 0 else [1]
     p.launch(node, p.kernel("scatter_elements", defines), grid, [p.use(indices), p.use(updates), out])
 
 
