@@ -21,6 +21,37 @@
 #else
 #define GATE(v) (v)
 #endif
+#if defined(LSTM)
+#define GATES 4
+#elif defined(GRU)
+#define GATES 3
+#else
+#define GATES 1
+#endif
+// acc plus row ``row`` of direction d's W . xt (IN terms), and of R . v (HID terms), in order
+static float CAT(KERNEL_NAME, _wx)(__global const TYPE(W_T)* w, const int d, const int row, __local const float* xt,
+                                   float acc)
+{
+    const int at = (d * GATES * HID + row) * IN;
+    for (int i = 0; i < IN; ++i) acc = mad(LOAD(W_T, w, at + i), xt[i], acc);
+    return acc;
+}
+static float CAT(KERNEL_NAME, _rv)(__global const TYPE(R_T)* r, const int d, const int row, __local const float* v,
+                                   float acc)
+{
+    const int at = (d * GATES * HID + row) * HID;
+    for (int m = 0; m < HID; ++m) acc = mad(LOAD(R_T, r, at + m), v[m], acc);
+    return acc;
+}
+// a gate's input at ``row``: Wb + Rb + W's row . xt + R's row . h, in that order
+static float CAT(KERNEL_NAME, _gate)(__global const TYPE(W_T)* w, __global const TYPE(R_T)* r,
+                                     __global const TYPE(B_T)* bias, const int d, const int row,
+                                     __local const float* xt, __local const float* h)
+{
+    const int bd = d * 2 * GATES * HID;
+    const float s = LOAD(B_T, bias, bd + row) + LOAD(B_T, bias, bd + GATES * HID + row);
+    return CAT(KERNEL_NAME, _rv)(r, d, row, h, CAT(KERNEL_NAME, _wx)(w, d, row, xt, s));
+}
 #endif
 
 #ifdef LSTM
@@ -51,7 +82,7 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
         c[j] = LOAD(S_T, c0, S_AT(d, b, j));
     }
     const int len = (int)LOAD(L_T, lens, b);
-    const int wd = d * 4 * HID * IN, rd = d * 4 * HID * HID, bd = d * 8 * HID, pd = d * 3 * HID;
+    const int pd = d * 3 * HID;
     int cur = 0;
     for (int step = 0; step < SEQ; ++step) {
         const bool live = step < len;
@@ -61,13 +92,7 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int j = lid; j < HID; j += lh) {
             float g[4];
-            for (int k = 0; k < 4; ++k) {
-                const int row = k * HID + j;
-                float s = LOAD(B_T, bias, bd + row) + LOAD(B_T, bias, bd + 4 * HID + row);
-                for (int i = 0; i < IN; ++i) s = mad(LOAD(W_T, w, wd + row * IN + i), xt[i], s);
-                for (int m = 0; m < HID; ++m) s = mad(LOAD(R_T, r, rd + row * HID + m), h[cur][m], s);
-                g[k] = s;
-            }
+            for (int k = 0; k < 4; ++k) g[k] = CAT(KERNEL_NAME, _gate)(w, r, bias, d, k * HID + j, xt, h[cur]);
             const float cj = c[j];
             const float gi = ACT_SIGMOID(GATE(g[0] + LOAD(P_T, peep, pd + j) * cj));
 #if INPUT_FORGET
@@ -120,7 +145,7 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
     __local float h[2][HID], rh[HID], z[HID], xt[IN];
     for (int j = lid; j < HID; j += lh) h[0][j] = LOAD(S_T, h0, S_AT(d, b, j));
     const int len = (int)LOAD(L_T, lens, b);
-    const int wd = d * 3 * HID * IN, rd = d * 3 * HID * HID, bd = d * 6 * HID;
+    const int bd = d * 6 * HID;
     int cur = 0;
     for (int step = 0; step < SEQ; ++step) {
         const bool live = step < len;
@@ -130,27 +155,20 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int j = lid; j < HID; j += lh) {
             float g[2];
-            for (int k = 0; k < 2; ++k) {
-                const int row = k * HID + j;
-                float s = LOAD(B_T, bias, bd + row) + LOAD(B_T, bias, bd + 3 * HID + row);
-                for (int i = 0; i < IN; ++i) s = mad(LOAD(W_T, w, wd + row * IN + i), xt[i], s);
-                for (int m = 0; m < HID; ++m) s = mad(LOAD(R_T, r, rd + row * HID + m), h[cur][m], s);
-                g[k] = ACT_SIGMOID(GATE(s));
-            }
+            for (int k = 0; k < 2; ++k)
+                g[k] = ACT_SIGMOID(GATE(CAT(KERNEL_NAME, _gate)(w, r, bias, d, k * HID + j, xt, h[cur])));
             z[j] = g[0];
             rh[j] = LINEAR_BEFORE_RESET ? g[1] : g[1] * h[cur][j];  // (the reset gate itself, or r * h)
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int j = lid; j < HID; j += lh) {
             const int row = 2 * HID + j;
-            float s = LOAD(B_T, bias, bd + row);
-            for (int i = 0; i < IN; ++i) s = mad(LOAD(W_T, w, wd + row * IN + i), xt[i], s);
-            float rec = LOAD(B_T, bias, bd + 3 * HID + row);
+            const float s = CAT(KERNEL_NAME, _wx)(w, d, row, xt, LOAD(B_T, bias, bd + row));
+            const float rb = LOAD(B_T, bias, bd + 3 * HID + row);
 #if LINEAR_BEFORE_RESET
-            for (int m = 0; m < HID; ++m) rec = mad(LOAD(R_T, r, rd + row * HID + m), h[cur][m], rec);
-            rec *= rh[j];
+            const float rec = CAT(KERNEL_NAME, _rv)(r, d, row, h[cur], rb) * rh[j];
 #else
-            for (int m = 0; m < HID; ++m) rec = mad(LOAD(R_T, r, rd + row * HID + m), rh[m], rec);
+            const float rec = CAT(KERNEL_NAME, _rv)(r, d, row, rh, rb);
 #endif
             const float cand = tanh(GATE(s + rec));
             const float hj = h[cur][j];
@@ -189,7 +207,6 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
     __local float h[2][HID], xt[IN];
     for (int j = lid; j < HID; j += lh) h[0][j] = LOAD(S_T, h0, S_AT(d, b, j));
     const int len = (int)LOAD(L_T, lens, b);
-    const int wd = d * HID * IN, rd = d * HID * HID, bd = d * 2 * HID;
     int cur = 0;
     for (int step = 0; step < SEQ; ++step) {
         const bool live = step < len;
@@ -198,10 +215,7 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
         for (int i = lid; i < IN; i += lh) xt[i] = live ? LOAD(X_T, x, X_AT(t, b, i)) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int j = lid; j < HID; j += lh) {
-            float s = LOAD(B_T, bias, bd + j) + LOAD(B_T, bias, bd + HID + j);
-            for (int i = 0; i < IN; ++i) s = mad(LOAD(W_T, w, wd + j * IN + i), xt[i], s);
-            for (int m = 0; m < HID; ++m) s = mad(LOAD(R_T, r, rd + j * HID + m), h[cur][m], s);
-            const float hn = tanh(GATE(s));
+            const float hn = tanh(GATE(CAT(KERNEL_NAME, _gate)(w, r, bias, d, j, xt, h[cur])));
             h[cur ^ 1][j] = live ? hn : h[cur][j];
 #if HAS_Y
             STORE(Y_T, y, Y_AT(live ? t : step, d, b, j), live ? hn : 0.0f);
