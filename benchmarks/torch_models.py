@@ -11,6 +11,7 @@ fixed batch (mace specializes programs to shapes): one file per batch size, name
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,8 +105,7 @@ def _zoo(name: str) -> ModelSpec:
         if kind == "timm":
             import timm
 
-            net = timm.create_model(arch, pretrained=False)
-            return net
+            return timm.create_model(arch, pretrained=False)
         import torchvision
 
         group = {"": torchvision.models, "seg": torchvision.models.segmentation,
@@ -128,14 +128,18 @@ def _zoo(name: str) -> ModelSpec:
         return net
 
     def inputs(batch: int) -> list[tuple[str, np.ndarray]]:
-        size = shape
-        if kind == "timm":
-            import timm
-
-            size = tuple(timm.create_model(arch, pretrained=False).default_cfg["input_size"])
+        size = _timm_input_size(arch) if kind == "timm" else shape
         return [("input", np.random.default_rng(0).standard_normal((batch, *size)).astype(np.float32))]
 
     return ModelSpec(build, inputs, calibrate=True)
+
+
+@functools.lru_cache
+def _timm_input_size(arch: str) -> tuple[int, ...]:
+    """A timm model's default input size, [C, H, W] (from a model built once: calibration and export both ask)."""
+    import timm
+
+    return tuple(timm.create_model(arch, pretrained=False).default_cfg["input_size"])
 
 
 def spec(name: str) -> ModelSpec:
