@@ -136,16 +136,23 @@ def _lower_reduce(p: Planner, node: Node) -> None:
     reduce(p, node, x, y, sorted({positive_axis(a, rank) for a in axes}), node.op)
 
 
+def _along(p: Planner, x: str, y: str, axis: int) -> dict[str, Any]:
+    """The defines of a kernel along one axis of x viewed as [OUTER][D][INNER] (reduce.cl's ArgMax, CumSum, TopK;
+    softmax.cl): X_T Y_T OUTER D INNER."""
+    shape = p.shape(x)
+    return {"X_T": p.tag(x), "Y_T": p.tag(y), "OUTER": prod(shape[:axis]), "D": shape[axis],
+            "INNER": prod(shape[axis + 1 :])}
+
+
 @lowers("ArgMax", "ArgMin")
 def _lower_arg_reduce(p: Planner, node: Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     shape = p.shape(x)
     axis = positive_axis(int(node.attrs.get("axis", 0)), len(shape))
-    outer, dim, inner = prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
-    defines = {"X_T": p.tag(x), "Y_T": p.tag(y), "OUTER": outer, "D": dim, "INNER": inner}
+    defines = _along(p, x, y, axis)
     defines.update({"IS_MAX": node.op == "ArgMax", "SELECT_LAST": bool(node.attrs.get("select_last_index", 0))})
     src = p.use(x)
-    p.launch(node, p.kernel("argreduce", defines), [inner, outer], [src, p.define(y)])
+    p.launch(node, p.kernel("argreduce", defines), [defines["INNER"], defines["OUTER"]], [src, p.define(y)])
 
 
 @lowers("CumSum")
@@ -158,11 +165,10 @@ def _lower_cumsum(p: Planner, node: Node) -> None:
     if axis_values.size != 1:
         raise DeviceError(f"CumSum axis must have one element (node {node.name})")
     axis = positive_axis(int(axis_values.reshape(())), len(shape))
-    outer, dim, inner = prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
-    defines = {"X_T": p.tag(x), "Y_T": p.tag(y), "OUTER": outer, "D": dim, "INNER": inner}
+    defines = _along(p, x, y, axis)
     defines.update({"EXCLUSIVE": bool(node.attrs.get("exclusive", 0)), "REVERSE": bool(node.attrs.get("reverse", 0))})
     src = p.use(x)
-    p.launch(node, p.kernel("cumsum", defines), [inner, outer], [src, p.define(y)])
+    p.launch(node, p.kernel("cumsum", defines), [defines["INNER"], defines["OUTER"]], [src, p.define(y)])
 
 
 @lowers("TopK")
@@ -173,12 +179,11 @@ def _lower_top_k(p: Planner, node: Node) -> None:
     shape = p.shape(x)
     axis = positive_axis(int(node.attrs.get("axis", -1)), len(shape))
     k = int(p.const(node.inputs[1], "K", node).reshape(-1)[0])
-    outer, dim, inner = prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
-    defines = {"X_T": p.tag(x), "Y_T": p.tag(values), "I_T": p.tag(indices), "OUTER": outer, "D": dim,
-               "INNER": inner, "K": k, "LARGEST": bool(node.attrs.get("largest", 1))}
+    defines = _along(p, x, values, axis)
+    defines.update({"I_T": p.tag(indices), "K": k, "LARGEST": bool(node.attrs.get("largest", 1))})
     src = p.use(x)
     args = [src, p.define(values), p.define(indices)]
-    p.launch(node, p.kernel("topk", defines), [dim, outer * inner], args)
+    p.launch(node, p.kernel("topk", defines), [defines["D"], defines["OUTER"] * defines["INNER"]], args)
 
 
 @lowers("Softmax", "LogSoftmax")
@@ -190,9 +195,8 @@ def _lower_softmax(p: Planner, node: Node) -> None:
 
 def softmax(p: Planner, node: Node, x: str, y: str, axis: int, log: bool, nan_to_zero: bool = False) -> None:
     """y = Softmax (LogSoftmax where ``log``) of x along ``axis``; ``nan_to_zero`` as softmax.cl says."""
-    shape = p.shape(x)
-    outer, dim, inner = prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
-    defines: dict[str, Any] = {"X_T": p.tag(x), "Y_T": p.tag(y), "OUTER": outer, "D": dim, "INNER": inner}
+    defines = _along(p, x, y, axis)
+    outer, dim, inner = defines["OUTER"], defines["D"], defines["INNER"]
     defines["IS_LOG"] = log
     guard = {"NAN_TO_ZERO": 1} if nan_to_zero else {}  # only where asked: other sources stay byte for byte
     defines.update(guard)
