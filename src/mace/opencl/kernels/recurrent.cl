@@ -54,14 +54,20 @@ static float CAT(KERNEL_NAME, _gate)(__global const TYPE(W_T)* w, __global const
 }
 #endif
 
-#ifdef LSTM
-// LSTM: gates i, o, f, c; each unit's four are its rows of W . x_t + R . h + Wb + Rb (+ peepholes); c in local
-// memory (each unit's read only by its work item).
-// Defines: KERNEL_NAME; X_T W_T R_T B_T L_T S_T P_T Y_T; the shared ones; INPUT_FORGET; HAS_YC.
-
+// One kernel for the three, the cell's step apart:
+// LSTM: gates i, o, f, c (+ peepholes); c in local memory, each unit's read only by its work item.
+//   Defines: X_T W_T R_T B_T L_T S_T P_T Y_T; INPUT_FORGET; HAS_YC.
+// GRU: gates z, r, h, a step in two phases: each unit's z and r, then r * h into local memory (LINEAR_BEFORE_RESET
+//   0: the candidate's recurrent term is R_h . (r * h), which needs every unit's r), then each unit's candidate.
+//   Defines: X_T W_T R_T B_T L_T S_T Y_T; LINEAR_BEFORE_RESET.
+// RNN: h = tanh(W . x_t + R . h + Wb + Rb). Defines: X_T W_T R_T B_T L_T S_T Y_T.
+#if defined(LSTM) || defined(GRU) || defined(RNN)
 __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)* w, __global const TYPE(R_T)* r,
                           __global const TYPE(B_T)* bias, __global const TYPE(L_T)* lens,
-                          __global const TYPE(S_T)* h0, __global const TYPE(S_T)* c0, __global const TYPE(P_T)* peep
+                          __global const TYPE(S_T)* h0
+#ifdef LSTM
+                          , __global const TYPE(S_T)* c0, __global const TYPE(P_T)* peep
+#endif
 #if HAS_Y
                           , __global TYPE(Y_T)* y
 #endif
@@ -76,21 +82,40 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
     const int lid = get_local_id(0), lh = get_local_size(0);
     const int b = get_group_id(1) % BATCH, d = get_group_id(1) / BATCH;
     const bool backward = REVERSE || d == 1;
-    __local float h[2][HID], c[HID], xt[IN];
+    __local float h[2][HID], xt[IN];
+#ifdef LSTM
+    __local float c[HID];
+    const int pd = d * 3 * HID;
+#elif defined(GRU)
+    __local float rh[HID], z[HID];
+    const int bd = d * 6 * HID;
+#endif
     for (int j = lid; j < HID; j += lh) {
         h[0][j] = LOAD(S_T, h0, S_AT(d, b, j));
+#ifdef LSTM
         c[j] = LOAD(S_T, c0, S_AT(d, b, j));
+#endif
     }
     const int len = (int)LOAD(L_T, lens, b);
-    const int pd = d * 3 * HID;
     int cur = 0;
     for (int step = 0; step < SEQ; ++step) {
         const bool live = step < len;
         const int t = backward ? max(len - 1 - step, 0) : step;
-        barrier(CLK_LOCAL_MEM_FENCE);  // (h[cur] and c complete; the last step's reads of xt done)
+        barrier(CLK_LOCAL_MEM_FENCE);  // (h[cur] complete; the last step's reads of xt, and the GRU's of rh, done)
         for (int i = lid; i < IN; i += lh) xt[i] = live ? LOAD(X_T, x, X_AT(t, b, i)) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
+#ifdef GRU
         for (int j = lid; j < HID; j += lh) {
+            float g[2];
+            for (int k = 0; k < 2; ++k)
+                g[k] = ACT_SIGMOID(GATE(CAT(KERNEL_NAME, _gate)(w, r, bias, d, k * HID + j, xt, h[cur])));
+            z[j] = g[0];
+            rh[j] = LINEAR_BEFORE_RESET ? g[1] : g[1] * h[cur][j];  // (the reset gate itself, or r * h)
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+#endif
+        for (int j = lid; j < HID; j += lh) {
+#ifdef LSTM
             float g[4];
             for (int k = 0; k < 4; ++k) g[k] = CAT(KERNEL_NAME, _gate)(w, r, bias, d, k * HID + j, xt, h[cur]);
             const float cj = c[j];
@@ -103,8 +128,22 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
             const float cn = gf * cj + gi * tanh(GATE(g[3]));
             const float go = ACT_SIGMOID(GATE(g[1] + LOAD(P_T, peep, pd + HID + j) * cn));
             const float hn = go * tanh(cn);
+            c[j] = live ? cn : cj;
+#elif defined(GRU)
+            const int row = 2 * HID + j;
+            const float s = CAT(KERNEL_NAME, _wx)(w, d, row, xt, LOAD(B_T, bias, bd + row));
+            const float rb = LOAD(B_T, bias, bd + 3 * HID + row);
+#if LINEAR_BEFORE_RESET
+            const float rec = CAT(KERNEL_NAME, _rv)(r, d, row, h[cur], rb) * rh[j];
+#else
+            const float rec = CAT(KERNEL_NAME, _rv)(r, d, row, rh, rb);
+#endif
+            const float cand = tanh(GATE(s + rec));
+            const float hn = (1.0f - z[j]) * cand + z[j] * h[cur][j];
+#else
+            const float hn = tanh(GATE(CAT(KERNEL_NAME, _gate)(w, r, bias, d, j, xt, h[cur])));
+#endif
             h[cur ^ 1][j] = live ? hn : h[cur][j];
-            c[j] = live ? cn : cj;  // (only this work item reads c[j])
 #if HAS_Y
             STORE(Y_T, y, Y_AT(live ? t : step, d, b, j), live ? hn : 0.0f);
 #endif
@@ -120,112 +159,5 @@ __kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)*
         STORE(Y_T, yc, S_AT(d, b, j), c[j]);
 #endif
     }
-}
-#endif
-
-#ifdef GRU
-// GRU: gates z, r, h. A step in two phases: each unit's z and r (its rows of W . x_t + R . h + biases), r * h into
-// local memory (LINEAR_BEFORE_RESET 0: the candidate's recurrent term is R_h . (r * h), which needs every unit's r),
-// then each unit's candidate and new h.
-// Defines: KERNEL_NAME; X_T W_T R_T B_T L_T S_T Y_T; the shared ones; LINEAR_BEFORE_RESET.
-__kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)* w, __global const TYPE(R_T)* r,
-                          __global const TYPE(B_T)* bias, __global const TYPE(L_T)* lens,
-                          __global const TYPE(S_T)* h0
-#if HAS_Y
-                          , __global TYPE(Y_T)* y
-#endif
-#if HAS_YH
-                          , __global TYPE(Y_T)* yh
-#endif
-)
-{
-    const int lid = get_local_id(0), lh = get_local_size(0);
-    const int b = get_group_id(1) % BATCH, d = get_group_id(1) / BATCH;
-    const bool backward = REVERSE || d == 1;
-    __local float h[2][HID], rh[HID], z[HID], xt[IN];
-    for (int j = lid; j < HID; j += lh) h[0][j] = LOAD(S_T, h0, S_AT(d, b, j));
-    const int len = (int)LOAD(L_T, lens, b);
-    const int bd = d * 6 * HID;
-    int cur = 0;
-    for (int step = 0; step < SEQ; ++step) {
-        const bool live = step < len;
-        const int t = backward ? max(len - 1 - step, 0) : step;
-        barrier(CLK_LOCAL_MEM_FENCE);  // (h[cur] complete; the last step's reads of xt and rh done)
-        for (int i = lid; i < IN; i += lh) xt[i] = live ? LOAD(X_T, x, X_AT(t, b, i)) : 0.0f;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int j = lid; j < HID; j += lh) {
-            float g[2];
-            for (int k = 0; k < 2; ++k)
-                g[k] = ACT_SIGMOID(GATE(CAT(KERNEL_NAME, _gate)(w, r, bias, d, k * HID + j, xt, h[cur])));
-            z[j] = g[0];
-            rh[j] = LINEAR_BEFORE_RESET ? g[1] : g[1] * h[cur][j];  // (the reset gate itself, or r * h)
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int j = lid; j < HID; j += lh) {
-            const int row = 2 * HID + j;
-            const float s = CAT(KERNEL_NAME, _wx)(w, d, row, xt, LOAD(B_T, bias, bd + row));
-            const float rb = LOAD(B_T, bias, bd + 3 * HID + row);
-#if LINEAR_BEFORE_RESET
-            const float rec = CAT(KERNEL_NAME, _rv)(r, d, row, h[cur], rb) * rh[j];
-#else
-            const float rec = CAT(KERNEL_NAME, _rv)(r, d, row, rh, rb);
-#endif
-            const float cand = tanh(GATE(s + rec));
-            const float hj = h[cur][j];
-            const float hn = (1.0f - z[j]) * cand + z[j] * hj;
-            h[cur ^ 1][j] = live ? hn : hj;
-#if HAS_Y
-            STORE(Y_T, y, Y_AT(live ? t : step, d, b, j), live ? hn : 0.0f);
-#endif
-        }
-        cur ^= 1;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-#if HAS_YH
-    for (int j = lid; j < HID; j += lh) STORE(Y_T, yh, S_AT(d, b, j), h[cur][j]);
-#endif
-}
-#endif
-
-#ifdef RNN
-// RNN: each unit's h = tanh(its row of W . x_t + R . h + Wb + Rb).
-// Defines: KERNEL_NAME; X_T W_T R_T B_T L_T S_T Y_T; the shared ones.
-__kernel void KERNEL_NAME(__global const TYPE(X_T)* x, __global const TYPE(W_T)* w, __global const TYPE(R_T)* r,
-                          __global const TYPE(B_T)* bias, __global const TYPE(L_T)* lens,
-                          __global const TYPE(S_T)* h0
-#if HAS_Y
-                          , __global TYPE(Y_T)* y
-#endif
-#if HAS_YH
-                          , __global TYPE(Y_T)* yh
-#endif
-)
-{
-    const int lid = get_local_id(0), lh = get_local_size(0);
-    const int b = get_group_id(1) % BATCH, d = get_group_id(1) / BATCH;
-    const bool backward = REVERSE || d == 1;
-    __local float h[2][HID], xt[IN];
-    for (int j = lid; j < HID; j += lh) h[0][j] = LOAD(S_T, h0, S_AT(d, b, j));
-    const int len = (int)LOAD(L_T, lens, b);
-    int cur = 0;
-    for (int step = 0; step < SEQ; ++step) {
-        const bool live = step < len;
-        const int t = backward ? max(len - 1 - step, 0) : step;
-        barrier(CLK_LOCAL_MEM_FENCE);  // (h[cur] complete; the last step's reads of xt done)
-        for (int i = lid; i < IN; i += lh) xt[i] = live ? LOAD(X_T, x, X_AT(t, b, i)) : 0.0f;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int j = lid; j < HID; j += lh) {
-            const float hn = tanh(GATE(CAT(KERNEL_NAME, _gate)(w, r, bias, d, j, xt, h[cur])));
-            h[cur ^ 1][j] = live ? hn : h[cur][j];
-#if HAS_Y
-            STORE(Y_T, y, Y_AT(live ? t : step, d, b, j), live ? hn : 0.0f);
-#endif
-        }
-        cur ^= 1;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-#if HAS_YH
-    for (int j = lid; j < HID; j += lh) STORE(Y_T, yh, S_AT(d, b, j), h[cur][j]);
-#endif
 }
 #endif
